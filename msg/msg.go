@@ -1,0 +1,203 @@
+package msg
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// ProtocolVersion is the version carried by init; sef refuses any other.
+const ProtocolVersion = 1
+
+// Size limits. A packet larger than MaxPacket is a fault of its sender;
+// large payloads (a service's state) travel as a memfd instead.
+const (
+	MaxPacket = 64 << 10
+	MaxFDs    = 253 // SCM_MAX_FD
+	MaxString = 4096
+	MaxNames  = MaxFDs
+)
+
+// Kind says what a message is. Each request kind has its reply kind next
+// to it; the package doc draws the sequences.
+type Kind uint8
+
+const (
+	KindInit       Kind = 1  // rs → service: init type, label, restarts; fd store attached
+	KindInitResult Kind = 2  // service → rs: Err empty on success
+	KindPing       Kind = 3  // rs → service: Seq
+	KindPong       Kind = 4  // service → rs: the same Seq
+	KindLUPrepare  Kind = 5  // rs → service: State, MaxTime
+	KindLUReady    Kind = 6  // service → rs: Err, or state memfd and fds attached
+	KindLUCancel   Kind = 7  // rs → service: resume normal work
+	KindStop       Kind = 8  // rs → service: stop gracefully and exit 0
+	KindFDStore    Kind = 9  // service → rs: keep the attached fd under Names[0]
+	KindLUCommit   Kind = 10 // reserved: rs → old instance, the update took
+	KindStandby    Kind = 11 // reserved: rs → standby instance, take over
+	kindMax             = KindStandby
+)
+
+var kindNames = [...]string{
+	KindInit:       "init",
+	KindInitResult: "init-result",
+	KindPing:       "ping",
+	KindPong:       "pong",
+	KindLUPrepare:  "lu-prepare",
+	KindLUReady:    "lu-ready",
+	KindLUCancel:   "lu-cancel",
+	KindStop:       "stop",
+	KindFDStore:    "fd-store",
+	KindLUCommit:   "lu-commit",
+	KindStandby:    "standby",
+}
+
+func (k Kind) String() string {
+	if k >= 1 && k <= kindMax {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// FromService tells whether k is a kind a service may send.
+func (k Kind) FromService() bool {
+	switch k {
+	case KindInitResult, KindPong, KindLUReady, KindFDStore:
+		return true
+	}
+	return false
+}
+
+// InitType says why an instance is being initialised.
+type InitType uint8
+
+const (
+	InitFresh      InitType = 1 // first start
+	InitRestart    InitType = 2 // reincarnation after a crash, hang or restart
+	InitLiveUpdate InitType = 3 // new version taking over from an old instance
+)
+
+func (t InitType) String() string {
+	switch t {
+	case InitFresh:
+		return "fresh"
+	case InitRestart:
+		return "restart"
+	case InitLiveUpdate:
+		return "live-update"
+	}
+	return fmt.Sprintf("init-type(%d)", uint8(t))
+}
+
+// Message is every message of the channel; which fields mean something
+// depends on Kind. Names name the fds attached to the same packet, in order.
+type Message struct {
+	Kind     Kind     `msgpack:"k"`
+	Seq      uint64   `msgpack:"q,omitempty"`
+	Version  uint16   `msgpack:"v,omitempty"`
+	InitType InitType `msgpack:"t,omitempty"`
+	Label    string   `msgpack:"l,omitempty"`
+	Restarts uint32   `msgpack:"r,omitempty"`
+	State    uint32   `msgpack:"s,omitempty"`
+	MaxTime  int64    `msgpack:"m,omitempty"` // nanoseconds
+	Err      string   `msgpack:"e,omitempty"`
+	Names    []string `msgpack:"n,omitempty"`
+}
+
+// Errors of decoding and of the channel. All of them make the sender faulty.
+var (
+	ErrMalformed   = errors.New("malformed message")
+	ErrOversized   = errors.New("oversized message")
+	ErrUnknownKind = errors.New("unknown message kind")
+	ErrTooManyFDs  = errors.New("too many fds")
+	ErrFDMismatch  = errors.New("fds do not match their names")
+)
+
+// Encode returns the packet for m.
+func Encode(m *Message) ([]byte, error) {
+	if err := m.Validate(-1); err != nil {
+		return nil, err
+	}
+	b, err := msgpack.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", m.Kind, err)
+	}
+	if len(b) > MaxPacket {
+		return nil, fmt.Errorf("encode %s: %d bytes: %w", m.Kind, len(b), ErrOversized)
+	}
+	return b, nil
+}
+
+// Decode parses one packet that arrived with nfds fds. Whatever the input,
+// it returns a valid message or an error wrapping one of the sentinels.
+func Decode(b []byte, nfds int) (Message, error) {
+	var m Message
+	if len(b) > MaxPacket {
+		return m, fmt.Errorf("%d bytes: %w", len(b), ErrOversized)
+	}
+	r := bytes.NewReader(b)
+	dec := msgpack.NewDecoder(r)
+	dec.DisallowUnknownFields(true)
+	if err := dec.Decode(&m); err != nil {
+		return Message{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if r.Len() != 0 {
+		return Message{}, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Len())
+	}
+	if err := m.Validate(nfds); err != nil {
+		return Message{}, err
+	}
+	return m, nil
+}
+
+// Validate checks the fields that Kind requires. nfds < 0 skips the check
+// of attached fds against Names.
+func (m *Message) Validate(nfds int) error {
+	if m.Kind < 1 || m.Kind > kindMax {
+		return fmt.Errorf("%w: %d", ErrUnknownKind, m.Kind)
+	}
+	if len(m.Label) > MaxString || len(m.Err) > MaxString {
+		return fmt.Errorf("%w: %s: string too long", ErrMalformed, m.Kind)
+	}
+	if len(m.Names) > MaxNames {
+		return fmt.Errorf("%w: %s: %d names", ErrTooManyFDs, m.Kind, len(m.Names))
+	}
+	for _, n := range m.Names {
+		if n == "" || len(n) > 255 {
+			return fmt.Errorf("%w: %s: bad fd name", ErrMalformed, m.Kind)
+		}
+	}
+	if nfds >= 0 && nfds != len(m.Names) {
+		return fmt.Errorf("%w: %s: %d fds, %d names", ErrFDMismatch, m.Kind, nfds, len(m.Names))
+	}
+	switch m.Kind {
+	case KindInit:
+		if m.InitType < InitFresh || m.InitType > InitLiveUpdate {
+			return fmt.Errorf("%w: init: type %d", ErrMalformed, m.InitType)
+		}
+		if m.Version == 0 {
+			return fmt.Errorf("%w: init: no version", ErrMalformed)
+		}
+	case KindPing, KindPong:
+		if m.Seq == 0 {
+			return fmt.Errorf("%w: %s: no sequence number", ErrMalformed, m.Kind)
+		}
+	case KindLUPrepare:
+		if m.State == 0 || m.MaxTime <= 0 {
+			return fmt.Errorf("%w: lu-prepare: state %d, maxtime %d", ErrMalformed, m.State, m.MaxTime)
+		}
+	case KindFDStore:
+		if len(m.Names) != 1 {
+			return fmt.Errorf("%w: fd-store: %d names, want 1", ErrMalformed, len(m.Names))
+		}
+	}
+	if len(m.Names) > 0 {
+		switch m.Kind {
+		case KindInit, KindLUReady, KindFDStore, KindStandby:
+		default:
+			return fmt.Errorf("%w: %s carries no fds", ErrFDMismatch, m.Kind)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,206 @@
+package msg
+
+import (
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	cases := []Message{
+		{Kind: KindInit, Version: ProtocolVersion, InitType: InitRestart, Label: "kv", Restarts: 3},
+		{Kind: KindInitResult},
+		{Kind: KindInitResult, Err: "bind: address in use"},
+		{Kind: KindPing, Seq: 1 << 40},
+		{Kind: KindPong, Seq: 7},
+		{Kind: KindLUPrepare, State: 2, MaxTime: int64(time.Second)},
+		{Kind: KindLUCancel},
+		{Kind: KindStop},
+	}
+	for _, m := range cases {
+		t.Run(m.Kind.String(), func(t *testing.T) {
+			b, err := Encode(&m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Decode(b, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Kind != m.Kind || got.Seq != m.Seq || got.Err != m.Err || got.Label != m.Label ||
+				got.InitType != m.InitType || got.State != m.State || got.MaxTime != m.MaxTime {
+				t.Fatalf("got %+v, want %+v", got, m)
+			}
+		})
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	enc := func(v any) []byte {
+		b, err := marshalAny(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	cases := []struct {
+		name string
+		b    []byte
+		nfds int
+		want error
+	}{
+		{"empty", nil, 0, ErrMalformed},
+		{"not a map", []byte{0x01}, 0, ErrMalformed},
+		{"truncated", enc(map[string]any{"k": 3, "q": 9})[:4], 0, ErrMalformed},
+		{"unknown kind", enc(map[string]any{"k": 99}), 0, ErrUnknownKind},
+		{"kind zero", enc(map[string]any{"k": 0}), 0, ErrUnknownKind},
+		{"unknown field", enc(map[string]any{"k": 3, "q": 1, "zz": 1}), 0, ErrMalformed},
+		{"ping without seq", enc(map[string]any{"k": 3}), 0, ErrMalformed},
+		{"init without version", enc(map[string]any{"k": 1, "t": 1}), 0, ErrMalformed},
+		{"init bad type", enc(map[string]any{"k": 1, "t": 9, "v": 1}), 0, ErrMalformed},
+		{"wrong field type", enc(map[string]any{"k": "ping"}), 0, ErrMalformed},
+		{"fds without names", enc(map[string]any{"k": 2}), 1, ErrFDMismatch},
+		{"names on a pong", enc(map[string]any{"k": 4, "q": 1, "n": []string{"x"}}), 1, ErrFDMismatch},
+		{"fd-store two names", enc(map[string]any{"k": 9, "n": []string{"a", "b"}}), 2, ErrMalformed},
+		{"trailing bytes", append(enc(map[string]any{"k": 8}), 0xc0), 0, ErrMalformed},
+		{"oversized", make([]byte, MaxPacket+1), 0, ErrOversized},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Decode(c.b, c.nfds)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("Decode: %v, want %v", err, c.want)
+			}
+		})
+	}
+}
+
+func newPair(t *testing.T) (*Conn, *Conn) {
+	t.Helper()
+	a, b, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := NewConn(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := NewConn(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ca.Close(); cb.Close() })
+	return ca, cb
+}
+
+func TestConnPassesFDs(t *testing.T) {
+	a, b := newPair(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if err := a.Send(&Message{Kind: KindFDStore, Names: []string{"pipe"}}, w); err != nil {
+		t.Fatal(err)
+	}
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	m, files, err := b.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Kind != KindFDStore || len(files) != 1 || m.Names[0] != "pipe" {
+		t.Fatalf("got %+v with %d files", m, len(files))
+	}
+	flags, err := unix.FcntlInt(files[0].Fd(), unix.F_GETFD, 0)
+	if err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("received fd not close-on-exec: flags %d, %v", flags, err)
+	}
+	if _, err := files[0].Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	files[0].Close()
+	buf := make([]byte, 1)
+	if _, err := r.Read(buf); err != nil || buf[0] != 'x' {
+		t.Fatalf("read through passed fd: %q %v", buf, err)
+	}
+}
+
+func TestConnOversizedAndGarbage(t *testing.T) {
+	a, b := newPair(t)
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := a.SendRaw(make([]byte, MaxPacket+10), nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Recv(); !errors.Is(err, ErrOversized) {
+		t.Fatalf("oversized: %v", err)
+	}
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	defer w.Close()
+	// Garbage with an fd: the fd must be closed, not leaked.
+	if err := a.SendRaw([]byte{0xde, 0xad}, []*os.File{w}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, files, err := b.Recv(); !errors.Is(err, ErrMalformed) || files != nil {
+		t.Fatalf("garbage: %v, %d files", err, len(files))
+	}
+	if err := a.Send(&Message{Kind: KindPing, Seq: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if m, _, err := b.Recv(); err != nil || m.Seq != 5 {
+		t.Fatalf("after garbage: %+v %v", m, err)
+	}
+	a.Close()
+	if _, _, err := b.Recv(); err != io.EOF {
+		t.Fatalf("after close: %v, want EOF", err)
+	}
+}
+
+func TestTrySendWouldBlock(t *testing.T) {
+	a, _ := newPair(t)
+	var err error
+	for i := 0; i < 100000; i++ {
+		if err = a.TrySend(&Message{Kind: KindPing, Seq: uint64(i + 1)}); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("TrySend into a full queue: %v", err)
+	}
+}
+
+func BenchmarkPingPong(b *testing.B) {
+	x, y, _ := Pair()
+	a, _ := NewConn(x)
+	c, _ := NewConn(y)
+	defer a.Close()
+	defer c.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			m, _, err := c.Recv()
+			if err != nil {
+				return
+			}
+			c.Send(&Message{Kind: KindPong, Seq: m.Seq})
+		}
+	}()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := a.Send(&Message{Kind: KindPing, Seq: uint64(i + 1)}); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := a.Recv(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	a.Close()
+	<-done
+}

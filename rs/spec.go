@@ -1,0 +1,102 @@
+package rs
+
+import (
+	"fmt"
+	"time"
+)
+
+// Restart policies, as spelled in the config and on the command line.
+type RestartPolicy string
+
+const (
+	RestartAlways    RestartPolicy = "always"     // reincarnate whatever the exit
+	RestartOnFailure RestartPolicy = "on-failure" // not after a clean exit 0
+	RestartNever     RestartPolicy = "never"      // stays down after any exit
+)
+
+// Defaults applied by Spec.withDefaults where a field is zero.
+const (
+	DefaultPeriod        = time.Second
+	DefaultInitTimeout   = 5 * time.Second
+	DefaultStopGrace     = 2 * time.Second
+	DefaultBackoffBase   = 100 * time.Millisecond
+	DefaultBackoffCap    = 10 * time.Second
+	DefaultBackoffReset  = 10 * time.Second
+	DefaultMaxRestarts   = 10
+	DefaultRestartWindow = time.Minute
+)
+
+// Spec is everything rs needs to run one service. The config file and
+// `service up` both produce Specs; zero fields mean "default" except
+// Period, where zero means "no pings" (the config and the command line
+// fill in DefaultPeriod when the user said nothing).
+type Spec struct {
+	Label   string
+	Binary  string   // absolute path
+	Args    []string // arguments after argv[0]
+	Period  time.Duration
+	Restart RestartPolicy
+	Depends []string
+
+	// PingTimeout is how long a ping may stay unanswered; default Period.
+	PingTimeout time.Duration
+	// InitTimeout bounds the init handshake of a new instance.
+	InitTimeout time.Duration
+	// StopGrace is how long each step of a graceful stop may take
+	// (stop message, then SIGTERM, then SIGKILL).
+	StopGrace time.Duration
+	// BackoffBase, BackoffCap: the delay before the n-th consecutive
+	// restart is 0 for the first, then BackoffBase doubling up to BackoffCap.
+	BackoffBase time.Duration
+	BackoffCap  time.Duration
+	// BackoffReset: an instance that ran this long resets the backoff.
+	BackoffReset time.Duration
+	// MaxRestarts within RestartWindow puts the service in `failed`.
+	// Negative means unlimited.
+	MaxRestarts   int
+	RestartWindow time.Duration
+
+	// Standby keeps a warm standby instance (config `standby = true`,
+	// `service clone`) that replaces a crashed one at once.
+	Standby bool
+
+	// File and Line name where the service was configured ("" for `service up`).
+	File string
+	Line int
+}
+
+// withDefaults returns s with every zero tunable replaced by its default.
+func (s Spec) withDefaults() Spec {
+	if s.Restart == "" {
+		s.Restart = RestartAlways
+	}
+	if s.PingTimeout == 0 {
+		s.PingTimeout = s.Period
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&s.InitTimeout, DefaultInitTimeout)
+	def(&s.StopGrace, DefaultStopGrace)
+	def(&s.BackoffBase, DefaultBackoffBase)
+	def(&s.BackoffCap, DefaultBackoffCap)
+	def(&s.BackoffReset, DefaultBackoffReset)
+	def(&s.RestartWindow, DefaultRestartWindow)
+	if s.MaxRestarts == 0 {
+		s.MaxRestarts = DefaultMaxRestarts
+	}
+	return s
+}
+
+// ParseRestart checks a restart policy's spelling.
+func ParseRestart(v string) (RestartPolicy, error) {
+	switch p := RestartPolicy(v); p {
+	case RestartAlways, RestartOnFailure, RestartNever:
+		return p, nil
+	case "":
+		return RestartAlways, nil
+	}
+	return "", fmt.Errorf("restart %q: want always, on-failure or never", v)
+}
