@@ -1,0 +1,282 @@
+package proc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ChannelFD is the fd number of the rs channel in every service, and
+// EnvChannelFD the environment variable that names it.
+const (
+	ChannelFD    = 3
+	EnvChannelFD = "RS_CHANNEL_FD"
+)
+
+var (
+	ErrDone    = errors.New("process already exited")
+	ErrNoStart = errors.New("cannot start")
+)
+
+// Spec says how to start one process.
+type Spec struct {
+	Path    string   // absolute path of the binary
+	Args    []string // argv[1:]; argv[0] is Path
+	Env     []string // the whole environment; EnvChannelFD is added when Channel is set
+	Dir     string
+	Channel *os.File // becomes ChannelFD in the child; nil for none
+	Stdout  *os.File // nil: this process's stdout
+	Stderr  *os.File // nil: this process's stderr
+}
+
+// Process is a started child: the leader of its own process group. One
+// goroutine, started by Start, waits for it; Done is closed when it has
+// been reaped and every other member of its group has been sent SIGKILL.
+type Process struct {
+	pid  int
+	done chan struct{}
+	exit Exit
+
+	mu     sync.Mutex
+	reaped bool
+	pidfd  *os.File // nil when the kernel has no pidfd
+}
+
+// Exit is how a process ended.
+type Exit struct {
+	Code   int            // exit code when Signal is 0
+	Signal syscall.Signal // the signal that killed it, or 0
+	Core   bool
+}
+
+// Success is a clean exit 0.
+func (e Exit) Success() bool { return e.Signal == 0 && e.Code == 0 }
+
+func (e Exit) String() string {
+	if e.Signal != 0 {
+		s := unix.SignalName(e.Signal)
+		if s == "" {
+			s = fmt.Sprintf("signal %d", int(e.Signal))
+		}
+		if e.Core {
+			s += " (core dumped)"
+		}
+		return s
+	}
+	return fmt.Sprintf("exit %d", e.Code)
+}
+
+// Start starts the process described by spec in a new process group, with
+// stdin on /dev/null, the channel as ChannelFD and nothing else inherited
+// (every fd this process opens is close-on-exec). The child gets SIGKILL
+// if rs dies, so no service outlives rs unsupervised.
+func Start(spec Spec) (*Process, error) {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
+	}
+	defer devnull.Close()
+	stdout, stderr := spec.Stdout, spec.Stderr
+	if stdout == nil {
+		stdout = os.Stdout
+	}
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	files := []uintptr{devnull.Fd(), stdout.Fd(), stderr.Fd()}
+	env := spec.Env
+	if spec.Channel != nil {
+		files = append(files, spec.Channel.Fd())
+		env = append(env[:len(env):len(env)], fmt.Sprintf("%s=%d", EnvChannelFD, ChannelFD))
+	}
+	pidfd := -1
+	attr := &syscall.ProcAttr{
+		Dir:   spec.Dir,
+		Env:   env,
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+			PidFD:     &pidfd,
+		},
+	}
+	argv := append([]string{spec.Path}, spec.Args...)
+	pid, err := startLocked(spec.Path, argv, attr)
+	runtime.KeepAlive(spec.Channel)
+	runtime.KeepAlive(stdout)
+	runtime.KeepAlive(stderr)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
+	}
+	p := &Process{pid: pid, done: make(chan struct{})}
+	if pidfd >= 0 {
+		if err := unix.SetNonblock(pidfd, true); err == nil {
+			p.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+		} else {
+			unix.Close(pidfd)
+		}
+	}
+	go p.wait()
+	return p, nil
+}
+
+// Pid is the process id, which is also its process group id.
+func (p *Process) Pid() int { return p.pid }
+
+// Done is closed once the process has been reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exit tells how the process ended; valid once Done is closed.
+func (p *Process) Exit() Exit {
+	<-p.done
+	return p.exit
+}
+
+// Signal sends sig to the process only.
+func (p *Process) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return ErrDone
+	}
+	if p.pidfd != nil {
+		return unix.PidfdSendSignal(int(p.pidfd.Fd()), sig, nil, 0)
+	}
+	return unix.Kill(p.pid, sig)
+}
+
+// SignalGroup sends sig to the whole process group. Until the leader is
+// reaped its pid cannot be reused, so this never hits a stranger.
+func (p *Process) SignalGroup(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return ErrDone
+	}
+	err := unix.Kill(-p.pid, sig)
+	if err == unix.ESRCH {
+		return ErrDone
+	}
+	return err
+}
+
+// Kill sends SIGKILL to the whole group.
+func (p *Process) Kill() { _ = p.SignalGroup(syscall.SIGKILL) }
+
+// Stop ends the process within a bound: ask (a stop message, may be nil)
+// and wait grace, then SIGTERM to the group and wait grace, then SIGKILL.
+// It returns how the process ended.
+func (p *Process) Stop(ask func() error, grace time.Duration) Exit {
+	steps := []func(){
+		func() {
+			if ask != nil {
+				_ = ask()
+			}
+		},
+		func() { _ = p.SignalGroup(syscall.SIGTERM) },
+		func() { _ = p.SignalGroup(syscall.SIGCONT) }, // a stopped group cannot act on SIGTERM
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	for i, step := range steps {
+		step()
+		if i == 2 {
+			break // SIGCONT shares SIGTERM's grace period
+		}
+		select {
+		case <-p.done:
+			return p.exit
+		case <-t.C:
+			t.Reset(grace)
+		}
+	}
+	select {
+	case <-p.done:
+		return p.exit
+	case <-t.C:
+	}
+	p.Kill()
+	return p.Exit()
+}
+
+// wait is the one waiter of this child.
+func (p *Process) wait() {
+	if p.pidfd != nil {
+		p.waitPidfd()
+	} else {
+		p.waitPid()
+	}
+	close(p.done)
+}
+
+func (p *Process) waitPidfd() {
+	raw, err := p.pidfd.SyscallConn()
+	if err == nil {
+		// The pidfd turns readable when the process exits; until then the
+		// runtime's poller holds this goroutine, not a thread.
+		err = raw.Read(func(fd uintptr) bool {
+			var info unix.Siginfo
+			for {
+				e := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+				if e == unix.EINTR {
+					continue
+				}
+				return e != unix.EAGAIN && (e != nil || siginfoPid(&info) != 0)
+			}
+		})
+	}
+	_ = err // on any error the blocking waitid below still reaps
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = unix.Kill(-p.pid, syscall.SIGKILL) // stragglers of the group
+	_ = unix.SetNonblock(int(p.pidfd.Fd()), false)
+	var info unix.Siginfo
+	for {
+		e := unix.Waitid(unix.P_PIDFD, int(p.pidfd.Fd()), &info, unix.WEXITED, nil)
+		if e != unix.EINTR {
+			if e != nil {
+				p.exit = Exit{Code: -1}
+			} else {
+				p.exit = exitFromSiginfo(&info)
+			}
+			break
+		}
+	}
+	p.reaped = true
+	p.pidfd.Close()
+}
+
+func (p *Process) waitPid() {
+	var ws unix.WaitStatus
+	for {
+		// WNOWAIT keeps the leader a zombie, so its pid (the group id)
+		// stays ours while the stragglers are killed.
+		var info unix.Siginfo
+		e := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if e != unix.EINTR {
+			break
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = unix.Kill(-p.pid, syscall.SIGKILL)
+	for {
+		_, e := unix.Wait4(p.pid, &ws, 0, nil)
+		if e != unix.EINTR {
+			break
+		}
+	}
+	switch {
+	case ws.Signaled():
+		p.exit = Exit{Signal: ws.Signal(), Core: ws.CoreDump()}
+	default:
+		p.exit = Exit{Code: ws.ExitStatus()}
+	}
+	p.reaped = true
+}
