@@ -21,7 +21,7 @@ const (
 	DefaultStopGrace     = 2 * time.Second
 	DefaultBackoffBase   = 100 * time.Millisecond
 	DefaultBackoffCap    = 10 * time.Second
-	DefaultBackoffReset  = 10 * time.Second
+	DefaultBackoffReset  = time.Second
 	DefaultMaxRestarts   = 10
 	DefaultRestartWindow = time.Minute
 )

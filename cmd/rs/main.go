@@ -1,0 +1,98 @@
+// Command rs is the reincarnation server: it starts the configured
+// services, pings them, reincarnates them when they crash or hang, and
+// takes commands from `service` on its control socket.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"rs/rs"
+)
+
+func main() {
+	app := &cli.App{
+		Name:      "rs",
+		Usage:     "reincarnation server: supervise sef services",
+		UsageText: "rs [--config FILE] [--socket PATH] [--log-format text|json] [--log-level L]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "TOML file of services to start"},
+			&cli.StringFlag{Name: "socket", Usage: "control socket (default $RS_SOCKET, else " + rs.DefaultSocket() + ")"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		},
+		HideHelpCommand: true,
+		Action:          run,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "rs:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", c.Args().First())
+	}
+	log, err := logger(c.String("log-format"), c.String("log-level"))
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	var specs []rs.Spec
+	if path := c.String("config"); path != "" {
+		if specs, err = rs.LoadConfig(path); err != nil {
+			return err
+		}
+	}
+	sock := c.String("socket")
+	if sock == "" {
+		sock = rs.DefaultSocket()
+	}
+	ln, err := rs.Listen(sock)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(sock)
+	defer ln.Close()
+
+	// Signals before the first child, so none is missed.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP)
+
+	srv := rs.New(rs.Options{Logger: log})
+	go srv.Run()
+	go srv.Serve(ln)
+	log.Info("rs started", "socket", sock, "services", len(specs), "pid", os.Getpid())
+	srv.Start(specs)
+	select {
+	case sig := <-sigs:
+		log.Info("signal, stopping every service", "signal", sig.String())
+		srv.Shutdown()
+	case <-srv.Done():
+	}
+	log.Info("rs stopped")
+	return nil
+}
+
+func logger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

@@ -1,0 +1,270 @@
+package rs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+
+	"rs/msg"
+	"rs/proc"
+)
+
+// maxStoredFDs bounds a service's fd store.
+const maxStoredFDs = 64
+
+// eofGrace: a channel that closes is usually a process that died; its
+// exit, which says how it died, follows within microseconds. A process
+// still alive this long after closing its channel is faulty.
+const eofGrace = 100 * time.Millisecond
+
+// instance is one process of a service. Its fields belong to the loop;
+// two goroutines serve it (a channel reader and the process's waiter),
+// and both end when the process has exited and the channel is closed.
+type instance struct {
+	s    *Server
+	svc  *service
+	id   uint64
+	proc *proc.Process
+	conn *msg.Conn
+
+	running      bool // init succeeded
+	runningSince time.Time
+	stopping     bool   // rs asked it to stop
+	exited       bool   // reaped and closed
+	fault        string // why rs killed it, for last_exit
+
+	pingSeq  uint64
+	pingOut  bool
+	pingSent time.Time
+	timers   [timerBackoff]Timer // one slot per instance timer kind
+}
+
+// startInstance spawns svc's binary with a fresh channel and sends init,
+// with the fd store attached.
+func startInstance(s *Server, svc *service, id uint64, typ msg.InitType) (*instance, error) {
+	if err := checkBinary(svc.spec.Binary); err != nil {
+		return nil, err
+	}
+	mine, theirs, err := msg.Pair()
+	if err != nil {
+		return nil, err
+	}
+	p, err := proc.Start(proc.Spec{
+		Path:    svc.spec.Binary,
+		Args:    svc.spec.Args,
+		Env:     append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+svc.spec.Label),
+		Channel: theirs,
+	})
+	theirs.Close()
+	if err != nil {
+		mine.Close()
+		return nil, err
+	}
+	conn, err := msg.NewConn(mine)
+	if err != nil {
+		p.Kill()
+		<-p.Done()
+		return nil, err
+	}
+	inst := &instance{s: s, svc: svc, id: id, proc: p, conn: conn}
+	names := make([]string, 0, len(svc.fdstore))
+	for name := range svc.fdstore {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	files := make([]*os.File, len(names))
+	for i, n := range names {
+		files[i] = svc.fdstore[n]
+	}
+	init := &msg.Message{
+		Kind:     msg.KindInit,
+		Version:  msg.ProtocolVersion,
+		InitType: typ,
+		Label:    svc.spec.Label,
+		Restarts: uint32(svc.restarts),
+		Names:    names,
+	}
+	go inst.read()
+	go inst.wait()
+	if err := conn.TrySend(init, files...); err != nil {
+		inst.faulty("init-failed", fmt.Errorf("send init: %w", err))
+		return inst, nil
+	}
+	inst.arm(timerInit, svc.spec.InitTimeout, 0)
+	return inst, nil
+}
+
+func checkBinary(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("binary %s: %w", path, errors.Unwrap(err))
+	}
+	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("binary %s: not an executable file", path)
+	}
+	return nil
+}
+
+// read forwards every packet to the loop; it ends at the first error,
+// which is forwarded too (io.EOF when the service closed its end).
+func (inst *instance) read() {
+	for {
+		m, files, err := inst.conn.Recv()
+		inst.s.post(evMessage{inst: inst, m: m, files: files, err: err})
+		if err != nil {
+			return
+		}
+	}
+}
+
+// wait is the bridge from the process's one waiter to the loop.
+func (inst *instance) wait() {
+	<-inst.proc.Done()
+	inst.s.post(evExit{inst: inst, exit: inst.proc.Exit()})
+}
+
+func (inst *instance) arm(kind timerKind, d time.Duration, seq uint64) {
+	stopTimer(&inst.timers[kind])
+	s := inst.s
+	inst.timers[kind] = s.clock.AfterFunc(d, func() {
+		s.post(evTimer{inst: inst, kind: kind, seq: seq})
+	})
+}
+
+// close releases what the instance holds once its process is gone. The
+// reader ends on the closed channel.
+func (inst *instance) close() {
+	inst.exited = true
+	for i := range inst.timers {
+		stopTimer(&inst.timers[i])
+	}
+	inst.conn.Close()
+}
+
+func (inst *instance) label() string { return inst.svc.spec.Label }
+
+// faulty kills the instance's group; the exit that follows carries reason
+// into last_exit. Only the first reason counts.
+func (inst *instance) faulty(reason string, err error) {
+	if inst.fault != "" || inst.exited {
+		return
+	}
+	if err != nil {
+		reason = reason + ": " + err.Error()
+	}
+	if inst.stopping {
+		// Whatever it does while stopping, the stop sequence ends it.
+		inst.proc.Kill()
+		return
+	}
+	inst.fault = reason
+	inst.s.log.Warn("faulty, killing", "label", inst.label(), "pid", inst.proc.Pid(), "reason", reason)
+	inst.proc.Kill()
+}
+
+// stop sends the stop message and starts the bounded stop sequence in a
+// goroutine that ends with the process.
+func (inst *instance) stop() {
+	inst.stopping = true
+	for i := range inst.timers {
+		stopTimer(&inst.timers[i])
+	}
+	_ = inst.conn.TrySend(&msg.Message{Kind: msg.KindStop})
+	grace := inst.svc.spec.StopGrace
+	go inst.proc.Stop(nil, grace)
+}
+
+func (inst *instance) channelFailed(err error) {
+	if errors.Is(err, io.EOF) {
+		if inst.stopping {
+			return
+		}
+		inst.arm(timerEOF, eofGrace, 0)
+		return
+	}
+	inst.faulty("faulty", err)
+}
+
+// handle checks a packet against the instance's state: anything out of
+// sequence makes the instance faulty.
+func (inst *instance) handle(m msg.Message, files []*os.File) {
+	if !m.Kind.FromService() {
+		msg.CloseFiles(files)
+		inst.faulty("faulty", fmt.Errorf("sent %s, which only rs sends", m.Kind))
+		return
+	}
+	switch m.Kind {
+	case msg.KindFDStore:
+		inst.storeFD(m.Names[0], files[0])
+	case msg.KindInitResult:
+		if inst.running {
+			inst.faulty("faulty", errors.New("second init-result"))
+			return
+		}
+		stopTimer(&inst.timers[timerInit])
+		if m.Err != "" {
+			inst.faulty("init-failed", errors.New(m.Err))
+			return
+		}
+		inst.ready()
+	case msg.KindPong:
+		if !inst.pingOut || m.Seq != inst.pingSeq {
+			inst.faulty("faulty", fmt.Errorf("pong %d out of sequence (expected %d)", m.Seq, inst.pingSeq))
+			return
+		}
+		inst.pingOut = false
+		stopTimer(&inst.timers[timerPingDeadline])
+		inst.svc.rtt = inst.s.clock.Now().Sub(inst.pingSent)
+	default: // lu-ready: no update is being prepared
+		msg.CloseFiles(files)
+		inst.faulty("faulty", fmt.Errorf("unexpected %s", m.Kind))
+	}
+}
+
+func (inst *instance) storeFD(name string, f *os.File) {
+	store := inst.svc.fdstore
+	if old, ok := store[name]; ok {
+		old.Close()
+	} else if len(store) >= maxStoredFDs {
+		f.Close()
+		inst.faulty("faulty", fmt.Errorf("fd store full (%d)", maxStoredFDs))
+		return
+	}
+	store[name] = f
+	inst.s.log.Debug("fd stored", "label", inst.label(), "name", name)
+}
+
+// ready: init succeeded; the instance runs and is pinged.
+func (inst *instance) ready() {
+	svc := inst.svc
+	inst.running = true
+	inst.runningSince = inst.s.clock.Now()
+	svc.state = StateRunning
+	svc.started = true
+	inst.s.log.Info("ready", "label", inst.label(), "pid", inst.proc.Pid())
+	if svc.spec.Period > 0 {
+		inst.pingTick()
+	}
+	inst.s.replyUp(svc, Reply{Message: fmt.Sprintf("%s running, pid %d", inst.label(), inst.proc.Pid())})
+	inst.s.startWaiting()
+}
+
+// pingTick sends the next ping unless one is outstanding (its deadline
+// timer judges it), and arms the next tick.
+func (inst *instance) pingTick() {
+	spec := inst.svc.spec
+	if !inst.pingOut {
+		inst.pingSeq++
+		inst.pingOut = true
+		inst.pingSent = inst.s.clock.Now()
+		if err := inst.conn.TrySend(&msg.Message{Kind: msg.KindPing, Seq: inst.pingSeq}); err != nil {
+			inst.faulty("no-heartbeat", fmt.Errorf("ping: %w", err))
+			return
+		}
+		inst.arm(timerPingDeadline, spec.PingTimeout, inst.pingSeq)
+	}
+	inst.arm(timerPing, spec.Period, 0)
+}

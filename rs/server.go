@@ -1,0 +1,583 @@
+package rs
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"time"
+
+	"rs/msg"
+	"rs/proc"
+)
+
+// Service states, as `service status` shows them.
+const (
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateUpdating = "updating"
+	StateStopping = "stopping"
+	StateBackoff  = "backoff"
+	StateDown     = "down"
+	StateFailed   = "failed"
+)
+
+// Errors returned to `service`.
+var (
+	ErrUnknown    = errors.New("unknown service")
+	ErrNotDone    = errors.New("not implemented yet")
+	ErrBusy       = errors.New("busy")
+	ErrShutdown   = errors.New("rs is shutting down")
+	ErrStartFails = errors.New("start failed")
+)
+
+// Options configure a Server. Zero fields mean defaults.
+type Options struct {
+	Logger *slog.Logger
+	Clock  Clock
+	// Env is the environment every service starts with (default: rs's).
+	Env []string
+}
+
+// Server is rs: the service table and the loop that owns it. Everything
+// that changes the table (a child exited, a packet arrived, a timer fired,
+// a command came in) is an event on one channel, handled by Run's loop.
+type Server struct {
+	log    *slog.Logger
+	clock  Clock
+	env    []string
+	events chan any
+	done   chan struct{} // closed when Run returns: senders give up
+
+	// Owned by the loop.
+	services map[string]*service
+	order    []string // labels in the order they were added
+	nextID   uint64
+	shutdown *shutdownState
+}
+
+// service is one row of the table, living across instances.
+type service struct {
+	spec      Spec
+	state     string
+	inst      *instance // the current instance, if any
+	restarts  int
+	lastExit  string
+	rtt       time.Duration
+	started   bool // an instance has reached running once (else: fresh init)
+	fails     int  // consecutive failures, for backoff
+	history   []time.Time
+	backoff   Timer
+	waitDeps  bool // start as soon as its dependencies run
+	fdstore   map[string]*os.File
+	upWaiters []chan<- Reply // replied when an instance runs or fails to start
+	onStopped []func()       // run when the current instance has exited
+}
+
+type shutdownState struct {
+	replies []chan<- Reply
+}
+
+// New returns a Server; Run starts it.
+func New(opts Options) *Server {
+	s := &Server{
+		log:      opts.Logger,
+		clock:    opts.Clock,
+		env:      opts.Env,
+		events:   make(chan any, 256),
+		done:     make(chan struct{}),
+		services: make(map[string]*service),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.clock == nil {
+		s.clock = realClock{}
+	}
+	if s.env == nil {
+		s.env = os.Environ()
+	}
+	return s
+}
+
+// post hands an event to the loop; after Run returned it is dropped.
+func (s *Server) post(ev any) {
+	select {
+	case s.events <- ev:
+	case <-s.done:
+	}
+}
+
+// Events of the loop.
+type (
+	evRequest struct {
+		req   Request
+		reply chan<- Reply // final reply; progress goes to progress
+		prog  chan<- string
+	}
+	evMessage struct {
+		inst  *instance
+		m     msg.Message
+		files []*os.File
+		err   error
+	}
+	evExit struct {
+		inst *instance
+		exit proc.Exit
+	}
+	evTimer struct {
+		inst *instance // nil for service timers
+		svc  *service
+		kind timerKind
+		seq  uint64
+	}
+	evStart struct{ specs []Spec }
+	evStop  struct{ reply chan<- Reply }
+)
+
+type timerKind int
+
+const (
+	timerPing timerKind = iota
+	timerPingDeadline
+	timerInit
+	timerEOF
+	timerBackoff
+)
+
+// Start adds the configured services and starts them in dependency order.
+// It returns at once; the services start as the loop runs.
+func (s *Server) Start(specs []Spec) { s.post(evStart{specs}) }
+
+// Shutdown stops every service (dependents first) and makes Run return.
+// It waits until that is done.
+func (s *Server) Shutdown() {
+	reply := make(chan Reply, 1)
+	s.post(evStop{reply})
+	select {
+	case <-reply:
+	case <-s.done:
+	}
+}
+
+// Do runs one control request; progress lines go to prog (may be nil).
+func (s *Server) Do(req Request, prog chan<- string) Reply {
+	reply := make(chan Reply, 1)
+	s.post(evRequest{req: req, reply: reply, prog: prog})
+	select {
+	case r := <-reply:
+		return r
+	case <-s.done:
+		return Reply{Err: ErrShutdown.Error(), Done: true}
+	}
+}
+
+// Done is closed when Run has returned.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Run is the loop that owns the table. It returns after a shutdown, when
+// every service has stopped.
+func (s *Server) Run() {
+	defer close(s.done)
+	for ev := range s.events {
+		switch ev := ev.(type) {
+		case evStart:
+			s.addConfigured(ev.specs)
+		case evRequest:
+			s.request(ev)
+		case evMessage:
+			s.message(ev)
+		case evExit:
+			s.exited(ev.inst, ev.exit)
+		case evTimer:
+			s.timer(ev)
+		case evStop:
+			s.beginShutdown(ev.reply)
+		}
+		if s.shutdown != nil && s.shutdownStep() {
+			for _, r := range s.shutdown.replies {
+				r <- Reply{Done: true, Message: "rs stopped"}
+			}
+			return
+		}
+	}
+}
+
+func (s *Server) addConfigured(specs []Spec) {
+	for _, spec := range specs {
+		if _, ok := s.services[spec.Label]; ok {
+			s.log.Error("duplicate service ignored", "label", spec.Label)
+			continue
+		}
+		svc := s.add(spec)
+		svc.waitDeps = true
+	}
+	s.startWaiting()
+}
+
+func (s *Server) add(spec Spec) *service {
+	svc := &service{spec: spec.withDefaults(), state: StateDown, fdstore: map[string]*os.File{}}
+	s.services[spec.Label] = svc
+	s.order = append(s.order, spec.Label)
+	return svc
+}
+
+// startWaiting starts every service waiting for its dependencies whose
+// dependencies all run.
+func (s *Server) startWaiting() {
+	if s.shutdown != nil {
+		return
+	}
+	for _, label := range s.order {
+		svc := s.services[label]
+		if !svc.waitDeps {
+			continue
+		}
+		if dep := s.missingDep(svc); dep != "" {
+			svc.lastExit = "waiting for " + dep
+			continue
+		}
+		svc.waitDeps = false
+		svc.lastExit = ""
+		s.spawn(svc)
+	}
+}
+
+// missingDep names the first dependency of svc that is not running.
+func (s *Server) missingDep(svc *service) string {
+	for _, d := range svc.spec.Depends {
+		if dep, ok := s.services[d]; !ok || dep.state != StateRunning {
+			return d
+		}
+	}
+	return ""
+}
+
+// spawn starts a new instance of svc. A failure to even start the binary
+// counts as a failed start.
+func (s *Server) spawn(svc *service) {
+	typ := msg.InitFresh
+	if svc.started {
+		typ = msg.InitRestart
+	}
+	s.nextID++
+	inst, err := startInstance(s, svc, s.nextID, typ)
+	if err != nil {
+		s.log.Error("start failed", "label", svc.spec.Label, "err", err)
+		svc.lastExit = "start: " + err.Error()
+		s.startFailed(svc, err)
+		return
+	}
+	svc.inst = inst
+	svc.state = StateStarting
+	s.log.Info("spawned", "label", svc.spec.Label, "pid", inst.proc.Pid(), "init", typ)
+}
+
+// startFailed handles an instance that never reached running (or could
+// not be started). A service that never ran is `failed` at once: retrying
+// a binary that cannot start hides the error. Otherwise it is a crash.
+func (s *Server) startFailed(svc *service, err error) {
+	s.replyUp(svc, Reply{Err: fmt.Sprintf("%s: %s", svc.spec.Label, svc.lastExit)})
+	if !svc.started {
+		svc.state = StateFailed
+		return
+	}
+	s.crashed(svc, time.Duration(0))
+}
+
+// replyUp answers everyone waiting for the service to come up.
+func (s *Server) replyUp(svc *service, r Reply) {
+	r.Done = true
+	for _, w := range svc.upWaiters {
+		w <- r
+	}
+	svc.upWaiters = nil
+}
+
+// crashed decides what comes after an instance that ended on its own
+// (ran for `ran`): a restart now, a restart later, or `failed`.
+func (s *Server) crashed(svc *service, ran time.Duration) {
+	label := svc.spec.Label
+	now := s.clock.Now()
+	if ran >= svc.spec.BackoffReset {
+		svc.fails = 0
+	}
+	svc.fails++
+	cut := now.Add(-svc.spec.RestartWindow)
+	kept := svc.history[:0]
+	for _, t := range svc.history {
+		if t.After(cut) {
+			kept = append(kept, t)
+		}
+	}
+	svc.history = kept
+	if svc.spec.MaxRestarts >= 0 && len(svc.history) >= svc.spec.MaxRestarts {
+		svc.state = StateFailed
+		s.log.Error("failed: too many restarts", "label", label,
+			"restarts", len(svc.history), "window", svc.spec.RestartWindow, "last_exit", svc.lastExit)
+		return
+	}
+	svc.history = append(svc.history, now)
+	delay := backoffDelay(svc.spec, svc.fails)
+	if delay == 0 {
+		s.reincarnate(svc)
+		return
+	}
+	svc.state = StateBackoff
+	s.log.Info("backoff", "label", label, "delay", delay)
+	svc.backoff = s.clock.AfterFunc(delay, func() {
+		s.post(evTimer{svc: svc, kind: timerBackoff})
+	})
+}
+
+// backoffDelay: the first restart is immediate, then base doubling to cap.
+func backoffDelay(spec Spec, fails int) time.Duration {
+	if fails <= 1 {
+		return 0
+	}
+	d := spec.BackoffBase
+	for i := 2; i < fails && d < spec.BackoffCap; i++ {
+		d *= 2
+	}
+	return min(d, spec.BackoffCap)
+}
+
+func (s *Server) reincarnate(svc *service) {
+	svc.restarts++
+	s.log.Info("reincarnating", "label", svc.spec.Label, "reason", svc.lastExit, "restarts", svc.restarts)
+	s.spawn(svc)
+}
+
+// exited handles the end of an instance's process.
+func (s *Server) exited(inst *instance, exit proc.Exit) {
+	svc := inst.svc
+	inst.close()
+	if svc.inst != inst {
+		return // an old instance (replaced already) has been reaped
+	}
+	svc.inst = nil
+	svc.rtt = 0
+	reason := inst.fault
+	if reason == "" {
+		reason = "terminated: " + exit.String()
+	}
+	label := svc.spec.Label
+	if cont := svc.onStopped; len(cont) > 0 || inst.stopping {
+		// A stop we asked for (down, restart, shutdown) ended.
+		svc.onStopped = nil
+		if svc.state == StateStopping {
+			svc.state = StateDown
+		}
+		s.log.Info("stopped", "label", label, "exit", exit.String())
+		for _, f := range cont {
+			f()
+		}
+		return
+	}
+	svc.lastExit = reason
+	s.log.Warn("exited", "label", label, "pid", inst.proc.Pid(), "reason", reason)
+	if !inst.running {
+		s.startFailed(svc, nil)
+		return
+	}
+	switch {
+	case svc.spec.Restart == RestartNever,
+		svc.spec.Restart == RestartOnFailure && inst.fault == "" && exit.Success():
+		svc.state = StateDown
+		return
+	case s.shutdown != nil:
+		svc.state = StateDown
+		return
+	}
+	s.crashed(svc, s.clock.Now().Sub(inst.runningSince))
+}
+
+// stop asks the current instance of svc to stop gracefully and runs then
+// once it has exited (at once if there is no instance).
+func (s *Server) stop(svc *service, then func()) {
+	stopTimer(&svc.backoff)
+	svc.waitDeps = false
+	if svc.inst == nil {
+		if svc.state != StateFailed || s.shutdown != nil {
+			svc.state = StateDown
+		}
+		if then != nil {
+			then()
+		}
+		return
+	}
+	if then != nil {
+		svc.onStopped = append(svc.onStopped, then)
+	}
+	svc.state = StateStopping
+	if !svc.inst.stopping {
+		s.log.Info("stopping", "label", svc.spec.Label, "pid", svc.inst.proc.Pid())
+		svc.inst.stop()
+	}
+}
+
+func (s *Server) dropFDStore(svc *service) {
+	for name, f := range svc.fdstore {
+		f.Close()
+		delete(svc.fdstore, name)
+	}
+}
+
+// beginShutdown stops everything, dependents before their dependencies.
+func (s *Server) beginShutdown(reply chan<- Reply) {
+	if s.shutdown == nil {
+		s.log.Info("shutting down")
+		s.shutdown = &shutdownState{}
+		for _, svc := range s.services {
+			stopTimer(&svc.backoff)
+			svc.waitDeps = false
+			s.replyUp(svc, Reply{Err: ErrShutdown.Error()})
+		}
+	}
+	if reply != nil {
+		s.shutdown.replies = append(s.shutdown.replies, reply)
+	}
+}
+
+// shutdownStep stops every service none of whose dependents still runs;
+// it reports whether everything has stopped.
+func (s *Server) shutdownStep() bool {
+	alive := 0
+	for _, label := range s.order {
+		svc := s.services[label]
+		if svc.inst == nil {
+			continue
+		}
+		alive++
+		if svc.inst.stopping || s.hasLiveDependents(label) {
+			continue
+		}
+		s.stop(svc, nil)
+	}
+	if alive > 0 {
+		return false
+	}
+	for _, svc := range s.services {
+		s.dropFDStore(svc)
+	}
+	return true
+}
+
+func (s *Server) hasLiveDependents(label string) bool {
+	for _, other := range s.services {
+		if other.inst == nil {
+			continue
+		}
+		for _, d := range other.spec.Depends {
+			if d == label {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *Server) timer(ev evTimer) {
+	if ev.inst == nil {
+		if ev.kind == timerBackoff && ev.svc.state == StateBackoff && ev.svc.backoff != nil {
+			ev.svc.backoff = nil
+			s.reincarnate(ev.svc)
+		}
+		return
+	}
+	inst := ev.inst
+	if inst.svc.inst != inst || inst.exited {
+		return // stale: that instance is gone
+	}
+	switch ev.kind {
+	case timerPing:
+		inst.pingTick()
+	case timerPingDeadline:
+		if inst.pingSeq == ev.seq && inst.pingOut {
+			inst.faulty("no-heartbeat", fmt.Errorf("ping %d unanswered after %v", ev.seq, inst.svc.spec.PingTimeout))
+		}
+	case timerInit:
+		if !inst.running {
+			inst.faulty("init-timeout", fmt.Errorf("no init result within %v", inst.svc.spec.InitTimeout))
+		}
+	case timerEOF:
+		inst.faulty("faulty: closed its channel", nil)
+	}
+}
+
+// message handles one packet (or channel failure) from an instance.
+func (s *Server) message(ev evMessage) {
+	inst := ev.inst
+	if inst.svc.inst != inst || inst.exited {
+		msg.CloseFiles(ev.files)
+		return
+	}
+	if ev.err != nil {
+		inst.channelFailed(ev.err)
+		return
+	}
+	inst.handle(ev.m, ev.files)
+}
+
+// statusOf builds the status row of one service.
+func (s *Server) statusOf(svc *service) Status {
+	st := Status{
+		Label:     svc.spec.Label,
+		State:     svc.state,
+		Restarts:  svc.restarts,
+		Binary:    svc.spec.Binary,
+		Args:      svc.spec.Args,
+		LastExit:  svc.lastExit,
+		PingRTTUs: svc.rtt.Microseconds(),
+		PeriodMs:  svc.spec.Period.Milliseconds(),
+		Depends:   svc.spec.Depends,
+	}
+	if st.Args == nil {
+		st.Args = []string{}
+	}
+	if st.Depends == nil {
+		st.Depends = []string{}
+	}
+	if svc.inst != nil {
+		st.Pid = svc.inst.proc.Pid()
+		if svc.inst.running {
+			st.UptimeS = s.clock.Now().Sub(svc.inst.runningSince).Seconds()
+		}
+	}
+	return st
+}
+
+func (s *Server) statuses(label string) ([]Status, error) {
+	if label != "" {
+		svc, ok := s.services[label]
+		if !ok {
+			return nil, fmt.Errorf("%w %q", ErrUnknown, label)
+		}
+		return []Status{s.statusOf(svc)}, nil
+	}
+	labels := append([]string(nil), s.order...)
+	sort.Strings(labels)
+	out := make([]Status, 0, len(labels))
+	for _, l := range labels {
+		out = append(out, s.statusOf(s.services[l]))
+	}
+	return out, nil
+}
+
+// Serve accepts control connections until ln is closed. Each connection
+// gets its own goroutine, bounded by a read deadline, so a client that
+// sends nothing blocks nobody.
+func (s *Server) Serve(ln *net.UnixListener) error {
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go s.serveConn(c)
+	}
+}
