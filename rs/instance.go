@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"syscall"
 	"time"
 
 	"rs/msg"
@@ -90,7 +91,7 @@ func startInstance(s *Server, svc *service, id uint64, typ msg.InitType) (*insta
 	go inst.read()
 	go inst.wait()
 	if err := conn.TrySend(init, files...); err != nil {
-		inst.faulty("init-failed", fmt.Errorf("send init: %w", err))
+		inst.sendFailed(err)
 		return inst, nil
 	}
 	inst.arm(timerInit, svc.spec.InitTimeout, 0)
@@ -177,8 +178,23 @@ func (inst *instance) stop() {
 	go inst.proc.Stop(nil, grace)
 }
 
+// sendFailed: a full channel means the service does not read it (faulty);
+// a broken one is judged like a closed one.
+func (inst *instance) sendFailed(err error) {
+	if errors.Is(err, msg.ErrWouldBlock) {
+		inst.faulty("faulty", errors.New("does not read its channel"))
+		return
+	}
+	if errors.Is(err, syscall.EPIPE) {
+		err = io.EOF
+	}
+	inst.channelFailed(err)
+}
+
 func (inst *instance) channelFailed(err error) {
-	if errors.Is(err, io.EOF) {
+	// A closed or reset channel (a process that dies with unread packets
+	// resets it) is judged after eofGrace; bad packets are faults now.
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 		if inst.stopping {
 			return
 		}
@@ -261,7 +277,7 @@ func (inst *instance) pingTick() {
 		inst.pingOut = true
 		inst.pingSent = inst.s.clock.Now()
 		if err := inst.conn.TrySend(&msg.Message{Kind: msg.KindPing, Seq: inst.pingSeq}); err != nil {
-			inst.faulty("no-heartbeat", fmt.Errorf("ping: %w", err))
+			inst.sendFailed(err)
 			return
 		}
 		inst.arm(timerPingDeadline, spec.PingTimeout, inst.pingSeq)

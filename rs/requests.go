@@ -27,14 +27,16 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		_, err = c.Write(b)
 		return err == nil
 	}
-	if err := checkPeer(c); err != nil {
-		s.log.Warn("control client refused", "err", err)
-		send(Reply{Err: err.Error(), Done: true})
-		return
-	}
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	buf := make([]byte, MaxRequest+1)
 	n, err := c.Read(buf)
+	// The request is read even from a refused peer: closing a socket with
+	// unread data resets it, and the peer would never see why.
+	if perr := checkPeer(c); perr != nil {
+		s.log.Warn("control client refused", "err", perr)
+		send(Reply{Err: perr.Error(), Done: true})
+		return
+	}
 	if err != nil {
 		send(Reply{Err: fmt.Sprintf("%v: %v", ErrBadRequest, err), Done: true})
 		return

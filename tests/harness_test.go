@@ -1,0 +1,318 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"rs/internal/resp"
+	"rs/rs"
+)
+
+// binDir holds rs, service and kv, built once by TestMain.
+var binDir string
+
+func TestMain(m *testing.M) {
+	// The test binary doubles as the test services: `roles -role NAME`.
+	if len(os.Args) > 2 && os.Args[1] == "-role" {
+		os.Exit(runRole(os.Args[2], os.Args[3:]))
+	}
+	dir, err := os.MkdirTemp("", "rs-tests-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	os.Chmod(dir, 0o755) // the foreign-uid test runs `service` as nobody
+	build := exec.Command("go", "build", "-o", dir+"/", "rs/cmd/rs", "rs/cmd/service", "rs/servers/kv")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	self, _ := os.Executable()
+	copyFile(self, filepath.Join(dir, "roles"))
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func copyFile(from, to string) {
+	b, err := os.ReadFile(from)
+	if err == nil {
+		err = os.WriteFile(to, b, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "copy:", err)
+		os.Exit(1)
+	}
+}
+
+func bin(name string) string { return filepath.Join(binDir, name) }
+
+// waitTimeout bounds every wait on an event in these tests.
+const waitTimeout = 20 * time.Second
+
+// rsProc is a running rs under test.
+type rsProc struct {
+	t    *testing.T
+	dir  string
+	sock string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startRS starts rs with config (TOML, may be empty) in a fresh directory.
+// "$BIN" in config is replaced by the directory of the built binaries and
+// "$DIR" by the test's directory.
+func startRS(t *testing.T, config string) *rsProc {
+	t.Helper()
+	dir := t.TempDir()
+	r := &rsProc{t: t, dir: dir, sock: filepath.Join(dir, "rs.sock"), log: &syncBuffer{}, done: make(chan struct{})}
+	args := []string{"--socket", r.sock, "--log-level", "debug"}
+	if config != "" {
+		cfg := filepath.Join(dir, "system.toml")
+		config = strings.ReplaceAll(config, "$BIN", binDir)
+		config = strings.ReplaceAll(config, "$DIR", dir)
+		if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config", cfg)
+	}
+	r.cmd = exec.Command(bin("rs"), args...)
+	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.cmd.Wait(); close(r.done) }()
+	t.Cleanup(func() {
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-r.done:
+		case <-time.After(waitTimeout):
+			r.cmd.Process.Kill()
+			<-r.done
+			t.Errorf("rs did not exit on SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("rs log:\n%s", r.log.String())
+		}
+	})
+	r.waitFor("control socket", func() bool {
+		_, err := r.client().Do(rs.Request{Op: rs.OpStatus}, nil)
+		return err == nil
+	})
+	return r
+}
+
+func (r *rsProc) client() rs.Client { return rs.Client{Socket: r.sock, Timeout: waitTimeout} }
+
+// waitFor polls cond until it holds, within waitTimeout.
+func (r *rsProc) waitFor(what string, cond func() bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		select {
+		case <-r.done:
+			r.t.Fatalf("rs exited while waiting for %s", what)
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (r *rsProc) status(label string) rs.Status {
+	r.t.Helper()
+	rep, err := r.client().Do(rs.Request{Op: rs.OpStatus, Label: label}, nil)
+	if err != nil {
+		r.t.Fatalf("status %s: %v", label, err)
+	}
+	return rep.Services[0]
+}
+
+// waitState waits until label is in state with a pid other than notPid.
+func (r *rsProc) waitState(label, state string, notPid int) rs.Status {
+	r.t.Helper()
+	var st rs.Status
+	r.waitFor(fmt.Sprintf("%s %s (not pid %d)", label, state, notPid), func() bool {
+		st = r.status(label)
+		return st.State == state && (state != rs.StateRunning || st.Pid != notPid && st.Pid != 0)
+	})
+	return st
+}
+
+// service runs bin/service against this rs and returns its stdout,
+// stderr and exit code.
+func (r *rsProc) service(args ...string) (string, string, int) {
+	r.t.Helper()
+	return runService(r.t, r.sock, nil, args...)
+}
+
+func runService(t *testing.T, sock string, cred *syscall.Credential, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin("service"), append([]string{"--socket", sock}, args...)...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("service %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// mustService runs bin/service and fails the test unless it succeeds.
+func (r *rsProc) mustService(args ...string) string {
+	r.t.Helper()
+	out, errs, code := r.service(args...)
+	if code != 0 {
+		r.t.Fatalf("service %v: exit %d: %s", args, code, errs)
+	}
+	return out
+}
+
+func (r *rsProc) statusJSON() []map[string]any {
+	r.t.Helper()
+	out := r.mustService("status", "--json")
+	var v struct {
+		Services []map[string]any `json:"services"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		r.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return v.Services
+}
+
+// freeAddr returns a loopback TCP address nobody listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func dialKV(t *testing.T, addr string) *resp.Client {
+	t.Helper()
+	c, err := resp.Dial("tcp", addr, waitTimeout)
+	if err != nil {
+		t.Fatalf("dial kv %s: %v", addr, err)
+	}
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// kvDo runs one command on a new connection.
+func kvDo(t *testing.T, addr string, args ...string) resp.Value {
+	t.Helper()
+	c := dialKV(t, addr)
+	v, err := c.Do(args...)
+	if err != nil {
+		t.Fatalf("kv %v: %v", args, err)
+	}
+	return v
+}
+
+// kvPid asks kv which process answers.
+func kvPid(t *testing.T, addr string) int {
+	t.Helper()
+	info := kvDo(t, addr, "INFO").Str
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	t.Fatalf("INFO without process_id: %q", info)
+	return 0
+}
+
+// children lists the pids whose parent is pid, and which of them are zombies.
+func children(pid int) (all, zombies []int) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid == pid {
+			all = append(all, n)
+			if f[0] == "Z" {
+				zombies = append(zombies, n)
+			}
+		}
+	}
+	return all, zombies
+}
+
+func fdCount(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !strings.Contains(string(b), ") Z ")
+}

@@ -1,0 +1,68 @@
+package tests
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"rs/sef"
+)
+
+// runRole is a test service, run by rs as `roles -role NAME [args]`.
+func runRole(role string, args []string) int {
+	switch role {
+	case "exit-now": // dies before any handshake
+		return 1
+	case "sleeper": // a plain process, not a service
+		signal.Ignore(syscall.SIGTERM)
+		select {}
+	case "fail-init":
+		_, err := sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error {
+			return errors.New("no database configured")
+		}})
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	case "hang-init":
+		sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error { select {} }})
+		return 1
+	case "stubborn": // ignores stop and SIGTERM
+		s, err := sef.Startup(sef.Callbacks{Signal: func(*sef.Service, os.Signal) {}})
+		if err != nil {
+			return 1
+		}
+		return serveForever(s)
+	case "forker": // leaves a child in its group, writes its pid to args[0]
+		self, _ := os.Executable()
+		child := exec.Command(self, "-role", "sleeper")
+		if err := child.Start(); err != nil {
+			return 1
+		}
+		if err := os.WriteFile(args[0], []byte(fmt.Sprint(child.Process.Pid)), 0o644); err != nil {
+			return 1
+		}
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		return serveForever(s)
+	case "plain": // the smallest well-behaved service
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		return serveForever(s)
+	}
+	fmt.Fprintln(os.Stderr, "unknown role", role)
+	return 2
+}
+
+func serveForever(s *sef.Service) int {
+	for {
+		if _, err := s.Receive(); errors.Is(err, sef.ErrStopped) {
+			return 0
+		}
+	}
+}
