@@ -20,28 +20,28 @@
 //
 // Liveness (every period while running; answered from sef.Receive):
 //
-//	 | -- ping {seq} --------------------> |
-//	 | <-- pong {seq} -------------------- |  same seq, before the deadline
+//	| -- ping {seq} --------------------> |
+//	| <-- pong {seq} -------------------- |  same seq, before the deadline
 //
 // Graceful stop:
 //
-//	 | -- stop --------------------------> |  sef.Receive returns ErrStopped
-//	 |                                     |  the service exits 0
-//	 (no exit within the grace period: SIGTERM to the group, then SIGKILL)
+//	| -- stop --------------------------> |  sef.Receive returns ErrStopped
+//	|                                     |  the service exits 0
+//	(no exit within the grace period: SIGTERM to the group, then SIGKILL)
 //
 // Live update (rs keeps the old instance until the new one is running):
 //
-//	 rs                  old instance                 new instance
-//	  | -- lu-prepare {state, maxtime} --> |
-//	  | <-- lu-ready {err} + state memfd,  |   (err set: update refused)
-//	  |     fds {names} ------------------ |
-//	  |                 (quiescent)        |
-//	  | -- init {type: live-update, names} + state memfd, fds -----> |
-//	  | <-- init-result {err} -------------------------------------- |
-//	  | -- stop --> | (commit)      or    | -- lu-cancel --> | (rollback: the
-//	  |                                     old instance resumes; the new one
-//	  |                                     is killed)
-//	  (not ready within maxtime: lu-cancel, the old instance resumes)
+//	rs                  old instance                 new instance
+//	 | -- lu-prepare {state, maxtime} --> |
+//	 | <-- lu-ready {err} + state memfd,  |   (err set: update refused)
+//	 |     fds {names} ------------------ |
+//	 |                 (quiescent)        |
+//	 | -- init {type: live-update, names} + state memfd, fds -----> |
+//	 | <-- init-result {err} -------------------------------------- |
+//	 | -- stop --> | (commit)      or    | -- lu-cancel --> | (rollback: the
+//	 |                                     old instance resumes; the new one
+//	 |                                     is killed)
+//	 (not ready within maxtime: lu-cancel, the old instance resumes)
 //
 // lu-commit and standby are reserved for later exchanges (commit notice,
 // warm standby take-over).

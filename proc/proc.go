@@ -173,36 +173,31 @@ func (p *Process) Kill() { _ = p.SignalGroup(syscall.SIGKILL) }
 // and wait grace, then SIGTERM to the group and wait grace, then SIGKILL.
 // It returns how the process ended.
 func (p *Process) Stop(ask func() error, grace time.Duration) Exit {
-	steps := []func(){
-		func() {
-			if ask != nil {
-				_ = ask()
-			}
-		},
-		func() { _ = p.SignalGroup(syscall.SIGTERM) },
-		func() { _ = p.SignalGroup(syscall.SIGCONT) }, // a stopped group cannot act on SIGTERM
+	if ask != nil {
+		_ = ask()
 	}
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	for i, step := range steps {
-		step()
-		if i == 2 {
-			break // SIGCONT shares SIGTERM's grace period
-		}
-		select {
-		case <-p.done:
-			return p.exit
-		case <-t.C:
-			t.Reset(grace)
-		}
-	}
-	select {
-	case <-p.done:
+	if p.waitFor(grace) {
 		return p.exit
-	case <-t.C:
+	}
+	_ = p.SignalGroup(syscall.SIGTERM)
+	_ = p.SignalGroup(syscall.SIGCONT) // a stopped group cannot act on SIGTERM
+	if p.waitFor(grace) {
+		return p.exit
 	}
 	p.Kill()
 	return p.Exit()
+}
+
+// waitFor reports whether the process is reaped within d.
+func (p *Process) waitFor(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // wait is the one waiter of this child.

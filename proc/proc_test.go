@@ -21,11 +21,15 @@ func TestMain(m *testing.M) {
 		n, _ := strconv.Atoi(os.Getenv("PROC_TEST_ARG"))
 		os.Exit(n)
 	case "sleep":
-		select {}
+		for {
+			time.Sleep(time.Hour) // block forever, without tripping deadlock detection
+		}
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("ready")
-		select {}
+		for {
+			time.Sleep(time.Hour) // block forever, without tripping deadlock detection
+		}
 	case "fork":
 		// A child in the same group that would outlive us.
 		self, _ := os.Executable()
@@ -36,7 +40,9 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Println(c.Process.Pid)
 		os.Stdout.Sync()
-		select {}
+		for {
+			time.Sleep(time.Hour) // block forever, without tripping deadlock detection
+		}
 	case "fds":
 		// List our open fds (except the one ReadDir itself uses).
 		ents, _ := os.ReadDir("/proc/self/fd")

@@ -233,7 +233,8 @@ func (inst *instance) handle(m msg.Message, files []*os.File) {
 		}
 		inst.pingOut = false
 		stopTimer(&inst.timers[timerPingDeadline])
-		inst.svc.rtt = inst.s.clock.Now().Sub(inst.pingSent)
+		// A measurement, not a schedule: the real clock, not the injected one.
+		inst.svc.rtt = time.Since(inst.pingSent)
 	default: // lu-ready: no update is being prepared
 		msg.CloseFiles(files)
 		inst.faulty("faulty", fmt.Errorf("unexpected %s", m.Kind))
@@ -275,7 +276,7 @@ func (inst *instance) pingTick() {
 	if !inst.pingOut {
 		inst.pingSeq++
 		inst.pingOut = true
-		inst.pingSent = inst.s.clock.Now()
+		inst.pingSent = time.Now()
 		if err := inst.conn.TrySend(&msg.Message{Kind: msg.KindPing, Seq: inst.pingSeq}); err != nil {
 			inst.sendFailed(err)
 			return

@@ -1,7 +1,6 @@
 package rs
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -127,7 +126,7 @@ func (s *Server) up(req Request, r chan<- Reply) {
 			return
 		}
 		spec = Spec{Label: req.Label, Period: DefaultPeriod}
-		if err := checkLabel(req.Label); err != nil {
+		if err := CheckLabel(req.Label); err != nil {
 			fail(r, err)
 			return
 		}
@@ -233,20 +232,4 @@ func (s *Server) restart(label string, r chan<- Reply) {
 		}
 		s.spawn(svc)
 	})
-}
-
-var errLabel = errors.New("bad label")
-
-func checkLabel(l string) error {
-	if len(l) == 0 || len(l) > 64 {
-		return fmt.Errorf("%w %q: 1 to 64 characters", errLabel, l)
-	}
-	for i, c := range l {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			i > 0 && (c == '_' || c == '.' || c == '-')
-		if !ok {
-			return fmt.Errorf("%w %q: letters, digits, and _ . - after the first", errLabel, l)
-		}
-	}
-	return nil
 }

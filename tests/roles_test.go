@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"rs/sef"
 )
@@ -18,7 +19,9 @@ func runRole(role string, args []string) int {
 		return 1
 	case "sleeper": // a plain process, not a service
 		signal.Ignore(syscall.SIGTERM)
-		select {}
+		for {
+			time.Sleep(time.Hour) // block forever, without tripping deadlock detection
+		}
 	case "fail-init":
 		_, err := sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error {
 			return errors.New("no database configured")
@@ -26,7 +29,11 @@ func runRole(role string, args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	case "hang-init":
-		sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error { select {} }})
+		sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error {
+			for {
+				time.Sleep(time.Hour)
+			}
+		}})
 		return 1
 	case "stubborn": // ignores stop and SIGTERM
 		s, err := sef.Startup(sef.Callbacks{Signal: func(*sef.Service, os.Signal) {}})

@@ -1,0 +1,30 @@
+GO ?= go
+BIN := bin
+
+.PHONY: all build run test bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/rs ./cmd/service ./servers/kv
+
+# Start rs in the foreground with the demo configuration.
+run: build
+	$(BIN)/rs --config examples/system.toml
+
+# Vet and every test, race detector on.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+# Speed figures (never part of make test).
+bench: build
+	$(GO) run ./tests/bench -bin $(BIN)
+
+# Fuzz the wire decoder (FUZZTIME=5m for a real run).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./msg
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,355 @@
+package rs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"rs/msg"
+	"rs/proc"
+	"rs/sef"
+)
+
+// Roles: the test binary re-executed as a service (`-role NAME`).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == "-role" {
+		os.Exit(runRole(os.Args[2]))
+	}
+	os.Exit(m.Run())
+}
+
+func runRole(role string) int {
+	switch role {
+	case "plain":
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		for {
+			if _, err := s.Receive(); errors.Is(err, sef.ErrStopped) {
+				return 0
+			}
+		}
+	case "exit-after-init":
+		if _, err := sef.Startup(sef.Callbacks{}); err != nil {
+			return 1
+		}
+		return 4
+	case "deaf": // init, then never look at the channel again
+		if _, err := sef.Startup(sef.Callbacks{}); err != nil {
+			return 1
+		}
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
+	if raw, ok := strings.CutPrefix(role, "send:"); ok {
+		return hostile(raw)
+	}
+	return 2
+}
+
+// hostile does a correct init by hand, then sends one bad packet and
+// waits to be killed.
+func hostile(what string) int {
+	fd, _ := strconv.Atoi(os.Getenv(proc.EnvChannelFD))
+	c, err := msg.NewConn(os.NewFile(uintptr(fd), "channel"))
+	if err != nil {
+		return 1
+	}
+	if _, _, err := c.Recv(); err != nil {
+		return 1
+	}
+	c.Send(&msg.Message{Kind: msg.KindInitResult})
+	enc := func(v any) []byte { b, _ := msgpack.Marshal(v); return b }
+	switch what {
+	case "garbage":
+		c.SendRaw([]byte{0xc1, 0x00}, nil, false)
+	case "unknown-kind":
+		c.SendRaw(enc(map[string]any{"k": 77}), nil, false)
+	case "rs-kind":
+		c.Send(&msg.Message{Kind: msg.KindStop})
+	case "pong-unasked":
+		c.Send(&msg.Message{Kind: msg.KindPong, Seq: 42})
+	case "second-init-result":
+		c.Send(&msg.Message{Kind: msg.KindInitResult})
+	case "oversized":
+		c.SendRaw(make([]byte, msg.MaxPacket+100), nil, false)
+	case "lu-ready-unasked":
+		c.Send(&msg.Message{Kind: msg.KindLUReady})
+	case "fds-unasked":
+		r, w, _ := os.Pipe()
+		c.SendRaw(enc(map[string]any{"k": int(msg.KindPong), "q": 1, "n": []string{"a", "b"}}), []*os.File{r, w}, false)
+	}
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+// fakeClock fires timers only when the test advances it.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	c       *fakeClock
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+// Advance moves time on and fires what is due, each in its own goroutine
+// as time.AfterFunc would.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due []*fakeTimer
+	kept := c.timers[:0]
+	for _, t := range c.timers {
+		switch {
+		case t.stopped:
+		case !t.at.After(c.now):
+			t.stopped = true
+			due = append(due, t)
+		default:
+			kept = append(kept, t)
+		}
+	}
+	c.timers = kept
+	c.mu.Unlock()
+	for _, t := range due {
+		go t.f()
+	}
+}
+
+func newServer(t *testing.T) (*Server, *fakeClock) {
+	t.Helper()
+	clk := &fakeClock{now: time.Unix(1e9, 0)}
+	s := New(Options{Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	go s.Run()
+	t.Cleanup(func() {
+		s.Shutdown()
+		select {
+		case <-s.Done():
+		case <-time.After(20 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	return s, clk
+}
+
+func selfSpec(t *testing.T, label, role string) Spec {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Spec{Label: label, Binary: self, Args: []string{"-role", role}, Period: time.Second, Restart: RestartNever}
+}
+
+func (s *Server) testStatus(t *testing.T, label string) Status {
+	t.Helper()
+	r := s.Do(Request{Op: OpStatus, Label: label}, nil)
+	if r.Err != "" {
+		t.Fatal(r.Err)
+	}
+	return r.Services[0]
+}
+
+// waitStatus polls until cond holds, within a bound.
+func waitStatus(t *testing.T, s *Server, label string, cond func(Status) bool) Status {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := s.testStatus(t, label)
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: condition not reached; last status %+v", label, st)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func upSpec(t *testing.T, s *Server, spec Spec) Reply {
+	t.Helper()
+	s.post(evStart{specs: []Spec{spec}})
+	return Reply{}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	spec := Spec{BackoffBase: 100 * time.Millisecond, BackoffCap: time.Second}
+	want := []time.Duration{0, 0, 100, 200, 400, 800, 1000, 1000}
+	for fails, w := range want {
+		if got := backoffDelay(spec, fails); got != w*time.Millisecond {
+			t.Errorf("fails %d: %v, want %v", fails, got, w*time.Millisecond)
+		}
+	}
+}
+
+func TestHostileMessagesMakeServiceFaulty(t *testing.T) {
+	cases := map[string]string{
+		"garbage":            "faulty: malformed message",
+		"unknown-kind":       "faulty: unknown message kind",
+		"rs-kind":            "faulty: sent stop, which only rs sends",
+		"pong-unasked":       "faulty: pong 42 out of sequence",
+		"second-init-result": "faulty: second init-result",
+		"oversized":          "faulty: oversized message",
+		"lu-ready-unasked":   "faulty: unexpected lu-ready",
+		"fds-unasked":        "faulty: fds do not match their names",
+	}
+	s, _ := newServer(t)
+	fdsBefore := countFDs(t)
+	for what, want := range cases {
+		t.Run(what, func(t *testing.T) {
+			upSpec(t, s, selfSpec(t, what, "send:"+what))
+			st := waitStatus(t, s, what, func(st Status) bool { return st.State == StateDown && st.LastExit != "" })
+			if !strings.HasPrefix(st.LastExit, want) {
+				t.Fatalf("last_exit %q, want prefix %q", st.LastExit, want)
+			}
+		})
+	}
+	if got := countFDs(t); got > fdsBefore {
+		t.Errorf("rs fds grew from %d to %d: hostile fds leaked", fdsBefore, got)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestNoHeartbeat(t *testing.T) {
+	s, clk := newServer(t)
+	upSpec(t, s, selfSpec(t, "deaf", "deaf"))
+	waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateRunning })
+	clk.Advance(time.Second) // ping 2 goes out (ping 1 went at ready and is unanswered)
+	st := waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateDown })
+	if !strings.HasPrefix(st.LastExit, "no-heartbeat") {
+		t.Fatalf("last_exit %q", st.LastExit)
+	}
+}
+
+func TestPingAnsweredKeepsRunning(t *testing.T) {
+	s, clk := newServer(t)
+	upSpec(t, s, selfSpec(t, "plain", "plain"))
+	st := waitStatus(t, s, "plain", func(st Status) bool { return st.State == StateRunning && st.PingRTTUs > 0 })
+	for i := 0; i < 5; i++ {
+		// Each round: the pong of the last ping must have come back
+		// before the next tick, or the deadline would fire.
+		waitStatus(t, s, "plain", func(st Status) bool { return st.PingRTTUs > 0 })
+		clk.Advance(time.Second)
+	}
+	if got := s.testStatus(t, "plain"); got.State != StateRunning || got.Pid != st.Pid {
+		t.Fatalf("a service answering pings was disturbed: %+v", got)
+	}
+}
+
+func TestBackoffThenFailedThenRestart(t *testing.T) {
+	s, clk := newServer(t)
+	spec := selfSpec(t, "crashy", "exit-after-init")
+	spec.Restart = RestartAlways
+	spec.MaxRestarts = 3
+	spec.BackoffBase = time.Second
+	spec.BackoffCap = 4 * time.Second
+	upSpec(t, s, spec)
+	// Crash 1: restarted at once. Crashes 2 and 3 back off 1s, then 2s.
+	st := waitStatus(t, s, "crashy", func(st Status) bool { return st.Restarts == 1 && st.State == StateBackoff })
+	if st.LastExit != "terminated: exit 4" {
+		t.Fatalf("last_exit %q", st.LastExit)
+	}
+	clk.Advance(time.Second)
+	waitStatus(t, s, "crashy", func(st Status) bool { return st.Restarts == 2 && st.State == StateBackoff })
+	clk.Advance(time.Second) // not yet: the second delay is 2s
+	if st := s.testStatus(t, "crashy"); st.Restarts != 2 {
+		t.Fatalf("restarted before its backoff: %+v", st)
+	}
+	clk.Advance(time.Second)
+	// The third restart crashes too: 3 restarts within the window → failed.
+	st = waitStatus(t, s, "crashy", func(st Status) bool { return st.State == StateFailed })
+	if st.Restarts != 3 {
+		t.Fatalf("failed after %d restarts, want 3", st.Restarts)
+	}
+	// restart clears failed; the service starts (and crashes) again.
+	r := s.Do(Request{Op: OpRestart, Label: "crashy"}, nil)
+	if r.Err != "" {
+		t.Fatalf("restart: %s", r.Err)
+	}
+	waitStatus(t, s, "crashy", func(st Status) bool { return st.State == StateBackoff && st.Restarts == 5 })
+}
+
+func TestControlRequestDecoding(t *testing.T) {
+	enc := func(v any) []byte { b, _ := msgpack.Marshal(v); return b }
+	cases := []struct {
+		name string
+		b    []byte
+		ok   bool
+	}{
+		{"status", enc(Request{Op: OpStatus}), true},
+		{"up", enc(Request{Op: OpUp, Label: "kv"}), true},
+		{"up without label", enc(Request{Op: OpUp}), false},
+		{"unknown op", enc(Request{Op: "reboot"}), false},
+		{"garbage", []byte{0xc1}, false},
+		{"truncated", enc(Request{Op: OpUp, Label: "kv"})[:5], false},
+		{"empty", nil, false},
+		{"huge", make([]byte, MaxRequest+1), false},
+	}
+	for _, c := range cases {
+		_, err := DecodeRequest(c.b)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: err %v", c.name, err)
+		}
+		if err != nil && !errors.Is(err, ErrBadRequest) {
+			t.Errorf("%s: %v is not ErrBadRequest", c.name, err)
+		}
+	}
+}
+
+func FuzzDecodeRequest(f *testing.F) {
+	for _, r := range []Request{{Op: OpStatus}, {Op: OpUp, Label: "kv", Binary: "/bin/kv", Args: []string{"a"}, HasArgs: true}} {
+		b, _ := msgpack.Marshal(&r)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeRequest(b)
+		if err == nil && r.Op == "" {
+			t.Fatalf("accepted a request without op: %s", fmt.Sprint(r))
+		}
+	})
+}
