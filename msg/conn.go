@@ -100,7 +100,11 @@ func (c *Conn) SendRaw(b []byte, files []*os.File, nowait bool) error {
 	if len(files) > 0 {
 		fds := make([]int, len(files))
 		for i, f := range files {
-			fds[i] = int(f.Fd())
+			fd, err := rawFD(f)
+			if err != nil {
+				return err
+			}
+			fds[i] = fd
 		}
 		oob = unix.UnixRights(fds...)
 	}
@@ -127,6 +131,22 @@ func (c *Conn) SendRaw(b []byte, files []*os.File, nowait bool) error {
 		return ErrWouldBlock
 	}
 	return err
+}
+
+// rawFD returns f's descriptor without (*os.File).Fd, which would switch
+// the open file description, shared with every dup of it (the caller's
+// listener, say), to blocking mode and break deadlines and Close there.
+// The caller keeps f open until the fd has been used.
+func rawFD(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("fd of %s: %w", f.Name(), err)
+	}
+	fd := -1
+	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		return -1, fmt.Errorf("fd of %s: %w", f.Name(), err)
+	}
+	return fd, nil
 }
 
 // Recv reads one message and the fds that came with it, which the caller

@@ -13,6 +13,7 @@
 // Start-up (every instance, first exchange on the channel):
 //
 //	rs                                   service (sef.Startup)
+//	 | <-- hello {version} --------------- |  exec and runtime start-up done
 //	 | -- init {version, type, label,  --> |  type: fresh | restart | live-update
 //	 |          restarts, names} + fds     |  fds: the service's fd store
 //	 | <-- fd-store {names:[n]} + fd ----- |  zero or more, from the init callback
@@ -29,24 +30,32 @@
 //	|                                     |  the service exits 0
 //	(no exit within the grace period: SIGTERM to the group, then SIGKILL)
 //
-// Live update (rs keeps the old instance until the new one is running):
+// rs sends init right after the spawn, without waiting; hello must still
+// be the first thing a service sends.
+//
+// Live update. The new instance is spawned first, so exec and runtime
+// start-up are not part of the pause clients see; rs keeps the old
+// instance until the new one runs:
 //
 //	rs                  old instance                 new instance
+//	 | (spawn) --------------------------------------------------> |
+//	 | <-- hello ------------------------------------------------- |
 //	 | -- lu-prepare {state, maxtime} --> |
-//	 | <-- lu-ready {err} + state memfd,  |   (err set: update refused)
-//	 |     fds {names} ------------------ |
-//	 |                 (quiescent)        |
-//	 | -- init {type: live-update, names} + state memfd, fds -----> |
-//	 | <-- init-result {err} -------------------------------------- |
-//	 | -- stop --> | (commit)      or    | -- lu-cancel --> | (rollback: the
-//	 |                                     old instance resumes; the new one
-//	 |                                     is killed)
+//	 | <-- lu-ready {err} + "state" memfd |  (err set: update refused,
+//	 |     and handed-over fds {names} -- |   the old one carries on)
+//	 |                   (quiescent)      |
+//	 | -- init {type: live-update} + fd store, "lu:state", --------> |
+//	 |    "lu:<name>" for each handed-over fd                        |
+//	 | <-- init-result {err} --------------------------------------- |
+//	 | -- stop --> |  commit: the old instance exits
+//	 | -- lu-cancel --> |  or rollback: the new one is killed, the old
+//	 |                     one resumes with its state and fds untouched
 //	 (not ready within maxtime: lu-cancel, the old instance resumes)
 //
 // lu-commit and standby are reserved for later exchanges (commit notice,
 // warm standby take-over).
 //
-// Direction is part of validity: a service may send only init-result,
-// pong, lu-ready and fd-store (Kind.FromService); the sequence itself is
+// Direction is part of validity: a service may send only hello,
+// init-result, pong, lu-ready and fd-store (Kind.FromService); the sequence itself is
 // checked by rs.
 package msg

@@ -36,7 +36,8 @@ const (
 	KindFDStore    Kind = 9  // service → rs: keep the attached fd under Names[0]
 	KindLUCommit   Kind = 10 // reserved: rs → old instance, the update took
 	KindStandby    Kind = 11 // reserved: rs → standby instance, take over
-	kindMax             = KindStandby
+	KindHello      Kind = 12 // service → rs: first message, exec and start-up done
+	kindMax             = KindHello
 )
 
 var kindNames = [...]string{
@@ -51,6 +52,7 @@ var kindNames = [...]string{
 	KindFDStore:    "fd-store",
 	KindLUCommit:   "lu-commit",
 	KindStandby:    "standby",
+	KindHello:      "hello",
 }
 
 func (k Kind) String() string {
@@ -63,7 +65,7 @@ func (k Kind) String() string {
 // FromService tells whether k is a kind a service may send.
 func (k Kind) FromService() bool {
 	switch k {
-	case KindInitResult, KindPong, KindLUReady, KindFDStore:
+	case KindInitResult, KindPong, KindLUReady, KindFDStore, KindHello:
 		return true
 	}
 	return false
@@ -178,6 +180,10 @@ func (m *Message) Validate(nfds int) error {
 		}
 		if m.Version == 0 {
 			return fmt.Errorf("%w: init: no version", ErrMalformed)
+		}
+	case KindHello:
+		if m.Version == 0 {
+			return fmt.Errorf("%w: hello: no version", ErrMalformed)
 		}
 	case KindPing, KindPong:
 		if m.Seq == 0 {

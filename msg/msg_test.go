@@ -3,6 +3,7 @@ package msg
 import (
 	"errors"
 	"io"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -203,4 +204,38 @@ func BenchmarkPingPong(b *testing.B) {
 	b.StopTimer()
 	a.Close()
 	<-done
+}
+
+// Sending a dup of a listener must leave the listener non-blocking: a
+// blocking listener cannot be woken from Accept by Close (kv would hang
+// on stop).
+func TestSendKeepsNonblocking(t *testing.T) {
+	a, b := newPair(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := a.Send(&Message{Kind: KindFDStore, Names: []string{"listener"}}, f); err != nil {
+		t.Fatal(err)
+	}
+	_, files, err := b.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	CloseFiles(files)
+	rc, _ := ln.(*net.TCPListener).SyscallConn()
+	var nonblock bool
+	rc.Control(func(fd uintptr) {
+		fl, _ := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nonblock = fl&unix.O_NONBLOCK != 0
+	})
+	if !nonblock {
+		t.Fatal("the listener turned blocking after its dup was sent")
+	}
 }
