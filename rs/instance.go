@@ -31,7 +31,10 @@ type instance struct {
 	proc *proc.Process
 	conn *msg.Conn
 
+	hello        bool // the service said hello
 	running      bool // init succeeded
+	luAsked      bool // asked to prepare for an update, no verdict sent yet
+	luCancelled  bool // lu-cancel sent: one crossing lu-ready is expected
 	runningSince time.Time
 	stopping     bool   // rs asked it to stop
 	exited       bool   // reaped and closed
@@ -43,10 +46,23 @@ type instance struct {
 	timers   [timerBackoff]Timer // one slot per instance timer kind
 }
 
-// startInstance spawns svc's binary with a fresh channel and sends init,
-// with the fd store attached.
+// startInstance spawns svc's binary and sends init, with the fd store
+// attached.
 func startInstance(s *Server, svc *service, id uint64, typ msg.InitType) (*instance, error) {
-	if err := checkBinary(svc.spec.Binary); err != nil {
+	inst, err := spawnInstance(s, svc, svc.spec, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := inst.sendInit(typ, nil, nil); err != nil {
+		inst.sendFailed(err)
+	}
+	return inst, nil
+}
+
+// spawnInstance starts spec's binary with a fresh channel and the
+// goroutines that serve it; init is sent separately.
+func spawnInstance(s *Server, svc *service, spec Spec, id uint64) (*instance, error) {
+	if err := checkBinary(spec.Binary); err != nil {
 		return nil, err
 	}
 	mine, theirs, err := msg.Pair()
@@ -54,9 +70,9 @@ func startInstance(s *Server, svc *service, id uint64, typ msg.InitType) (*insta
 		return nil, err
 	}
 	p, err := proc.Start(proc.Spec{
-		Path:    svc.spec.Binary,
-		Args:    svc.spec.Args,
-		Env:     append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+svc.spec.Label),
+		Path:    spec.Binary,
+		Args:    spec.Args,
+		Env:     append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+spec.Label),
 		Channel: theirs,
 	})
 	theirs.Close()
@@ -71,31 +87,39 @@ func startInstance(s *Server, svc *service, id uint64, typ msg.InitType) (*insta
 		return nil, err
 	}
 	inst := &instance{s: s, svc: svc, id: id, proc: p, conn: conn}
-	names := make([]string, 0, len(svc.fdstore))
+	go inst.read()
+	go inst.wait()
+	return inst, nil
+}
+
+// sendInit sends init with the fd store and extra (named) fds attached,
+// and arms the init deadline.
+func (inst *instance) sendInit(typ msg.InitType, extraNames []string, extra []*os.File) error {
+	svc := inst.svc
+	names := make([]string, 0, len(svc.fdstore)+len(extraNames))
 	for name := range svc.fdstore {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	files := make([]*os.File, len(names))
-	for i, n := range names {
-		files[i] = svc.fdstore[n]
+	files := make([]*os.File, 0, cap(names))
+	for _, n := range names {
+		files = append(files, svc.fdstore[n])
 	}
-	init := &msg.Message{
+	names = append(names, extraNames...)
+	files = append(files, extra...)
+	err := inst.conn.TrySend(&msg.Message{
 		Kind:     msg.KindInit,
 		Version:  msg.ProtocolVersion,
 		InitType: typ,
 		Label:    svc.spec.Label,
 		Restarts: uint32(svc.restarts),
 		Names:    names,
-	}
-	go inst.read()
-	go inst.wait()
-	if err := conn.TrySend(init, files...); err != nil {
-		inst.sendFailed(err)
-		return inst, nil
+	}, files...)
+	if err != nil {
+		return err
 	}
 	inst.arm(timerInit, svc.spec.InitTimeout, 0)
-	return inst, nil
+	return nil
 }
 
 func checkBinary(path string) error {
@@ -146,6 +170,16 @@ func (inst *instance) close() {
 }
 
 func (inst *instance) label() string { return inst.svc.spec.Label }
+
+// current: the instance is its service's, or the one an update is
+// starting, and has not been reaped.
+func (inst *instance) current() bool {
+	if inst.exited {
+		return false
+	}
+	u := inst.svc.update
+	return inst.svc.inst == inst || u != nil && u.new == inst
+}
 
 // faulty kills the instance's group; the exit that follows carries reason
 // into last_exit. Only the first reason counts.
@@ -212,8 +246,32 @@ func (inst *instance) handle(m msg.Message, files []*os.File) {
 		inst.faulty("faulty", fmt.Errorf("sent %s, which only rs sends", m.Kind))
 		return
 	}
+	u := inst.svc.update
+	isNew := u != nil && u.new == inst
+	if !inst.hello && m.Kind != msg.KindHello {
+		msg.CloseFiles(files)
+		inst.faulty("faulty", fmt.Errorf("sent %s before hello", m.Kind))
+		return
+	}
 	switch m.Kind {
+	case msg.KindHello:
+		if inst.hello || m.Version != msg.ProtocolVersion {
+			inst.faulty("faulty", fmt.Errorf("hello out of sequence or protocol version %d (rs speaks %d)", m.Version, msg.ProtocolVersion))
+			return
+		}
+		inst.hello = true
+		if isNew {
+			inst.s.onHello(u)
+		}
 	case msg.KindFDStore:
+		if isNew {
+			// Kept aside: it replaces the stored fd only if the update commits.
+			if old, ok := u.pending[m.Names[0]]; ok {
+				old.Close()
+			}
+			u.pending[m.Names[0]] = files[0]
+			return
+		}
 		inst.storeFD(m.Names[0], files[0])
 	case msg.KindInitResult:
 		if inst.running {
@@ -221,6 +279,10 @@ func (inst *instance) handle(m msg.Message, files []*os.File) {
 			return
 		}
 		stopTimer(&inst.timers[timerInit])
+		if isNew {
+			inst.s.onNewInit(u, m.Err)
+			return
+		}
 		if m.Err != "" {
 			inst.faulty("init-failed", errors.New(m.Err))
 			return
@@ -235,7 +297,20 @@ func (inst *instance) handle(m msg.Message, files []*os.File) {
 		stopTimer(&inst.timers[timerPingDeadline])
 		// A measurement, not a schedule: the real clock, not the injected one.
 		inst.svc.rtt = time.Since(inst.pingSent)
-	default: // lu-ready: no update is being prepared
+	case msg.KindLUReady:
+		switch {
+		case u != nil && u.old == inst && u.phase == phasePrepare:
+			inst.luAsked = false
+			inst.s.onReady(u, m, files)
+		case inst.luCancelled:
+			// It got ready just as rs cancelled; the cancel resumes it.
+			inst.luCancelled = false
+			msg.CloseFiles(files)
+		default:
+			msg.CloseFiles(files)
+			inst.faulty("faulty", errors.New("unexpected lu-ready"))
+		}
+	default:
 		msg.CloseFiles(files)
 		inst.faulty("faulty", fmt.Errorf("unexpected %s", m.Kind))
 	}

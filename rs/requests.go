@@ -100,7 +100,9 @@ func (s *Server) request(ev evRequest) {
 		s.down(req.Label, ev.reply)
 	case OpRestart:
 		s.restart(req.Label, ev.reply)
-	case OpUpdate, OpClone, OpUnclone:
+	case OpUpdate:
+		s.startUpdate(req, ev)
+	case OpClone, OpUnclone:
 		reply(Reply{}, fmt.Errorf("%s: %w", req.Op, ErrNotDone))
 	default:
 		reply(Reply{}, fmt.Errorf("%w: %q", ErrBadRequest, req.Op))
@@ -197,6 +199,10 @@ func (s *Server) down(label string, r chan<- Reply) {
 		fail(r, fmt.Errorf("%w %q", ErrUnknown, label))
 		return
 	}
+	if svc.update != nil {
+		fail(r, fmt.Errorf("%s is being updated: %w; try again when the update is done", label, ErrBusy))
+		return
+	}
 	s.replyUp(svc, Reply{Err: label + ": stopped by down"})
 	s.stop(svc, func() {
 		svc.state = StateDown
@@ -213,8 +219,8 @@ func (s *Server) restart(label string, r chan<- Reply) {
 		fail(r, fmt.Errorf("%w %q", ErrUnknown, label))
 		return
 	}
-	if svc.state == StateStopping {
-		fail(r, fmt.Errorf("%s is stopping: %w", label, ErrBusy))
+	if svc.state == StateStopping || svc.update != nil {
+		fail(r, fmt.Errorf("%s is %s: %w", label, svc.state, ErrBusy))
 		return
 	}
 	if dep := s.missingDep(svc); dep != "" {

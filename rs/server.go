@@ -72,6 +72,7 @@ type service struct {
 	backoff   Timer
 	waitDeps  bool // start as soon as its dependencies run
 	fdstore   map[string]*os.File
+	update    *update // a live update in progress
 	upWaiters []chan<- Reply // replied when an instance runs or fails to start
 	onStopped []func()       // run when the current instance has exited
 }
@@ -195,6 +196,8 @@ func (s *Server) Run() {
 			s.timer(ev)
 		case evStop:
 			s.beginShutdown(ev.reply)
+		case evUpdateTimer:
+			s.updateTimer(ev)
 		}
 		if s.shutdown != nil && s.shutdownStep() {
 			for _, r := range s.shutdown.replies {
@@ -354,15 +357,24 @@ func (s *Server) reincarnate(svc *service) {
 func (s *Server) exited(inst *instance, exit proc.Exit) {
 	svc := inst.svc
 	inst.close()
-	if svc.inst != inst {
-		return // an old instance (replaced already) has been reaped
-	}
-	svc.inst = nil
-	svc.rtt = 0
 	reason := inst.fault
 	if reason == "" {
 		reason = "terminated: " + exit.String()
 	}
+	if u := svc.update; u != nil && u.new == inst {
+		s.rollback(u, "new instance "+reason)
+		return
+	}
+	if svc.inst != inst {
+		return // an old instance (replaced already) has been reaped
+	}
+	if u := svc.update; u != nil {
+		// The old instance died mid-update: the update is void, and the
+		// death is handled as any crash.
+		s.rollback(u, "old instance "+reason)
+	}
+	svc.inst = nil
+	svc.rtt = 0
 	label := svc.spec.Label
 	if cont := svc.onStopped; len(cont) > 0 || inst.stopping {
 		// A stop we asked for (down, restart, shutdown) ended.
@@ -431,6 +443,9 @@ func (s *Server) beginShutdown(reply chan<- Reply) {
 		s.log.Info("shutting down")
 		s.shutdown = &shutdownState{}
 		for _, svc := range s.services {
+			if svc.update != nil {
+				s.rollback(svc.update, "rs is shutting down")
+			}
 			stopTimer(&svc.backoff)
 			svc.waitDeps = false
 			s.replyUp(svc, Reply{Err: ErrShutdown.Error()})
@@ -488,7 +503,7 @@ func (s *Server) timer(ev evTimer) {
 		return
 	}
 	inst := ev.inst
-	if inst.svc.inst != inst || inst.exited {
+	if !inst.current() {
 		return // stale: that instance is gone
 	}
 	switch ev.kind {
@@ -510,7 +525,7 @@ func (s *Server) timer(ev evTimer) {
 // message handles one packet (or channel failure) from an instance.
 func (s *Server) message(ev evMessage) {
 	inst := ev.inst
-	if inst.svc.inst != inst || inst.exited {
+	if !inst.current() {
 		msg.CloseFiles(ev.files)
 		return
 	}

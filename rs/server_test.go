@@ -66,6 +66,7 @@ func hostile(what string) int {
 	if err != nil {
 		return 1
 	}
+	c.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion})
 	if _, _, err := c.Recv(); err != nil {
 		return 1
 	}
@@ -84,6 +85,8 @@ func hostile(what string) int {
 		c.Send(&msg.Message{Kind: msg.KindInitResult})
 	case "oversized":
 		c.SendRaw(make([]byte, msg.MaxPacket+100), nil, false)
+	case "second-hello":
+		c.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion})
 	case "lu-ready-unasked":
 		c.Send(&msg.Message{Kind: msg.KindLUReady})
 	case "fds-unasked":
@@ -230,6 +233,7 @@ func TestHostileMessagesMakeServiceFaulty(t *testing.T) {
 		"oversized":          "faulty: oversized message",
 		"lu-ready-unasked":   "faulty: unexpected lu-ready",
 		"fds-unasked":        "faulty: fds do not match their names",
+		"second-hello":       "faulty: hello out of sequence",
 	}
 	s, _ := newServer(t)
 	fdsBefore := countFDs(t)

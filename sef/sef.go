@@ -35,6 +35,9 @@ type Init struct {
 	// FDs is the fd store as this service filled it before (name → file).
 	// The callee owns the files. Empty on a first start.
 	FDs map[string]*os.File
+	// State is the old instance's saved state and handed-over fds; set
+	// only for InitLiveUpdate. sef closes the state memfd once init returns.
+	State *StateReader
 }
 
 // Callbacks are the service's answers to system events. A nil field means
@@ -45,8 +48,11 @@ type Callbacks struct {
 	// InitRestart runs when rs reincarnates the service. Default: InitFresh.
 	InitRestart func(s *Service, in Init) error
 	// InitLiveUpdate runs in the new version during a live update.
-	// Default: InitFresh.
+	// Default: InitFresh, then LUStateRestore.
 	InitLiveUpdate func(s *Service, in Init) error
+	// LUStateRestore reads the old version's state (in.State) in the new
+	// one, when InitLiveUpdate is not set. Default: nothing.
+	LUStateRestore func(s *Service, in Init) error
 	// Ping decides whether to answer a ping. Default: answer. Returning an
 	// error leaves the ping unanswered, so rs will reincarnate the service.
 	Ping func(s *Service) error
@@ -54,6 +60,25 @@ type Callbacks struct {
 	// which arrives as SIGTERM. Default: SIGTERM and SIGINT call s.Stop,
 	// others are ignored.
 	Signal func(s *Service, sig os.Signal)
+
+	// Live update (see the package doc for the sequence).
+	//
+	// LUStateIsValid says whether the service supports preparing for a
+	// state. Default: the standard states 1 to 3.
+	LUStateIsValid func(s *Service, state int) bool
+	// LUStateChanged is told when the update state changes (0: none).
+	LUStateChanged func(s *Service, old, state int)
+	// LUPrepare is asked before each receive while preparing whether the
+	// state is reached. Default: always (work-free holds at the top of the
+	// receive loop, where it is asked).
+	LUPrepare func(s *Service, state int) bool
+	// LUStateDump is called when preparing starts, for debugging.
+	LUStateDump func(s *Service, state int)
+	// LUReadyPre may veto the update just before the state is saved: a
+	// non-nil error refuses it and the service carries on.
+	LUReadyPre func(s *Service, result error) error
+	// LUStateSave writes the state for the new version. Default: nothing.
+	LUStateSave func(s *Service, w *StateWriter) error
 }
 
 // Errors of this package.
@@ -83,8 +108,9 @@ type Service struct {
 	log      *slog.Logger
 	work     chan any
 	events   chan event
-	stopping bool // main loop only
-	closed   bool // main loop only: we closed the channel on purpose
+	stopping bool     // main loop only
+	closed   bool     // main loop only: we closed the channel on purpose
+	lu       *luState // main loop only: a live update being prepared
 	stopReq  chan struct{}
 }
 
@@ -121,12 +147,21 @@ func Startup(cb Callbacks) (*Service, error) {
 		return s, nil
 	}
 	s.conn = conn
+	// Hello tells rs that exec and runtime start-up are done; a live
+	// update waits for it before it asks the old instance to prepare.
+	if err := conn.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("send hello: %w", err)
+	}
 	in, err := s.receiveInit()
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
 	initErr := s.callInit(in)
+	if in.State != nil {
+		in.State.mem.Close()
+	}
 	res := &msg.Message{Kind: msg.KindInitResult}
 	if initErr != nil {
 		res.Err = initErr.Error()
@@ -187,6 +222,14 @@ func (s *Service) receiveInit() (Init, error) {
 			in.FDs[m.Names[i]] = f
 		}
 	}
+	if err := splitHandover(&in); err != nil {
+		for _, f := range in.FDs {
+			f.Close()
+		}
+		err = fmt.Errorf("%w: %w", ErrProtocol, err)
+		s.conn.Send(&msg.Message{Kind: msg.KindInitResult, Err: err.Error()})
+		return Init{}, err
+	}
 	return in, nil
 }
 
@@ -200,6 +243,19 @@ func (s *Service) callInit(in Init) error {
 	case InitLiveUpdate:
 		if s.cb.InitLiveUpdate != nil {
 			fn = s.cb.InitLiveUpdate
+			break
+		}
+		fresh, restore := s.cb.InitFresh, s.cb.LUStateRestore
+		fn = func(s *Service, in Init) error {
+			if fresh != nil {
+				if err := fresh(s, in); err != nil {
+					return err
+				}
+			}
+			if restore != nil {
+				return restore(s, in)
+			}
+			return nil
 		}
 	}
 	if fn == nil {
@@ -243,6 +299,21 @@ func (s *Service) Receive() (any, error) {
 		}
 		if s.stopping {
 			return nil, ErrStopped
+		}
+		if s.lu != nil && !s.lu.ready {
+			s.luTry()
+		}
+		if s.lu != nil && s.lu.ready {
+			// Quiescent: the state has been handed over. Only rs's
+			// verdict (stop on commit, lu-cancel on rollback) and signals
+			// are handled; work waits.
+			select {
+			case ev := <-s.events:
+				s.handle(ev)
+			case <-s.stopReq:
+				s.stopping = true
+			}
+			continue
 		}
 		select {
 		case ev := <-s.events:
@@ -304,11 +375,9 @@ func (s *Service) handleMessage(m msg.Message, files []*os.File) {
 	case msg.KindStop:
 		s.signal(syscall.SIGTERM)
 	case msg.KindLUPrepare:
-		// Live update is not implemented in this sef yet: refuse it, so
-		// rs fails the update at once and the service carries on.
-		s.send(&msg.Message{Kind: msg.KindLUReady, Err: "live update not supported by this service"})
+		s.luPrepare(m)
 	case msg.KindLUCancel:
-		// Nothing is being prepared; nothing to undo.
+		s.luEnd("cancelled by rs")
 	default:
 		s.log.Warn("unexpected message from rs", "kind", m.Kind)
 	}

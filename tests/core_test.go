@@ -143,7 +143,10 @@ func TestCommandErrors(t *testing.T) {
 		{"missing label", []string{"down"}, "missing <label>"},
 		{"flags after label", []string{"up", "z", "--binary", bin("kv")}, "flags go before the label"},
 		{"unknown dependency", []string{"up", "--binary", bin("kv"), "--depends", "db", "web"}, `dependency "db"`},
-		{"update not yet", []string{"update", "kv"}, "not implemented yet"},
+		{"update unknown", []string{"update", "nosuch"}, `unknown service "nosuch"`},
+		{"update missing binary", []string{"update", "--binary", "/nonexistent/kv2", "kv"}, "/nonexistent/kv2: no such file or directory (nothing changed)"},
+		{"update down service", []string{"update", "quick"}, "only a running service can be updated"},
+		{"clone not yet", []string{"clone", "kv"}, "not implemented yet"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,0 +1,195 @@
+package sef
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"rs/msg"
+)
+
+// Live update states, as MINIX numbers them. States from StateCustom up
+// mean what the service's own callbacks say.
+const (
+	StateWorkFree     = 1 // at the top of the receive loop
+	StateRequestFree  = 2 // no request accepted and not yet answered
+	StateProtocolFree = 3 // no multi-message exchange open
+	StateCustom       = 4
+)
+
+// handoverPrefix marks, in the init message of a live update, the fds the
+// old instance handed over (as opposed to the fd store's).
+const (
+	handoverPrefix = "lu:"
+	stateName      = "state"
+)
+
+// StateWriter is where LUStateSave writes the service's state: bytes into
+// a memfd, plus named fds (open connections, say) that go along with it.
+type StateWriter struct {
+	*bufio.Writer
+	names []string
+	files []*os.File
+}
+
+// AddFD hands f to the new instance under name. The caller keeps f (the
+// old instance resumes with it if the update is rolled back).
+func (w *StateWriter) AddFD(name string, f *os.File) error {
+	if name == "" || name == stateName || len(name) > 200 {
+		return fmt.Errorf("hand over fd: bad name %q", name)
+	}
+	if len(w.files)+2 > msg.MaxFDs {
+		return fmt.Errorf("hand over fd %q: more than %d fds", name, msg.MaxFDs-1)
+	}
+	w.names = append(w.names, name)
+	w.files = append(w.files, f)
+	return nil
+}
+
+// StateReader is the old instance's state, given to the new one's init.
+type StateReader struct {
+	io.Reader
+	Size int64
+	mem  *os.File
+	// FDs are the fds the old instance handed over, by name; the callee
+	// owns them.
+	FDs map[string]*os.File
+}
+
+// luState is a live update in progress (main loop only).
+type luState struct {
+	state int
+	ready bool // lu-ready sent: quiescent until commit (stop) or cancel
+}
+
+// luPrepare starts preparing for state, or refuses it at once.
+func (s *Service) luPrepare(m msg.Message) {
+	st := int(m.State)
+	if s.lu != nil {
+		s.send(&msg.Message{Kind: msg.KindLUReady, Err: "an update is already being prepared"})
+		return
+	}
+	valid := st >= StateWorkFree && st <= StateProtocolFree
+	if s.cb.LUStateIsValid != nil {
+		valid = s.cb.LUStateIsValid(s, st)
+	}
+	if !valid {
+		s.send(&msg.Message{Kind: msg.KindLUReady, Err: fmt.Sprintf("state %d not supported", st)})
+		return
+	}
+	s.log.Info("preparing for live update", "state", st)
+	s.lu = &luState{state: st}
+	if s.cb.LUStateChanged != nil {
+		s.cb.LUStateChanged(s, 0, st)
+	}
+	if s.cb.LUStateDump != nil {
+		s.cb.LUStateDump(s, st)
+	}
+}
+
+// luEnd leaves the update state: cancelled by rs, or failed here.
+func (s *Service) luEnd(why string) {
+	if s.lu == nil {
+		return
+	}
+	old := s.lu.state
+	s.lu = nil
+	s.log.Info("live update ended; resuming", "why", why)
+	if s.cb.LUStateChanged != nil {
+		s.cb.LUStateChanged(s, old, 0)
+	}
+}
+
+// luTry runs at the top of the receive loop while preparing: once the
+// state is reached it saves the state and reports ready to rs.
+func (s *Service) luTry() {
+	st := s.lu.state
+	if s.cb.LUPrepare != nil && !s.cb.LUPrepare(s, st) {
+		return
+	}
+	var result error
+	if s.cb.LUReadyPre != nil {
+		result = s.cb.LUReadyPre(s, nil)
+	}
+	if result == nil {
+		result = s.luSave()
+	}
+	if result != nil {
+		s.send(&msg.Message{Kind: msg.KindLUReady, Err: result.Error()})
+		s.luEnd(result.Error())
+	}
+}
+
+// luSave writes the state into a memfd and sends it, with the handed-over
+// fds, in lu-ready.
+func (s *Service) luSave() error {
+	fd, err := unix.MemfdCreate("sef-state", unix.MFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("state save: memfd: %w", err)
+	}
+	mem := os.NewFile(uintptr(fd), "sef-state")
+	defer mem.Close() // rs and the new instance hold their own references
+	w := &StateWriter{Writer: bufio.NewWriterSize(mem, 1<<20)}
+	if s.cb.LUStateSave != nil {
+		if err := s.cb.LUStateSave(s, w); err != nil {
+			return fmt.Errorf("state save: %w", err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("state save: %w", err)
+	}
+	names := append([]string{stateName}, w.names...)
+	files := append([]*os.File{mem}, w.files...)
+	if err := s.conn.Send(&msg.Message{Kind: msg.KindLUReady, State: uint32(s.lu.state), Names: names}, files...); err != nil {
+		return fmt.Errorf("send lu-ready: %w", err)
+	}
+	s.lu.ready = true
+	s.log.Info("ready for live update; state handed over", "state", s.lu.state, "fds", len(w.files))
+	return nil
+}
+
+// splitHandover separates the init's fds: the fd store's go to in.FDs,
+// the handed-over ones (and the state memfd) to in.State.
+func splitHandover(in *Init) error {
+	var state *StateReader
+	for name, f := range in.FDs {
+		rest, ok := strings.CutPrefix(name, handoverPrefix)
+		if !ok {
+			continue
+		}
+		delete(in.FDs, name)
+		if state == nil {
+			state = &StateReader{FDs: map[string]*os.File{}}
+		}
+		if rest == stateName {
+			fi, err := f.Stat()
+			if err != nil {
+				return fmt.Errorf("state: %w", err)
+			}
+			// The memfd's offset is shared with the old instance: read
+			// from 0 without moving it.
+			state.Reader = io.NewSectionReader(f, 0, fi.Size())
+			state.mem = f
+			state.Size = fi.Size()
+			continue
+		}
+		state.FDs[rest] = f
+	}
+	if in.Type == InitLiveUpdate {
+		if state == nil || state.Reader == nil {
+			if state != nil {
+				for _, f := range state.FDs {
+					f.Close()
+				}
+			}
+			return errors.New("live update init without a state")
+		}
+		in.State = state
+	}
+	return nil
+}
