@@ -72,7 +72,7 @@ type service struct {
 	backoff   Timer
 	waitDeps  bool // start as soon as its dependencies run
 	fdstore   map[string]*os.File
-	update    *update // a live update in progress
+	update    *update        // a live update in progress
 	upWaiters []chan<- Reply // replied when an instance runs or fails to start
 	onStopped []func()       // run when the current instance has exited
 }
