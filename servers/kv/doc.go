@@ -1,0 +1,51 @@
+// Command kv is the reference server supervised by rs: a key-value store
+// that speaks RESP2, the Redis protocol, so that redis-cli,
+// redis-benchmark and any Redis client library can drive it.
+//
+//	kv [--listen host:port | --listen unix:/path] [--allow-faults]
+//
+// Commands: PING, ECHO, SET, GET, DEL, EXISTS, INCR, DBSIZE, FLUSHALL,
+// INFO, CONFIG GET (always an empty array), DEBUG SLEEP <seconds> and,
+// with --allow-faults, DEBUG FAULT <kind>. Names are case-insensitive.
+// Anything else gets -ERR and the connection stays usable; a malformed
+// frame gets -ERR and the connection is closed. Requests may be RESP
+// arrays of bulk strings or inline lines (with redis-cli's quoting), and
+// may be pipelined.
+//
+// # Shape
+//
+// kv links sef. Its map has exactly one owner, the main loop, which takes
+// work from sef's Receive; sef answers rs's pings from inside Receive, so
+// a main loop that hangs or spins stops answering and rs reincarnates kv.
+// Around the loop:
+//
+//	acceptor ──> one goroutine per connection
+//	                 │ parse every complete request buffered
+//	                 │ Post(batch) ──────────────> main loop: run the batch
+//	                 │ <── reply bytes on batch.replies ──┘  against the map
+//	                 │ write them, then read and parse more
+//
+// A connection has at most one batch in flight, so its replies keep the
+// order of its requests without a lock. DEBUG SLEEP parks its batch
+// instead of blocking the loop: a timer posts a wake that resumes the
+// batch, and other clients are served meanwhile. DEBUG FAULT first makes
+// sure its +OK was written, then fails from the main loop (panic, exit 3,
+// SIGKILL, SIGABRT, a hang, a busy loop, SIGSTOP, a malformed packet to
+// rs, or closing the rs channel).
+//
+// # Lifetime
+//
+// The init callback (fresh start and restart alike) takes the listening
+// socket back from rs's fd store, where it outlives each instance so a
+// crash-restart refuses no connection; on a first start it opens the
+// socket and stores a copy. A unix socket's path is not unlinked on exit
+// for the same reason; a fresh start replaces a stale one, never a live
+// one. When sef reports a stop the main loop ends, the listener and every
+// connection are closed, their goroutines are waited for (bounded), and
+// kv exits 0. Without an rs channel kv runs standalone: same protocol, no
+// pings, SIGTERM or SIGINT stop it. The map is not kept across a crash.
+//
+// Bounds: arguments up to 512 MiB, arrays up to 1 Mi elements, inline and
+// header lines up to 64 KiB, 1 GiB per request; beyond that the frame is
+// malformed. Read buffers grow only as data arrives.
+package main
