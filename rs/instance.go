@@ -300,7 +300,6 @@ func (inst *instance) handle(m msg.Message, files []*os.File) {
 	case msg.KindLUReady:
 		switch {
 		case u != nil && u.old == inst && u.phase == phasePrepare:
-			inst.luAsked = false
 			inst.s.onReady(u, m, files)
 		case inst.luCancelled:
 			// It got ready just as rs cancelled; the cancel resumes it.

@@ -23,8 +23,11 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			return false
 		}
 		c.SetWriteDeadline(time.Now().Add(requestTimeout))
-		_, err = c.Write(b)
-		return err == nil
+		if _, err = c.Write(b); err != nil {
+			s.log.Warn("control socket: reply lost", "err", err)
+			return false
+		}
+		return true
 	}
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	buf := make([]byte, MaxRequest+1)
@@ -53,6 +56,15 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		case p := <-prog:
 			send(Reply{Progress: p})
 		case r := <-reply:
+			// Progress sent before the reply is in prog already.
+			for drained := false; !drained; {
+				select {
+				case p := <-prog:
+					send(Reply{Progress: p})
+				default:
+					drained = true
+				}
+			}
 			// Long tables go in several packets; the last one is Done.
 			for len(r.Services) > statusRowsPacket {
 				if !send(Reply{Services: r.Services[:statusRowsPacket]}) {

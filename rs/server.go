@@ -585,14 +585,21 @@ func (s *Server) statuses(label string) ([]Status, error) {
 // gets its own goroutine, bounded by a read deadline, so a client that
 // sends nothing blocks nobody.
 func (s *Server) Serve(ln *net.UnixListener) error {
+	var delay time.Duration
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return err
+			// Out of fds, say: keep serving once some are back, as
+			// net/http does, rather than go deaf for good.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Error("control socket: accept failed; retrying", "err", err, "delay", delay)
+			time.Sleep(delay)
+			continue
 		}
+		delay = 0
 		go s.serveConn(c)
 	}
 }

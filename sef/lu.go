@@ -37,8 +37,10 @@ type StateWriter struct {
 	files []*os.File
 }
 
-// AddFD hands f to the new instance under name. The caller keeps f (the
-// old instance resumes with it if the update is rolled back).
+// AddFD hands f to the new instance under name and takes ownership of
+// it: sef closes f once it is sent. Pass a dup (as (*net.TCPConn).File
+// returns) of what the old instance keeps using if the update is rolled
+// back.
 func (w *StateWriter) AddFD(name string, f *os.File) error {
 	if name == "" || name == stateName || len(name) > 200 {
 		return fmt.Errorf("hand over fd: bad name %q", name)
@@ -135,6 +137,7 @@ func (s *Service) luSave() error {
 	mem := os.NewFile(uintptr(fd), "sef-state")
 	defer mem.Close() // rs and the new instance hold their own references
 	w := &StateWriter{Writer: bufio.NewWriterSize(mem, 1<<20)}
+	defer func() { msg.CloseFiles(w.files) }()
 	if s.cb.LUStateSave != nil {
 		if err := s.cb.LUStateSave(s, w); err != nil {
 			return fmt.Errorf("state save: %w", err)

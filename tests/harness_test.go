@@ -36,12 +36,23 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	os.Chmod(dir, 0o755) // the foreign-uid test runs `service` as nobody
-	build := exec.Command("go", "build", "-o", dir+"/", "rs/cmd/rs", "rs/cmd/service", "rs/servers/kv")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	builds := [][]string{
+		{"-o", dir + "/", "rs/cmd/rs", "rs/cmd/service", "rs/servers/kv"},
+		// Two versions for live updates, and three that fail theirs.
+		{"-o", dir + "/kv-a", "-ldflags", "-X main.version=a", "rs/servers/kv"},
+		{"-o", dir + "/kv-b", "-ldflags", "-X main.version=b", "rs/servers/kv"},
+		{"-o", dir + "/kv-luexit", "-ldflags", "-X main.luFault=exit", "rs/servers/kv"},
+		{"-o", dir + "/kv-luhang", "-ldflags", "-X main.luFault=hang", "rs/servers/kv"},
+		{"-o", dir + "/kv-lurestore", "-ldflags", "-X main.luFault=restore", "rs/servers/kv"},
+	}
+	for _, args := range builds {
+		build := exec.Command("go", append([]string{"build"}, args...)...)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build:", err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	self, _ := os.Executable()
 	copyFile(self, filepath.Join(dir, "roles"))

@@ -28,6 +28,7 @@ type meta struct {
 	started  time.Time
 	now      func() time.Time // injected so tests control uptime
 	conns    *connStats
+	blocked  func() int // requests parked in DEBUG SLEEP (main loop only)
 }
 
 func newEngine(allowFaults, standalone bool, m *meta) *engine {

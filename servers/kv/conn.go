@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"net"
+	"os"
 	"strings"
 )
 
@@ -43,12 +45,21 @@ const (
 // serve is a connection goroutine: read, parse every complete request
 // buffered, run them as one batch, write the replies, repeat.
 func (srv *server) serve(c net.Conn) {
+	srv.serveFrom(c, make([]byte, 0, readSize), parser{})
+}
+
+// serveFrom serves c starting with bytes already read and a parser in the
+// middle of a request: what a live update handed over.
+func (srv *server) serveFrom(c net.Conn, buf []byte, p parser) {
 	defer srv.wg.Done()
 	defer srv.untrack(c)
+	if cap(buf) < readSize {
+		// grow doubles a full buffer: it needs some room to start from.
+		nb := make([]byte, len(buf), readSize)
+		buf = nb[:copy(nb, buf)]
+	}
 	var (
-		p    parser
 		b    batch
-		buf  = make([]byte, 0, readSize)
 		rerr error
 	)
 	for {
@@ -72,10 +83,20 @@ func (srv *server) serve(c net.Conn) {
 		if rerr != nil {
 			return
 		}
+		if h := srv.handing.Load(); h != nil {
+			// A live update is being prepared: stop before reading.
+			if !srv.park(h, c, buf, &p) {
+				return
+			}
+			continue
+		}
 		buf = grow(buf, p.need)
 		var n int
 		n, rerr = c.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
+		if errors.Is(rerr, os.ErrDeadlineExceeded) {
+			rerr = nil // the hand-off's wake-up, not the client's doing
+		}
 	}
 }
 

@@ -76,6 +76,9 @@ func (e *engine) infoSection(b *strings.Builder, section string) {
 	case "clients":
 		b.WriteString("# Clients\r\n")
 		num("connected_clients", m.conns.current.Load())
+		if m.blocked != nil {
+			num("blocked_clients", int64(m.blocked()))
+		}
 	case "stats":
 		b.WriteString("# Stats\r\n")
 		num("total_connections_received", m.conns.total.Load())

@@ -25,6 +25,11 @@ type kv struct {
 	ln   net.Listener
 	in   sef.Init
 	log  *slog.Logger
+	srv  *server // set once the main loop exists; the live-update callbacks use it
+
+	// What a live update handed over, restored by initLiveUpdate.
+	data  map[string]string
+	conns []restoredConn
 }
 
 func run(args []string) int {
@@ -44,7 +49,21 @@ func run(args []string) int {
 
 	started := time.Now()
 	k := &kv{addr: *listenAddr, log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	s, err := sef.Startup(sef.Callbacks{InitFresh: k.initialize, InitRestart: k.initialize})
+	slog.SetDefault(k.log) // sef logs through the default logger
+	s, err := sef.Startup(sef.Callbacks{
+		InitFresh:      k.initialize,
+		InitRestart:    k.initialize,
+		InitLiveUpdate: k.initLiveUpdate,
+		LUStateChanged: func(_ *sef.Service, old, state int) {
+			if old == 0 {
+				k.srv.beginHandoff()
+			} else if state == 0 {
+				k.srv.endHandoff()
+			}
+		},
+		LUPrepare:   func(*sef.Service, int) bool { return k.srv.handoffReady() },
+		LUStateSave: func(_ *sef.Service, w *sef.StateWriter) error { return k.srv.saveState(w) },
+	})
 	if err != nil {
 		k.log.Error("start-up failed", "err", err)
 		if k.ln != nil {
@@ -66,6 +85,17 @@ func run(args []string) int {
 			started:  started,
 		},
 	})
+	k.srv = srv
+	if k.data != nil {
+		srv.eng.data = k.data
+		for _, rc := range k.conns {
+			if srv.track(rc.c) {
+				go srv.serveFrom(rc.c, rc.buf, rc.p)
+			}
+		}
+		k.log.Info("live update: state restored", "keys", len(k.data), "connections", len(k.conns))
+		k.data, k.conns = nil, nil
+	}
 	err = srv.run()
 	if errors.Is(err, sef.ErrStopped) {
 		k.log.Info("stopped")
@@ -114,6 +144,38 @@ func (k *kv) initialize(s *sef.Service, in sef.Init) error {
 		}
 	}
 	k.log.Info("listening", "addr", k.ln.Addr().String(), "inherited", false, "init", initName(in.Type), "standalone", s.Standalone())
+	return nil
+}
+
+// initLiveUpdate is the new version's init: the listener as on a restart,
+// then the old version's map and connections. Nothing reads a connection
+// before init has succeeded, so a failure here leaves them untouched for
+// the old version, which resumes.
+func (k *kv) initLiveUpdate(s *sef.Service, in sef.Init) error {
+	switch luFault {
+	case "exit":
+		os.Exit(1)
+	case "hang":
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
+	if err := k.initialize(s, in); err != nil {
+		return err
+	}
+	data, conns, err := loadState(in.State, in.State.FDs)
+	if err == nil && luFault == "restore" {
+		for _, rc := range conns {
+			rc.c.Close()
+		}
+		err = errors.New("refusing the state (built with luFault=restore)")
+	}
+	if err != nil {
+		k.ln.Close()
+		k.ln = nil
+		return fmt.Errorf("restore: %w", err)
+	}
+	k.data, k.conns = data, conns
 	return nil
 }
 

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -53,6 +55,11 @@ type server struct {
 	stats connStats
 	quit  chan struct{} // closed when the main loop has ended
 
+	// handoff is the live update being prepared (main loop); handing is
+	// the same pointer for the network goroutines to check before a read.
+	handoff *handoff
+	handing atomic.Pointer[handoff]
+
 	mu      sync.Mutex // guards conns and closing, nothing else
 	conns   map[net.Conn]struct{}
 	closing bool
@@ -89,6 +96,7 @@ func newServer(svc service, ln net.Listener, cfg serverConfig) *server {
 	}
 	m := cfg.meta
 	m.conns = &srv.stats
+	m.blocked = func() int { return len(srv.sleeping) }
 	if m.now == nil {
 		m.now = time.Now
 	}
@@ -128,6 +136,8 @@ func (srv *server) loop() error {
 			srv.execute(w.b)
 		case acceptFailed:
 			return w.err
+		case parkedWork, acceptorWork:
+			srv.parkedItem(w)
 		default:
 			srv.log.Error("unexpected work item", "type", fmt.Sprintf("%T", w))
 		}
@@ -185,6 +195,14 @@ func (srv *server) accept() {
 			case <-srv.quit:
 				return
 			default:
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// Only a live update sets a deadline: park until it is
+				// cancelled (or the process ends at its commit).
+				if h := srv.handing.Load(); h != nil && !srv.parkAcceptor(h) {
+					return
+				}
+				continue
 			}
 			if !transientAcceptError(err) {
 				srv.svc.Post(acceptFailed{err})

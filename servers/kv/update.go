@@ -1,0 +1,335 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"time"
+)
+
+// Live update: kv hands its map AND its open client connections to the
+// new version. While rs has asked it to prepare, every connection
+// goroutine stops at its next read (a read deadline in the past wakes one
+// blocked in Read) and parks: it posts what it holds — the bytes read but
+// not yet parsed, and the parser's half-read request — to the main loop,
+// then waits. The acceptor parks the same way, leaving new connections in
+// the listen backlog. Once all of them are parked, and no DEBUG SLEEP is
+// pending, nothing is in flight: the state is reached, and the state save
+// writes the map and each parked connection (a dup of its socket goes
+// along as an fd). If rs cancels, everyone resumes where it stopped; if it
+// commits, this process exits and the new one serves the same sockets,
+// starting with the bytes this one had read.
+
+// luFault makes a kv built with -ldflags "-X main.luFault=..." fail its
+// live-update init on purpose, for rollback tests: exit, hang, restore.
+var luFault = ""
+
+// stateMagic starts kv's state; a new version that cannot read it refuses
+// the update and the old one carries on.
+const stateMagic = "kv-state-1\n"
+
+// handoff is a live update being prepared (main loop only, except resume).
+type handoff struct {
+	resume   chan struct{} // closed when the update is cancelled
+	parked   map[net.Conn]*parkedConn
+	acceptor bool
+}
+
+// parkedConn is what a connection goroutine holds when it parks.
+type parkedConn struct {
+	c   net.Conn
+	buf []byte // read, not yet parsed
+	p   parser // the request it is in the middle of
+}
+
+// Work items of the hand-off.
+type (
+	parkedWork struct {
+		h  *handoff
+		pc *parkedConn
+	}
+	acceptorWork struct{ h *handoff }
+)
+
+// deadliner is what both TCP and unix listeners offer.
+type deadliner interface{ SetDeadline(time.Time) error }
+
+// beginHandoff asks every goroutine that reads the network to park.
+func (srv *server) beginHandoff() {
+	h := &handoff{resume: make(chan struct{}), parked: map[net.Conn]*parkedConn{}}
+	srv.handoff = h
+	srv.handing.Store(h)
+	srv.setDeadlines(time.Unix(1, 0))
+}
+
+// endHandoff: the update was cancelled (or failed here); carry on.
+func (srv *server) endHandoff() {
+	h := srv.handoff
+	if h == nil {
+		return
+	}
+	srv.handoff = nil
+	srv.handing.Store(nil)
+	srv.setDeadlines(time.Time{})
+	close(h.resume)
+}
+
+func (srv *server) setDeadlines(t time.Time) {
+	if d, ok := srv.ln.(deadliner); ok {
+		d.SetDeadline(t)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for c := range srv.conns {
+		c.SetReadDeadline(t)
+	}
+}
+
+// handoffReady is the prepare callback: is everything parked?
+func (srv *server) handoffReady() bool {
+	h := srv.handoff
+	if h == nil || !h.acceptor || len(srv.sleeping) > 0 {
+		return false
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for c := range srv.conns {
+		if h.parked[c] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// park is called by a connection goroutine that saw the hand-off: it
+// posts what it holds and waits. False: the process is ending.
+func (srv *server) park(h *handoff, c net.Conn, buf []byte, p *parser) bool {
+	srv.svc.Post(parkedWork{h, &parkedConn{c: c, buf: buf, p: *p}})
+	select {
+	case <-h.resume:
+		return true
+	case <-srv.quit:
+		return false
+	}
+}
+
+// parkAcceptor is park for the acceptor.
+func (srv *server) parkAcceptor(h *handoff) bool {
+	srv.svc.Post(acceptorWork{h})
+	select {
+	case <-h.resume:
+		return true
+	case <-srv.quit:
+		return false
+	}
+}
+
+// parkedItem records a parked goroutine, unless it belongs to a hand-off
+// that has ended (it has resumed by itself then).
+func (srv *server) parkedItem(w any) {
+	switch w := w.(type) {
+	case parkedWork:
+		if w.h == srv.handoff {
+			w.h.parked[w.pc.c] = w.pc
+		}
+	case acceptorWork:
+		if w.h == srv.handoff {
+			w.h.acceptor = true
+		}
+	}
+}
+
+// fileAdder is the part of *sef.StateWriter that saveState needs.
+type fileAdder interface {
+	io.Writer
+	AddFD(name string, f *os.File) error
+}
+
+// saveState writes the map and every parked connection.
+func (srv *server) saveState(w fileAdder) error {
+	h := srv.handoff
+	if h == nil {
+		return errors.New("state save without a prepared hand-off")
+	}
+	e := stateEncoder{w: w}
+	e.str(stateMagic)
+	e.uint(uint64(len(srv.eng.data)))
+	for k, v := range srv.eng.data {
+		e.str(k)
+		e.str(v)
+	}
+	conns := make([]*parkedConn, 0, len(h.parked))
+	for _, pc := range h.parked {
+		conns = append(conns, pc)
+	}
+	sort.Slice(conns, func(i, j int) bool { return conns[i].c.RemoteAddr().String() < conns[j].c.RemoteAddr().String() })
+	e.uint(uint64(len(conns)))
+	for i, pc := range conns {
+		f, err := connFile(pc.c)
+		if err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+		name := fmt.Sprintf("conn.%d", i)
+		if err := w.AddFD(name, f); err != nil {
+			f.Close()
+			return err
+		}
+		e.str(name)
+		e.str(string(pc.buf))
+		e.uint(uint64(pc.p.left))
+		e.uint(uint64(pc.p.size))
+		e.uint(uint64(len(pc.p.args)))
+		for _, a := range pc.p.args {
+			e.str(a)
+		}
+	}
+	return e.err
+}
+
+func connFile(c net.Conn) (*os.File, error) {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		return c.File()
+	case *net.UnixConn:
+		return c.File()
+	}
+	return nil, fmt.Errorf("connection of type %T has no file", c)
+}
+
+// restoredConn is a connection the old version handed over.
+type restoredConn struct {
+	c   net.Conn
+	buf []byte
+	p   parser
+}
+
+// loadState reads what saveState wrote. It takes ownership of fds; on
+// error every connection it made is closed again.
+func loadState(r io.Reader, fds map[string]*os.File) (data map[string]string, conns []restoredConn, err error) {
+	defer func() {
+		for _, f := range fds {
+			f.Close()
+		}
+		if err != nil {
+			for _, rc := range conns {
+				rc.c.Close()
+			}
+			conns = nil
+		}
+	}()
+	d := stateDecoder{r: bufio.NewReaderSize(r, 1<<20)}
+	if magic := d.str(); d.err == nil && magic != stateMagic {
+		return nil, nil, fmt.Errorf("state format %q, this kv reads %q", magic, stateMagic)
+	}
+	n := d.count()
+	data = make(map[string]string, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		k := d.str()
+		data[k] = d.str()
+	}
+	nc := d.count()
+	for i := 0; i < nc && d.err == nil; i++ {
+		name := d.str()
+		rc := restoredConn{buf: []byte(d.str())}
+		rc.p.left = d.count()
+		rc.p.size = d.count()
+		args := d.count()
+		for j := 0; j < args && d.err == nil; j++ {
+			rc.p.args = append(rc.p.args, d.str())
+		}
+		if d.err != nil {
+			break
+		}
+		f, ok := fds[name]
+		if !ok {
+			return nil, conns, fmt.Errorf("state names connection %q, but no such fd came", name)
+		}
+		delete(fds, name)
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			return nil, conns, fmt.Errorf("connection %q: %w", name, err)
+		}
+		rc.c = c
+		conns = append(conns, rc)
+	}
+	if d.err != nil {
+		return nil, conns, fmt.Errorf("state: %w", d.err)
+	}
+	return data, conns, nil
+}
+
+// The state format: length-prefixed strings and uvarints, nothing else.
+type stateEncoder struct {
+	w   io.Writer
+	buf [binary.MaxVarintLen64]byte
+	err error
+}
+
+func (e *stateEncoder) uint(v uint64) {
+	if e.err == nil {
+		_, e.err = e.w.Write(e.buf[:binary.PutUvarint(e.buf[:], v)])
+	}
+}
+
+func (e *stateEncoder) str(s string) {
+	e.uint(uint64(len(s)))
+	if e.err == nil {
+		_, e.err = io.WriteString(e.w, s)
+	}
+}
+
+type stateDecoder struct {
+	r       *bufio.Reader
+	err     error
+	scratch []byte
+}
+
+// maxStateString bounds one string of the state (kv's own bound on an
+// argument), so a corrupt state cannot make the decoder allocate wildly.
+const maxStateString = maxBulkLen
+
+func (d *stateDecoder) uint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, err := binary.ReadUvarint(d.r)
+	if err != nil {
+		d.err = err
+	}
+	return v
+}
+
+func (d *stateDecoder) count() int {
+	v := d.uint()
+	if v > maxArrayLen*1024 {
+		d.err = fmt.Errorf("count %d out of range", v)
+		return 0
+	}
+	return int(v)
+}
+
+func (d *stateDecoder) str() string {
+	n := d.uint()
+	if d.err != nil {
+		return ""
+	}
+	if n > maxStateString {
+		d.err = fmt.Errorf("string of %d bytes out of range", n)
+		return ""
+	}
+	if uint64(cap(d.scratch)) < n {
+		d.scratch = make([]byte, n)
+	}
+	b := d.scratch[:n]
+	if _, err := io.ReadFull(d.r, b); err != nil {
+		d.err = err
+		return ""
+	}
+	return string(b) // one copy, into the string the map keeps
+}
