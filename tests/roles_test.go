@@ -6,9 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
+	"rs/msg"
+	"rs/proc"
 	"rs/sef"
 )
 
@@ -55,6 +58,23 @@ func runRole(role string, args []string) int {
 			return 1
 		}
 		return serveForever(s)
+	case "flood": // after init, floods rs with valid fd-store packets
+		c := rawInit()
+		r, w, _ := os.Pipe()
+		defer w.Close()
+		for {
+			if err := c.Send(&msg.Message{Kind: msg.KindFDStore, Names: []string{"pipe"}}, r); err != nil {
+				return 1
+			}
+		}
+	case "fdpusher": // after init, pushes fds with a packet that names none
+		c := rawInit()
+		r, w, _ := os.Pipe()
+		b, _ := msg.Encode(&msg.Message{Kind: msg.KindPong, Seq: 1})
+		c.SendRaw(b, []*os.File{r, w}, false)
+		for {
+			time.Sleep(time.Hour)
+		}
 	case "plain": // the smallest well-behaved service
 		s, err := sef.Startup(sef.Callbacks{})
 		if err != nil {
@@ -64,6 +84,24 @@ func runRole(role string, args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "unknown role", role)
 	return 2
+}
+
+// rawInit does the start-up handshake by hand, for roles that then say
+// things sef never would.
+func rawInit() *msg.Conn {
+	fd, _ := strconv.Atoi(os.Getenv(proc.EnvChannelFD))
+	c, err := msg.NewConn(os.NewFile(uintptr(fd), "channel"))
+	if err != nil {
+		os.Exit(1)
+	}
+	c.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion})
+	if _, files, err := c.Recv(); err != nil {
+		os.Exit(1)
+	} else {
+		msg.CloseFiles(files)
+	}
+	c.Send(&msg.Message{Kind: msg.KindInitResult})
+	return c
 }
 
 func serveForever(s *sef.Service) int {
