@@ -33,6 +33,15 @@ type Spec struct {
 	Channel *os.File // becomes ChannelFD in the child; nil for none
 	Stdout  *os.File // nil: this process's stdout
 	Stderr  *os.File // nil: this process's stderr
+	// Limits are set on the child right after it has exec'd (the fork is
+	// a vfork, so Start returns only then): soft and hard alike.
+	Limits []Limit
+}
+
+// Limit is one resource limit (unix.RLIMIT_*).
+type Limit struct {
+	Resource int
+	Value    uint64
 }
 
 // Process is a started child: the leader of its own process group. One
@@ -53,6 +62,7 @@ type Exit struct {
 	Code   int            // exit code when Signal is 0
 	Signal syscall.Signal // the signal that killed it, or 0
 	Core   bool
+	CPU    time.Duration // user and system CPU time it used
 }
 
 // Success is a clean exit 0.
@@ -113,6 +123,18 @@ func Start(spec Spec) (*Process, error) {
 	runtime.KeepAlive(stderr)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
+	}
+	for _, l := range spec.Limits {
+		rl := unix.Rlimit{Cur: l.Value, Max: l.Value}
+		if err := unix.Prlimit(pid, l.Resource, &rl, nil); err != nil {
+			unix.Kill(-pid, syscall.SIGKILL)
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, 0, nil)
+			if pidfd >= 0 {
+				unix.Close(pidfd)
+			}
+			return nil, fmt.Errorf("start %s: limit %d: %w", spec.Path, l.Resource, err)
+		}
 	}
 	p := &Process{pid: pid, done: make(chan struct{})}
 	if pidfd >= 0 {
@@ -232,13 +254,15 @@ func (p *Process) waitPidfd() {
 	_ = unix.Kill(-p.pid, syscall.SIGKILL) // stragglers of the group
 	_ = unix.SetNonblock(int(p.pidfd.Fd()), false)
 	var info unix.Siginfo
+	var ru unix.Rusage
 	for {
-		e := unix.Waitid(unix.P_PIDFD, int(p.pidfd.Fd()), &info, unix.WEXITED, nil)
+		e := unix.Waitid(unix.P_PIDFD, int(p.pidfd.Fd()), &info, unix.WEXITED, &ru)
 		if e != unix.EINTR {
 			if e != nil {
 				p.exit = Exit{Code: -1}
 			} else {
 				p.exit = exitFromSiginfo(&info)
+				p.exit.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 			}
 			break
 		}
@@ -249,6 +273,7 @@ func (p *Process) waitPidfd() {
 
 func (p *Process) waitPid() {
 	var ws unix.WaitStatus
+	var ru unix.Rusage
 	for {
 		// WNOWAIT keeps the leader a zombie, so its pid (the group id)
 		// stays ours while the stragglers are killed.
@@ -262,7 +287,7 @@ func (p *Process) waitPid() {
 	defer p.mu.Unlock()
 	_ = unix.Kill(-p.pid, syscall.SIGKILL)
 	for {
-		_, e := unix.Wait4(p.pid, &ws, 0, nil)
+		_, e := unix.Wait4(p.pid, &ws, 0, &ru)
 		if e != unix.EINTR {
 			break
 		}
@@ -273,5 +298,6 @@ func (p *Process) waitPid() {
 	default:
 		p.exit = Exit{Code: ws.ExitStatus()}
 	}
+	p.exit.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	p.reaped = true
 }

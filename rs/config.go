@@ -235,9 +235,10 @@ var durationKeys = map[string]func(*Spec) *time.Duration{
 	"backoff_cap":    func(s *Spec) *time.Duration { return &s.BackoffCap },
 	"backoff_reset":  func(s *Spec) *time.Duration { return &s.BackoffReset },
 	"restart_window": func(s *Spec) *time.Duration { return &s.RestartWindow },
+	"cpu_time":       func(s *Spec) *time.Duration { return &s.CPUTime },
 }
 
-var otherKeys = []string{"binary", "args", "restart", "depends", "max_restarts", "standby"}
+var otherKeys = []string{"binary", "args", "restart", "depends", "max_restarts", "standby", "memory", "open_files"}
 
 // service parses [service.<label>]; it also returns the line of its
 // depends key (0 if none), where dependency errors point.
@@ -321,6 +322,28 @@ func (c *configParser) service(label string, p toml.Primitive) (Spec, int, error
 				return s, 0, bad("max_restarts %d: out of range", n)
 			}
 			s.MaxRestarts = int(n)
+		case "memory":
+			var err error
+			switch v := v.(type) {
+			case string:
+				s.Memory, err = ParseBytes(v)
+			case int64:
+				if v <= 0 {
+					err = fmt.Errorf("memory %d: want a positive number of bytes", v)
+				}
+				s.Memory = uint64(v)
+			default:
+				err = fmt.Errorf(`memory: want a size such as "256MiB", got %s`, tomlKind(v))
+			}
+			if err != nil {
+				return s, 0, bad("%v", err)
+			}
+		case "open_files":
+			n, ok := v.(int64)
+			if !ok || n <= 0 {
+				return s, 0, bad("open_files: want a positive integer, got %v", v)
+			}
+			s.OpenFiles = uint64(n)
 		case "standby":
 			b, ok := v.(bool)
 			if !ok {

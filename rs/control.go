@@ -41,6 +41,9 @@ type Request struct {
 	HasPeriod bool          `msgpack:"has_period,omitempty"`
 	Restart   string        `msgpack:"restart,omitempty"`
 	Depends   []string      `msgpack:"depends,omitempty"`
+	Memory    uint64        `msgpack:"memory,omitempty"`     // bytes; 0: keep
+	OpenFiles uint64        `msgpack:"open_files,omitempty"` // 0: keep
+	CPUTime   time.Duration `msgpack:"cpu_time,omitempty"`   // 0: keep
 	State     int           `msgpack:"state,omitempty"`
 	MaxTime   time.Duration `msgpack:"maxtime,omitempty"`
 }

@@ -31,6 +31,8 @@ type instance struct {
 	proc *proc.Process
 	conn *msg.Conn
 
+	readDone chan struct{} // closed when read has posted its last event
+
 	hello        bool // the service said hello
 	running      bool // init succeeded
 	luAsked      bool // asked to prepare for an update, no verdict sent yet
@@ -74,6 +76,7 @@ func spawnInstance(s *Server, svc *service, spec Spec, id uint64) (*instance, er
 		Args:    spec.Args,
 		Env:     append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+spec.Label),
 		Channel: theirs,
+		Limits:  spec.limits(),
 	})
 	theirs.Close()
 	if err != nil {
@@ -86,7 +89,7 @@ func spawnInstance(s *Server, svc *service, spec Spec, id uint64) (*instance, er
 		<-p.Done()
 		return nil, err
 	}
-	inst := &instance{s: s, svc: svc, id: id, proc: p, conn: conn}
+	inst := &instance{s: s, svc: svc, id: id, proc: p, conn: conn, readDone: make(chan struct{})}
 	go inst.read()
 	go inst.wait()
 	return inst, nil
@@ -136,6 +139,7 @@ func checkBinary(path string) error {
 // read forwards every packet to the loop; it ends at the first error,
 // which is forwarded too (io.EOF when the service closed its end).
 func (inst *instance) read() {
+	defer close(inst.readDone)
 	for {
 		m, files, err := inst.conn.Recv()
 		inst.s.post(evMessage{inst: inst, m: m, files: files, err: err})
@@ -145,11 +149,24 @@ func (inst *instance) read() {
 	}
 }
 
-// wait is the bridge from the process's one waiter to the loop.
+// wait is the bridge from the process's one waiter to the loop. The exit
+// is posted after every packet the process sent before it died (its end
+// of the channel closes with it), so an init-result followed by a crash
+// reads as exactly that. The bound covers a channel end that something
+// else still holds open.
 func (inst *instance) wait() {
 	<-inst.proc.Done()
+	t := time.NewTimer(readDrainBound)
+	select {
+	case <-inst.readDone:
+	case <-t.C:
+	}
+	t.Stop()
 	inst.s.post(evExit{inst: inst, exit: inst.proc.Exit()})
 }
+
+// readDrainBound bounds how long an exit waits for the channel to drain.
+const readDrainBound = time.Second
 
 func (inst *instance) arm(kind timerKind, d time.Duration, seq uint64) {
 	stopTimer(&inst.timers[kind])

@@ -174,6 +174,15 @@ func (s *Server) up(req Request, r chan<- Reply) {
 	if req.Depends != nil {
 		spec.Depends = req.Depends
 	}
+	if req.Memory > 0 {
+		spec.Memory = req.Memory
+	}
+	if req.OpenFiles > 0 {
+		spec.OpenFiles = req.OpenFiles
+	}
+	if req.CPUTime > 0 {
+		spec.CPUTime = req.CPUTime
+	}
 	for _, d := range spec.Depends {
 		dep, ok := s.services[d]
 		switch {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"syscall"
 	"time"
 
 	"rs/msg"
@@ -359,7 +360,7 @@ func (s *Server) exited(inst *instance, exit proc.Exit) {
 	inst.close()
 	reason := inst.fault
 	if reason == "" {
-		reason = "terminated: " + exit.String()
+		reason = exitReason(svc.spec, exit)
 	}
 	if u := svc.update; u != nil && u.new == inst {
 		s.rollback(u, "new instance "+reason)
@@ -404,6 +405,24 @@ func (s *Server) exited(inst *instance, exit proc.Exit) {
 		return
 	}
 	s.crashed(svc, s.clock.Now().Sub(inst.runningSince))
+}
+
+// exitReason says why a process ended on its own, naming a resource
+// limit it ran into where the exit shows it.
+func exitReason(spec Spec, exit proc.Exit) string {
+	if spec.CPUTime > 0 && (exit.Signal == syscall.SIGKILL || exit.Signal == syscall.SIGXCPU) &&
+		// rusage rounds CPU time differently from the limit's own
+		// accounting; within 10% is the limit.
+		exit.CPU >= spec.CPUTime.Truncate(time.Second)*9/10 {
+		return fmt.Sprintf("cpu-limit: %s after %v of CPU (cpu_time %v)", exit, exit.CPU.Round(10*time.Millisecond), spec.CPUTime)
+	}
+	reason := "terminated: " + exit.String()
+	if spec.Memory > 0 && !exit.Success() {
+		// The kernel does not say that an allocation failed; name the
+		// limit that was in force so the operator can judge.
+		reason += fmt.Sprintf(" (memory limit %d MiB in force)", spec.Memory>>20)
+	}
+	return reason
 }
 
 // stop asks the current instance of svc to stop gracefully and runs then

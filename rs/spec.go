@@ -2,7 +2,13 @@ package rs
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"rs/proc"
 )
 
 // Restart policies, as spelled in the config and on the command line.
@@ -60,6 +66,15 @@ type Spec struct {
 	// `service clone`) that replaces a crashed one at once.
 	Standby bool
 
+	// Resource limits, set on each instance right after exec (prlimit;
+	// soft and hard alike). Zero: no limit. Memory is RLIMIT_DATA (heap
+	// and private writable mappings: what a program really uses; a Go
+	// program needs about 100 MiB of it to start); OpenFiles is
+	// RLIMIT_NOFILE; CPUTime is RLIMIT_CPU, whole seconds.
+	Memory    uint64
+	OpenFiles uint64
+	CPUTime   time.Duration
+
 	// File and Line name where the service was configured ("" for `service up`).
 	File string
 	Line int
@@ -88,6 +103,39 @@ func (s Spec) withDefaults() Spec {
 		s.MaxRestarts = DefaultMaxRestarts
 	}
 	return s
+}
+
+// limits returns the spec's resource limits for proc.
+func (s Spec) limits() []proc.Limit {
+	var l []proc.Limit
+	if s.Memory > 0 {
+		l = append(l, proc.Limit{Resource: unix.RLIMIT_DATA, Value: s.Memory})
+	}
+	if s.OpenFiles > 0 {
+		l = append(l, proc.Limit{Resource: unix.RLIMIT_NOFILE, Value: s.OpenFiles})
+	}
+	if s.CPUTime > 0 {
+		secs := uint64((s.CPUTime + time.Second - 1) / time.Second)
+		l = append(l, proc.Limit{Resource: unix.RLIMIT_CPU, Value: secs})
+	}
+	return l
+}
+
+// ParseBytes reads a size: a number of bytes, optionally with a unit
+// (B, K/KB/KiB, M/MB/MiB, G/GB/GiB; all powers of 1024).
+func ParseBytes(v string) (uint64, error) {
+	num := strings.TrimRight(v, "BbKkMmGgIi ")
+	unit := strings.ToLower(strings.TrimSpace(v[len(num):]))
+	n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: want a number of bytes, e.g. 256MiB", v)
+	}
+	shift := map[string]uint{"": 0, "b": 0, "k": 10, "kb": 10, "kib": 10, "m": 20, "mb": 20, "mib": 20, "g": 30, "gb": 30, "gib": 30}
+	sh, ok := shift[unit]
+	if !ok || n > (1<<63)>>sh {
+		return 0, fmt.Errorf("size %q: want a number of bytes, e.g. 256MiB", v)
+	}
+	return n << sh, nil
 }
 
 // ParseRestart checks a restart policy's spelling.

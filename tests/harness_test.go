@@ -175,6 +175,17 @@ func (r *rsProc) status(label string) rs.Status {
 	return rep.Services[0]
 }
 
+// waitFor2 waits until label's status satisfies cond and returns it.
+func (r *rsProc) waitFor2(label string, cond func(rs.Status) bool) rs.Status {
+	r.t.Helper()
+	var st rs.Status
+	r.waitFor(label+" to change", func() bool {
+		st = r.status(label)
+		return cond(st)
+	})
+	return st
+}
+
 // waitState waits until label is in state with a pid other than notPid.
 func (r *rsProc) waitState(label, state string, notPid int) rs.Status {
 	r.t.Helper()

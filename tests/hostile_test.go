@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"syscall"
@@ -101,5 +102,47 @@ func TestUnaskedFDsAreClosed(t *testing.T) {
 	}
 	if after := fdCount(t, r.cmd.Process.Pid); after > before {
 		t.Errorf("rs fds grew from %d to %d", before, after)
+	}
+}
+
+// TestResourceLimits: a service that runs into its limit is reincarnated
+// like any crash, and last_exit says which limit.
+func TestResourceLimits(t *testing.T) {
+	addr := freeAddr(t)
+	r := startRS(t, `
+[service.cpu]
+binary = "$BIN/roles"
+args = ["-role", "cpuhog"]
+period = "0s"
+cpu_time = "1s"
+`)
+	r.mustService("up", "--binary", bin("roles"), "--args", "-role fdhog", "--period", "0s", "--open-files", "64", "fds")
+	// kv (built without the race detector, whose shadow memory would
+	// count) under a memory limit, then fed until it bursts.
+	r.mustService("up", "--binary", bin("kv"), "--args", "--listen "+addr, "--memory", "160MiB", "mem")
+	pid := r.status("mem").Pid
+	c := dialKV(t, addr)
+	big := strings.Repeat("x", 4<<20)
+	for i := 0; ; i++ {
+		if _, err := c.Do("SET", fmt.Sprint("k", i), big); err != nil {
+			break // kv died of it
+		}
+		if i > 200 {
+			t.Fatal("kv stored 800 MiB under a 160 MiB limit")
+		}
+	}
+	cases := []struct{ label, want string }{
+		{"mem", "(memory limit 160 MiB in force)"},
+		{"fds", "terminated: exit 3"},
+		{"cpu", "cpu-limit: SIGKILL after"},
+	}
+	for _, c := range cases {
+		st := r.waitFor2(c.label, func(st rs.Status) bool { return st.Restarts >= 1 && st.LastExit != "" })
+		if !strings.Contains(st.LastExit, c.want) {
+			t.Errorf("%s: last_exit %q, want %q", c.label, st.LastExit, c.want)
+		}
+	}
+	if st := r.status("mem"); st.Pid == pid {
+		t.Errorf("kv was not reincarnated after its memory ran out")
 	}
 }

@@ -75,6 +75,42 @@ func runRole(role string, args []string) int {
 		for {
 			time.Sleep(time.Hour)
 		}
+	case "cpuhog": // a service whose main loop burns CPU
+		if _, err := sef.Startup(sef.Callbacks{Ping: nil}); err != nil {
+			return 1
+		}
+		for {
+			spin++
+		}
+	case "memhog": // a service that allocates without end
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		go func() {
+			var hoard [][]byte
+			for {
+				b := make([]byte, 8<<20)
+				for i := range b {
+					b[i] = 1
+				}
+				hoard = append(hoard, b)
+			}
+		}()
+		return serveForever(s)
+	case "fdhog": // opens files until it cannot, then gives up
+		if _, err := sef.Startup(sef.Callbacks{}); err != nil {
+			return 1
+		}
+		var files []*os.File
+		for {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "fdhog:", err, "after", len(files))
+				return 3
+			}
+			files = append(files, f)
+		}
 	case "plain": // the smallest well-behaved service
 		s, err := sef.Startup(sef.Callbacks{})
 		if err != nil {
@@ -103,6 +139,8 @@ func rawInit() *msg.Conn {
 	c.Send(&msg.Message{Kind: msg.KindInitResult})
 	return c
 }
+
+var spin uint64
 
 func serveForever(s *sef.Service) int {
 	for {

@@ -35,6 +35,9 @@ func main() {
 					&cli.DurationFlag{Name: "period", Usage: "ping period; 0s disables pings (default 1s)"},
 					&cli.StringFlag{Name: "restart", Usage: "always | on-failure | never"},
 					&cli.StringFlag{Name: "depends", Usage: "labels to depend on: L1,L2"},
+					&cli.StringFlag{Name: "memory", Usage: "memory limit (RLIMIT_DATA), e.g. 256MiB"},
+					&cli.Uint64Flag{Name: "open-files", Usage: "open files limit (RLIMIT_NOFILE)"},
+					&cli.DurationFlag{Name: "cpu-time", Usage: "CPU time limit (RLIMIT_CPU), e.g. 10m"},
 				},
 				Action: up,
 			},
@@ -123,6 +126,13 @@ func up(c *cli.Context) error {
 	if c.IsSet("period") {
 		req.Period, req.HasPeriod = c.Duration("period"), true
 	}
+	if m := c.String("memory"); m != "" {
+		if req.Memory, err = rs.ParseBytes(m); err != nil {
+			return err
+		}
+	}
+	req.OpenFiles = c.Uint64("open-files")
+	req.CPUTime = c.Duration("cpu-time")
 	if d := c.String("depends"); d != "" {
 		for _, dep := range strings.Split(d, ",") {
 			if dep = strings.TrimSpace(dep); dep != "" {

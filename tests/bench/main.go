@@ -2,10 +2,12 @@
 //
 //	go build -o bin/ ./cmd/... ./servers/...
 //	go run ./tests/bench [-n 20] [-bin DIR] [-net tcp|unix]
+//	                     [-scenario crash,ping,control,update,redisbench]
 //
 // It writes a config with one kv (period 1s, max_restarts -1 so that the
 // kills below never put it in `failed`) into a temp dir, starts bin/rs on
-// it and waits until kv is running. Then it measures:
+// it and waits until kv is running. Then it runs the scenarios asked for
+// (default: all), in this order:
 //
 //   - crash → serving: n times, SIGKILL kv and, from the moment of the
 //     kill, connect and send INFO server until a reply names a new
@@ -19,6 +21,8 @@
 //     is a ping/pong over a SOCK_SEQPACKET socketpair inside this process,
 //     the same messages through package msg, 10000 times.
 //   - control round trip: rs.Client.Do(status), 200 times.
+//   - update: live updates of kv under load (update.go).
+//   - redisbench: redis-benchmark through live updates (redisbench.go).
 //
 // Every wait has a deadline. At the end, even on failure, rs gets SIGTERM
 // (then SIGKILL) and the temp dir is removed.
@@ -55,15 +59,56 @@ type row struct {
 
 type bench struct {
 	ctx     context.Context
+	opts    options
 	dir     string
 	bin     string
 	netw    string
+	kvAddr  string // where the configured kv listens
 	ctl     rs.Client
 	rows    []row
+	tables  []string // further tables, printed as they are after the main one
 	notes   []string
 	verbose bool
 	bad     bool  // something rs should not have done: show its log
 	killed  []int // kv pids this bench killed or saw, checked at the end
+}
+
+// options are the command's flags.
+type options struct {
+	n         int
+	bin       string
+	netw      string
+	logPath   string
+	verbose   bool
+	scenarios map[string]bool
+	keys      int    // update: keys loaded before the measured updates
+	updates   int    // update, redisbench: updates per phase
+	kvb       string // update, redisbench: the second kv binary ("" builds one)
+	rbN       int    // redisbench: -n
+}
+
+// scenarioNames are the scenarios, in the order they run.
+var scenarioNames = []string{"crash", "ping", "control", "update", "redisbench"}
+
+func parseScenarios(s string) (map[string]bool, error) {
+	m := map[string]bool{}
+	for name := range strings.SplitSeq(s, ",") {
+		name = strings.TrimSpace(name)
+		switch {
+		case name == "all":
+			for _, n := range scenarioNames {
+				m[n] = true
+			}
+		case slices.Contains(scenarioNames, name):
+			m[name] = true
+		case name != "":
+			return nil, fmt.Errorf("-scenario: unknown %q (want some of %s, or all)", name, strings.Join(scenarioNames, ","))
+		}
+	}
+	if len(m) == 0 {
+		return nil, errors.New("-scenario: none given")
+	}
+	return m, nil
 }
 
 func main() {
@@ -71,22 +116,37 @@ func main() {
 	bin := flag.String("bin", "bin", "directory holding rs and kv")
 	netw := flag.String("net", "tcp", "kv listens on tcp (127.0.0.1) or unix")
 	logPath := flag.String("log", "", "write rs's log to this file (default: in the temp dir, shown on trouble)")
-	verbose := flag.Bool("v", false, "print every crash → serving sample")
+	verbose := flag.Bool("v", false, "print every crash → serving and update sample")
+	scen := flag.String("scenario", "all", "comma-separated: "+strings.Join(scenarioNames, ",")+", or all")
+	keys := flag.Int("keys", 100000, "update: keys in kv during the measured updates")
+	updates := flag.Int("updates", 10, "update, redisbench: live updates per phase")
+	kvb := flag.String("kvb", "", "update, redisbench: second kv binary to alternate with bin/kv (default: build one with version b)")
+	rbN := flag.Int("rb-n", 200000, "redisbench: requests per test (-n), raised if too few to last through the updates")
 	flag.Parse()
 	if *netw != "tcp" && *netw != "unix" {
 		fmt.Fprintln(os.Stderr, "bench: -net: want tcp or unix")
 		os.Exit(2)
 	}
+	scenarios, err := parseScenarios(*scen)
+	if err == nil && (*keys < 0 || *updates < 1 || *rbN < 1) {
+		err = errors.New("-keys must be >= 0, -updates and -rb-n >= 1")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, *n, *bin, *netw, *logPath, *verbose)
+	err = run(ctx, options{n: *n, bin: *bin, netw: *netw, logPath: *logPath, verbose: *verbose,
+		scenarios: scenarios, keys: *keys, updates: *updates, kvb: *kvb, rbN: *rbN})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, n int, bin, netw, logPath string, verbose bool) (err error) {
+func run(ctx context.Context, o options) (err error) {
+	bin, logPath := o.bin, o.logPath
 	if bin, err = filepath.Abs(bin); err != nil {
 		return err
 	}
@@ -95,13 +155,14 @@ func run(ctx context.Context, n int, bin, netw, logPath string, verbose bool) (e
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b := &bench{ctx: ctx, dir: dir, bin: bin, netw: netw, verbose: verbose,
+	b := &bench{ctx: ctx, opts: o, dir: dir, bin: bin, netw: o.netw, verbose: o.verbose,
 		ctl: rs.Client{Socket: filepath.Join(dir, "rs.sock"), Timeout: 2 * time.Second}}
 
 	addr, err := b.addr("kv")
 	if err != nil {
 		return err
 	}
+	b.kvAddr = addr
 	cfg := filepath.Join(dir, "system.toml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[service.kv]
 binary = %q
@@ -125,21 +186,40 @@ max_restarts = -1
 		b.reapLeftovers()
 		b.print()
 		if err != nil || b.bad {
+			if w := warnings(logPath, 40); w != "" {
+				fmt.Fprintf(os.Stderr, "\n--- rs log (warnings and errors) ---\n%s", w)
+			}
 			fmt.Fprintf(os.Stderr, "\n--- rs log (last lines) ---\n%s", tail(logPath, 30))
 		}
 	}()
 
-	if _, err := b.waitRunning("kv", 0, 10*time.Second); err != nil {
+	st, err := b.waitRunning("kv", 0, 10*time.Second)
+	if err != nil {
 		return err
 	}
-	if err := b.crash(n, addr); err != nil {
-		return err
+	b.killed = append(b.killed, st.Pid)
+	if o.scenarios["crash"] {
+		if err := b.crash(o.n, addr); err != nil {
+			return err
+		}
 	}
-	if err := b.pings(); err != nil {
-		return err
+	if o.scenarios["ping"] {
+		if err := b.pings(); err != nil {
+			return err
+		}
+		b.floor(10000)
 	}
-	b.floor(10000)
-	return b.control(200)
+	if o.scenarios["control"] {
+		if err := b.control(200); err != nil {
+			return err
+		}
+	}
+	if o.scenarios["update"] || o.scenarios["redisbench"] {
+		if err := b.liveUpdates(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // addr returns where a kv should listen: a loopback port that was free a
@@ -472,6 +552,9 @@ func (b *bench) print() {
 		med := (d[(len(d)-1)/2] + d[len(d)/2]) / 2
 		fmt.Printf("%-38s %10s %10s %10s %10s %6d\n", r.name, short(med), short(d[0]), short(d[len(d)-1]), short(p90), len(d))
 	}
+	for _, t := range b.tables {
+		fmt.Printf("\n%s", t)
+	}
 	if len(b.notes) > 0 {
 		fmt.Println()
 		for _, n := range b.notes {
@@ -489,6 +572,19 @@ func short(d time.Duration) string {
 		return fmt.Sprintf("%.2fms", float64(d)/1e6)
 	}
 	return fmt.Sprintf("%.3fs", d.Seconds())
+}
+
+// warnings returns the last n lines of rs's log at level WARN or ERROR.
+func warnings(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	var keep []string
+	for line := range strings.SplitAfterSeq(string(b), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") ||
+			strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep[max(0, len(keep)-n):], "")
 }
 
 func tail(path string, n int) string {

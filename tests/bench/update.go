@@ -1,0 +1,429 @@
+package main
+
+// The update scenario: live updates of kv (`service update`) while
+// loadClients clients hammer it on persistent connections.
+//
+// Updates alternate two kv binaries: bin/kv and a second one, built with
+// -ldflags "-X main.version=b" into the temp dir (or -kvb). They run in
+// two phases, each of -updates updates spaced updateSpacing apart: first
+// with only the clients' own keys in kv (the floor of the mechanism), then
+// with -keys more, loaded pipelined. For each update the bench times the
+// command (rs.Client.Do until rs's final reply) and the gap: the longest
+// any client waited for one reply among the requests under way during the
+// command. Every reply is checked; errors and wrong replies are counted
+// (there should be none), and DBSIZE must be the same after the updates
+// as before. After each update the bench checks that kv runs the binary it
+// asked for, with a new pid, the same restart count and INFO init_type
+// live-update.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"rs/internal/resp"
+	"rs/rs"
+)
+
+const (
+	updateSpacing = 300 * time.Millisecond
+	// updateTimeout bounds one update command: maxtime (2 s by default)
+	// plus the new instance's init timeout (5 s), and a margin.
+	updateTimeout = 20 * time.Second
+)
+
+// liveUpdates runs the update and redisbench scenarios, which share the
+// second kv binary.
+func (b *bench) liveUpdates() error {
+	bins, err := b.kvBinaries()
+	if err != nil {
+		return err
+	}
+	var cmdMedian time.Duration
+	if b.opts.scenarios["update"] {
+		if cmdMedian, err = b.updateGap(bins); err != nil {
+			return err
+		}
+	}
+	if b.opts.scenarios["redisbench"] {
+		return b.redisBench(bins, cmdMedian)
+	}
+	return nil
+}
+
+// kvBinaries returns bin/kv and the second binary, building it if -kvb
+// did not name one.
+func (b *bench) kvBinaries() ([2]string, error) {
+	bins := [2]string{filepath.Join(b.bin, "kv"), b.opts.kvb}
+	if bins[1] != "" {
+		p, err := filepath.Abs(bins[1])
+		bins[1] = p
+		return bins, err
+	}
+	root, err := moduleRoot(b.ctx)
+	if err != nil {
+		return bins, err
+	}
+	bins[1] = filepath.Join(b.dir, "kv-b")
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bins[1], "-ldflags", "-X main.version=b", "./servers/kv")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return bins, fmt.Errorf("build kv version b: %v\n%s", err, out)
+	}
+	return bins, nil
+}
+
+// moduleRoot is the directory of the go.mod of the current directory.
+func moduleRoot(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	gomod := strings.TrimSpace(string(out))
+	if err != nil || gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("cannot find module rs from the current directory (run from the repository, or pass -kvb): %v", err)
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// updater does the live updates of kv, alternating two binaries, and
+// checks each.
+type updater struct {
+	b        *bench
+	ctl      rs.Client
+	bins     [2]string
+	next     int               // index in bins of the next update's target
+	versions map[string]string // binary → the version its INFO reports
+	failed   int
+}
+
+func (b *bench) newUpdater(bins [2]string) (*updater, error) {
+	u := &updater{b: b, bins: bins, versions: map[string]string{},
+		ctl: rs.Client{Socket: b.ctl.Socket, Timeout: updateTimeout}}
+	st, err := b.waitRunning("kv", 0, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if st.Binary == bins[1] {
+		u.next = 0
+	} else {
+		u.next = 1
+	}
+	info, err := infoServer(b.kvAddr)
+	if err != nil {
+		return nil, fmt.Errorf("kv INFO: %w", err)
+	}
+	u.versions[st.Binary] = info["version"]
+	return u, nil
+}
+
+// update does one update and returns when the command was sent and when
+// its reply came. A failed update or check is a problem noted, not an
+// error; the error is for a kv that does not run again at all.
+func (u *updater) update(what string) (start, end time.Time, err error) {
+	b := u.b
+	target := u.bins[u.next]
+	before, err := b.status("kv")
+	if err != nil {
+		return start, end, err
+	}
+	start = time.Now()
+	r, uerr := u.ctl.Do(rs.Request{Op: rs.OpUpdate, Label: "kv", Binary: target}, nil)
+	end = time.Now()
+	if b.verbose {
+		fmt.Fprintf(os.Stderr, "%s → %s: %v, %q, err %v\n", what, filepath.Base(target), end.Sub(start), r.Message, uerr)
+	}
+	st, err := b.waitRunning("kv", 0, 10*time.Second)
+	if err != nil {
+		return start, end, fmt.Errorf("%s: after the update: %w", what, err)
+	}
+	if !slices.Contains(b.killed, st.Pid) {
+		b.killed = append(b.killed, st.Pid)
+	}
+	if uerr != nil {
+		u.failed++
+		b.problem(fmt.Sprintf("%s → %s failed after %v: %v; kv now pid %d (was %d), binary %s",
+			what, filepath.Base(target), short(end.Sub(start)), uerr, st.Pid, before.Pid, filepath.Base(st.Binary)))
+		return start, end, nil
+	}
+	u.next = 1 - u.next
+	var bad []string
+	if st.Pid == before.Pid {
+		bad = append(bad, fmt.Sprintf("pid unchanged (%d)", st.Pid))
+	}
+	if st.Binary != target {
+		bad = append(bad, "status binary "+st.Binary)
+	}
+	if st.Restarts != before.Restarts {
+		bad = append(bad, fmt.Sprintf("restarts %d → %d (last_exit %q)", before.Restarts, st.Restarts, st.LastExit))
+	}
+	info, err := infoServer(b.kvAddr)
+	switch {
+	case err != nil:
+		bad = append(bad, "INFO: "+err.Error())
+	default:
+		if info["process_id"] != strconv.Itoa(st.Pid) {
+			bad = append(bad, fmt.Sprintf("INFO process_id %s, status pid %d", info["process_id"], st.Pid))
+		}
+		if info["init_type"] != "live-update" {
+			bad = append(bad, "INFO init_type "+info["init_type"])
+		}
+		if v, ok := u.versions[target]; ok && v != info["version"] {
+			bad = append(bad, fmt.Sprintf("INFO version %s, want %s", info["version"], v))
+		}
+		u.versions[target] = info["version"]
+	}
+	if len(bad) > 0 {
+		b.problem(fmt.Sprintf("%s → %s succeeded but: %s", what, filepath.Base(target), strings.Join(bad, "; ")))
+	}
+	return start, end, nil
+}
+
+// describe names the two binaries and their versions.
+func (u *updater) describe() string {
+	name := func(p string) string {
+		v := u.versions[p]
+		if v == "" {
+			v = "?"
+		}
+		return fmt.Sprintf("%s (version %s)", filepath.Base(p), v)
+	}
+	s := name(u.bins[0]) + " and " + name(u.bins[1])
+	if v := u.versions[u.bins[0]]; v != "" && v == u.versions[u.bins[1]] {
+		s += ", which report the same version"
+	}
+	return s
+}
+
+// infoServer returns the fields of kv's INFO server.
+func infoServer(addr string) (map[string]string, error) {
+	c, err := resp.DialAddr(addr, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	v, err := c.Do("INFO", "server")
+	if err != nil {
+		return nil, err
+	}
+	if v.Kind != resp.KindBulk {
+		return nil, fmt.Errorf("INFO: %v", v)
+	}
+	m := map[string]string{}
+	for line := range strings.SplitSeq(v.Str, "\r\n") {
+		if k, val, ok := strings.Cut(line, ":"); ok {
+			m[k] = val
+		}
+	}
+	return m, nil
+}
+
+// sleep waits d, or less if the bench is interrupted.
+func (b *bench) sleep(d time.Duration) error {
+	select {
+	case <-b.ctx.Done():
+		return b.ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// updatePhase does k updates spaced updateSpacing apart and returns each
+// command's window.
+func (b *bench) updatePhase(u *updater, l *load, name string, k int) ([]window, error) {
+	var ws []window
+	for i := range k {
+		if err := b.sleep(updateSpacing); err != nil {
+			return ws, err
+		}
+		start, end, err := u.update(fmt.Sprintf("update %d/%d (%s)", i+1, k, name))
+		if err != nil {
+			return ws, err
+		}
+		ws = append(ws, window{start.Sub(l.base), end.Sub(l.base)})
+	}
+	return ws, nil
+}
+
+// kvDo sends one command on c, with a deadline.
+func kvDo(c *resp.Client, args ...string) (resp.Value, error) {
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	v, err := c.Do(args...)
+	if err == nil && v.IsError() {
+		err = fmt.Errorf("%s: %s", args[0], v.Err)
+	}
+	return v, err
+}
+
+func dbsize(c *resp.Client) (int64, error) {
+	v, err := kvDo(c, "DBSIZE")
+	if err == nil && v.Kind != resp.KindInt {
+		err = fmt.Errorf("DBSIZE: %v", v)
+	}
+	return v.Int, err
+}
+
+// loadKeys sets n keys, pipelined 1000 at a time.
+func loadKeys(c *resp.Client, n int) error {
+	const batch = 1000
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	for i := 0; i < n; i += batch {
+		m := min(batch, n-i)
+		for j := range m {
+			key := fmt.Sprintf("key:%07d", i+j)
+			if err := c.Send("SET", key, "value-of-"+key); err != nil {
+				return err
+			}
+		}
+		if err := c.Flush(); err != nil {
+			return err
+		}
+		for range m {
+			v, err := c.Read()
+			if err != nil {
+				return err
+			}
+			if v.Kind != resp.KindSimple || v.Str != "OK" {
+				return fmt.Errorf("SET: %v", v)
+			}
+		}
+	}
+	return nil
+}
+
+// updateGap is the update scenario. It returns the median command time
+// of the updates with keys, which sizes the redisbench scenario.
+func (b *bench) updateGap(bins [2]string) (time.Duration, error) {
+	k := b.opts.updates
+	u, err := b.newUpdater(bins)
+	if err != nil {
+		return 0, err
+	}
+	// A persistent connection of our own, idle during the updates.
+	c, err := resp.DialAddr(b.kvAddr, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if _, err := kvDo(c, "FLUSHALL"); err != nil {
+		return 0, err
+	}
+	l := startLoad(b.kvAddr, time.Now())
+	running := true
+	defer func() {
+		if running {
+			l.stopAndWait()
+		}
+	}()
+	// Wait until every client has its two keys, hence is connected.
+	own := int64(2 * loadClients)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		n, err := dbsize(c)
+		if err != nil {
+			return 0, err
+		}
+		if n >= own {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("update: the clients made %d of their %d keys within 5s", n, own)
+		}
+		if err := b.sleep(10 * time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+
+	floorWs, err := b.updatePhase(u, l, "0 extra keys", k)
+	if err != nil {
+		return 0, err
+	}
+	t := time.Now()
+	if err := loadKeys(c, b.opts.keys); err != nil {
+		return 0, fmt.Errorf("update: loading %d keys: %w", b.opts.keys, err)
+	}
+	loadTook := time.Since(t)
+	before, err := dbsize(c)
+	if err != nil {
+		return 0, err
+	}
+	keyWs, err := b.updatePhase(u, l, fmt.Sprintf("%d keys", b.opts.keys), k)
+	if err != nil {
+		return 0, err
+	}
+	running = false
+	if !l.stopAndWait() {
+		return 0, fmt.Errorf("update: a client did not stop within %v", loadRequestTimeout+5*time.Second)
+	}
+	after, err := dbsize(c)
+	if err != nil {
+		return 0, fmt.Errorf("update: DBSIZE on the connection opened before the updates: %w", err)
+	}
+
+	keyCmd := b.updateRows(l, keyWs, fmt.Sprintf("%d keys", b.opts.keys))
+	b.updateRows(l, floorWs, "0 extra keys")
+	b.notes = append(b.notes, fmt.Sprintf("update: %d+%d updates alternating %s, %v apart, %d failed; %d keys loaded (pipelined) in %v",
+		k, k, u.describe(), updateSpacing, u.failed, b.opts.keys, short(loadTook)))
+	errs, wrong, redials, gaveUp := 0, 0, 0, 0
+	for _, lc := range l.clients {
+		errs += lc.errs
+		wrong += lc.wrong
+		redials += lc.redials
+		if lc.gaveUp {
+			gaveUp++
+		}
+		for _, m := range lc.msgs {
+			b.problem("update: " + m)
+		}
+	}
+	b.notes = append(b.notes, fmt.Sprintf("update: %d clients on persistent connections (INCR, SET, GET): %d requests, %d errors, %d wrong replies, %d redials, %d gave up",
+		loadClients, l.requests(), errs, wrong, redials, gaveUp))
+	if errs+wrong+gaveUp > 0 {
+		b.bad = true
+	}
+	if d := l.outside(append(floorWs, keyWs...)); len(d) > 0 {
+		slices.Sort(d)
+		b.notes = append(b.notes, fmt.Sprintf("update: reply wait outside the updates: median %s, p99 %s, max %s over %d requests",
+			short(d[len(d)/2]), short(d[len(d)*99/100]), short(d[len(d)-1]), len(d)))
+	}
+	dbNote := fmt.Sprintf("update: DBSIZE %d before the updates with keys, %d after (want %d)", before, after, int64(b.opts.keys)+own)
+	if before != after || before != int64(b.opts.keys)+own {
+		b.problem(dbNote)
+	} else {
+		b.notes = append(b.notes, dbNote)
+	}
+	return keyCmd, nil
+}
+
+// updateRows adds the gap and command rows of one phase and returns its
+// median command time.
+func (b *bench) updateRows(l *load, ws []window, name string) time.Duration {
+	gap := row{name: "update gap (" + name + ")"}
+	cmd := row{name: "update command (" + name + ")"}
+	for i, w := range ws {
+		cmd.d = append(cmd.d, w.end-w.start)
+		g, n := l.gap(w)
+		if n == 0 {
+			b.notes = append(b.notes, fmt.Sprintf("update %d (%s): no client request under way during it", i+1, name))
+			continue
+		}
+		gap.d = append(gap.d, g)
+		if b.verbose {
+			fmt.Fprintf(os.Stderr, "update %d (%s): command %v, gap %v over %d requests\n", i+1, name, w.end-w.start, g, n)
+		}
+	}
+	b.rows = append(b.rows, gap, cmd)
+	if len(cmd.d) == 0 {
+		return 0
+	}
+	d := slices.Clone(cmd.d)
+	slices.Sort(d)
+	return d[len(d)/2]
+}
