@@ -54,7 +54,19 @@ type Reply struct {
 	Message  string   `msgpack:"message,omitempty"` // a line for the operator
 	Progress string   `msgpack:"progress,omitempty"`
 	Services []Status `msgpack:"services,omitempty"`
+	Daemon   *Daemon  `msgpack:"daemon,omitempty"` // with status
 	Done     bool     `msgpack:"done"`
+}
+
+// Daemon is rs's own health, reported with status: what a long run must
+// show not growing.
+type Daemon struct {
+	Pid        int     `msgpack:"pid" json:"pid"`
+	UptimeS    float64 `msgpack:"uptime_s" json:"uptime_s"`
+	Goroutines int     `msgpack:"goroutines" json:"goroutines"`
+	FDs        int     `msgpack:"fds" json:"fds"`
+	RSSKiB     int64   `msgpack:"rss_kib" json:"rss_kib"`
+	HeapKiB    int64   `msgpack:"heap_kib" json:"heap_kib"`
 }
 
 // Status is one row of `service status`; its JSON form is the SPEC's.

@@ -103,7 +103,7 @@ func (s *Server) request(ev evRequest) {
 	switch req.Op {
 	case OpStatus:
 		st, err := s.statuses(req.Label)
-		reply(Reply{Services: st}, err)
+		reply(Reply{Services: st, Daemon: s.daemon()}, err)
 	case OpShutdown:
 		s.beginShutdown(ev.reply)
 	case OpUp:

@@ -52,6 +52,8 @@ type Server struct {
 	events chan any
 	done   chan struct{} // closed when Run returns: senders give up
 
+	started time.Time
+
 	// Owned by the loop.
 	services map[string]*service
 	order    []string // labels in the order they were added
@@ -91,6 +93,7 @@ func New(opts Options) *Server {
 		events:   make(chan any, 256),
 		done:     make(chan struct{}),
 		services: make(map[string]*service),
+		started:  time.Now(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -136,6 +139,8 @@ type (
 		seq  uint64
 	}
 	evStart struct{ specs []Spec }
+	// evFunc runs inside the loop; tests use it to look at the table.
+	evFunc func()
 	evStop  struct{ reply chan<- Reply }
 )
 
@@ -199,6 +204,8 @@ func (s *Server) Run() {
 			s.beginShutdown(ev.reply)
 		case evUpdateTimer:
 			s.updateTimer(ev)
+		case evFunc:
+			ev()
 		}
 		if s.shutdown != nil && s.shutdownStep() {
 			for _, r := range s.shutdown.replies {

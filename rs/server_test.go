@@ -270,17 +270,31 @@ func TestNoHeartbeat(t *testing.T) {
 	}
 }
 
+// inLoop runs f inside the server's loop and waits for it.
+func inLoop(s *Server, f func()) {
+	done := make(chan struct{})
+	s.post(evFunc(func() { f(); close(done) }))
+	<-done
+}
+
 func TestPingAnsweredKeepsRunning(t *testing.T) {
 	s, clk := newServer(t)
 	upSpec(t, s, selfSpec(t, "plain", "plain"))
-	st := waitStatus(t, s, "plain", func(st Status) bool { return st.State == StateRunning && st.PingRTTUs > 0 })
-	for i := 0; i < 5; i++ {
-		// Each round: the pong of the last ping must have come back
-		// before the next tick, or the deadline would fire.
-		waitStatus(t, s, "plain", func(st Status) bool { return st.PingRTTUs > 0 })
+	st := waitStatus(t, s, "plain", func(st Status) bool { return st.State == StateRunning })
+	for seq := uint64(1); seq <= 5; seq++ {
+		// Each round: the pong of ping seq must be back before the next
+		// tick, or the deadline (one period) would fire at that tick.
+		waitStatus(t, s, "plain", func(Status) bool {
+			var answered bool
+			inLoop(s, func() {
+				inst := s.services["plain"].inst
+				answered = inst != nil && inst.pingSeq == seq && !inst.pingOut
+			})
+			return answered
+		})
 		clk.Advance(time.Second)
 	}
-	if got := s.testStatus(t, "plain"); got.State != StateRunning || got.Pid != st.Pid {
+	if got := s.testStatus(t, "plain"); got.State != StateRunning || got.Pid != st.Pid || got.PingRTTUs <= 0 {
 		t.Fatalf("a service answering pings was disturbed: %+v", got)
 	}
 }

@@ -184,7 +184,8 @@ func status(c *cli.Context) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
 			Services []rs.Status `json:"services"`
-		}{r.Services})
+			RS       *rs.Daemon  `json:"rs,omitempty"`
+		}{r.Services, r.Daemon})
 	}
 	return table(os.Stdout, r.Services)
 }
