@@ -71,17 +71,19 @@ type Daemon struct {
 
 // Status is one row of `service status`; its JSON form is the SPEC's.
 type Status struct {
-	Label     string   `msgpack:"label" json:"label"`
-	State     string   `msgpack:"state" json:"state"`
-	Pid       int      `msgpack:"pid" json:"pid"`
-	UptimeS   float64  `msgpack:"uptime_s" json:"uptime_s"`
-	Restarts  int      `msgpack:"restarts" json:"restarts"`
-	Binary    string   `msgpack:"binary" json:"binary"`
-	Args      []string `msgpack:"args" json:"args"`
-	LastExit  string   `msgpack:"last_exit" json:"last_exit"`
-	PingRTTUs int64    `msgpack:"ping_rtt_us" json:"ping_rtt_us"`
-	PeriodMs  int64    `msgpack:"period_ms" json:"period_ms"`
-	Depends   []string `msgpack:"depends" json:"depends"`
+	Label      string   `msgpack:"label" json:"label"`
+	State      string   `msgpack:"state" json:"state"`
+	Pid        int      `msgpack:"pid" json:"pid"`
+	UptimeS    float64  `msgpack:"uptime_s" json:"uptime_s"`
+	Restarts   int      `msgpack:"restarts" json:"restarts"`
+	Binary     string   `msgpack:"binary" json:"binary"`
+	Args       []string `msgpack:"args" json:"args"`
+	LastExit   string   `msgpack:"last_exit" json:"last_exit"`
+	PingRTTUs  int64    `msgpack:"ping_rtt_us" json:"ping_rtt_us"`
+	PeriodMs   int64    `msgpack:"period_ms" json:"period_ms"`
+	Depends    []string `msgpack:"depends" json:"depends"`
+	Standby    bool     `msgpack:"standby" json:"standby"`         // a standby is wanted
+	StandbyPid int      `msgpack:"standby_pid" json:"standby_pid"` // 0 when none runs
 }
 
 // MaxRequest bounds a control packet. Replies stay under maxReplyPacket:

@@ -39,6 +39,7 @@ type instance struct {
 	luCancelled  bool // lu-cancel sent: one crossing lu-ready is expected
 	runningSince time.Time
 	stopping     bool   // rs asked it to stop
+	standby      bool   // a warm standby, not yet given its init
 	exited       bool   // reaped and closed
 	fault        string // why rs killed it, for last_exit
 
@@ -195,7 +196,7 @@ func (inst *instance) current() bool {
 		return false
 	}
 	u := inst.svc.update
-	return inst.svc.inst == inst || u != nil && u.new == inst
+	return inst.svc.inst == inst || inst.svc.standby == inst || u != nil && u.new == inst
 }
 
 // faulty kills the instance's group; the exit that follows carries reason
@@ -268,6 +269,11 @@ func (inst *instance) handle(m msg.Message, files []*os.File) {
 	if !inst.hello && m.Kind != msg.KindHello {
 		msg.CloseFiles(files)
 		inst.faulty("faulty", fmt.Errorf("sent %s before hello", m.Kind))
+		return
+	}
+	if inst.standby && m.Kind != msg.KindHello {
+		msg.CloseFiles(files)
+		inst.faulty("faulty", fmt.Errorf("standby sent %s before its init", m.Kind))
 		return
 	}
 	switch m.Kind {
@@ -358,6 +364,7 @@ func (inst *instance) ready() {
 	}
 	inst.s.replyUp(svc, Reply{Message: fmt.Sprintf("%s running, pid %d", inst.label(), inst.proc.Pid())})
 	inst.s.startWaiting()
+	inst.s.ensureStandby(svc)
 }
 
 // pingTick sends the next ping unless one is outstanding (its deadline

@@ -115,7 +115,8 @@ func (s *Server) request(ev evRequest) {
 	case OpUpdate:
 		s.startUpdate(req, ev)
 	case OpClone, OpUnclone:
-		reply(Reply{}, fmt.Errorf("%s: %w", req.Op, ErrNotDone))
+		m, err := s.clone(req.Label, req.Op == OpClone)
+		reply(Reply{Message: m}, err)
 	default:
 		reply(Reply{}, fmt.Errorf("%w: %q", ErrBadRequest, req.Op))
 	}
@@ -204,6 +205,7 @@ func (s *Server) up(req Request, r chan<- Reply) {
 	if !known {
 		svc = s.add(spec)
 	} else {
+		s.dropStandby(svc) // it runs the old spec
 		svc.spec = spec.withDefaults()
 	}
 	svc.lastExit = ""
@@ -225,6 +227,7 @@ func (s *Server) down(label string, r chan<- Reply) {
 		return
 	}
 	s.replyUp(svc, Reply{Err: label + ": stopped by down"})
+	s.dropStandby(svc)
 	s.stop(svc, func() {
 		svc.state = StateDown
 		s.dropFDStore(svc)
@@ -249,6 +252,7 @@ func (s *Server) restart(label string, r chan<- Reply) {
 		return
 	}
 	s.replyUp(svc, Reply{Err: label + ": restarted"})
+	s.dropStandby(svc)
 	s.stop(svc, func() {
 		svc.fails = 0
 		svc.history = nil

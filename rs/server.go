@@ -63,21 +63,25 @@ type Server struct {
 
 // service is one row of the table, living across instances.
 type service struct {
-	spec      Spec
-	state     string
-	inst      *instance // the current instance, if any
-	restarts  int
-	lastExit  string
-	rtt       time.Duration
-	started   bool // an instance has reached running once (else: fresh init)
-	fails     int  // consecutive failures, for backoff
-	history   []time.Time
-	backoff   Timer
-	waitDeps  bool // start as soon as its dependencies run
-	fdstore   map[string]*os.File
-	update    *update        // a live update in progress
-	upWaiters []chan<- Reply // replied when an instance runs or fails to start
-	onStopped []func()       // run when the current instance has exited
+	spec     Spec
+	state    string
+	inst     *instance // the current instance, if any
+	restarts int
+	lastExit string
+	rtt      time.Duration
+	started  bool // an instance has reached running once (else: fresh init)
+	fails    int  // consecutive failures, for backoff
+	history  []time.Time
+	backoff  Timer
+	waitDeps bool // start as soon as its dependencies run
+	fdstore  map[string]*os.File
+	update   *update // a live update in progress
+
+	standby      *instance      // a warm standby, exec'd and waiting for init
+	wantStandby  bool           // config standby = true, or `service clone`
+	standbyTimer Timer          // respawn of a standby that died
+	upWaiters    []chan<- Reply // replied when an instance runs or fails to start
+	onStopped    []func()       // run when the current instance has exited
 }
 
 type shutdownState struct {
@@ -141,7 +145,7 @@ type (
 	evStart struct{ specs []Spec }
 	// evFunc runs inside the loop; tests use it to look at the table.
 	evFunc func()
-	evStop  struct{ reply chan<- Reply }
+	evStop struct{ reply chan<- Reply }
 )
 
 type timerKind int
@@ -229,7 +233,7 @@ func (s *Server) addConfigured(specs []Spec) {
 }
 
 func (s *Server) add(spec Spec) *service {
-	svc := &service{spec: spec.withDefaults(), state: StateDown, fdstore: map[string]*os.File{}}
+	svc := &service{spec: spec.withDefaults(), state: StateDown, fdstore: map[string]*os.File{}, wantStandby: spec.Standby}
 	s.services[spec.Label] = svc
 	s.order = append(s.order, spec.Label)
 	return svc
@@ -272,6 +276,9 @@ func (s *Server) spawn(svc *service) {
 	typ := msg.InitFresh
 	if svc.started {
 		typ = msg.InitRestart
+	}
+	if typ == msg.InitRestart && s.promoteStandby(svc) {
+		return
 	}
 	s.nextID++
 	inst, err := startInstance(s, svc, s.nextID, typ)
@@ -373,6 +380,12 @@ func (s *Server) exited(inst *instance, exit proc.Exit) {
 		s.rollback(u, "new instance "+reason)
 		return
 	}
+	if inst == svc.standby || inst.standby {
+		if svc.standby == inst {
+			s.standbyExited(svc, inst, reason)
+		}
+		return
+	}
 	if svc.inst != inst {
 		return // an old instance (replaced already) has been reaped
 	}
@@ -472,6 +485,7 @@ func (s *Server) beginShutdown(reply chan<- Reply) {
 			if svc.update != nil {
 				s.rollback(svc.update, "rs is shutting down")
 			}
+			s.dropStandby(svc)
 			stopTimer(&svc.backoff)
 			svc.waitDeps = false
 			s.replyUp(svc, Reply{Err: ErrShutdown.Error()})
@@ -488,6 +502,9 @@ func (s *Server) shutdownStep() bool {
 	alive := 0
 	for _, label := range s.order {
 		svc := s.services[label]
+		if svc.standby != nil {
+			alive++ // dropped, its exit not seen yet
+		}
 		if svc.inst == nil {
 			continue
 		}
@@ -572,6 +589,7 @@ func (s *Server) statusOf(svc *service) Status {
 		Args:      svc.spec.Args,
 		LastExit:  svc.lastExit,
 		PingRTTUs: svc.rtt.Microseconds(),
+		Standby:   svc.wantStandby,
 		PeriodMs:  svc.spec.Period.Milliseconds(),
 		Depends:   svc.spec.Depends,
 	}
@@ -580,6 +598,9 @@ func (s *Server) statusOf(svc *service) Status {
 	}
 	if st.Depends == nil {
 		st.Depends = []string{}
+	}
+	if svc.standby != nil {
+		st.StandbyPid = svc.standby.proc.Pid()
 	}
 	if svc.inst != nil {
 		st.Pid = svc.inst.proc.Pid()

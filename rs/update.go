@@ -84,6 +84,7 @@ func (s *Server) startUpdate(req Request, ev evRequest) {
 		fail(ev.reply, fmt.Errorf("update %s: %w (nothing changed)", req.Label, err))
 		return
 	}
+	s.dropStandby(svc) // it runs the old binary; a new one follows the update
 	u := &update{svc: svc, old: svc.inst, spec: spec, state: state, maxTime: maxTime,
 		begin: time.Now(), reply: ev.reply, prog: ev.prog, pending: map[string]*os.File{}}
 	s.nextID++
@@ -232,6 +233,7 @@ func (s *Server) rollback(u *update, why string) {
 	}
 	if svc.inst == u.old && !u.old.exited {
 		svc.state = StateRunning
+		s.ensureStandby(svc)
 	}
 	s.log.Warn("update rolled back", "label", svc.spec.Label, "reason", why, "pid", u.old.proc.Pid())
 	u.progress("rolled back: " + why)

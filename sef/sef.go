@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -91,9 +90,6 @@ var (
 	// ErrInit: the init callback failed; rs has been told why.
 	ErrInit = errors.New("init failed")
 )
-
-// InitTimeout bounds the wait for rs's init message at start-up.
-const InitTimeout = 30 * time.Second
 
 // workQueue is how much posted work may wait for the main loop before
 // Post blocks.
@@ -197,9 +193,10 @@ func channelFromEnv() (*msg.Conn, error) {
 }
 
 func (s *Service) receiveInit() (Init, error) {
-	s.conn.SetReadDeadline(time.Now().Add(InitTimeout))
+	// No deadline: a standby waits here, exec'd and ready, until rs needs
+	// it. rs bounds every init it starts, and if rs dies the channel
+	// closes and Recv returns.
 	m, files, err := s.conn.Recv()
-	s.conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		return Init{}, fmt.Errorf("receive init: %w", err)
 	}

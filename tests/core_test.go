@@ -146,7 +146,6 @@ func TestCommandErrors(t *testing.T) {
 		{"update unknown", []string{"update", "nosuch"}, `unknown service "nosuch"`},
 		{"update missing binary", []string{"update", "--binary", "/nonexistent/kv2", "kv"}, "/nonexistent/kv2: no such file or directory (nothing changed)"},
 		{"update down service", []string{"update", "quick"}, "only a running service can be updated"},
-		{"clone not yet", []string{"clone", "kv"}, "not implemented yet"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,8 +1,9 @@
 // Command bench measures rs with real processes and prints a table.
 //
 //	go build -o bin/ ./cmd/... ./servers/...
-//	go run ./tests/bench [-n 20] [-bin DIR] [-net tcp|unix]
+//	go run ./tests/bench [-n 20] [-bin DIR] [-net tcp|unix] [-v]
 //	                     [-scenario crash,ping,control,update,redisbench]
+//	                     [-keys 100000] [-updates 10] [-kvb PATH] [-rb-n 200000]
 //
 // It writes a config with one kv (period 1s, max_restarts -1 so that the
 // kills below never put it in `failed`) into a temp dir, starts bin/rs on

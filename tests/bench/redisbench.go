@@ -3,9 +3,12 @@ package main
 // The redisbench scenario: redis-benchmark, a client nobody here wrote,
 // drives kv through live updates. It runs twice with the same tests: once
 // without updates (the baseline, which also sizes the second run so that
-// it outlasts the updates), then while the bench does -updates updates
-// spread over the run. The run through updates must exit 0, print no
-// error line and report every test. redis-benchmark exits on any -ERR
+// each test lasts long enough), then while the bench does -updates
+// updates spread over its tests: the bench follows redis-benchmark's
+// progress lines and does update i during test i*tests/updates, at least
+// updateSpacing after the test began and after the previous update. The
+// run through updates must exit 0, print no error line and report every
+// test. redis-benchmark exits on any -ERR
 // reply, hence only tests whose commands kv knows; its warning that
 // CONFIG GET returned nothing is not an error.
 //
@@ -24,6 +27,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"rs/internal/resp"
@@ -87,10 +91,43 @@ func rbAddrArgs(addr string) ([]string, error) {
 	return []string{"-h", host, "-p", port}, err
 }
 
+// rbOutput collects redis-benchmark's stdout and counts the tests it has
+// finished as their result lines arrive.
+type rbOutput struct {
+	mu       sync.Mutex
+	buf      bytes.Buffer
+	line     []byte // since the last \r or \n
+	finished int
+}
+
+func (o *rbOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf.Write(p)
+	for _, c := range p {
+		if c != '\r' && c != '\n' {
+			o.line = append(o.line, c)
+			continue
+		}
+		if rbResultLine.Match(bytes.TrimSpace(o.line)) {
+			o.finished++
+		}
+		o.line = o.line[:0]
+	}
+	return len(p), nil
+}
+
+// testsFinished is how many tests have printed their result.
+func (o *rbOutput) testsFinished() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.finished
+}
+
 // runRB runs redis-benchmark once with -n n, killing it after timeout,
 // and calls during (if not nil) while it runs, with a channel closed when
-// it has exited.
-func (b *bench) runRB(path string, n int, timeout time.Duration, during func(done <-chan struct{})) rbResult {
+// it has exited and its output so far.
+func (b *bench) runRB(path string, n int, timeout time.Duration, during func(done <-chan struct{}, out *rbOutput)) rbResult {
 	res := rbResult{n: n}
 	args, err := rbAddrArgs(b.kvAddr)
 	if err != nil {
@@ -101,7 +138,8 @@ func (b *bench) runRB(path string, n int, timeout time.Duration, during func(don
 	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, args...)
-	var stdout, stderr bytes.Buffer
+	var stdout rbOutput
+	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 2 * time.Second
 	start := time.Now()
@@ -113,7 +151,7 @@ func (b *bench) runRB(path string, n int, timeout time.Duration, during func(don
 	var werr error
 	go func() { werr = cmd.Wait(); close(done) }()
 	if during != nil {
-		during(done)
+		during(done, &stdout)
 	}
 	<-done // bounded: the context kills it after timeout
 	res.took = time.Since(start)
@@ -121,7 +159,7 @@ func (b *bench) runRB(path string, n int, timeout time.Duration, during func(don
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		res.err = fmt.Errorf("killed after %v: %v", timeout, werr)
 	}
-	for _, out := range []string{stdout.String(), stderr.String()} {
+	for _, out := range []string{stdout.buf.String(), stderr.String()} {
 		for _, line := range strings.FieldsFunc(out, func(r rune) bool { return r == '\r' || r == '\n' }) {
 			line = strings.TrimSpace(line)
 			switch m := rbResultLine.FindStringSubmatch(line); {
@@ -191,6 +229,18 @@ func (b *bench) redisBench(bins [2]string, cmdMedian time.Duration) error {
 		return err
 	}
 	k, n := b.opts.updates, b.opts.rbN
+	// The same map whether or not the update scenario ran before.
+	c, err := resp.DialAddr(b.kvAddr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := kvDo(c, "FLUSHALL"); err != nil {
+		return err
+	}
+	if err := loadKeys(c, b.opts.keys); err != nil {
+		return fmt.Errorf("redisbench: loading %d keys: %w", b.opts.keys, err)
+	}
 	before, err := b.status("kv")
 	if err != nil {
 		return err
@@ -201,37 +251,54 @@ func (b *bench) redisBench(bins [2]string, cmdMedian time.Duration) error {
 	}
 	b.checkRB("without updates", base)
 
-	// Last at least twice as long as the updates would take back to back,
-	// and spread them over about 80% of the run, so that they fall into
-	// every test (each test opens its connections anew).
+	// Each test must last long enough for its share of the updates
+	// twice over, at the rate of the baseline's fastest test.
 	if cmdMedian == 0 {
 		cmdMedian = 100 * time.Millisecond
 	}
-	need := 2 * time.Duration(k) * (updateSpacing + cmdMedian)
+	perTest := (k + len(rbWant) - 1) / len(rbWant)
+	need := 2 * time.Duration(perTest) * (updateSpacing + cmdMedian)
+	fastest := 0.0
+	for _, t := range base.tests {
+		if r, err := strconv.ParseFloat(t.rps, 64); err == nil {
+			fastest = max(fastest, r)
+		}
+	}
 	n2 := n
-	if base.took > 0 && base.took < need {
-		n2 = min(50*n, int(float64(n)*float64(need)/float64(base.took))+1)
+	if fastest > 0 {
+		n2 = min(50*n, max(n, int(fastest*need.Seconds())+1))
 	}
 	est := time.Duration(float64(base.took) * float64(n2) / float64(n))
-	spacing := max(updateSpacing, est*8/10/time.Duration(k))
 
 	cmdRow := row{name: "update command (redis-benchmark)"}
 	overlapped := 0
 	var fatal error
-	thr := b.runRB(path, n2, 3*est+time.Duration(k)*updateTimeout+time.Minute, func(done <-chan struct{}) {
+	thr := b.runRB(path, n2, 3*est+time.Duration(k)*updateTimeout+time.Minute, func(done <-chan struct{}, out *rbOutput) {
+		var last time.Time // end of the previous update
+		reached, reachedAt := -1, time.Time{}
 		for i := range k {
-			select {
-			case <-done:
-				return
-			case <-b.ctx.Done():
-				return
-			case <-time.After(spacing):
+			test := i * len(rbWant) / k
+			for {
+				if f := out.testsFinished(); f > reached {
+					reached, reachedAt = f, time.Now()
+				}
+				if reached >= test && time.Since(reachedAt) >= updateSpacing && time.Since(last) >= updateSpacing {
+					break
+				}
+				select {
+				case <-done:
+					return
+				case <-b.ctx.Done():
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
 			}
-			start, end, err := u.update(fmt.Sprintf("update %d/%d (redis-benchmark)", i+1, k))
+			start, end, err := u.update(fmt.Sprintf("update %d/%d (redis-benchmark, test %d)", i+1, k, reached+1))
 			if err != nil {
 				fatal = err
 				return
 			}
+			last = end
 			cmdRow.d = append(cmdRow.d, end.Sub(start))
 			select {
 			case <-done:
@@ -248,8 +315,8 @@ func (b *bench) redisBench(bins [2]string, cmdMedian time.Duration) error {
 		return b.ctx.Err()
 	}
 	b.checkRB(fmt.Sprintf("through %d updates", k), thr)
-	s := fmt.Sprintf("redisbench: %d of %d updates done while redis-benchmark ran (%v apart, alternating %s), %d failed",
-		overlapped, k, short(spacing), u.describe(), u.failed)
+	s := fmt.Sprintf("redisbench: %d of %d updates done while redis-benchmark ran (about %d per test, alternating %s, %d keys loaded first), %d failed",
+		overlapped, k, perTest, u.describe(), b.opts.keys, u.failed)
 	if overlapped < k {
 		b.problem(s + "; it ended too soon: raise -rb-n")
 	} else {
