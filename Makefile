@@ -6,7 +6,7 @@ BIN := bin
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/rs ./cmd/service ./servers/kv
+	$(GO) build -o $(BIN)/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
 
 # Start rs in the foreground with the demo configuration.
 run: build

@@ -143,7 +143,7 @@ func (inst *instance) read() {
 	defer close(inst.readDone)
 	for {
 		m, files, err := inst.conn.Recv()
-		inst.s.post(evMessage{inst: inst, m: m, files: files, err: err})
+		inst.s.post(evMessage{inst: inst, m: m, files: files, err: err, at: time.Now()})
 		if err != nil {
 			return
 		}
@@ -258,7 +258,7 @@ func (inst *instance) channelFailed(err error) {
 
 // handle checks a packet against the instance's state: anything out of
 // sequence makes the instance faulty.
-func (inst *instance) handle(m msg.Message, files []*os.File) {
+func (inst *instance) handle(m msg.Message, files []*os.File, at time.Time) {
 	if !m.Kind.FromService() {
 		msg.CloseFiles(files)
 		inst.faulty("faulty", fmt.Errorf("sent %s, which only rs sends", m.Kind))
@@ -318,8 +318,10 @@ func (inst *instance) handle(m msg.Message, files []*os.File) {
 		}
 		inst.pingOut = false
 		stopTimer(&inst.timers[timerPingDeadline])
-		// A measurement, not a schedule: the real clock, not the injected one.
-		inst.svc.rtt = time.Since(inst.pingSent)
+		// A measurement, not a schedule: the real clock, not the injected
+		// one, taken when the pong left the socket, not when the loop got
+		// to it.
+		inst.svc.rtt = at.Sub(inst.pingSent)
 	case msg.KindLUReady:
 		switch {
 		case u != nil && u.old == inst && u.phase == phasePrepare:

@@ -131,6 +131,7 @@ type (
 		m     msg.Message
 		files []*os.File
 		err   error
+		at    time.Time // when it was read
 	}
 	evExit struct {
 		inst *instance
@@ -576,7 +577,7 @@ func (s *Server) message(ev evMessage) {
 		inst.channelFailed(ev.err)
 		return
 	}
-	inst.handle(ev.m, ev.files)
+	inst.handle(ev.m, ev.files, ev.at)
 }
 
 // statusOf builds the status row of one service.

@@ -1,0 +1,203 @@
+package sef
+
+import (
+	"errors"
+	"io"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"rs/msg"
+	"rs/proc"
+)
+
+// fakeRS is rs's end of a channel whose other end this process's sef uses.
+type fakeRS struct {
+	t *testing.T
+	c *msg.Conn
+}
+
+func (f *fakeRS) send(m *msg.Message, files ...*os.File) {
+	f.t.Helper()
+	if err := f.c.Send(m, files...); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fakeRS) recv() (msg.Message, []*os.File) {
+	f.t.Helper()
+	f.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	m, files, err := f.c.Recv()
+	if err != nil {
+		f.t.Fatalf("fake rs: %v", err)
+	}
+	return m, files
+}
+
+// setChannelEnv hands sef its end as a bare fd, as rs does: sef owns it
+// from then on, so no *os.File of ours may close it behind its back.
+func setChannelEnv(t *testing.T, f *os.File) {
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Setenv(proc.EnvChannelFD, strconv.Itoa(fd))
+}
+
+// startup runs Startup against a fake rs and returns both ends.
+func startup(t *testing.T, cb Callbacks) (*Service, *fakeRS) {
+	t.Helper()
+	ours, theirs, err := msg.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	setChannelEnv(t, theirs)
+	c, err := msg.NewConn(ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeRS{t: t, c: c}
+	t.Cleanup(func() { c.Close() })
+	type result struct {
+		s   *Service
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := Startup(cb)
+		done <- result{s, err}
+	}()
+	if m, _ := f.recv(); m.Kind != msg.KindHello || m.Version != msg.ProtocolVersion {
+		t.Fatalf("first message %+v, want hello", m)
+	}
+	f.send(&msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: msg.InitFresh, Label: "t"})
+	if m, _ := f.recv(); m.Kind != msg.KindInitResult || m.Err != "" {
+		t.Fatalf("init result %+v", m)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.s, f
+}
+
+// receive runs one Receive in the background (it handles system events
+// until work or a stop comes).
+func receive(s *Service) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Receive()
+		done <- err
+	}()
+	return done
+}
+
+func TestPingAndStop(t *testing.T) {
+	s, f := startup(t, Callbacks{})
+	done := receive(s)
+	f.send(&msg.Message{Kind: msg.KindPing, Seq: 9})
+	if m, _ := f.recv(); m.Kind != msg.KindPong || m.Seq != 9 {
+		t.Fatalf("pong %+v", m)
+	}
+	f.send(&msg.Message{Kind: msg.KindStop})
+	if err := <-done; !errors.Is(err, ErrStopped) {
+		t.Fatalf("Receive after stop: %v", err)
+	}
+}
+
+func TestInitFailureIsReported(t *testing.T) {
+	ours, theirs, _ := msg.Pair()
+	setChannelEnv(t, theirs)
+	c, _ := msg.NewConn(ours)
+	defer c.Close()
+	f := &fakeRS{t: t, c: c}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Startup(Callbacks{InitFresh: func(*Service, Init) error { return errors.New("no disk") }})
+		done <- err
+	}()
+	f.recv() // hello
+	f.send(&msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: msg.InitFresh})
+	if m, _ := f.recv(); m.Kind != msg.KindInitResult || m.Err != "no disk" {
+		t.Fatalf("init result %+v", m)
+	}
+	if err := <-done; !errors.Is(err, ErrInit) {
+		t.Fatalf("Startup: %v", err)
+	}
+}
+
+func TestLiveUpdatePrepare(t *testing.T) {
+	var changes [][2]int
+	ready := false
+	s, f := startup(t, Callbacks{
+		LUStateChanged: func(_ *Service, old, state int) { changes = append(changes, [2]int{old, state}) },
+		LUPrepare:      func(*Service, int) bool { return ready },
+		LUStateSave: func(_ *Service, w *StateWriter) error {
+			_, err := io.WriteString(w, "the state")
+			return err
+		},
+	})
+
+	// An unsupported state is refused at once; the service carries on.
+	done := receive(s)
+	f.send(&msg.Message{Kind: msg.KindLUPrepare, State: 7, MaxTime: int64(time.Second)})
+	if m, _ := f.recv(); m.Kind != msg.KindLUReady || m.Err != "state 7 not supported" {
+		t.Fatalf("state 7: %+v", m)
+	}
+
+	// State 2: not ready until the service says so.
+	f.send(&msg.Message{Kind: msg.KindLUPrepare, State: 2, MaxTime: int64(time.Second)})
+	f.send(&msg.Message{Kind: msg.KindPing, Seq: 1}) // still answered while preparing
+	if m, _ := f.recv(); m.Kind != msg.KindPong {
+		t.Fatalf("while preparing: %+v", m)
+	}
+	s.Post("work") // one more pass of the loop; prepare says not ready
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ready = true
+	done = receive(s)
+	m, files := f.recv()
+	if m.Kind != msg.KindLUReady || m.Err != "" || len(files) != 1 || m.Names[0] != "state" {
+		t.Fatalf("lu-ready %+v with %d files", m, len(files))
+	}
+	b, _ := io.ReadAll(io.NewSectionReader(files[0], 0, 1<<20))
+	files[0].Close()
+	if string(b) != "the state" {
+		t.Fatalf("state %q", b)
+	}
+	// Quiescent: work waits. A cancel resumes it.
+	s.Post("after")
+	f.send(&msg.Message{Kind: msg.KindLUCancel})
+	if err := <-done; err != nil {
+		t.Fatalf("Receive after cancel: %v", err)
+	}
+	want := [][2]int{{0, 2}, {2, 0}}
+	if len(changes) != 2 || changes[0] != want[0] || changes[1] != want[1] {
+		t.Fatalf("state changes %v, want %v", changes, want)
+	}
+}
+
+func TestStandalone(t *testing.T) {
+	os.Unsetenv(proc.EnvChannelFD)
+	called := false
+	s, err := Startup(Callbacks{InitFresh: func(s *Service, in Init) error {
+		called = in.Type == InitFresh
+		return nil
+	}})
+	if err != nil || !called || !s.Standalone() {
+		t.Fatalf("standalone: %v, init called %v", err, called)
+	}
+	s.Post(1)
+	if w, err := s.Receive(); err != nil || w != 1 {
+		t.Fatalf("Receive: %v %v", w, err)
+	}
+	s.Stop()
+	if _, err := s.Receive(); !errors.Is(err, ErrStopped) {
+		t.Fatalf("after Stop: %v", err)
+	}
+}

@@ -1,0 +1,25 @@
+// Command idle is the smallest useful sef service: it starts, answers rs's
+// pings from its receive loop and stops when asked. The scale benchmark
+// runs a thousand of them; it is also a template for a new service.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"rs/sef"
+)
+
+func main() {
+	s, err := sef.Startup(sef.Callbacks{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "idle:", err)
+		os.Exit(1)
+	}
+	for {
+		if _, err := s.Receive(); errors.Is(err, sef.ErrStopped) {
+			return
+		}
+	}
+}
