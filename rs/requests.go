@@ -51,31 +51,39 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	prog := make(chan string, 16)
 	reply := make(chan Reply, 1)
 	s.post(evRequest{req: req, reply: reply, prog: prog})
+	final := func(r Reply) {
+		// Progress sent before the reply is in prog already.
+		for drained := false; !drained; {
+			select {
+			case p := <-prog:
+				send(Reply{Progress: p})
+			default:
+				drained = true
+			}
+		}
+		// Long tables go in several packets; the last one is Done.
+		for len(r.Services) > statusRowsPacket {
+			if !send(Reply{Services: r.Services[:statusRowsPacket]}) {
+				return
+			}
+			r.Services = r.Services[statusRowsPacket:]
+		}
+		send(r)
+	}
 	for {
 		select {
 		case p := <-prog:
 			send(Reply{Progress: p})
 		case r := <-reply:
-			// Progress sent before the reply is in prog already.
-			for drained := false; !drained; {
-				select {
-				case p := <-prog:
-					send(Reply{Progress: p})
-				default:
-					drained = true
-				}
-			}
-			// Long tables go in several packets; the last one is Done.
-			for len(r.Services) > statusRowsPacket {
-				if !send(Reply{Services: r.Services[:statusRowsPacket]}) {
-					return
-				}
-				r.Services = r.Services[statusRowsPacket:]
-			}
-			send(r)
+			final(r)
 			return
 		case <-s.done:
-			send(Reply{Err: ErrShutdown.Error(), Done: true})
+			select {
+			case r := <-reply: // the loop answered as it ended (shutdown)
+				final(r)
+			default:
+				send(Reply{Err: ErrShutdown.Error(), Done: true})
+			}
 			return
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
@@ -53,6 +54,7 @@ type Server struct {
 	done   chan struct{} // closed when Run returns: senders give up
 
 	started time.Time
+	clients sync.WaitGroup // control connections being served
 
 	// Owned by the loop.
 	services map[string]*service
@@ -183,6 +185,23 @@ func (s *Server) Do(req Request, prog chan<- string) Reply {
 		return r
 	case <-s.done:
 		return Reply{Err: ErrShutdown.Error(), Done: true}
+	}
+}
+
+// WaitClients waits, at most d, for the control connections in progress
+// to get their replies out: `service shutdown` must hear that rs stopped
+// before rs exits.
+func (s *Server) WaitClients(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.clients.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
 	}
 }
 
@@ -648,6 +667,10 @@ func (s *Server) Serve(ln *net.UnixListener) error {
 			continue
 		}
 		delay = 0
-		go s.serveConn(c)
+		s.clients.Add(1)
+		go func() {
+			defer s.clients.Done()
+			s.serveConn(c)
+		}()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -78,6 +79,8 @@ func run(c *cli.Context) error {
 		srv.Shutdown()
 	case <-srv.Done():
 	}
+	ln.Close()
+	srv.WaitClients(time.Second)
 	log.Info("rs stopped")
 	return nil
 }
