@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -150,18 +149,25 @@ type fileAdder interface {
 	AddFD(name string, f *os.File) error
 }
 
-// saveState writes the map and every parked connection.
+// saveState writes the map and every parked connection. The state is
+// built in memory with appends and written in large pieces: this runs
+// while clients wait.
 func (srv *server) saveState(w fileAdder) error {
 	h := srv.handoff
 	if h == nil {
 		return errors.New("state save without a prepared hand-off")
 	}
-	e := stateEncoder{w: w}
+	var e stateEncoder
 	e.str(stateMagic)
 	e.uint(uint64(len(srv.eng.data)))
 	for k, v := range srv.eng.data {
 		e.str(k)
 		e.str(v)
+		if len(e.b) >= 1<<20 {
+			if err := e.flush(w); err != nil {
+				return err
+			}
+		}
 	}
 	conns := make([]*parkedConn, 0, len(h.parked))
 	for _, pc := range h.parked {
@@ -188,7 +194,7 @@ func (srv *server) saveState(w fileAdder) error {
 			e.str(a)
 		}
 	}
-	return e.err
+	return e.flush(w)
 }
 
 func connFile(c net.Conn) (*os.File, error) {
@@ -222,7 +228,13 @@ func loadState(r io.Reader, fds map[string]*os.File) (data map[string]string, co
 			conns = nil
 		}
 	}()
-	d := stateDecoder{r: bufio.NewReaderSize(r, 1<<20)}
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state: %w", err)
+	}
+	// One string for the whole state: every key and value is a slice of
+	// it, so a hundred thousand keys cost one allocation, not 200k.
+	d := stateDecoder{s: string(raw)}
 	if magic := d.str(); d.err == nil && magic != stateMagic {
 		return nil, nil, fmt.Errorf("state format %q, this kv reads %q", magic, stateMagic)
 	}
@@ -266,48 +278,64 @@ func loadState(r io.Reader, fds map[string]*os.File) (data map[string]string, co
 
 // The state format: length-prefixed strings and uvarints, nothing else.
 type stateEncoder struct {
-	w   io.Writer
-	buf [binary.MaxVarintLen64]byte
-	err error
+	b []byte
 }
 
-func (e *stateEncoder) uint(v uint64) {
-	if e.err == nil {
-		_, e.err = e.w.Write(e.buf[:binary.PutUvarint(e.buf[:], v)])
-	}
-}
+func (e *stateEncoder) uint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
 
 func (e *stateEncoder) str(s string) {
 	e.uint(uint64(len(s)))
-	if e.err == nil {
-		_, e.err = io.WriteString(e.w, s)
-	}
+	e.b = append(e.b, s...)
+}
+
+func (e *stateEncoder) flush(w io.Writer) error {
+	_, err := w.Write(e.b)
+	e.b = e.b[:0]
+	return err
 }
 
 type stateDecoder struct {
-	r       *bufio.Reader
-	err     error
-	scratch []byte
+	s   string
+	off int
+	err error
 }
 
-// maxStateString bounds one string of the state (kv's own bound on an
-// argument), so a corrupt state cannot make the decoder allocate wildly.
-const maxStateString = maxBulkLen
+var errShortState = errors.New("state cut short")
 
 func (d *stateDecoder) uint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, err := binary.ReadUvarint(d.r)
-	if err != nil {
-		d.err = err
+	v, n := uvarint(d.s[d.off:])
+	if n <= 0 {
+		d.err = errShortState
+		return 0
 	}
+	d.off += n
 	return v
+}
+
+// uvarint is binary.Uvarint for a string, without a copy.
+func uvarint(s string) (uint64, int) {
+	var x uint64
+	var shift uint
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		b := s[i]
+		if b < 0x80 {
+			if i == binary.MaxVarintLen64-1 && b > 1 {
+				return 0, -1
+			}
+			return x | uint64(b)<<shift, i + 1
+		}
+		x |= uint64(b&0x7f) << shift
+		shift += 7
+	}
+	return 0, 0
 }
 
 func (d *stateDecoder) count() int {
 	v := d.uint()
-	if v > maxArrayLen*1024 {
+	if v > uint64(len(d.s)) { // every counted item takes at least a byte
 		d.err = fmt.Errorf("count %d out of range", v)
 		return 0
 	}
@@ -319,17 +347,11 @@ func (d *stateDecoder) str() string {
 	if d.err != nil {
 		return ""
 	}
-	if n > maxStateString {
-		d.err = fmt.Errorf("string of %d bytes out of range", n)
+	if n > uint64(len(d.s)-d.off) {
+		d.err = errShortState
 		return ""
 	}
-	if uint64(cap(d.scratch)) < n {
-		d.scratch = make([]byte, n)
-	}
-	b := d.scratch[:n]
-	if _, err := io.ReadFull(d.r, b); err != nil {
-		d.err = err
-		return ""
-	}
-	return string(b) // one copy, into the string the map keeps
+	v := d.s[d.off : d.off+int(n)]
+	d.off += int(n)
+	return v
 }

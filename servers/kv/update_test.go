@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -85,6 +86,25 @@ func TestLoadStateRejectsGarbage(t *testing.T) {
 	for _, in := range []string{"", "nonsense", stateMagic + "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"} {
 		if _, _, err := loadState(bytes.NewReader([]byte(in)), map[string]*os.File{}); err == nil {
 			t.Errorf("loadState(%q) accepted it", in)
+		}
+	}
+}
+
+// BenchmarkStateRoundTrip: save and load a map of 100k keys, the part of
+// a live update's pause that grows with the data.
+func BenchmarkStateRoundTrip(b *testing.B) {
+	srv := &server{eng: newEngine(false, false, &meta{}), handoff: &handoff{parked: map[net.Conn]*parkedConn{}}}
+	for i := 0; i < 100000; i++ {
+		srv.eng.data["key:"+strconv.Itoa(i)] = "value:" + strconv.Itoa(i)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		st := &stateBuffer{fds: map[string]*os.File{}}
+		if err := srv.saveState(st); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := loadState(&st.Buffer, st.fds); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -255,9 +255,18 @@ func (b *bench) startRS(cfg, logPath string) (func() error, error) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait(); logf.Close() }()
 	return func() error {
+		select {
+		case err := <-done:
+			return fmt.Errorf("rs had exited before the bench stopped it (%v)%s", err, strangeSignals(logPath, time.Now()))
+		default:
+		}
+		sent := time.Now()
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-done:
+			if s := strangeSignals(logPath, sent); s != "" {
+				return fmt.Errorf("rs exited (%v)%s", err, s)
+			}
 			if err != nil {
 				return fmt.Errorf("rs after SIGTERM: %v", err)
 			}
@@ -268,6 +277,25 @@ func (b *bench) startRS(cfg, logPath string) (func() error, error) {
 			return errors.New("rs did not exit within 10s of SIGTERM; killed it")
 		}
 	}, nil
+}
+
+// strangeSignals reports the signals rs logged before the bench sent its
+// SIGTERM at sent: some other process on the machine signalled it.
+func strangeSignals(logPath string, sent time.Time) string {
+	b, _ := os.ReadFile(logPath)
+	var s string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if !strings.Contains(line, `msg="signal, stopping every service"`) {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		// The log has milliseconds: allow for the rounding.
+		if err == nil && t.Before(sent.Add(-time.Millisecond)) {
+			s += fmt.Sprintf("; rs logged %q %v before the bench sent SIGTERM: another process signalled it", line, sent.Sub(t).Round(time.Millisecond))
+		}
+	}
+	return s
 }
 
 // status returns the row of label.
