@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"syscall"
@@ -248,6 +249,7 @@ func (s *Server) addConfigured(specs []Spec) {
 		}
 		svc := s.add(spec)
 		svc.waitDeps = true
+		svc.state = StateStarting // pid 0 until its turn and its dependencies come
 	}
 	s.startWaiting()
 }
@@ -259,13 +261,27 @@ func (s *Server) add(spec Spec) *service {
 	return svc
 }
 
+// maxStarting bounds how many configured services start at once at boot:
+// a thousand Go binaries exec'd together would starve each other past
+// their init deadlines.
+var maxStarting = 4 * runtime.NumCPU()
+
 // startWaiting starts every service waiting for its dependencies whose
-// dependencies all run.
+// dependencies all run, a few at a time.
 func (s *Server) startWaiting() {
 	if s.shutdown != nil {
 		return
 	}
+	starting := 0
+	for _, svc := range s.services {
+		if svc.inst != nil && !svc.inst.running {
+			starting++
+		}
+	}
 	for _, label := range s.order {
+		if starting >= maxStarting {
+			return
+		}
 		svc := s.services[label]
 		if !svc.waitDeps {
 			continue
@@ -277,6 +293,7 @@ func (s *Server) startWaiting() {
 		svc.waitDeps = false
 		svc.lastExit = ""
 		s.spawn(svc)
+		starting++
 	}
 }
 
@@ -433,6 +450,7 @@ func (s *Server) exited(inst *instance, exit proc.Exit) {
 	s.log.Warn("exited", "label", label, "pid", inst.proc.Pid(), "reason", reason, "cpu", exit.CPU)
 	if !inst.running {
 		s.startFailed(svc, nil)
+		s.startWaiting() // its start slot is free
 		return
 	}
 	switch {
@@ -508,6 +526,9 @@ func (s *Server) beginShutdown(reply chan<- Reply) {
 			s.dropStandby(svc)
 			stopTimer(&svc.backoff)
 			svc.waitDeps = false
+			if svc.inst == nil && (svc.state == StateStarting || svc.state == StateBackoff) {
+				svc.state = StateDown
+			}
 			s.replyUp(svc, Reply{Err: ErrShutdown.Error()})
 		}
 	}
