@@ -45,7 +45,9 @@ type instance struct {
 
 	pingSeq  uint64
 	pingOut  bool
-	pingSent time.Time
+	pinged   bool                // in its period's ping group
+	pingAt   time.Time           // when the outstanding ping was sent, by the injected clock
+	pingSent time.Time           // the same by the real clock, for the round trip
 	timers   [timerBackoff]Timer // one slot per instance timer kind
 }
 
@@ -181,6 +183,7 @@ func (inst *instance) arm(kind timerKind, d time.Duration, seq uint64) {
 // reader ends on the closed channel.
 func (inst *instance) close() {
 	inst.exited = true
+	inst.s.pingLeave(inst)
 	for i := range inst.timers {
 		stopTimer(&inst.timers[i])
 	}
@@ -214,6 +217,7 @@ func (inst *instance) faulty(reason string, err error) {
 		return
 	}
 	inst.fault = reason
+	inst.s.pingLeave(inst)
 	inst.s.log.Warn("faulty, killing", "label", inst.label(), "pid", inst.proc.Pid(), "reason", reason)
 	inst.proc.Kill()
 }
@@ -222,6 +226,7 @@ func (inst *instance) faulty(reason string, err error) {
 // goroutine that ends with the process.
 func (inst *instance) stop() {
 	inst.stopping = true
+	inst.s.pingLeave(inst)
 	for i := range inst.timers {
 		stopTimer(&inst.timers[i])
 	}
@@ -250,6 +255,9 @@ func (inst *instance) channelFailed(err error) {
 		if inst.stopping {
 			return
 		}
+		// Pings cannot be answered now; the closed channel is judged
+		// instead, after the grace that lets a dying process's exit win.
+		inst.s.pingLeave(inst)
 		inst.arm(timerEOF, eofGrace, 0)
 		return
 	}
@@ -361,27 +369,8 @@ func (inst *instance) ready() {
 	svc.state = StateRunning
 	svc.started = true
 	inst.s.log.Info("ready", "label", inst.label(), "pid", inst.proc.Pid())
-	if svc.spec.Period > 0 {
-		inst.pingTick()
-	}
+	inst.s.pingJoin(inst)
 	inst.s.replyUp(svc, Reply{Message: fmt.Sprintf("%s running, pid %d", inst.label(), inst.proc.Pid())})
 	inst.s.startWaiting()
 	inst.s.ensureStandby(svc)
-}
-
-// pingTick sends the next ping unless one is outstanding (its deadline
-// timer judges it), and arms the next tick.
-func (inst *instance) pingTick() {
-	spec := inst.svc.spec
-	if !inst.pingOut {
-		inst.pingSeq++
-		inst.pingOut = true
-		inst.pingSent = time.Now()
-		if err := inst.conn.TrySend(&msg.Message{Kind: msg.KindPing, Seq: inst.pingSeq}); err != nil {
-			inst.sendFailed(err)
-			return
-		}
-		inst.arm(timerPingDeadline, spec.PingTimeout, inst.pingSeq)
-	}
-	inst.arm(timerPing, spec.Period, 0)
 }

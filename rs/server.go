@@ -58,10 +58,11 @@ type Server struct {
 	clients sync.WaitGroup // control connections being served
 
 	// Owned by the loop.
-	services map[string]*service
-	order    []string // labels in the order they were added
-	nextID   uint64
-	shutdown *shutdownState
+	services   map[string]*service
+	order      []string // labels in the order they were added
+	nextID     uint64
+	shutdown   *shutdownState
+	pingGroups map[time.Duration]*pingGroup
 }
 
 // service is one row of the table, living across instances.
@@ -94,13 +95,14 @@ type shutdownState struct {
 // New returns a Server; Run starts it.
 func New(opts Options) *Server {
 	s := &Server{
-		log:      opts.Logger,
-		clock:    opts.Clock,
-		env:      opts.Env,
-		events:   make(chan any, 256),
-		done:     make(chan struct{}),
-		services: make(map[string]*service),
-		started:  time.Now(),
+		log:        opts.Logger,
+		clock:      opts.Clock,
+		env:        opts.Env,
+		events:     make(chan any, 256),
+		done:       make(chan struct{}),
+		services:   make(map[string]*service),
+		started:    time.Now(),
+		pingGroups: map[time.Duration]*pingGroup{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -155,8 +157,7 @@ type (
 type timerKind int
 
 const (
-	timerPing timerKind = iota
-	timerPingDeadline
+	timerPingDeadline timerKind = iota
 	timerInit
 	timerEOF
 	timerBackoff
@@ -231,6 +232,8 @@ func (s *Server) Run() {
 			s.updateTimer(ev)
 		case evFunc:
 			ev()
+		case evPingTick:
+			s.pingTick(ev.g)
 		}
 		if s.shutdown != nil && s.shutdownStep() {
 			for _, r := range s.shutdown.replies {
@@ -591,8 +594,6 @@ func (s *Server) timer(ev evTimer) {
 		return // stale: that instance is gone
 	}
 	switch ev.kind {
-	case timerPing:
-		inst.pingTick()
 	case timerPingDeadline:
 		if inst.pingSeq == ev.seq && inst.pingOut {
 			inst.faulty("no-heartbeat", fmt.Errorf("ping %d unanswered after %v", ev.seq, inst.svc.spec.PingTimeout))

@@ -263,7 +263,13 @@ func TestNoHeartbeat(t *testing.T) {
 	s, clk := newServer(t)
 	upSpec(t, s, selfSpec(t, "deaf", "deaf"))
 	waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateRunning })
-	clk.Advance(time.Second) // ping 2 goes out (ping 1 went at ready and is unanswered)
+	clk.Advance(time.Second) // ping 1 goes out
+	waitStatus(t, s, "deaf", func(Status) bool {
+		var sent bool
+		inLoop(s, func() { sent = s.services["deaf"].inst.pingOut })
+		return sent
+	})
+	clk.Advance(time.Second) // and is judged unanswered
 	st := waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateDown })
 	if !strings.HasPrefix(st.LastExit, "no-heartbeat") {
 		t.Fatalf("last_exit %q", st.LastExit)
@@ -282,8 +288,9 @@ func TestPingAnsweredKeepsRunning(t *testing.T) {
 	upSpec(t, s, selfSpec(t, "plain", "plain"))
 	st := waitStatus(t, s, "plain", func(st Status) bool { return st.State == StateRunning })
 	for seq := uint64(1); seq <= 5; seq++ {
-		// Each round: the pong of ping seq must be back before the next
-		// tick, or the deadline (one period) would fire at that tick.
+		// Each round: a tick sends ping seq; its pong must be back before
+		// the next tick, or the deadline (one period) would fire there.
+		clk.Advance(time.Second)
 		waitStatus(t, s, "plain", func(Status) bool {
 			var answered bool
 			inLoop(s, func() {
@@ -292,8 +299,8 @@ func TestPingAnsweredKeepsRunning(t *testing.T) {
 			})
 			return answered
 		})
-		clk.Advance(time.Second)
 	}
+	clk.Advance(time.Second)
 	if got := s.testStatus(t, "plain"); got.State != StateRunning || got.Pid != st.Pid || got.PingRTTUs <= 0 {
 		t.Fatalf("a service answering pings was disturbed: %+v", got)
 	}
