@@ -35,9 +35,13 @@ type update struct {
 	phase   updatePhase
 	timer   Timer
 	begin   time.Time
-	reply   chan<- Reply
-	prog    chan<- string
-	pending map[string]*os.File // fd-store entries from the new instance, kept until commit
+	// When the old instance was asked to prepare, and reported ready: with
+	// begin and the commit they split the update into start, prepare and
+	// the new instance's init (the last two are the pause clients see).
+	prepareAt, readyAt time.Time
+	reply              chan<- Reply
+	prog               chan<- string
+	pending            map[string]*os.File // fd-store entries from the new instance, kept until commit
 }
 
 // startUpdate handles `service update`: spawn the new binary first, then
@@ -149,6 +153,7 @@ func (s *Server) onHello(u *update) {
 		return
 	}
 	u.old.luAsked = true
+	u.prepareAt = time.Now()
 	u.arm(s, u.maxTime)
 	u.progress(fmt.Sprintf("preparing: state %d, maxtime %v", u.state, u.maxTime))
 }
@@ -167,6 +172,7 @@ func (s *Server) onReady(u *update, m msg.Message, files []*os.File) {
 		return
 	}
 	u.phase = phaseInit
+	u.readyAt = time.Now()
 	stopTimer(&u.timer) // from here the new instance's own init deadline rules
 	u.progress(fmt.Sprintf("ready: old instance quiescent after %v, handing over state and %d fds",
 		time.Since(u.begin).Round(time.Microsecond), len(files)-1))
@@ -208,8 +214,12 @@ func (s *Server) commit(u *update) {
 	svc.inst = u.new
 	u.new.ready()
 	old.stop()
-	gap := time.Since(u.begin).Round(time.Microsecond)
-	s.log.Info("update committed", "label", svc.spec.Label, "old_pid", old.proc.Pid(), "new_pid", u.new.proc.Pid(), "took", gap)
+	now := time.Now()
+	gap := now.Sub(u.begin).Round(time.Microsecond)
+	s.log.Info("update committed", "label", svc.spec.Label, "old_pid", old.proc.Pid(), "new_pid", u.new.proc.Pid(), "took", gap,
+		"start", u.prepareAt.Sub(u.begin).Round(time.Microsecond),
+		"prepare", u.readyAt.Sub(u.prepareAt).Round(time.Microsecond),
+		"init", now.Sub(u.readyAt).Round(time.Microsecond))
 	u.progress(fmt.Sprintf("committed: pid %d replaces pid %d", u.new.proc.Pid(), old.proc.Pid()))
 	u.reply <- Reply{Done: true, Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.proc.Pid(), u.new.proc.Pid(), gap)}
 }

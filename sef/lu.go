@@ -63,6 +63,32 @@ type StateReader struct {
 	FDs map[string]*os.File
 }
 
+// Bytes maps the whole state into memory, read-only, and returns it: no
+// copy, and the pages the old instance wrote are shared, not faulted in
+// one by one. The mapping lives as long as the process, so strings that
+// point into it (with unsafe.String) stay valid; the bytes must not be
+// written. For a state too large to keep mapped, read Reader instead.
+func (r *StateReader) Bytes() ([]byte, error) {
+	if r.Size == 0 {
+		return nil, nil
+	}
+	rc, err := r.mem.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	var merr error
+	if err := rc.Control(func(fd uintptr) {
+		b, merr = unix.Mmap(int(fd), 0, int(r.Size), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
+	}); err != nil {
+		return nil, err
+	}
+	if merr != nil {
+		return nil, fmt.Errorf("map state: %w", merr)
+	}
+	return b, nil
+}
+
 // luState is a live update in progress (main loop only).
 type luState struct {
 	state int

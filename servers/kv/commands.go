@@ -11,7 +11,7 @@ import (
 // touches it, so the map needs no lock: that single owner is what lets
 // sef's pings measure whether kv is really serving.
 type engine struct {
-	data        map[string]string
+	data        *store
 	allowFaults bool // DEBUG FAULT is refused without --allow-faults
 	standalone  bool // no rs channel: the channel faults cannot work
 	meta        *meta
@@ -32,7 +32,7 @@ type meta struct {
 }
 
 func newEngine(allowFaults, standalone bool, m *meta) *engine {
-	return &engine{data: make(map[string]string), allowFaults: allowFaults, standalone: standalone, meta: m}
+	return &engine{data: newStore(), allowFaults: allowFaults, standalone: standalone, meta: m}
 }
 
 // effectKind says what the main loop must do after a command that cannot
@@ -139,12 +139,12 @@ func (e *engine) set(args []string, out []byte) ([]byte, effect) {
 	if len(args) > 3 {
 		return appendError(out, errSyntax), effect{}
 	}
-	e.data[args[1]] = args[2]
+	e.data.set(args[1], args[2])
 	return appendSimple(out, "OK"), effect{}
 }
 
 func (e *engine) get(args []string, out []byte) ([]byte, effect) {
-	v, ok := e.data[args[1]]
+	v, ok := e.data.get(args[1])
 	if !ok {
 		return appendNull(out), effect{}
 	}
@@ -154,8 +154,7 @@ func (e *engine) get(args []string, out []byte) ([]byte, effect) {
 func (e *engine) del(args []string, out []byte) ([]byte, effect) {
 	var n int64
 	for _, k := range args[1:] {
-		if _, ok := e.data[k]; ok {
-			delete(e.data, k)
+		if e.data.del(k) {
 			n++
 		}
 	}
@@ -166,7 +165,7 @@ func (e *engine) exists(args []string, out []byte) ([]byte, effect) {
 	// A key named twice counts twice, as in Redis.
 	var n int64
 	for _, k := range args[1:] {
-		if _, ok := e.data[k]; ok {
+		if _, ok := e.data.get(k); ok {
 			n++
 		}
 	}
@@ -175,7 +174,7 @@ func (e *engine) exists(args []string, out []byte) ([]byte, effect) {
 
 func (e *engine) incr(args []string, out []byte) ([]byte, effect) {
 	var n int64
-	if v, ok := e.data[args[1]]; ok {
+	if v, ok := e.data.get(args[1]); ok {
 		var valid bool
 		n, valid = parseInt([]byte(v))
 		// Only the canonical spelling counts as an integer ("007" and
@@ -188,12 +187,12 @@ func (e *engine) incr(args []string, out []byte) ([]byte, effect) {
 		return appendError(out, "ERR increment or decrement would overflow"), effect{}
 	}
 	n++
-	e.data[args[1]] = strconv.FormatInt(n, 10)
+	e.data.set(args[1], strconv.FormatInt(n, 10))
 	return appendInt(out, n), effect{}
 }
 
 func (e *engine) dbsize(args []string, out []byte) ([]byte, effect) {
-	return appendInt(out, int64(len(e.data))), effect{}
+	return appendInt(out, int64(e.data.len())), effect{}
 }
 
 func (e *engine) flushall(args []string, out []byte) ([]byte, effect) {
@@ -201,7 +200,7 @@ func (e *engine) flushall(args []string, out []byte) ([]byte, effect) {
 	if len(args) > 2 || len(args) == 2 && !strings.EqualFold(args[1], "async") && !strings.EqualFold(args[1], "sync") {
 		return appendError(out, errSyntax), effect{}
 	}
-	clear(e.data)
+	e.data.clear()
 	return appendSimple(out, "OK"), effect{}
 }
 

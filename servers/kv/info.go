@@ -85,6 +85,6 @@ func (e *engine) infoSection(b *strings.Builder, section string) {
 		num("total_commands_processed", e.processed)
 	case "keyspace":
 		b.WriteString("# Keyspace\r\n")
-		line("db0", "keys="+strconv.Itoa(len(e.data)))
+		line("db0", "keys="+strconv.Itoa(e.data.len()))
 	}
 }

@@ -28,7 +28,7 @@ type kv struct {
 	srv  *server // set once the main loop exists; the live-update callbacks use it
 
 	// What a live update handed over, restored by initLiveUpdate.
-	data  map[string]string
+	data  *store
 	conns []restoredConn
 }
 
@@ -93,7 +93,7 @@ func run(args []string) int {
 				go srv.serveFrom(rc.c, rc.buf, rc.p)
 			}
 		}
-		k.log.Info("live update: state restored", "keys", len(k.data), "connections", len(k.conns))
+		k.log.Info("live update: state restored", "keys", k.data.len(), "connections", len(k.conns))
 		k.data, k.conns = nil, nil
 	}
 	err = srv.run()

@@ -7,8 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Live update: kv hands its map AND its open client connections to the
@@ -30,7 +35,7 @@ var luFault = ""
 
 // stateMagic starts kv's state; a new version that cannot read it refuses
 // the update and the old one carries on.
-const stateMagic = "kv-state-1\n"
+const stateMagic = "kv-state-2\n"
 
 // handoff is a live update being prepared (main loop only, except resume).
 type handoff struct {
@@ -157,16 +162,30 @@ func (srv *server) saveState(w fileAdder) error {
 	if h == nil {
 		return errors.New("state save without a prepared hand-off")
 	}
+	// Each shard is encoded on its own, on every CPU at once.
+	shards := srv.eng.data.shards
+	parts := make([][]byte, len(shards))
+	parallel(len(shards), func(i int) {
+		se := stateEncoder{b: make([]byte, 0, 32*len(shards[i])+16)}
+		se.uint(uint64(len(shards[i])))
+		for k, v := range shards[i] {
+			se.str(k)
+			se.str(v)
+		}
+		parts[i] = se.b
+	})
 	var e stateEncoder
 	e.str(stateMagic)
-	e.uint(uint64(len(srv.eng.data)))
-	for k, v := range srv.eng.data {
-		e.str(k)
-		e.str(v)
-		if len(e.b) >= 1<<20 {
-			if err := e.flush(w); err != nil {
-				return err
-			}
+	e.uint(uint64(len(parts)))
+	for _, p := range parts {
+		e.uint(uint64(len(p)))
+	}
+	if err := e.flush(w); err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			return err
 		}
 	}
 	conns := make([]*parkedConn, 0, len(h.parked))
@@ -216,7 +235,30 @@ type restoredConn struct {
 
 // loadState reads what saveState wrote. It takes ownership of fds; on
 // error every connection it made is closed again.
-func loadState(r io.Reader, fds map[string]*os.File) (data map[string]string, conns []restoredConn, err error) {
+func loadState(r io.Reader, fds map[string]*os.File) (data *store, conns []restoredConn, err error) {
+	raw, err := readState(r)
+	if err != nil {
+		for _, f := range fds {
+			f.Close()
+		}
+		return nil, nil, fmt.Errorf("state: %w", err)
+	}
+	return parseState(raw, fds)
+}
+
+// readState gets the state's bytes: mapped when the reader can (sef's
+// StateReader), else read.
+func readState(r io.Reader) ([]byte, error) {
+	if m, ok := r.(interface{ Bytes() ([]byte, error) }); ok {
+		return m.Bytes()
+	}
+	return io.ReadAll(r)
+}
+
+// parseState decodes the state. raw is never written again, so the
+// strings share its bytes. It takes ownership of fds; on error every
+// connection it made is closed again.
+func parseState(raw []byte, fds map[string]*os.File) (data *store, conns []restoredConn, err error) {
 	defer func() {
 		for _, f := range fds {
 			f.Close()
@@ -228,21 +270,30 @@ func loadState(r io.Reader, fds map[string]*os.File) (data map[string]string, co
 			conns = nil
 		}
 	}()
-	raw, err := io.ReadAll(r)
-	if err != nil {
-		return nil, nil, fmt.Errorf("state: %w", err)
-	}
+	// The collector would run several times while a large map is built
+	// from nothing; clients are waiting, so it waits instead.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	// One string for the whole state: every key and value is a slice of
-	// it, so a hundred thousand keys cost one allocation, not 200k.
-	d := stateDecoder{s: string(raw)}
+	// it, so a hundred thousand keys cost one allocation, not 200k. raw
+	// is never written again, so the string can share its bytes.
+	d := stateDecoder{s: unsafe.String(unsafe.SliceData(raw), len(raw))}
 	if magic := d.str(); d.err == nil && magic != stateMagic {
 		return nil, nil, fmt.Errorf("state format %q, this kv reads %q", magic, stateMagic)
 	}
-	n := d.count()
-	data = make(map[string]string, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		k := d.str()
-		data[k] = d.str()
+	lengths := make([]int, d.count())
+	for i := range lengths {
+		lengths[i] = d.count()
+	}
+	sections := make([]string, len(lengths))
+	for i, n := range lengths {
+		sections[i] = d.take(n)
+	}
+	if d.err != nil {
+		return nil, nil, fmt.Errorf("state: %w", d.err)
+	}
+	data, err = loadShards(sections)
+	if err != nil {
+		return nil, nil, err
 	}
 	nc := d.count()
 	for i := 0; i < nc && d.err == nil; i++ {
@@ -274,6 +325,54 @@ func loadState(r io.Reader, fds map[string]*os.File) (data map[string]string, co
 		return nil, conns, fmt.Errorf("state: %w", d.err)
 	}
 	return data, conns, nil
+}
+
+// loadShards builds the store from the shard sections: on every CPU at
+// once when the old version sharded as this one does, else rehashed.
+func loadShards(sections []string) (*store, error) {
+	st := newStore()
+	errs := make([]error, len(sections))
+	decode := func(i int, put func(k, v string)) {
+		d := stateDecoder{s: sections[i]}
+		n := d.count()
+		for j := 0; j < n && d.err == nil; j++ {
+			k := d.str()
+			put(k, d.str())
+		}
+		errs[i] = d.err
+	}
+	if len(sections) == storeShards {
+		parallel(len(sections), func(i int) {
+			m := make(map[string]string, len(sections[i])/16)
+			decode(i, func(k, v string) { m[k] = v })
+			st.shards[i] = m
+		})
+	} else {
+		for i := range sections {
+			decode(i, st.set)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return st, nil
+}
+
+// parallel runs f(0..n-1) on as many goroutines as there are CPUs and
+// returns when all are done.
+func parallel(n int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < min(n, runtime.GOMAXPROCS(0)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // The state format: length-prefixed strings and uvarints, nothing else.
@@ -351,7 +450,18 @@ func (d *stateDecoder) str() string {
 		d.err = errShortState
 		return ""
 	}
-	v := d.s[d.off : d.off+int(n)]
-	d.off += int(n)
+	return d.take(int(n))
+}
+
+// take returns the next n bytes.
+func (d *stateDecoder) take(n int) string {
+	if d.err != nil || n > len(d.s)-d.off {
+		if d.err == nil {
+			d.err = errShortState
+		}
+		return ""
+	}
+	v := d.s[d.off : d.off+n]
+	d.off += n
 	return v
 }

@@ -48,8 +48,8 @@ func TestStateCarriesHalfReadRequest(t *testing.T) {
 	}
 	h := &handoff{parked: map[net.Conn]*parkedConn{peer: {c: peer, buf: in[used:], p: p}}, acceptor: true}
 	srv := &server{eng: newEngine(false, false, &meta{}), handoff: h}
-	srv.eng.data["a"] = "1"
-	srv.eng.data["empty"] = ""
+	srv.eng.data.set("a", "1")
+	srv.eng.data.set("empty", "")
 
 	st := &stateBuffer{fds: map[string]*os.File{}}
 	if err := srv.saveState(st); err != nil {
@@ -60,8 +60,8 @@ func TestStateCarriesHalfReadRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conns[0].c.Close()
-	if !reflect.DeepEqual(data, srv.eng.data) {
-		t.Fatalf("map %v, want %v", data, srv.eng.data)
+	if !reflect.DeepEqual(data.shards, srv.eng.data.shards) {
+		t.Fatalf("store %v, want %v", data.shards, srv.eng.data.shards)
 	}
 	if len(conns) != 1 {
 		t.Fatalf("%d connections", len(conns))
@@ -95,7 +95,7 @@ func TestLoadStateRejectsGarbage(t *testing.T) {
 func BenchmarkStateRoundTrip(b *testing.B) {
 	srv := &server{eng: newEngine(false, false, &meta{}), handoff: &handoff{parked: map[net.Conn]*parkedConn{}}}
 	for i := 0; i < 100000; i++ {
-		srv.eng.data["key:"+strconv.Itoa(i)] = "value:" + strconv.Itoa(i)
+		srv.eng.data.set("key:"+strconv.Itoa(i), "value:"+strconv.Itoa(i))
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

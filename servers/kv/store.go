@@ -1,0 +1,64 @@
+package main
+
+// store is kv's map, split into shards by a fixed hash of the key. The
+// split exists for live update: the old version encodes the shards and
+// the new one builds them on all CPUs at once, and that work is the part
+// of the update's pause that grows with the data. Only the main loop
+// touches a store.
+type store struct {
+	shards [storeShards]map[string]string
+}
+
+// storeShards is part of the state format: a new version with another
+// count rehashes instead of taking shards as they come.
+const storeShards = 16
+
+func newStore() *store {
+	s := &store{}
+	for i := range s.shards {
+		s.shards[i] = make(map[string]string)
+	}
+	return s
+}
+
+// shardOf is FNV-1a: fixed across processes and versions, unlike the
+// runtime's seeded map hash.
+func shardOf(k string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(k); i++ {
+		h ^= uint32(k[i])
+		h *= 16777619
+	}
+	return int(h % storeShards)
+}
+
+func (s *store) get(k string) (string, bool) {
+	v, ok := s.shards[shardOf(k)][k]
+	return v, ok
+}
+
+func (s *store) set(k, v string) { s.shards[shardOf(k)][k] = v }
+
+// del reports whether k was there.
+func (s *store) del(k string) bool {
+	m := s.shards[shardOf(k)]
+	if _, ok := m[k]; !ok {
+		return false
+	}
+	delete(m, k)
+	return true
+}
+
+func (s *store) len() int {
+	n := 0
+	for _, m := range s.shards {
+		n += len(m)
+	}
+	return n
+}
+
+func (s *store) clear() {
+	for _, m := range s.shards {
+		clear(m)
+	}
+}
