@@ -45,6 +45,20 @@
 // kv exits 0. Without an rs channel kv runs standalone: same protocol, no
 // pings, SIGTERM or SIGINT stop it. The map is not kept across a crash.
 //
+// # Live update
+//
+// `service update` moves the map and every open client connection to the
+// new version (update.go): on rs's prepare request the connection
+// goroutines and the acceptor park at their next read, handing the main
+// loop the bytes they had read but not parsed and any half-read request;
+// once all are parked (and no DEBUG SLEEP is pending) the state save
+// writes the store, shard by shard on every CPU, and each connection,
+// whose socket goes along as a dup. The new version maps the state and
+// rebuilds the shards in parallel, then serves each connection from
+// exactly where the old one stopped. If the update is rolled back,
+// everyone resumes in the old version. The map is a store of 16 shards by
+// a fixed hash (store.go) so that both sides can work in parallel.
+//
 // Bounds: arguments up to 512 MiB, arrays up to 1 Mi elements, inline and
 // header lines up to 64 KiB, 1 GiB per request; beyond that the frame is
 // malformed. Read buffers grow only as data arrives.
