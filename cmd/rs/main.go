@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,18 @@ func run(c *cli.Context) error {
 	log, err := logger(c.String("log-format"), c.String("log-level"))
 	if err != nil {
 		return err
+	}
+	// $RS_CPUPROFILE: write a pprof CPU profile of the whole run there.
+	if path := os.Getenv("RS_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	slog.SetDefault(log)
 	var specs []rs.Spec
