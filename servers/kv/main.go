@@ -98,7 +98,7 @@ func run(args []string) int {
 	}
 	err = srv.run()
 	if errors.Is(err, sef.ErrStopped) {
-		k.log.Info("stopped")
+		k.log.Info("exiting after a graceful stop")
 		return 0
 	}
 	k.log.Error("main loop failed", "err", err)
