@@ -21,6 +21,13 @@ test:
 bench: build
 	$(GO) run ./tests/bench -bin $(BIN)
 
+# The long fault campaign (minutes); its table replaces the campaign
+# section of RELIABILITY.md. CAMPAIGN_FAULTS=N for another length.
+CAMPAIGN_FAULTS ?= 10000
+.PHONY: campaign
+campaign:
+	$(GO) run ./tests/campaign -faults $(CAMPAIGN_FAULTS) -out RELIABILITY.md
+
 # Fuzz the wire decoder (FUZZTIME=5m for a real run).
 FUZZTIME ?= 30s
 fuzz:
