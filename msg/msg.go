@@ -138,6 +138,9 @@ func Decode(b []byte, nfds int) (Message, error) {
 	if len(b) > MaxPacket {
 		return m, fmt.Errorf("%d bytes: %w", len(b), ErrOversized)
 	}
+	if err := Scan(b); err != nil {
+		return m, err
+	}
 	r := bytes.NewReader(b)
 	dec := msgpack.NewDecoder(r)
 	dec.DisallowUnknownFields(true)

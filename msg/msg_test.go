@@ -1,6 +1,7 @@
 package msg
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -237,5 +238,40 @@ func TestSendKeepsNonblocking(t *testing.T) {
 	})
 	if !nonblock {
 		t.Fatal("the listener turned blocking after its dup was sent")
+	}
+}
+
+// Lengths that the packet cannot hold are refused before the msgpack
+// decoder could allocate for them.
+func TestScanRefusesImpossibleLengths(t *testing.T) {
+	deep := bytes.Repeat([]byte{0x91}, maxDepth+2)
+	deep = append(deep, 0x01)
+	cases := map[string][]byte{
+		"str32 of 808 MB":     {0x81, 0xdb, 0x30, 0x30, 0x30, 0x30},
+		"array32 of 4G":       {0x81, 0xa1, 'n', 0xdd, 0xff, 0xff, 0xff, 0xff},
+		"map16 of 56k pairs":  {0xde, 0xdd, 0x02, 0x00},
+		"bin32 past the end":  {0xc6, 0x00, 0x00, 0x01, 0x00, 0x01},
+		"ext past the end":    {0xc7, 0x05, 0x01, 0x00},
+		"nested too deep":     deep,
+		"never-used code":     {0xc1},
+		"truncated fixstr":    {0xa5, 'a', 'b'},
+		"two values, not one": {0x01, 0x02},
+	}
+	for name, b := range cases {
+		if err := Scan(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: Scan = %v", name, err)
+		}
+		if _, err := Decode(b, 0); err == nil {
+			t.Errorf("%s: Decode accepted it", name)
+		}
+	}
+	for _, m := range []Message{{Kind: KindInit, Version: 1, InitType: InitFresh, Label: "kv", Names: []string{"a"}}, {Kind: KindPong, Seq: 1 << 62}} {
+		b, err := marshalAny(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Scan(b); err != nil {
+			t.Errorf("Scan refused a valid %s: %v", m.Kind, err)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package rs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
+
+	"rs/msg"
 )
 
 // The control protocol between `service` and rs: a SOCK_SEQPACKET unix
@@ -106,7 +109,12 @@ func DecodeRequest(b []byte) (Request, error) {
 	if len(b) > MaxRequest {
 		return r, fmt.Errorf("%w: %d bytes", ErrBadRequest, len(b))
 	}
-	if err := msgpack.Unmarshal(b, &r); err != nil {
+	// Scan first: the decoder must never see a length it would allocate
+	// for that the packet does not hold.
+	if err := msg.Scan(b); err != nil {
+		return Request{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if err := msgpack.NewDecoder(bytes.NewReader(b)).Decode(&r); err != nil {
 		return Request{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	switch r.Op {
