@@ -269,7 +269,7 @@ func TestMainStandalone(t *testing.T) {
 	if v, err := c.Read(); err == nil {
 		t.Fatalf("read after stop = %v, want the connection closed", v)
 	}
-	if !strings.Contains(k.log(), "msg=stopped") {
+	if !strings.Contains(k.log(), "exiting after a graceful stop") {
 		t.Errorf("no stop logged:\n%s", k.log())
 	}
 }
