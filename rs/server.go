@@ -29,11 +29,9 @@ const (
 
 // Errors returned to `service`.
 var (
-	ErrUnknown    = errors.New("unknown service")
-	ErrNotDone    = errors.New("not implemented yet")
-	ErrBusy       = errors.New("busy")
-	ErrShutdown   = errors.New("rs is shutting down")
-	ErrStartFails = errors.New("start failed")
+	ErrUnknown  = errors.New("unknown service")
+	ErrBusy     = errors.New("busy")
+	ErrShutdown = errors.New("rs is shutting down")
 )
 
 // Options configure a Server. Zero fields mean defaults.
@@ -325,7 +323,7 @@ func (s *Server) spawn(svc *service) {
 	if err != nil {
 		s.log.Error("start failed", "label", svc.spec.Label, "err", err)
 		svc.lastExit = "start: " + err.Error()
-		s.startFailed(svc, err)
+		s.startFailed(svc)
 		return
 	}
 	svc.inst = inst
@@ -336,13 +334,13 @@ func (s *Server) spawn(svc *service) {
 // startFailed handles an instance that never reached running (or could
 // not be started). A service that never ran is `failed` at once: retrying
 // a binary that cannot start hides the error. Otherwise it is a crash.
-func (s *Server) startFailed(svc *service, err error) {
+func (s *Server) startFailed(svc *service) {
 	s.replyUp(svc, Reply{Err: fmt.Sprintf("%s: %s", svc.spec.Label, svc.lastExit)})
 	if !svc.started {
 		svc.state = StateFailed
 		return
 	}
-	s.crashed(svc, time.Duration(0))
+	s.crashed(svc, 0)
 }
 
 // replyUp answers everyone waiting for the service to come up.
@@ -452,7 +450,7 @@ func (s *Server) exited(inst *instance, exit proc.Exit) {
 	svc.lastExit = reason
 	s.log.Warn("exited", "label", label, "pid", inst.proc.Pid(), "reason", reason, "cpu", exit.CPU)
 	if !inst.running {
-		s.startFailed(svc, nil)
+		s.startFailed(svc)
 		s.startWaiting() // its start slot is free
 		return
 	}
