@@ -43,12 +43,12 @@ type instance struct {
 	exited       bool   // reaped and closed
 	fault        string // why rs killed it, for last_exit
 
-	pingSeq  uint64
-	pingOut  bool
-	pinged   bool                // in its period's ping group
-	pingAt   time.Time           // when the outstanding ping was sent, by the injected clock
-	pingSent time.Time           // the same by the real clock, for the round trip
-	timers   [timerBackoff]Timer // one slot per instance timer kind
+	pingSeq   uint64
+	pingOut   bool
+	pingGroup *pingGroup          // the group that pings it; nil when not pinged
+	pingAt    time.Time           // when the outstanding ping was sent, by the injected clock
+	pingSent  time.Time           // the same by the real clock, for the round trip
+	timers    [timerBackoff]Timer // one slot per instance timer kind
 }
 
 // startInstance spawns svc's binary and sends init, with the fd store

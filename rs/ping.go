@@ -25,7 +25,7 @@ type evPingTick struct{ g *pingGroup }
 // pingJoin starts pinging a running instance.
 func (s *Server) pingJoin(inst *instance) {
 	period := inst.svc.spec.Period
-	if period <= 0 || inst.pinged {
+	if period <= 0 || inst.pingGroup != nil {
 		return
 	}
 	g := s.pingGroups[period]
@@ -35,19 +35,18 @@ func (s *Server) pingJoin(inst *instance) {
 		s.armPingGroup(g)
 	}
 	g.members[inst] = struct{}{}
-	inst.pinged = true
+	inst.pingGroup = g
 }
 
 // pingLeave stops pinging an instance (stopping, faulty or gone).
 func (s *Server) pingLeave(inst *instance) {
-	if !inst.pinged {
+	g := inst.pingGroup
+	if g == nil {
 		return
 	}
-	inst.pinged = false
+	inst.pingGroup = nil
 	stopTimer(&inst.timers[timerPingDeadline])
-	if g := s.pingGroups[inst.svc.spec.Period]; g != nil {
-		delete(g.members, inst)
-	}
+	delete(g.members, inst)
 }
 
 func (s *Server) armPingGroup(g *pingGroup) {
