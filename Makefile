@@ -17,9 +17,13 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m ./...
 
-# Speed figures (never part of make test).
+# Speed figures, beside runit and s6 (never part of make test): a few
+# minutes, bounded by the bench's own -timeout. Installs runit, s6 and
+# redis-tools from Debian's packages when missing (tests/bench/install-peers.sh).
+# BENCHFLAGS passes flags, e.g. BENCHFLAGS="-scenario crash -n 5".
+BENCHFLAGS ?=
 bench: build
-	$(GO) run ./tests/bench -bin $(BIN)
+	$(GO) run ./tests/bench -bin $(BIN) $(BENCHFLAGS)
 
 # The long fault campaign (minutes); its table replaces the campaign
 # section of RELIABILITY.md. CAMPAIGN_FAULTS=N for another length.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,11 +30,21 @@ func Pair() (*os.File, *os.File, error) {
 // Recv is for one goroutine at a time; Send and TrySend may be called
 // concurrently with Recv.
 type Conn struct {
-	uc   *net.UnixConn
-	raw  syscall.RawConn
-	rbuf []byte
+	uc  *net.UnixConn
+	raw syscall.RawConn
+}
+
+// recvBuf is where one packet and its control data land. Buffers are
+// pooled, taken only while a packet is being read: a channel that waits
+// holds none, so a thousand idle channels do not keep 64 MiB of them.
+type recvBuf struct {
+	data [MaxPacket]byte
 	oob  []byte
 }
+
+var recvBufs = sync.Pool{New: func() any {
+	return &recvBuf{oob: make([]byte, unix.CmsgSpace(MaxFDs*4))}
+}}
 
 // NewConn wraps a SOCK_SEQPACKET socket. It takes ownership of f: f is
 // closed, the Conn keeps its own descriptor in the runtime's poller.
@@ -53,12 +64,7 @@ func NewConn(f *os.File) (*Conn, error) {
 		uc.Close()
 		return nil, fmt.Errorf("channel: %w", err)
 	}
-	return &Conn{
-		uc:   uc,
-		raw:  raw,
-		rbuf: make([]byte, MaxPacket),
-		oob:  make([]byte, unix.CmsgSpace(MaxFDs*4)),
-	}, nil
+	return &Conn{uc: uc, raw: raw}, nil
 }
 
 // Close closes the channel; a blocked Recv returns.
@@ -155,22 +161,32 @@ func rawFD(f *os.File) (int, error) {
 func (c *Conn) Recv() (Message, []*os.File, error) {
 	var n, oobn, rflags int
 	var rerr error
+	var b *recvBuf
 	err := c.raw.Read(func(fd uintptr) bool {
+		b = recvBufs.Get().(*recvBuf)
 		for {
-			n, oobn, rflags, _, rerr = unix.Recvmsg(int(fd), c.rbuf, c.oob, unix.MSG_CMSG_CLOEXEC)
+			n, oobn, rflags, _, rerr = unix.Recvmsg(int(fd), b.data[:], b.oob, unix.MSG_CMSG_CLOEXEC)
 			if rerr == unix.EINTR {
 				continue
 			}
-			return rerr != unix.EAGAIN
+			if rerr == unix.EAGAIN {
+				recvBufs.Put(b) // not while waiting
+				b = nil
+				return false
+			}
+			return true
 		}
 	})
+	if b != nil {
+		defer recvBufs.Put(b)
+	}
 	if err == nil {
 		err = rerr
 	}
 	if err != nil {
 		return Message{}, nil, err
 	}
-	files, ferr := parseRights(c.oob[:oobn])
+	files, ferr := parseRights(b.oob[:oobn])
 	fail := func(e error) (Message, []*os.File, error) {
 		closeAll(files)
 		return Message{}, nil, e
@@ -185,7 +201,7 @@ func (c *Conn) Recv() (Message, []*os.File, error) {
 	case n == 0 && len(files) == 0:
 		return Message{}, nil, io.EOF
 	}
-	m, err := Decode(c.rbuf[:n], len(files))
+	m, err := Decode(b.data[:n], len(files)) // Decode copies what it keeps
 	if err != nil {
 		return fail(err)
 	}

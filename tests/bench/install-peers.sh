@@ -1,11 +1,16 @@
 #!/bin/sh
 # install-peers.sh [PACKAGE ...] installs the Debian packages of the
-# outside programs the bench (and later tests) drive; by default
-# redis-tools (redis-benchmark, redis-cli). Others, e.g. runit and s6,
-# can be named. Packages already installed are skipped, so it is cheap to
-# run again. Quiet unless something fails; needs root (or sudo -n).
+# outside programs the bench (and later tests) drive; by default all of
+# them: redis-tools (redis-benchmark, redis-cli), runit (runsv) and s6
+# (s6-supervise, s6-svc, s6-notifyoncheck). The bench names the ones it
+# misses. Packages already installed are skipped, so it is cheap to run
+# again. Quiet unless something fails; needs root (or sudo -n).
+#
+# --no-install-recommends matters for runit: its recommends (runit-init)
+# would offer to replace the system's init. The bench only ever runs
+# runsv on a directory of its own, as its child.
 set -eu
-[ $# -gt 0 ] || set -- redis-tools
+[ $# -gt 0 ] || set -- redis-tools runit s6
 
 missing=
 for p in "$@"; do

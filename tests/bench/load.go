@@ -23,11 +23,15 @@ const (
 	loadRequestTimeout = 10 * time.Second
 	// maxLoadMsgs is how many problems each client keeps word for word.
 	maxLoadMsgs = 3
+	redialPause = time.Millisecond
 )
 
-// span is one request: sent at start, answered (or failed) at end, both
-// offsets from load.base.
-type span struct{ start, end time.Duration }
+// span is one request: sent at start, answered (or failed, !ok) at end,
+// both offsets from load.base.
+type span struct {
+	start, end time.Duration
+	ok         bool
+}
 
 // window is the time an update command was under way, as offsets from
 // load.base.
@@ -66,8 +70,6 @@ func startLoad(addr string, base time.Time) *load {
 	return l
 }
 
-func (l *load) now() time.Duration { return time.Since(l.base) }
-
 // stopAndWait stops the clients and waits for them, at most
 // loadRequestTimeout plus a margin; false if one did not end.
 func (l *load) stopAndWait() bool {
@@ -92,8 +94,11 @@ func (l *load) requests() int {
 	return n
 }
 
-// gap is the longest wait for one reply among the requests under way at
-// some point of w, and how many requests that was.
+// gap is the longest a client went without the reply it was waiting for,
+// among the requests under way at some point of w, and how many requests
+// that was. A request that failed (the connection broke) is not an
+// answer: its wait runs on, through the redial, to the end of the next
+// request that got a reply.
 func (l *load) gap(w window) (time.Duration, int) {
 	var longest time.Duration
 	n := 0
@@ -105,9 +110,26 @@ func (l *load) gap(w window) (time.Duration, int) {
 			}
 			return 1
 		})
-		for ; i < len(c.spans) && c.spans[i].start <= w.end; i++ {
+		for i > 0 && !c.spans[i-1].ok { // a failing run that began before w
+			i--
+		}
+		var from time.Duration
+		failing := false
+		for ; i < len(c.spans); i++ {
+			s := c.spans[i]
+			if !failing {
+				if s.start > w.end {
+					break
+				}
+				from = s.start
+			}
 			n++
-			longest = max(longest, c.spans[i].end-c.spans[i].start)
+			if !s.ok {
+				failing = true
+				continue
+			}
+			failing = false
+			longest = max(longest, s.end-from)
 		}
 	}
 	return longest, n
@@ -162,12 +184,14 @@ func (lc *loadClient) run(base time.Time, stop <-chan struct{}) {
 		s := span{start: time.Since(base)}
 		c.SetDeadline(time.Now().Add(loadRequestTimeout))
 		v, err := c.Do(args...)
-		s.end = time.Since(base)
+		s.end, s.ok = time.Since(base), err == nil
 		lc.spans = append(lc.spans, s)
 		return v, err
 	}
 	// redial replaces a broken connection and reads the counter back.
-	// False: no working connection within 5 s (or told to stop).
+	// False: no working connection within 5 s (or told to stop). It
+	// retries every redialPause, so that the gap it sees after a restart
+	// (s6-svc -r) is the server's, not its own pause.
 	var n int64
 	redial := func(err error, what string) bool {
 		lc.errs++
@@ -200,7 +224,7 @@ func (lc *loadClient) run(base time.Time, stop <-chan struct{}) {
 				lc.note(base, "no working connection within 5s: %v", err)
 				return false
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(redialPause)
 		}
 	}
 

@@ -1,55 +1,58 @@
-// Command bench measures rs with real processes and prints a table.
+// Command bench measures rs with real processes, beside runit's runsv,
+// s6's s6-supervise and in-process floors, and prints tables (markdown)
+// of figures all measured in the same run. `make bench` runs it; it is
+// never part of `make test`.
 //
-//	go build -o bin/ ./cmd/... ./servers/...
-//	go run ./tests/bench [-n 20] [-bin DIR] [-net tcp|unix] [-v]
-//	                     [-scenario crash,ping,control,update,redisbench]
+//	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
+//	go run ./tests/bench [-bin DIR] [-n 20] [-net tcp|unix] [-v]
+//	                     [-scenario ping,control,crash,update,redisbench,scale]
 //	                     [-keys 100000] [-updates 10] [-kvb PATH] [-rb-n 200000]
+//	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
+//	                     [-timeout 8m]
 //
-// It writes a config with one kv (period 1s, max_restarts -1 so that the
-// kills below never put it in `failed`) into a temp dir, starts bin/rs on
-// it and waits until kv is running. Then it runs the scenarios asked for
-// (default: all), in this order:
+// It writes a config with kv (period 1s, max_restarts -1 so that the
+// kills never put it in `failed`), kvsb (the same with standby = true)
+// and kvping (period 10ms, ping_timeout 1s) into a temp dir, starts bin/rs
+// on it, and runs the scenarios asked for (default: all), in this order:
 //
-//   - crash → serving: n times, SIGKILL kv and, from the moment of the
-//     kill, connect and send INFO server until a reply names a new
-//     process_id. Connections refused meanwhile are counted; there should
-//     be none, since rs keeps kv's listening socket in its fd store. Each
-//     instance is killed 1.1 s after it first answered, so every restart
-//     is the immediate first one of the backoff (rs resets it after an
-//     instance ran 1 s).
-//   - ping round trip: a second kv added with `up` and period 10ms;
-//     ping_rtt_us is sampled from status 200 times, 15 ms apart. Its floor
-//     is a ping/pong over a SOCK_SEQPACKET socketpair inside this process,
-//     the same messages through package msg, 10000 times.
-//   - control round trip: rs.Client.Do(status), 200 times.
-//   - update: live updates of kv under load (update.go).
-//   - redisbench: redis-benchmark through live updates (redisbench.go).
+//   - ping (ping.go): rs's ping round trip through kvping's sef loop,
+//     p50 and p99, against a raw SOCK_SEQPACKET socketpair ping-pong of
+//     the same size in one process; kvping is then taken down.
+//   - control (control.go): status by rs.Client and by bin/service.
+//   - crash (crash.go): SIGKILL → serving, rs with and without a standby
+//     beside runsv, s6-supervise and an exec of kv, round by round.
+//   - update (update.go, s6update.go): live updates under load with
+//     100k keys, beside s6-svc -r of the same kv under s6.
+//   - redisbench (redisbench.go): redis-benchmark through live updates.
+//   - scale (scale.go): a second rs with -scale idle services pinged
+//     every second: boot, rs CPU and memory, status time; runsv's and
+//     s6-supervise's memory per service beside it.
 //
-// Every wait has a deadline. At the end, even on failure, rs gets SIGTERM
-// (then SIGKILL) and the temp dir is removed.
+// runsv, s6-supervise, s6-svc and redis-benchmark are installed by
+// install-peers.sh (Debian packages runit, s6, redis-tools) when missing;
+// what cannot be had is skipped with a note. Every wait has a deadline,
+// and the whole run one (-timeout). At the end, even on failure, every
+// process the bench started is stopped (rs: SIGTERM then SIGKILL; the
+// peers: down and exit, then SIGKILL) and the temp dir is removed.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"rs/internal/resp"
-	"rs/msg"
 	"rs/rs"
 )
 
@@ -59,37 +62,46 @@ type row struct {
 }
 
 type bench struct {
-	ctx     context.Context
-	opts    options
-	dir     string
-	bin     string
-	netw    string
-	kvAddr  string // where the configured kv listens
-	ctl     rs.Client
-	rows    []row
-	tables  []string // further tables, printed as they are after the main one
-	notes   []string
-	verbose bool
-	bad     bool  // something rs should not have done: show its log
-	killed  []int // kv pids this bench killed or saw, checked at the end
+	ctx      context.Context
+	opts     options
+	machine  machine
+	tools    tools
+	dir      string
+	bin      string
+	netw     string
+	kvAddr   string // where the configured kv listens
+	kvsbAddr string // where kvsb (standby = true) listens
+	ctl      rs.Client
+	rsLog    string   // the main rs's log (JSON)
+	sections []table  // the report, in order
+	targets  []target // goals met or missed
+	rows     []row    // every timing, for the last table
+	notes    []string
+	verbose  bool
+	bad      bool  // something rs should not have done: show its log
+	killed   []int // kv pids this bench killed or saw, checked at the end
 }
 
 // options are the command's flags.
 type options struct {
-	n         int
-	bin       string
-	netw      string
-	logPath   string
-	verbose   bool
-	scenarios map[string]bool
-	keys      int    // update: keys loaded before the measured updates
-	updates   int    // update, redisbench: updates per phase
-	kvb       string // update, redisbench: the second kv binary ("" builds one)
-	rbN       int    // redisbench: -n
+	n          int
+	bin        string
+	netw       string
+	logPath    string
+	verbose    bool
+	scenarios  map[string]bool
+	keys       int    // update: keys loaded before the measured updates
+	updates    int    // update, redisbench: updates per phase
+	kvb        string // update, redisbench: the second kv binary ("" builds one)
+	rbN        int    // redisbench: -n
+	scaleN     int    // scale: idle services
+	window     time.Duration
+	rssWindow  time.Duration
+	cpuprofile string // scale: RS_CPUPROFILE for its rs
 }
 
 // scenarioNames are the scenarios, in the order they run.
-var scenarioNames = []string{"crash", "ping", "control", "update", "redisbench"}
+var scenarioNames = []string{"ping", "control", "crash", "update", "redisbench", "scale"}
 
 func parseScenarios(s string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -113,24 +125,37 @@ func parseScenarios(s string) (map[string]bool, error) {
 }
 
 func main() {
-	n := flag.Int("n", 20, "crash → serving: number of kills")
-	bin := flag.String("bin", "bin", "directory holding rs and kv")
+	switch {
+	case os.Getenv(echoEnv) != "":
+		echoMain()
+		return
+	case os.Getenv(checkEnv) != "":
+		checkMain()
+		return
+	}
+	n := flag.Int("n", 20, "crash → serving: rounds (one kill of each column per round)")
+	bin := flag.String("bin", "bin", "directory holding rs, service, kv and idle")
 	netw := flag.String("net", "tcp", "kv listens on tcp (127.0.0.1) or unix")
 	logPath := flag.String("log", "", "write rs's log to this file (default: in the temp dir, shown on trouble)")
 	verbose := flag.Bool("v", false, "print every crash → serving and update sample")
 	scen := flag.String("scenario", "all", "comma-separated: "+strings.Join(scenarioNames, ",")+", or all")
 	keys := flag.Int("keys", 100000, "update: keys in kv during the measured updates")
-	updates := flag.Int("updates", 10, "update, redisbench: live updates per phase")
+	updates := flag.Int("updates", 10, "update, redisbench: live updates (and s6 restarts) per phase")
 	kvb := flag.String("kvb", "", "update, redisbench: second kv binary to alternate with bin/kv (default: build one with version b)")
 	rbN := flag.Int("rb-n", 200000, "redisbench: requests per test (-n), raised if too few to last through the updates")
+	scaleN := flag.Int("scale", 1000, "scale: idle services under one rs")
+	window := flag.Duration("window", 20*time.Second, "scale: window over which rs's CPU is measured")
+	rssWindow := flag.Duration("rss-window", time.Minute, "scale: how long rs's RSS is sampled, from the start of -window")
+	cpuprofile := flag.String("cpuprofile", "", "scale: write the scale rs's CPU profile (RS_CPUPROFILE) to this file")
+	timeout := flag.Duration("timeout", 8*time.Minute, "stop the scenarios after this long, print what was measured")
 	flag.Parse()
 	if *netw != "tcp" && *netw != "unix" {
 		fmt.Fprintln(os.Stderr, "bench: -net: want tcp or unix")
 		os.Exit(2)
 	}
 	scenarios, err := parseScenarios(*scen)
-	if err == nil && (*keys < 0 || *updates < 1 || *rbN < 1) {
-		err = errors.New("-keys must be >= 0, -updates and -rb-n >= 1")
+	if err == nil && (*keys < 0 || *updates < 1 || *rbN < 1 || *n < 1 || *scaleN < 1 || *window < time.Second) {
+		err = errors.New("-keys must be >= 0, -n, -updates, -rb-n and -scale >= 1, -window >= 1s")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -138,17 +163,29 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx, cancel := context.WithTimeoutCause(ctx, *timeout, fmt.Errorf("-timeout %v reached", *timeout))
+	defer cancel()
+	if *cpuprofile != "" {
+		if *cpuprofile, err = filepath.Abs(*cpuprofile); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+	}
 	err = run(ctx, options{n: *n, bin: *bin, netw: *netw, logPath: *logPath, verbose: *verbose,
-		scenarios: scenarios, keys: *keys, updates: *updates, kvb: *kvb, rbN: *rbN})
+		scenarios: scenarios, keys: *keys, updates: *updates, kvb: *kvb, rbN: *rbN,
+		scaleN: *scaleN, window: *window, rssWindow: *rssWindow, cpuprofile: *cpuprofile})
 	if err != nil {
+		if c := context.Cause(ctx); c != nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (%v)", err, c)
+		}
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
 func run(ctx context.Context, o options) (err error) {
-	bin, logPath := o.bin, o.logPath
-	if bin, err = filepath.Abs(bin); err != nil {
+	bin, err := filepath.Abs(o.bin)
+	if err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "rsbench")
@@ -156,36 +193,82 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b := &bench{ctx: ctx, opts: o, dir: dir, bin: bin, netw: o.netw, verbose: o.verbose,
+	b := &bench{ctx: ctx, opts: o, dir: dir, bin: bin, netw: o.netw, verbose: o.verbose, machine: readMachine(),
 		ctl: rs.Client{Socket: filepath.Join(dir, "rs.sock"), Timeout: 2 * time.Second}}
+	defer b.print()
+	b.findTools()
+	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["update"] || o.scenarios["redisbench"] {
+		if err := b.mainRS(); err != nil {
+			return err
+		}
+	}
+	if o.scenarios["scale"] {
+		return b.scale()
+	}
+	return nil
+}
 
-	addr, err := b.addr("kv")
+// mainRS starts rs with kv, kvsb and kvping, runs every scenario but
+// scale on it, and stops it.
+func (b *bench) mainRS() (err error) {
+	o := b.opts
+	if b.kvAddr, err = b.addr("kv"); err != nil {
+		return err
+	}
+	if b.kvsbAddr, err = b.addr("kvsb"); err != nil {
+		return err
+	}
+	pingAddr, err := b.addr("kvping")
 	if err != nil {
 		return err
 	}
-	b.kvAddr = addr
-	cfg := filepath.Join(dir, "system.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[service.kv]
+	kvBin := filepath.Join(b.bin, "kv")
+	cfgText := fmt.Sprintf(`[service.kv]
 binary = %q
 args = ["--listen", %q]
 period = "1s"
 max_restarts = -1
-`, filepath.Join(bin, "kv"), addr)), 0o644); err != nil {
+`, kvBin, b.kvAddr)
+	if o.scenarios["crash"] {
+		cfgText += fmt.Sprintf(`
+[service.kvsb]
+binary = %q
+args = ["--listen", %q]
+period = "1s"
+max_restarts = -1
+standby = true
+`, kvBin, b.kvsbAddr)
+	}
+	if o.scenarios["ping"] {
+		// A 10 ms deadline would be missed on a loaded machine: the
+		// round trip is what is measured here, not the deadline.
+		cfgText += fmt.Sprintf(`
+[service.kvping]
+binary = %q
+args = ["--listen", %q]
+period = "10ms"
+ping_timeout = "1s"
+max_restarts = -1
+`, kvBin, pingAddr)
+	}
+	cfg := filepath.Join(b.dir, "system.toml")
+	if err := os.WriteFile(cfg, []byte(cfgText), 0o644); err != nil {
 		return err
 	}
+	logPath := o.logPath
 	if logPath == "" {
-		logPath = filepath.Join(dir, "rs.log")
+		logPath = filepath.Join(b.dir, "rs.log")
 	}
-	stopRS, err := b.startRS(cfg, logPath)
+	b.rsLog = logPath
+	p, err := b.startRS(cfg, b.ctl.Socket, logPath, nil, "--log-format", "json")
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if serr := stopRS(); serr != nil {
+		if serr := p.stop(10 * time.Second); serr != nil {
 			b.problem(serr.Error())
 		}
 		b.reapLeftovers()
-		b.print()
 		if err != nil || b.bad {
 			if w := warnings(logPath, 40); w != "" {
 				fmt.Fprintf(os.Stderr, "\n--- rs log (warnings and errors) ---\n%s", w)
@@ -199,19 +282,18 @@ max_restarts = -1
 		return err
 	}
 	b.killed = append(b.killed, st.Pid)
-	if o.scenarios["crash"] {
-		if err := b.crash(o.n, addr); err != nil {
-			return err
-		}
-	}
 	if o.scenarios["ping"] {
 		if err := b.pings(); err != nil {
 			return err
 		}
-		b.floor(10000)
 	}
 	if o.scenarios["control"] {
-		if err := b.control(200); err != nil {
+		if err := b.control(); err != nil {
+			return err
+		}
+	}
+	if o.scenarios["crash"] {
+		if err := b.crash(o.n); err != nil {
 			return err
 		}
 	}
@@ -237,65 +319,60 @@ func (b *bench) addr(name string) (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// startRS starts rs and returns the function that stops it: SIGTERM, then
-// SIGKILL if it has not exited within 10 s.
-func (b *bench) startRS(cfg, logPath string) (func() error, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(filepath.Join(b.bin, "rs"), "--config", cfg, "--socket", b.ctl.Socket)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a ^C reaches only us, and we stop rs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); logf.Close() }()
-	return func() error {
-		select {
-		case err := <-done:
-			return fmt.Errorf("rs had exited before the bench stopped it (%v)%s", err, strangeSignals(logPath, time.Now()))
-		default:
-		}
-		sent := time.Now()
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if s := strangeSignals(logPath, sent); s != "" {
-				return fmt.Errorf("rs exited (%v)%s", err, s)
-			}
-			if err != nil {
-				return fmt.Errorf("rs after SIGTERM: %v", err)
-			}
-			return nil
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			return errors.New("rs did not exit within 10s of SIGTERM; killed it")
-		}
-	}, nil
-}
-
 // strangeSignals reports the signals rs logged before the bench sent its
 // SIGTERM at sent: some other process on the machine signalled it.
 func strangeSignals(logPath string, sent time.Time) string {
-	b, _ := os.ReadFile(logPath)
 	var s string
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if !strings.Contains(line, `msg="signal, stopping every service"`) {
-			continue
-		}
-		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
-		t, err := time.Parse(time.RFC3339Nano, ts)
-		// The log has milliseconds: allow for the rounding.
-		if err == nil && t.Before(sent.Add(-time.Millisecond)) {
-			s += fmt.Sprintf("; rs logged %q %v before the bench sent SIGTERM: another process signalled it", line, sent.Sub(t).Round(time.Millisecond))
+	for _, e := range logEvents(logPath) {
+		// A text log has milliseconds: allow for the rounding.
+		if e.Msg == "signal, stopping every service" && e.Time.Before(sent.Add(-time.Millisecond)) {
+			s += fmt.Sprintf("; rs logged %q %v before the bench sent SIGTERM: another process signalled it", e.line, sent.Sub(e.Time).Round(time.Millisecond))
 		}
 	}
 	return s
+}
+
+// logEvent is one line of rs's log, text or JSON.
+type logEvent struct {
+	Time  time.Time `json:"time"`
+	Msg   string    `json:"msg"`
+	Label string    `json:"label"`
+	Pid   int       `json:"pid"`
+	line  string
+}
+
+// logEvents reads rs's log. JSON lines (--log-format json, which the
+// bench's main rs uses for its nanosecond times) are decoded; text lines
+// give their time and msg only.
+func logEvents(path string) []logEvent {
+	b, _ := os.ReadFile(path)
+	var evs []logEvent
+	for line := range strings.SplitSeq(string(b), "\n") {
+		var e logEvent
+		if strings.HasPrefix(line, "{") {
+			if json.Unmarshal([]byte(line), &e) != nil {
+				continue
+			}
+		} else {
+			ts, rest, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if !ok || err != nil {
+				continue
+			}
+			e.Time = t
+			if _, m, ok := strings.Cut(rest, "msg="); ok {
+				if strings.HasPrefix(m, `"`) {
+					m, _, _ = strings.Cut(m[1:], `"`)
+				} else {
+					m, _, _ = strings.Cut(m, " ")
+				}
+				e.Msg = m
+			}
+		}
+		e.line = line
+		evs = append(evs, e)
+	}
+	return evs
 }
 
 // status returns the row of label.
@@ -332,216 +409,11 @@ func (b *bench) waitRunning(label string, notPid int, limit time.Duration) (rs.S
 		label, limit, last.State, last.Pid, last.LastExit, lastErr)
 }
 
-// crash kills kv n times and times kill → first reply from a new instance.
-func (b *bench) crash(n int, addr string) error {
-	network, address := resp.SplitAddr(addr)
-	r := row{name: "crash → serving (" + network + ")"}
-	defer func() { b.rows = append(b.rows, r) }()
-	var refused, lost, attempts int
-	defer func() {
-		if refused > 0 {
-			b.bad = true
-		}
-		b.notes = append(b.notes, fmt.Sprintf("crash → serving: %d kills, %d connection attempts, %d refused, %d other failed attempts (connection reset or closed before a reply)",
-			len(r.d), attempts, refused, lost))
-	}()
-	var served time.Time // when the current instance first answered
-	pid := 0
-	for i := range n {
-		// Spaced from the new instance's start, not from the last kill:
-		// one that ran less than 1 s would leave the backoff raised.
-		time.Sleep(time.Until(served.Add(1100 * time.Millisecond)))
-		st, err := b.waitRunning("kv", pid, 10*time.Second)
-		if err != nil {
-			return fmt.Errorf("kill %d: %w", i+1, err)
-		}
-		pid = st.Pid
-		b.killed = append(b.killed, pid)
-		last := time.Now()
-		if err := unix.Kill(pid, unix.SIGKILL); err != nil {
-			return fmt.Errorf("kill %d: pid %d: %w", i+1, pid, err)
-		}
-		var lastErr error
-		for {
-			if time.Since(last) > 5*time.Second || b.ctx.Err() != nil {
-				return fmt.Errorf("kill %d (pid %d): no reply from a new kv within 5s; %d refused so far, last error: %v",
-					i+1, pid, refused, lastErr)
-			}
-			attempts++
-			got, err := infoPid(network, address)
-			if err == nil && got != pid {
-				served = time.Now()
-				r.d = append(r.d, served.Sub(last))
-				if b.verbose {
-					fmt.Fprintf(os.Stderr, "kill %d at %s: pid %d → %d in %v\n", i+1, last.UTC().Format("15:04:05.000"), pid, got, r.d[len(r.d)-1])
-				}
-				break
-			}
-			switch {
-			case errors.Is(err, syscall.ECONNREFUSED):
-				refused++
-			case err != nil:
-				lost++
-			}
-			lastErr = err
-			if b.verbose && err != nil {
-				fmt.Fprintf(os.Stderr, "kill %d: after %v: %v\n", i+1, time.Since(last), err)
-			}
-			time.Sleep(200 * time.Microsecond)
-		}
-	}
-	return nil
-}
-
-// infoPid connects, asks INFO server and returns process_id.
-func infoPid(network, address string) (int, error) {
-	c, err := resp.Dial(network, address, time.Second)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	v, err := c.Do("INFO", "server")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(v.Str, "\r\n") {
-		if s, ok := strings.CutPrefix(line, "process_id:"); ok {
-			return strconv.Atoi(s)
-		}
-	}
-	return 0, fmt.Errorf("INFO reply without process_id: %s", v)
-}
-
-// pings adds a kv pinged every 10 ms and samples its ping round trip.
-func (b *bench) pings() error {
-	addr, err := b.addr("kvping")
-	if err != nil {
-		return err
-	}
-	_, err = b.ctl.Do(rs.Request{Op: rs.OpUp, Label: "kvping", Binary: filepath.Join(b.bin, "kv"),
-		Args: []string{"--listen", addr}, HasArgs: true, Period: 10 * time.Millisecond, HasPeriod: true}, nil)
-	if err != nil {
-		return fmt.Errorf("up kvping: %w", err)
-	}
-	st, err := b.waitRunning("kvping", 0, 5*time.Second)
-	if err != nil {
-		return err
-	}
-	b.killed = append(b.killed, st.Pid)
-	r := row{name: "ping round trip (rs status)"}
-	defer func() { b.rows = append(b.rows, r) }()
-	// A 10 ms period is also a 10 ms ping deadline, which a busy machine
-	// may miss: count reincarnations instead of giving up on them.
-	pids := map[int]bool{st.Pid: true}
-	reasons := map[string]int{}
-	notRunning, zero := 0, 0
-	for range 200 {
-		if b.ctx.Err() != nil {
-			return b.ctx.Err()
-		}
-		time.Sleep(15 * time.Millisecond)
-		cur, err := b.status("kvping")
-		if err != nil {
-			return err
-		}
-		if cur.Restarts != st.Restarts {
-			reasons[cur.LastExit] += cur.Restarts - st.Restarts
-		}
-		st = cur
-		if !pids[st.Pid] && st.Pid != 0 {
-			pids[st.Pid] = true
-			b.killed = append(b.killed, st.Pid)
-		}
-		switch {
-		case st.State != "running":
-			notRunning++
-		case st.PingRTTUs == 0:
-			zero++
-		default:
-			r.d = append(r.d, time.Duration(st.PingRTTUs)*time.Microsecond)
-		}
-	}
-	if notRunning+zero > 0 {
-		b.notes = append(b.notes, fmt.Sprintf("ping round trip: of 200 samples %d found kvping not running, %d had no answered ping yet", notRunning, zero))
-	}
-	for reason, k := range reasons {
-		b.problem(fmt.Sprintf("ping round trip: kvping (period 10ms) reincarnated %d time(s) while sampled, last_exit %q; state at the end %q", k, reason, st.State))
-	}
-	return nil
-}
-
-// floor times ping/pong over a socketpair in this process.
-func (b *bench) floor(n int) {
-	r := row{name: "ping floor (socketpair, in-process)"}
-	defer func() { b.rows = append(b.rows, r) }()
-	fail := func(err error) { b.notes = append(b.notes, "ping floor: "+err.Error()) }
-	fa, fb, err := msg.Pair()
-	if err != nil {
-		fail(err)
-		return
-	}
-	a, err := msg.NewConn(fa)
-	if err != nil {
-		fb.Close()
-		fail(err)
-		return
-	}
-	defer a.Close()
-	e, err := msg.NewConn(fb)
-	if err != nil {
-		fail(err)
-		return
-	}
-	go func() { // the echoing "service"; ends when a is closed
-		defer e.Close()
-		for {
-			m, _, err := e.Recv()
-			if err != nil {
-				return
-			}
-			if e.Send(&msg.Message{Kind: msg.KindPong, Seq: m.Seq}) != nil {
-				return
-			}
-		}
-	}()
-	a.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for i := range n + 100 { // the first 100 warm up
-		t := time.Now()
-		if err := a.Send(&msg.Message{Kind: msg.KindPing, Seq: uint64(i + 1)}); err != nil {
-			fail(err)
-			return
-		}
-		m, _, err := a.Recv()
-		if err != nil || m.Kind != msg.KindPong || m.Seq != uint64(i+1) {
-			fail(fmt.Errorf("round trip %d: %v %v", i, m.Kind, err))
-			return
-		}
-		if i >= 100 {
-			r.d = append(r.d, time.Since(t))
-		}
-	}
-}
-
-// control times status requests on the control socket.
-func (b *bench) control(n int) error {
-	r := row{name: "control round trip (status)"}
-	defer func() { b.rows = append(b.rows, r) }()
-	for range n {
-		t := time.Now()
-		if _, err := b.ctl.Do(rs.Request{Op: rs.OpStatus}, nil); err != nil {
-			return err
-		}
-		r.d = append(r.d, time.Since(t))
-	}
-	return nil
-}
-
 // reapLeftovers reports kv instances still alive after rs exited (there
 // should be none) and kills them.
 func (b *bench) reapLeftovers() {
 	for _, pid := range b.killed {
-		if unix.Kill(pid, 0) == nil && !isZombie(pid) {
+		if alive(pid, "") && strings.HasPrefix(filepath.Base(exeOf(pid)), "kv") {
 			b.problem(fmt.Sprintf("kv pid %d outlived rs; killed it", pid))
 			unix.Kill(pid, unix.SIGKILL)
 		}
@@ -551,56 +423,6 @@ func (b *bench) reapLeftovers() {
 func (b *bench) problem(s string) {
 	b.bad = true
 	b.notes = append(b.notes, s)
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
-}
-
-func (b *bench) print() {
-	var u unix.Utsname
-	unix.Uname(&u)
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("machine: nproc %d, kernel %s, %s, loadavg %s\n\n", runtime.NumCPU(),
-		unix.ByteSliceToString(u.Release[:]), runtime.Version(), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Printf("%-38s %10s %10s %10s %10s %6s\n", "figure", "median", "min", "max", "p90", "n")
-	for _, r := range b.rows {
-		if len(r.d) == 0 {
-			fmt.Printf("%-38s %10s %10s %10s %10s %6d\n", r.name, "-", "-", "-", "-", 0)
-			continue
-		}
-		d := slices.Clone(r.d)
-		slices.Sort(d)
-		p90 := d[(len(d)*9+9)/10-1]
-		med := (d[(len(d)-1)/2] + d[len(d)/2]) / 2
-		fmt.Printf("%-38s %10s %10s %10s %10s %6d\n", r.name, short(med), short(d[0]), short(d[len(d)-1]), short(p90), len(d))
-	}
-	for _, t := range b.tables {
-		fmt.Printf("\n%s", t)
-	}
-	if len(b.notes) > 0 {
-		fmt.Println()
-		for _, n := range b.notes {
-			fmt.Println(n)
-		}
-	}
-}
-
-// short prints a duration with three significant figures or so.
-func short(d time.Duration) string {
-	switch {
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.1fµs", float64(d)/1e3)
-	case d < time.Second:
-		return fmt.Sprintf("%.2fms", float64(d)/1e6)
-	}
-	return fmt.Sprintf("%.3fs", d.Seconds())
 }
 
 // warnings returns the last n lines of rs's log at level WARN or ERROR.

@@ -12,9 +12,8 @@ package main
 // reply, hence only tests whose commands kv knows; its warning that
 // CONFIG GET returned nothing is not an error.
 //
-// If redis-benchmark is not installed, install-peers.sh (Debian's
-// redis-tools) is run once; if it is still missing, the scenario is
-// skipped with a note.
+// If redis-benchmark is not installed and install-peers.sh (Debian's
+// redis-tools) could not install it, the scenario is skipped with a note.
 
 import (
 	"bytes"
@@ -23,7 +22,6 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -55,30 +53,6 @@ type rbResult struct {
 	warnings []string
 	err      error // how it exited
 	took     time.Duration
-}
-
-// findRedisBenchmark returns its path, installing it if need be; "" and
-// why if it cannot be had.
-func (b *bench) findRedisBenchmark() (string, string) {
-	if p, err := exec.LookPath("redis-benchmark"); err == nil {
-		return p, ""
-	}
-	root, err := moduleRoot(b.ctx)
-	if err != nil {
-		return "", err.Error()
-	}
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Minute)
-	defer cancel()
-	script := filepath.Join(root, "tests", "bench", "install-peers.sh")
-	out, err := exec.CommandContext(ctx, "sh", script, "redis-tools").CombinedOutput()
-	if err != nil {
-		return "", fmt.Sprintf("redis-benchmark not found, and %s redis-tools failed: %v: %s", script, err, bytes.TrimSpace(out))
-	}
-	p, err := exec.LookPath("redis-benchmark")
-	if err != nil {
-		return "", fmt.Sprintf("redis-benchmark not found after %s redis-tools", script)
-	}
-	return p, ""
 }
 
 // rbAddrArgs are redis-benchmark's flags for kv's address.
@@ -219,9 +193,9 @@ func (b *bench) checkRB(what string, r rbResult) bool {
 // command time of the update scenario (0 if it did not run), sizes the
 // run through updates.
 func (b *bench) redisBench(bins [2]string, cmdMedian time.Duration) error {
-	path, why := b.findRedisBenchmark()
+	path := b.tools.path["redis-benchmark"]
 	if path == "" {
-		b.notes = append(b.notes, "redisbench: skipped: "+why)
+		b.notes = append(b.notes, "redisbench: skipped: "+b.tools.missing["redis-benchmark"])
 		return nil
 	}
 	u, err := b.newUpdater(bins)
@@ -330,28 +304,27 @@ func (b *bench) redisBench(bins [2]string, cmdMedian time.Duration) error {
 	if len(base.warnings)+len(thr.warnings) > 0 {
 		b.notes = append(b.notes, "redisbench: redis-benchmark warned (kv's CONFIG GET is an empty array; not an error): "+rbConfigWarning)
 	}
-	b.tables = append(b.tables, rbTable(base, thr, k))
+	b.sections = append(b.sections, rbTable(base, thr, k))
 	return nil
 }
 
-// rbTable prints requests per second (and p50) of both runs side by side.
-func rbTable(base, thr rbResult, k int) string {
-	var s strings.Builder
+// rbTable is requests per second (and p50) of both runs side by side.
+func rbTable(base, thr rbResult, k int) table {
 	cell := func(r rbResult, name string) string {
 		for _, t := range r.tests {
 			if t.name == name {
 				if t.p50 == "" {
 					return t.rps + "/s"
 				}
-				return fmt.Sprintf("%s/s p50 %sms", t.rps, t.p50)
+				return fmt.Sprintf("%s/s, p50 %sms", t.rps, t.p50)
 			}
 		}
 		return "-"
 	}
-	fmt.Fprintf(&s, "%-38s %26s %26s\n", fmt.Sprintf("redis-benchmark -c %d -q", rbClients),
-		fmt.Sprintf("no update, -n %d", base.n), fmt.Sprintf("%d updates, -n %d", k, thr.n))
+	t := table{title: fmt.Sprintf("redis-benchmark -c %d -q through live updates (one run each)", rbClients),
+		head: []string{"test", fmt.Sprintf("no update, -n %d", base.n), fmt.Sprintf("%d updates, -n %d", k, thr.n)}}
 	for _, name := range rbWant {
-		fmt.Fprintf(&s, "%-38s %26s %26s\n", name, cell(base, name), cell(thr, name))
+		t.add(name, cell(base, name), cell(thr, name))
 	}
-	return s.String()
+	return t
 }

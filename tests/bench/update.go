@@ -45,9 +45,16 @@ func (b *bench) liveUpdates() error {
 	}
 	var cmdMedian time.Duration
 	if b.opts.scenarios["update"] {
-		if cmdMedian, err = b.updateGap(bins); err != nil {
+		res, err := b.updateGap(bins)
+		if err != nil {
 			return err
 		}
+		cmdMedian = median(res.cmds)
+		s6, err := b.s6Restarts()
+		if err != nil {
+			return err
+		}
+		b.updateReport(res, s6)
 	}
 	if b.opts.scenarios["redisbench"] {
 		return b.redisBench(bins, cmdMedian)
@@ -164,22 +171,31 @@ func loadKeys(c *resp.Client, n int) error {
 	return nil
 }
 
-// updateGap is the update scenario. It returns the median command time
-// of the updates with keys, which sizes the redisbench scenario.
-func (b *bench) updateGap(bins [2]string) (time.Duration, error) {
+// updateResult is what the update scenario measured, for the table
+// beside s6's restarts.
+type updateResult struct {
+	gaps, cmds          []time.Duration // with the keys, per update
+	floorGaps           []time.Duration // with only the clients' keys
+	errs, wrong, fails  int             // failed requests, wrong replies, failed updates
+	before, after, want int64           // DBSIZE
+}
+
+// updateGap is the update scenario. The median command time of the
+// updates with keys sizes the redisbench scenario.
+func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 	k := b.opts.updates
 	u, err := b.newUpdater(bins)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// A persistent connection of our own, idle during the updates.
 	c, err := resp.DialAddr(b.kvAddr, time.Second)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer c.Close()
 	if _, err := kvDo(c, "FLUSHALL"); err != nil {
-		return 0, err
+		return nil, err
 	}
 	l := startLoad(b.kvAddr, time.Now())
 	running := true
@@ -188,58 +204,46 @@ func (b *bench) updateGap(bins [2]string) (time.Duration, error) {
 			l.stopAndWait()
 		}
 	}()
-	// Wait until every client has its two keys, hence is connected.
-	own := int64(2 * loadClients)
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		n, err := dbsize(c)
-		if err != nil {
-			return 0, err
-		}
-		if n >= own {
-			break
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("update: the clients made %d of their %d keys within 5s", n, own)
-		}
-		if err := b.sleep(10 * time.Millisecond); err != nil {
-			return 0, err
-		}
+	own, err := b.waitClients(c)
+	if err != nil {
+		return nil, err
 	}
 
 	floorWs, err := b.updatePhase(u, l, "0 extra keys", k)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	t := time.Now()
 	if err := loadKeys(c, b.opts.keys); err != nil {
-		return 0, fmt.Errorf("update: loading %d keys: %w", b.opts.keys, err)
+		return nil, fmt.Errorf("update: loading %d keys: %w", b.opts.keys, err)
 	}
 	loadTook := time.Since(t)
 	before, err := dbsize(c)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	keyWs, err := b.updatePhase(u, l, fmt.Sprintf("%d keys", b.opts.keys), k)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	running = false
 	if !l.stopAndWait() {
-		return 0, fmt.Errorf("update: a client did not stop within %v", loadRequestTimeout+5*time.Second)
+		return nil, fmt.Errorf("update: a client did not stop within %v", loadRequestTimeout+5*time.Second)
 	}
 	after, err := dbsize(c)
 	if err != nil {
-		return 0, fmt.Errorf("update: DBSIZE on the connection opened before the updates: %w", err)
+		return nil, fmt.Errorf("update: DBSIZE on the connection opened before the updates: %w", err)
 	}
 
-	keyCmd := b.updateRows(l, keyWs, fmt.Sprintf("%d keys", b.opts.keys))
-	b.updateRows(l, floorWs, "0 extra keys")
+	res := &updateResult{before: before, after: after, want: int64(b.opts.keys) + own, fails: u.failed}
+	res.gaps, res.cmds = b.updateRows(l, keyWs, fmt.Sprintf("%d keys", b.opts.keys))
+	res.floorGaps, _ = b.updateRows(l, floorWs, "0 extra keys")
 	b.notes = append(b.notes, fmt.Sprintf("update: %d+%d updates alternating %s, %v apart, %d failed; %d keys loaded (pipelined) in %v",
 		k, k, u.describe(), updateSpacing, u.failed, b.opts.keys, short(loadTook)))
-	errs, wrong, redials, gaveUp := 0, 0, 0, 0
+	redials, gaveUp := 0, 0
 	for _, lc := range l.clients {
-		errs += lc.errs
-		wrong += lc.wrong
+		res.errs += lc.errs
+		res.wrong += lc.wrong
 		redials += lc.redials
 		if lc.gaveUp {
 			gaveUp++
@@ -249,8 +253,8 @@ func (b *bench) updateGap(bins [2]string) (time.Duration, error) {
 		}
 	}
 	b.notes = append(b.notes, fmt.Sprintf("update: %d clients on persistent connections (INCR, SET, GET): %d requests, %d errors, %d wrong replies, %d redials, %d gave up",
-		loadClients, l.requests(), errs, wrong, redials, gaveUp))
-	if errs+wrong+gaveUp > 0 {
+		loadClients, l.requests(), res.errs, res.wrong, redials, gaveUp))
+	if res.errs+res.wrong+gaveUp > 0 {
 		b.bad = true
 	}
 	if d := l.outside(append(floorWs, keyWs...)); len(d) > 0 {
@@ -258,18 +262,39 @@ func (b *bench) updateGap(bins [2]string) (time.Duration, error) {
 		b.notes = append(b.notes, fmt.Sprintf("update: reply wait outside the updates: median %s, p99 %s, max %s over %d requests",
 			short(d[len(d)/2]), short(d[len(d)*99/100]), short(d[len(d)-1]), len(d)))
 	}
-	dbNote := fmt.Sprintf("update: DBSIZE %d before the updates with keys, %d after (want %d)", before, after, int64(b.opts.keys)+own)
-	if before != after || before != int64(b.opts.keys)+own {
+	dbNote := fmt.Sprintf("update: DBSIZE %d before the updates with keys, %d after (want %d)", before, after, res.want)
+	if before != after || before != res.want {
 		b.problem(dbNote)
 	} else {
 		b.notes = append(b.notes, dbNote)
 	}
-	return keyCmd, nil
+	return res, nil
 }
 
-// updateRows adds the gap and command rows of one phase and returns its
-// median command time.
-func (b *bench) updateRows(l *load, ws []window, name string) time.Duration {
+// waitClients waits until every load client has its two keys, hence is
+// connected, and returns how many keys that is.
+func (b *bench) waitClients(c *resp.Client) (int64, error) {
+	own := int64(2 * loadClients)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		n, err := dbsize(c)
+		if err != nil {
+			return own, err
+		}
+		if n >= own {
+			return own, nil
+		}
+		if time.Now().After(deadline) {
+			return own, fmt.Errorf("the load clients made %d of their %d keys within 5s", n, own)
+		}
+		if err := b.sleep(10 * time.Millisecond); err != nil {
+			return own, err
+		}
+	}
+}
+
+// updateRows adds the gap and command rows of one phase and returns
+// them.
+func (b *bench) updateRows(l *load, ws []window, name string) (gaps, cmds []time.Duration) {
 	gap := row{name: "update gap (" + name + ")"}
 	cmd := row{name: "update command (" + name + ")"}
 	for i, w := range ws {
@@ -285,10 +310,5 @@ func (b *bench) updateRows(l *load, ws []window, name string) time.Duration {
 		}
 	}
 	b.rows = append(b.rows, gap, cmd)
-	if len(cmd.d) == 0 {
-		return 0
-	}
-	d := slices.Clone(cmd.d)
-	slices.Sort(d)
-	return d[len(d)/2]
+	return gap.d, cmd.d
 }
