@@ -123,6 +123,9 @@ func startRS(t *testing.T, config string) *rsProc {
 	}
 	r.cmd = exec.Command(bin("rs"), args...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
+	// If the test binary dies (a -timeout panic, say) rs goes with it,
+	// and its services with rs.
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
