@@ -102,6 +102,8 @@ func startRS(dir, bin, config, level string) (*rsProc, error) {
 	r.logFile = f
 	r.cmd = exec.Command(filepath.Join(bin, "rs"), "--config", config, "--socket", r.sock, "--log-level", level)
 	r.cmd.Stdout, r.cmd.Stderr = f, f
+	// rs (and with it its services) dies with the campaign, even killed.
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := r.cmd.Start(); err != nil {
 		f.Close()
 		return nil, err
