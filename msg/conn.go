@@ -188,7 +188,7 @@ func (c *Conn) Recv() (Message, []*os.File, error) {
 	}
 	files, ferr := parseRights(b.oob[:oobn])
 	fail := func(e error) (Message, []*os.File, error) {
-		closeAll(files)
+		CloseFiles(files)
 		return Message{}, nil, e
 	}
 	switch {
@@ -231,17 +231,15 @@ func parseRights(oob []byte) ([]*os.File, error) {
 		}
 	}
 	if bad != nil {
-		closeAll(files)
+		CloseFiles(files)
 		return nil, bad
 	}
 	return files, nil
 }
 
-func closeAll(files []*os.File) {
+// CloseFiles closes every file; for callers that own a received batch.
+func CloseFiles(files []*os.File) {
 	for _, f := range files {
 		f.Close()
 	}
 }
-
-// CloseFiles closes every file; for callers that own a received batch.
-func CloseFiles(files []*os.File) { closeAll(files) }

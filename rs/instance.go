@@ -45,10 +45,10 @@ type instance struct {
 
 	pingSeq   uint64
 	pingOut   bool
-	pingGroup *pingGroup          // the group that pings it; nil when not pinged
-	pingAt    time.Time           // when the outstanding ping was sent, by the injected clock
-	pingSent  time.Time           // the same by the real clock, for the round trip
-	timers    [timerBackoff]Timer // one slot per instance timer kind
+	pingGroup *pingGroup // the group that pings it; nil when not pinged
+	pingAt    time.Time  // when the outstanding ping was sent, by the injected clock
+	pingSent  time.Time  // the same by the real clock, for the round trip
+	timers    [instanceTimers]Timer
 }
 
 // startInstance spawns svc's binary and sends init, with the fd store

@@ -155,10 +155,13 @@ type (
 type timerKind int
 
 const (
+	// An instance's timers, one slot each in instance.timers.
 	timerPingDeadline timerKind = iota
 	timerInit
 	timerEOF
-	timerBackoff
+	instanceTimers
+	// A service's timer.
+	timerBackoff = instanceTimers
 )
 
 // Start adds the configured services and starts them in dependency order.

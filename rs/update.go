@@ -29,7 +29,7 @@ type update struct {
 	svc     *service
 	old     *instance
 	new     *instance
-	spec    Spec // the spec the service has after a commit
+	spec    Spec // the service's spec (defaults applied) with the new binary
 	state   int
 	maxTime time.Duration
 	phase   updatePhase
@@ -102,7 +102,7 @@ func (s *Server) startUpdate(req Request, ev evRequest) {
 	u.new = newInst
 	svc.update = u
 	svc.state = StateUpdating
-	u.arm(s, spec.withDefaults().InitTimeout)
+	u.arm(s, spec.InitTimeout)
 	s.log.Info("update: new instance started", "label", req.Label, "pid", newInst.proc.Pid(), "binary", spec.Binary)
 	u.progress(fmt.Sprintf("new instance started: pid %d (%s)", newInst.proc.Pid(), spec.Binary))
 }
@@ -135,7 +135,7 @@ func (s *Server) updateTimer(ev evUpdateTimer) {
 	}
 	switch u.phase {
 	case phaseHello:
-		s.rollback(u, fmt.Sprintf("new instance did not start within %v", u.spec.withDefaults().InitTimeout))
+		s.rollback(u, fmt.Sprintf("new instance did not start within %v", u.spec.InitTimeout))
 	case phasePrepare:
 		s.rollback(u, fmt.Sprintf("prepare timed out after %v (state %d not reached)", u.maxTime, u.state))
 	}
@@ -204,7 +204,7 @@ func (s *Server) commit(u *update) {
 	stopTimer(&u.timer)
 	svc.update = nil
 	old := u.old
-	svc.spec = u.spec.withDefaults()
+	svc.spec = u.spec
 	for name, f := range u.pending {
 		if prev, ok := svc.fdstore[name]; ok {
 			prev.Close()

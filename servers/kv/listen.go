@@ -75,15 +75,13 @@ func keepPath(ln net.Listener) {
 	}
 }
 
-// listenerFile returns a dup of ln's socket as a file, to hand to rs.
-func listenerFile(ln net.Listener) (*os.File, error) {
-	switch l := ln.(type) {
-	case *net.TCPListener:
-		return l.File()
-	case *net.UnixListener:
-		return l.File()
+// socketFile returns a dup of a listener's or connection's socket as a
+// file, to hand to rs (TCP and unix ones have File).
+func socketFile(v any) (*os.File, error) {
+	if f, ok := v.(interface{ File() (*os.File, error) }); ok {
+		return f.File()
 	}
-	return nil, fmt.Errorf("listener of type %T has no file", ln)
+	return nil, fmt.Errorf("socket of type %T has no file", v)
 }
 
 // inheritListener turns a socket from the fd store back into a listener.

@@ -75,7 +75,7 @@ func TestListenerFileRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, err := listenerFile(ln)
+		f, err := socketFile(ln)
 		if err != nil {
 			t.Fatal(err)
 		}

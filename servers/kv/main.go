@@ -132,7 +132,7 @@ func (k *kv) initialize(s *sef.Service, in sef.Init) error {
 		return err
 	}
 	if !s.Standalone() {
-		f, err := listenerFile(k.ln)
+		f, err := socketFile(k.ln)
 		if err == nil {
 			err = s.StoreFD(listenerFD, f)
 			f.Close() // rs has its own copy now

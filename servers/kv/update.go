@@ -195,7 +195,7 @@ func (srv *server) saveState(w fileAdder) error {
 	sort.Slice(conns, func(i, j int) bool { return conns[i].c.RemoteAddr().String() < conns[j].c.RemoteAddr().String() })
 	e.uint(uint64(len(conns)))
 	for i, pc := range conns {
-		f, err := connFile(pc.c)
+		f, err := socketFile(pc.c)
 		if err != nil {
 			return fmt.Errorf("connection %d: %w", i, err)
 		}
@@ -214,16 +214,6 @@ func (srv *server) saveState(w fileAdder) error {
 		}
 	}
 	return e.flush(w)
-}
-
-func connFile(c net.Conn) (*os.File, error) {
-	switch c := c.(type) {
-	case *net.TCPConn:
-		return c.File()
-	case *net.UnixConn:
-		return c.File()
-	}
-	return nil, fmt.Errorf("connection of type %T has no file", c)
 }
 
 // restoredConn is a connection the old version handed over.

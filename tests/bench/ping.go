@@ -234,19 +234,31 @@ func msgFloor(n int) ([]time.Duration, error) {
 	}
 	go func() { // the echoing "service"; ends when a is closed
 		defer e.Close()
-		for {
-			m, _, err := e.Recv()
-			if err != nil {
-				return
-			}
-			if e.Send(&msg.Message{Kind: msg.KindPong, Seq: m.Seq}) != nil {
-				return
-			}
-		}
+		echo(e)
 	}()
+	return pingRounds(a, n, floorWarmup, 0)
+}
+
+// echo answers every ping on e with its pong until e fails or closes.
+func echo(e *msg.Conn) {
+	for {
+		m, _, err := e.Recv()
+		if err != nil {
+			return
+		}
+		if e.Send(&msg.Message{Kind: msg.KindPong, Seq: m.Seq}) != nil {
+			return
+		}
+	}
+}
+
+// pingRounds times n ping/pong round trips on a, after warmup untimed
+// ones, pause apart.
+func pingRounds(a *msg.Conn, n, warmup int, pause time.Duration) ([]time.Duration, error) {
 	a.SetReadDeadline(time.Now().Add(30 * time.Second))
 	d := make([]time.Duration, 0, n)
-	for i := range n + floorWarmup {
+	for i := range n + warmup {
+		time.Sleep(pause)
 		t := time.Now()
 		if err := a.Send(&msg.Message{Kind: msg.KindPing, Seq: uint64(i + 1)}); err != nil {
 			return d, err
@@ -258,7 +270,7 @@ func msgFloor(n int) ([]time.Duration, error) {
 		if m.Kind != msg.KindPong || m.Seq != uint64(i+1) {
 			return d, errors.New("round trip: not the pong expected")
 		}
-		if i >= floorWarmup {
+		if i >= warmup {
 			d = append(d, time.Since(t))
 		}
 	}
@@ -307,26 +319,7 @@ func procFloor(n int) ([]time.Duration, error) {
 			<-done
 		}
 	}()
-	a.SetReadDeadline(time.Now().Add(30 * time.Second))
-	d := make([]time.Duration, 0, n)
-	for i := range n + 5 {
-		time.Sleep(procFloorPause)
-		t := time.Now()
-		if err := a.Send(&msg.Message{Kind: msg.KindPing, Seq: uint64(i + 1)}); err != nil {
-			return d, err
-		}
-		m, _, err := a.Recv()
-		if err != nil {
-			return d, err
-		}
-		if m.Kind != msg.KindPong || m.Seq != uint64(i+1) {
-			return d, errors.New("round trip: not the pong expected")
-		}
-		if i >= 5 {
-			d = append(d, time.Since(t))
-		}
-	}
-	return d, nil
+	return pingRounds(a, n, 5, procFloorPause)
 }
 
 // echoMain is the re-executed bench as the process floor's echo.
@@ -339,13 +332,6 @@ func echoMain() {
 	if err != nil {
 		os.Exit(2)
 	}
-	for {
-		m, _, err := e.Recv()
-		if err != nil {
-			os.Exit(0)
-		}
-		if e.Send(&msg.Message{Kind: msg.KindPong, Seq: m.Seq}) != nil {
-			os.Exit(0)
-		}
-	}
+	echo(e)
+	os.Exit(0)
 }
