@@ -29,9 +29,22 @@ func Pair() (*os.File, *os.File, error) {
 // Conn is one end of a channel: one packet per message, fds beside it.
 // Recv is for one goroutine at a time; Send and TrySend may be called
 // concurrently with Recv.
+//
+// The socket is kept out of the runtime's poller, which would watch it
+// for writability too: then every packet the peer reads from its end
+// wakes this process's poller for nothing (and the peer's, the other way
+// round). Recv waits on a private epoll set that reports readability
+// only, made at the first Recv; a Conn read through a Mux never needs one.
 type Conn struct {
-	uc  *net.UnixConn
-	raw syscall.RawConn
+	sock    *os.File        // blocking mode: not in the runtime's poller
+	sockRaw syscall.RawConn // for the fd, reference-counted against Close
+
+	mu     sync.Mutex
+	closed bool
+	ep     *os.File // sock's readability, for Recv; in the runtime's poller
+	epRaw  syscall.RawConn
+	mux    *Mux // the Mux reading it, if any
+	token  uint64
 }
 
 // recvBuf is where one packet and its control data land. Buffers are
@@ -47,31 +60,117 @@ var recvBufs = sync.Pool{New: func() any {
 }}
 
 // NewConn wraps a SOCK_SEQPACKET socket. It takes ownership of f: f is
-// closed, the Conn keeps its own descriptor in the runtime's poller.
+// closed, the Conn keeps its own descriptor.
 func NewConn(f *os.File) (*Conn, error) {
 	defer f.Close()
-	c, err := net.FileConn(f)
+	fd, err := rawFD(f)
 	if err != nil {
 		return nil, fmt.Errorf("channel: %w", err)
 	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return nil, fmt.Errorf("channel: %T is not a unix socket", c)
-	}
-	raw, err := uc.SyscallConn()
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
-		uc.Close()
 		return nil, fmt.Errorf("channel: %w", err)
 	}
-	return &Conn{uc: uc, raw: raw}, nil
+	if typ != unix.SOCK_SEQPACKET {
+		return nil, fmt.Errorf("channel: socket type %d is not SOCK_SEQPACKET", typ)
+	}
+	sfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("channel: dup: %w", err)
+	}
+	// Blocking mode keeps os.NewFile from registering it with the poller;
+	// every read and TrySend says MSG_DONTWAIT itself.
+	if err := unix.SetNonblock(sfd, false); err != nil {
+		unix.Close(sfd)
+		return nil, fmt.Errorf("channel: %w", err)
+	}
+	c := &Conn{sock: os.NewFile(uintptr(sfd), "channel")}
+	if c.sockRaw, err = c.sock.SyscallConn(); err != nil {
+		c.sock.Close()
+		return nil, fmt.Errorf("channel: %w", err)
+	}
+	return c, nil
 }
 
-// Close closes the channel; a blocked Recv returns.
-func (c *Conn) Close() error { return c.uc.Close() }
+// waiter returns the private epoll set Recv waits on, made on first use.
+func (c *Conn) waiter() (*os.File, syscall.RawConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, net.ErrClosed
+	}
+	if c.epRaw != nil {
+		return c.ep, c.epRaw, nil
+	}
+	var ep *os.File
+	var err error
+	if cerr := c.sockRaw.Control(func(fd uintptr) { ep, err = newEpoll("channel-epoll", int(fd)) }); cerr != nil {
+		return nil, nil, cerr
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("channel: %w", err)
+	}
+	raw, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		return nil, nil, fmt.Errorf("channel: %w", err)
+	}
+	c.ep, c.epRaw = ep, raw
+	return ep, raw, nil
+}
+
+// newEpoll returns a nonblocking epoll fd, watched by the runtime's
+// poller, with fds in its set for readability (level-triggered): the
+// epoll fd is readable while one of them is.
+func newEpoll(name string, fds ...int) (*os.File, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	for _, fd := range fds {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			unix.Close(epfd)
+			return nil, fmt.Errorf("epoll: %w", err)
+		}
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	return os.NewFile(uintptr(epfd), name), nil // nonblocking: in the poller
+}
+
+// Close closes the channel and takes it out of its Mux. A blocked Recv
+// returns net.ErrClosed; so does a Send blocked on a full queue (the
+// socket is shut down first).
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return net.ErrClosed
+	}
+	c.closed = true
+	ep, mux := c.ep, c.mux
+	c.mu.Unlock()
+	if mux != nil {
+		mux.remove(c)
+	}
+	c.sockRaw.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+	if ep != nil {
+		ep.Close()
+	}
+	return c.sock.Close()
+}
 
 // SetReadDeadline bounds the next Recv; the zero time removes the bound.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	ep, _, err := c.waiter()
+	if err != nil {
+		return err
+	}
+	return ep.SetReadDeadline(t)
+}
 
 // Send writes m with fds attached, waiting while the peer's queue is full.
 // The caller keeps ownership of fds; they may be closed once Send returns.
@@ -119,15 +218,23 @@ func (c *Conn) SendRaw(b []byte, files []*os.File, nowait bool) error {
 		flags |= unix.MSG_DONTWAIT
 	}
 	var serr error
-	err := c.raw.Write(func(fd uintptr) bool {
+	err := c.sockRaw.Control(func(fd uintptr) {
 		for {
-			serr = unix.Sendmsg(int(fd), b, oob, nil, flags)
-			if serr == unix.EINTR {
-				continue
+			// Without MSG_DONTWAIT this blocks the thread while the
+			// peer's queue is full; Close's shutdown ends the wait.
+			if nowait {
+				serr = rawSendmsg(int(fd), b, oob, flags)
+			} else {
+				serr = unix.Sendmsg(int(fd), b, oob, nil, flags)
 			}
-			return nowait || serr != unix.EAGAIN
+			if serr != unix.EINTR {
+				return
+			}
 		}
 	})
+	if errors.Is(err, os.ErrClosed) {
+		err = net.ErrClosed
+	}
 	// The kernel took its own references; ours must live until here.
 	runtime.KeepAlive(files)
 	if err == nil {
@@ -159,29 +266,65 @@ func rawFD(f *os.File) (int, error) {
 // then owns. A closed peer gives io.EOF. A malformed packet gives an error
 // wrapping a sentinel of this package, with any fds already closed.
 func (c *Conn) Recv() (Message, []*os.File, error) {
-	var n, oobn, rflags int
-	var rerr error
-	var b *recvBuf
-	err := c.raw.Read(func(fd uintptr) bool {
-		b = recvBufs.Get().(*recvBuf)
+	_, ep, err := c.waiter()
+	if err != nil {
+		return Message{}, nil, err
+	}
+	var p packet
+	// The epoll fd's readiness stands for the socket's.
+	err = ep.Read(func(uintptr) bool { return p.read(c) != unix.EAGAIN })
+	if err == nil {
+		err = p.err
+	}
+	return p.message(err)
+}
+
+// TryRecv is Recv that never waits: nothing queued gives ErrWouldBlock.
+func (c *Conn) TryRecv() (Message, []*os.File, error) {
+	var p packet
+	if err := p.read(c); err == unix.EAGAIN {
+		return Message{}, nil, ErrWouldBlock
+	}
+	return p.message(p.err)
+}
+
+// packet is one read in progress.
+type packet struct {
+	b               *recvBuf
+	n, oobn, rflags int
+	err             error
+}
+
+// read reads one packet without waiting and returns its error (EAGAIN
+// when there is none); a buffer is held only when a packet came.
+func (p *packet) read(c *Conn) error {
+	cerr := c.sockRaw.Control(func(fd uintptr) {
+		p.b = recvBufs.Get().(*recvBuf)
 		for {
-			n, oobn, rflags, _, rerr = unix.Recvmsg(int(fd), b.data[:], b.oob, unix.MSG_CMSG_CLOEXEC)
-			if rerr == unix.EINTR {
-				continue
+			p.n, p.oobn, p.rflags, p.err = rawRecvmsg(int(fd), p.b.data[:], p.b.oob, unix.MSG_CMSG_CLOEXEC)
+			if p.err != unix.EINTR {
+				break
 			}
-			if rerr == unix.EAGAIN {
-				recvBufs.Put(b) // not while waiting
-				b = nil
-				return false
-			}
-			return true
+		}
+		if p.err == unix.EAGAIN {
+			recvBufs.Put(p.b) // not while waiting
+			p.b = nil
 		}
 	})
+	if cerr != nil {
+		p.err = cerr
+	}
+	return p.err
+}
+
+// message decodes the packet read, or returns err; the buffer goes back.
+func (p *packet) message(err error) (Message, []*os.File, error) {
+	b, n, oobn, rflags := p.b, p.n, p.oobn, p.rflags
 	if b != nil {
 		defer recvBufs.Put(b)
 	}
-	if err == nil {
-		err = rerr
+	if errors.Is(err, os.ErrClosed) {
+		err = net.ErrClosed
 	}
 	if err != nil {
 		return Message{}, nil, err

@@ -1,6 +1,7 @@
 package msg
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -24,7 +25,15 @@ func FuzzDecode(f *testing.F) {
 		}
 		f.Add(b, len(m.Names))
 	}
+	f.Add(appendHeartbeat(nil, KindPing, 1<<40), 0)
 	f.Fuzz(func(t *testing.T, b []byte, nfds int) {
+		if hb, ok := decodeHeartbeat(b); ok {
+			// The shortcut reads nothing the general decoder reads otherwise.
+			m, err := decodeGeneral(b, 0)
+			if err != nil || !reflect.DeepEqual(m, hb) {
+				t.Fatalf("heartbeat shortcut read %+v, general decoder %+v, %v", hb, m, err)
+			}
+		}
 		m, err := Decode(b, nfds)
 		if err != nil {
 			return

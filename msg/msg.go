@@ -2,6 +2,7 @@ package msg
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -118,6 +119,9 @@ var (
 
 // Encode returns the packet for m.
 func Encode(m *Message) ([]byte, error) {
+	if seq, ok := m.heartbeat(); ok {
+		return appendHeartbeat(make([]byte, 0, heartbeatMax), m.Kind, seq), nil
+	}
 	if err := m.Validate(-1); err != nil {
 		return nil, err
 	}
@@ -138,6 +142,17 @@ func Decode(b []byte, nfds int) (Message, error) {
 	if len(b) > MaxPacket {
 		return m, fmt.Errorf("%d bytes: %w", len(b), ErrOversized)
 	}
+	if nfds == 0 {
+		if m, ok := decodeHeartbeat(b); ok {
+			return m, nil
+		}
+	}
+	return decodeGeneral(b, nfds)
+}
+
+// decodeGeneral is Decode without the heartbeat shortcut.
+func decodeGeneral(b []byte, nfds int) (Message, error) {
+	var m Message
 	if err := Scan(b); err != nil {
 		return m, err
 	}
@@ -209,4 +224,65 @@ func (m *Message) Validate(nfds int) error {
 		}
 	}
 	return nil
+}
+
+// Pings and pongs are nearly all the traffic: one of each per service per
+// period. They skip msgpack's reflection both ways. The encoding is the
+// map {k: kind, q: seq}, which the general decoder reads the same (the
+// tests hold both paths to it); decodeHeartbeat takes only the shapes
+// below and leaves anything else to the general decoder.
+const heartbeatMax = 16
+
+// heartbeat tells whether m is a valid ping or pong and nothing else.
+func (m *Message) heartbeat() (uint64, bool) {
+	if m.Kind != KindPing && m.Kind != KindPong || m.Seq == 0 {
+		return 0, false
+	}
+	if m.Version != 0 || m.InitType != 0 || m.Label != "" || m.Restarts != 0 ||
+		m.State != 0 || m.MaxTime != 0 || m.Err != "" || m.Names != nil {
+		return 0, false
+	}
+	return m.Seq, true
+}
+
+func appendHeartbeat(b []byte, k Kind, seq uint64) []byte {
+	b = append(b, 0x82, 0xa1, 'k', byte(k), 0xa1, 'q', 0xcf)
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+// decodeHeartbeat reads {k: 3|4, q: seq > 0} with k a positive fixint
+// or uint8 and q any unsigned msgpack integer, and nothing after it.
+func decodeHeartbeat(b []byte) (Message, bool) {
+	if len(b) < 7 || b[0] != 0x82 || b[1] != 0xa1 || b[2] != 'k' {
+		return Message{}, false
+	}
+	i := 3
+	if b[i] == 0xcc {
+		i++
+	}
+	k := Kind(b[i])
+	i++
+	if k != KindPing && k != KindPong || len(b) < i+3 || b[i] != 0xa1 || b[i+1] != 'q' {
+		return Message{}, false
+	}
+	i += 2
+	var seq uint64
+	switch rest := b[i+1:]; {
+	case b[i] <= 0x7f && len(rest) == 0:
+		seq = uint64(b[i])
+	case b[i] == 0xcc && len(rest) == 1:
+		seq = uint64(rest[0])
+	case b[i] == 0xcd && len(rest) == 2:
+		seq = uint64(binary.BigEndian.Uint16(rest))
+	case b[i] == 0xce && len(rest) == 4:
+		seq = uint64(binary.BigEndian.Uint32(rest))
+	case b[i] == 0xcf && len(rest) == 8:
+		seq = binary.BigEndian.Uint64(rest)
+	default:
+		return Message{}, false
+	}
+	if seq == 0 {
+		return Message{}, false
+	}
+	return Message{Kind: k, Seq: seq}, true
 }

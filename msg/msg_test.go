@@ -6,9 +6,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,6 +40,45 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got, m)
 			}
 		})
+	}
+}
+
+// The ping and pong shortcut and msgpack's reflection agree both ways.
+func TestHeartbeatShortcut(t *testing.T) {
+	for _, k := range []Kind{KindPing, KindPong} {
+		for _, seq := range []uint64{1, 127, 128, 255, 256, 65535, 65536, 1<<32 - 1, 1 << 32, 1<<64 - 1} {
+			m := Message{Kind: k, Seq: seq}
+			fast, err := Encode(&m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := decodeGeneral(fast, 0); err != nil || !reflect.DeepEqual(got, m) {
+				t.Errorf("%+v: shortcut's bytes % x read by msgpack as %+v, %v", m, fast, got, err)
+			}
+			slow, err := msgpack.Marshal(&m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, ok := decodeHeartbeat(slow); !ok || !reflect.DeepEqual(got, m) {
+				t.Errorf("%+v: msgpack's bytes % x read by the shortcut as %+v, %v", m, slow, got, ok)
+			}
+		}
+	}
+	// Not a heartbeat alone: the general path decides.
+	for _, m := range []Message{
+		{Kind: KindPing, Seq: 1, Label: "x"},
+		{Kind: KindPong},
+		{Kind: KindStop, Seq: 3},
+	} {
+		if _, ok := m.heartbeat(); ok {
+			t.Errorf("%+v taken for a heartbeat", m)
+		}
+	}
+	if _, err := Decode(appendHeartbeat(nil, KindPong, 0), 0); !errors.Is(err, ErrMalformed) {
+		t.Errorf("pong with seq 0: %v, want ErrMalformed", err)
+	}
+	if _, err := Decode(appendHeartbeat(nil, KindPong, 5), 1); !errors.Is(err, ErrFDMismatch) {
+		t.Errorf("pong with an fd: %v, want ErrFDMismatch", err)
 	}
 }
 

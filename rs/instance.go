@@ -21,9 +21,9 @@ const maxStoredFDs = 64
 // still alive this long after closing its channel is faulty.
 const eofGrace = 100 * time.Millisecond
 
-// instance is one process of a service. Its fields belong to the loop;
-// two goroutines serve it (a channel reader and the process's waiter),
-// and both end when the process has exited and the channel is closed.
+// instance is one process of a service. Its fields belong to the loop.
+// The server's Mux reads its channel; one goroutine (wait) bridges its
+// process's exit to the loop and ends with it.
 type instance struct {
 	s    *Server
 	svc  *service
@@ -31,7 +31,7 @@ type instance struct {
 	proc *proc.Process
 	conn *msg.Conn
 
-	readDone chan struct{} // closed when read has posted its last event
+	readDone chan struct{} // closed when the channel's last event is posted
 
 	hello        bool // the service said hello
 	running      bool // init succeeded
@@ -93,7 +93,16 @@ func spawnInstance(s *Server, svc *service, spec Spec, id uint64) (*instance, er
 		return nil, err
 	}
 	inst := &instance{s: s, svc: svc, id: id, proc: p, conn: conn, readDone: make(chan struct{})}
-	go inst.read()
+	mux, err := s.reader()
+	if err == nil {
+		err = mux.Add(conn, inst)
+	}
+	if err != nil {
+		conn.Close()
+		p.Kill()
+		<-p.Done()
+		return nil, err
+	}
 	go inst.wait()
 	return inst, nil
 }
@@ -137,19 +146,6 @@ func checkBinary(path string) error {
 		return fmt.Errorf("binary %s: not an executable file", path)
 	}
 	return nil
-}
-
-// read forwards every packet to the loop; it ends at the first error,
-// which is forwarded too (io.EOF when the service closed its end).
-func (inst *instance) read() {
-	defer close(inst.readDone)
-	for {
-		m, files, err := inst.conn.Recv()
-		inst.s.post(evMessage{inst: inst, m: m, files: files, err: err, at: time.Now()})
-		if err != nil {
-			return
-		}
-	}
 }
 
 // wait is the bridge from the process's one waiter to the loop. The exit

@@ -61,6 +61,8 @@ type Server struct {
 	nextID     uint64
 	shutdown   *shutdownState
 	pingGroups map[time.Duration]*pingGroup
+	mux        *msg.Mux // reads every instance's channel, from Run on
+	muxErr     error    // why there is no mux: every spawn fails with it
 }
 
 // service is one row of the table, living across instances.
@@ -105,6 +107,7 @@ func New(opts Options) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.mux, s.muxErr = msg.NewMux()
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
@@ -129,7 +132,8 @@ type (
 		reply chan<- Reply // final reply; progress goes to progress
 		prog  chan<- string
 	}
-	evMessage struct {
+	evMessages []evMessage // one pass of the Mux
+	evMessage  struct {
 		inst  *instance
 		m     msg.Message
 		files []*os.File
@@ -215,14 +219,20 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // every service has stopped.
 func (s *Server) Run() {
 	defer close(s.done)
+	if s.mux != nil {
+		go s.mux.Run(s.deliver)
+		defer s.mux.Close()
+	}
 	for ev := range s.events {
 		switch ev := ev.(type) {
 		case evStart:
 			s.addConfigured(ev.specs)
 		case evRequest:
 			s.request(ev)
-		case evMessage:
-			s.message(ev)
+		case evMessages:
+			for _, m := range ev {
+				s.message(m)
+			}
 		case evExit:
 			s.exited(ev.inst, ev.exit)
 		case evTimer:
@@ -605,6 +615,30 @@ func (s *Server) timer(ev evTimer) {
 		}
 	case timerEOF:
 		inst.faulty("faulty: closed its channel", nil)
+	}
+}
+
+// reader returns the Mux that reads every channel.
+func (s *Server) reader() (*msg.Mux, error) {
+	if s.mux == nil {
+		return nil, s.muxErr
+	}
+	return s.mux, nil
+}
+
+// deliver posts one pass of the Mux to the loop. A channel's last event
+// closes its instance's readDone once posted, so that the exit, which
+// waits for it, comes after every packet.
+func (s *Server) deliver(batch []msg.Delivery) {
+	evs := make(evMessages, len(batch))
+	for i, d := range batch {
+		evs[i] = evMessage{inst: d.Key.(*instance), m: d.Msg, files: d.Files, err: d.Err, at: d.At}
+	}
+	s.post(evs)
+	for _, ev := range evs {
+		if ev.err != nil {
+			close(ev.inst.readDone)
+		}
 	}
 }
 

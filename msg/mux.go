@@ -1,0 +1,165 @@
+package msg
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mux reads many Conns from one goroutine: one epoll set holds every
+// channel for readability, Run takes what is ready in one pass and hands
+// it over as one batch. At a thousand services a burst of pongs then
+// costs one wake-up and one recvmsg each, not a goroutine wake-up and a
+// second recvmsg (the one that says EAGAIN) each.
+type Mux struct {
+	ep    *os.File
+	epRaw syscall.RawConn
+
+	mu    sync.Mutex
+	next  uint64
+	conns map[uint64]*muxEntry
+}
+
+type muxEntry struct {
+	c   *Conn
+	key any
+}
+
+// Delivery is one packet, or the end of one channel, read by a Mux.
+type Delivery struct {
+	Key   any // given to Add
+	Msg   Message
+	Files []*os.File // owned by the receiver of the delivery
+	// Err ends the channel's deliveries: io.EOF when the peer closed it,
+	// a sentinel of this package for a malformed packet.
+	Err error
+	At  time.Time // when it was read
+}
+
+// NewMux returns an empty Mux; Run reads it, Close ends it.
+func NewMux() (*Mux, error) {
+	ep, err := newEpoll("mux-epoll")
+	if err != nil {
+		return nil, fmt.Errorf("mux: %w", err)
+	}
+	raw, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		return nil, fmt.Errorf("mux: %w", err)
+	}
+	return &Mux{ep: ep, epRaw: raw, conns: map[uint64]*muxEntry{}}, nil
+}
+
+// Add has Run read c, its deliveries carrying key, until c fails or is
+// closed. A Conn is read by one Mux and never by Recv besides.
+func (m *Mux) Add(c *Conn, key any) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	if c.mux != nil || c.ep != nil {
+		return errors.New("mux: channel is read already")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.next++
+	token := m.next
+	var err error
+	cerr := m.epRaw.Control(func(epfd uintptr) {
+		err = c.sockRaw.Control(func(fd uintptr) {
+			// The token, not the fd, names the entry: an fd number is
+			// reused as soon as it is closed.
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(token), Pad: int32(token >> 32)}
+			err = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, int(fd), &ev)
+		})
+	})
+	if cerr != nil {
+		return fmt.Errorf("mux: %w", cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("mux: %w", err)
+	}
+	m.conns[token] = &muxEntry{c: c, key: key}
+	c.mux, c.token = m, token
+	return nil
+}
+
+// remove takes c out of the set; no delivery for it follows.
+func (m *Mux) remove(c *Conn) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.conns[c.token]; !ok {
+		return
+	}
+	delete(m.conns, c.token)
+	m.epRaw.Control(func(epfd uintptr) {
+		c.sockRaw.Control(func(fd uintptr) {
+			unix.EpollCtl(int(epfd), unix.EPOLL_CTL_DEL, int(fd), nil)
+		})
+	})
+}
+
+// Run reads until Close, handing each pass's packets to deliver in the
+// order read. The batch is reused once deliver returns. A delivery with
+// Err set is the last for its key.
+func (m *Mux) Run(deliver func([]Delivery)) {
+	events := make([]unix.EpollEvent, 256)
+	var ready []*muxEntry
+	var batch []Delivery
+	for {
+		n := 0
+		var werr error
+		err := m.epRaw.Read(func(epfd uintptr) bool {
+			for {
+				n, werr = rawEpollPoll(int(epfd), events)
+				if werr != unix.EINTR {
+					return n > 0 || werr != nil
+				}
+			}
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			return // closed
+		}
+		ready = ready[:0]
+		m.mu.Lock()
+		for _, ev := range events[:n] {
+			if e, ok := m.conns[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]; ok {
+				ready = append(ready, e)
+			}
+		}
+		m.mu.Unlock()
+		// One packet per ready channel per pass: the set is
+		// level-triggered, so a channel with more is ready again at the
+		// next pass, and reading on until EAGAIN would cost a second
+		// recvmsg for the usual single pong. A channel that floods gets
+		// one packet per pass like every other.
+		batch = batch[:0]
+		for _, e := range ready {
+			msg, files, err := e.c.TryRecv()
+			if err == ErrWouldBlock {
+				continue
+			}
+			batch = append(batch, Delivery{Key: e.key, Msg: msg, Files: files, Err: err, At: time.Now()})
+			if err != nil {
+				m.remove(e.c)
+			}
+		}
+		if len(batch) > 0 {
+			deliver(batch)
+			clear(batch)
+		}
+	}
+}
+
+// Close ends Run. The Conns stay open; their owners close them.
+func (m *Mux) Close() error { return m.ep.Close() }
