@@ -46,6 +46,7 @@ type instance struct {
 	pingSeq   uint64
 	pingOut   bool
 	pingGroup *pingGroup // the group that pings it; nil when not pinged
+	pingSlot  int        // its slot in pingGroup
 	pingAt    time.Time  // when the outstanding ping was sent, by the injected clock
 	pingSent  time.Time  // the same by the real clock, for the round trip
 	timers    [instanceTimers]Timer

@@ -244,7 +244,7 @@ func (s *Server) Run() {
 		case evFunc:
 			ev()
 		case evPingTick:
-			s.pingTick(ev.g)
+			s.pingTick(ev)
 		}
 		if s.shutdown != nil && s.shutdownStep() {
 			for _, r := range s.shutdown.replies {
