@@ -1,10 +1,13 @@
 package proc
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -158,6 +161,43 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 func (p *Process) Exit() Exit {
 	<-p.done
 	return p.exit
+}
+
+// Exiting tells whether the process has begun to exit (the kernel's
+// PF_EXITING on its main thread), before it can be reaped. Its pid cannot
+// have been reused: rs, its parent, has not reaped it. A process that is
+// gone or reaped counts as exiting.
+func (p *Process) Exiting() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	flags, ok := statFlags(b)
+	return !ok || flags&pfExiting != 0
+}
+
+// pfExiting is PF_EXITING of include/linux/sched.h.
+const pfExiting = 0x4
+
+// statFlags returns field 9 (flags) of a /proc/<pid>/stat line. The
+// command name, field 2, may hold spaces and parentheses: the fields
+// after it start after its last ')'.
+func statFlags(b []byte) (uint64, bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:])) // state ppid pgrp session tty tpgid flags ...
+	if len(f) < 7 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(f[6], 10, 64)
+	return v, err == nil
 }
 
 // Signal sends sig to the process only.

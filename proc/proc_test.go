@@ -218,3 +218,31 @@ func TestStartMissingBinary(t *testing.T) {
 		t.Fatalf("Start of a missing binary: %v", err)
 	}
 }
+
+func TestStatFlags(t *testing.T) {
+	for line, want := range map[string]uint64{
+		"42 (kv) S 1 42 42 0 -1 4194560 12 0":      4194560,
+		"42 (a b) c)) R 1 42 42 0 -1 4194308 12 0": 4194308,
+		"42 (x) Z 1 42 42 0 -1 4 0":                4,
+	} {
+		if got, ok := statFlags([]byte(line)); !ok || got != want {
+			t.Errorf("%q: %d, %v; want %d", line, got, ok, want)
+		}
+	}
+	if _, ok := statFlags([]byte("42 (kv) S 1")); ok {
+		t.Error("a short line parsed")
+	}
+}
+
+// A live process is not exiting; once killed and reaped it is.
+func TestExiting(t *testing.T) {
+	p := start(t, "sleep", "", nil)
+	if p.Exiting() {
+		t.Fatal("a sleeping process reads as exiting")
+	}
+	p.Kill()
+	waitDone(t, p)
+	if !p.Exiting() {
+		t.Fatal("a reaped process reads as not exiting")
+	}
+}

@@ -41,6 +41,7 @@ type instance struct {
 	stopping     bool   // rs asked it to stop
 	standby      bool   // a warm standby, not yet given its init
 	exited       bool   // reaped and closed
+	replaced     bool   // died and its standby took over before the reap
 	fault        string // why rs killed it, for last_exit
 
 	pingSeq   uint64
@@ -250,6 +251,9 @@ func (inst *instance) channelFailed(err error) {
 	// resets it) is judged after eofGrace; bad packets are faults now.
 	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 		if inst.stopping {
+			return
+		}
+		if inst.s.takeOverEarly(inst) {
 			return
 		}
 		// Pings cannot be answered now; the closed channel is judged

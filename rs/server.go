@@ -370,26 +370,16 @@ func (s *Server) replyUp(svc *service, r Reply) {
 func (s *Server) crashed(svc *service, ran time.Duration) {
 	label := svc.spec.Label
 	now := s.clock.Now()
-	if ran >= svc.spec.BackoffReset {
-		svc.fails = 0
-	}
-	svc.fails++
-	cut := now.Add(-svc.spec.RestartWindow)
-	kept := svc.history[:0]
-	for _, t := range svc.history {
-		if t.After(cut) {
-			kept = append(kept, t)
-		}
-	}
-	svc.history = kept
-	if svc.spec.MaxRestarts >= 0 && len(svc.history) >= svc.spec.MaxRestarts {
+	fails, failed := s.restartVerdict(svc, ran)
+	svc.fails = fails
+	if failed {
 		svc.state = StateFailed
 		s.log.Error("failed: too many restarts", "label", label,
 			"restarts", len(svc.history), "window", svc.spec.RestartWindow, "last_exit", svc.lastExit)
 		return
 	}
 	svc.history = append(svc.history, now)
-	delay := backoffDelay(svc.spec, svc.fails)
+	delay := backoffDelay(svc.spec, fails)
 	if delay == 0 {
 		s.reincarnate(svc)
 		return
@@ -399,6 +389,27 @@ func (s *Server) crashed(svc *service, ran time.Duration) {
 	svc.backoff = s.clock.AfterFunc(delay, func() {
 		s.post(evTimer{svc: svc, kind: timerBackoff})
 	})
+}
+
+// restartVerdict says what a crash after ran of running does to svc: the
+// count of consecutive failures it makes, and whether the rate limit
+// fails the service. It drops restarts older than the window from the
+// history and changes nothing else.
+func (s *Server) restartVerdict(svc *service, ran time.Duration) (fails int, failed bool) {
+	fails = svc.fails
+	if ran >= svc.spec.BackoffReset {
+		fails = 0
+	}
+	fails++
+	cut := s.clock.Now().Add(-svc.spec.RestartWindow)
+	kept := svc.history[:0]
+	for _, t := range svc.history {
+		if t.After(cut) {
+			kept = append(kept, t)
+		}
+	}
+	svc.history = kept
+	return fails, svc.spec.MaxRestarts >= 0 && len(svc.history) >= svc.spec.MaxRestarts
 }
 
 // backoffDelay: the first restart is immediate, then base doubling to cap.
@@ -435,6 +446,13 @@ func (s *Server) exited(inst *instance, exit proc.Exit) {
 		if svc.standby == inst {
 			s.standbyExited(svc, inst, reason)
 		}
+		return
+	}
+	if inst.replaced {
+		// Its standby took over when its channel closed (takeOverEarly);
+		// the exit only says why it died.
+		svc.lastExit = reason
+		s.log.Warn("exited", "label", svc.spec.Label, "pid", inst.proc.Pid(), "reason", reason, "cpu", exit.CPU, "replaced", true)
 		return
 	}
 	if svc.inst != inst {

@@ -110,3 +110,35 @@ func (s *Server) clone(label string, want bool) (string, error) {
 	}
 	return fmt.Sprintf("%s: standby pid %d", label, svc.standby.proc.Pid()), nil
 }
+
+// takeOverEarly: the channel of a running instance closed and its process
+// is exiting. The kernel closes a dying process's files just before it
+// reports the death, but rs's reaction to the report (reap, exit event)
+// costs about a quarter of a millisecond; so when a standby is ready and
+// the crash would be restarted at once, the standby takes over now. Only
+// under restart = "always": the exit status is not known yet. The exit,
+// when reaped, fills in last_exit. It reports whether it took over.
+func (s *Server) takeOverEarly(inst *instance) bool {
+	svc := inst.svc
+	sb := svc.standby
+	if svc.inst != inst || !inst.running || inst.stopping || inst.fault != "" ||
+		svc.state != StateRunning || svc.update != nil || s.shutdown != nil ||
+		svc.spec.Restart != RestartAlways || len(svc.onStopped) > 0 ||
+		sb == nil || sb.exited || sb.fault != "" {
+		return false
+	}
+	ran := s.clock.Now().Sub(inst.runningSince)
+	if fails, failed := s.restartVerdict(svc, ran); failed || backoffDelay(svc.spec, fails) != 0 {
+		return false // not restarted at once: the usual path decides at the exit
+	}
+	if !inst.proc.Exiting() {
+		return false // alive with its channel closed: faulty, after eofGrace
+	}
+	inst.replaced = true
+	s.pingLeave(inst)
+	svc.inst = nil
+	svc.rtt = 0
+	svc.lastExit = "exiting (its exit status follows)"
+	s.crashed(svc, ran)
+	return true
+}

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -193,6 +194,9 @@ func channelFromEnv() (*msg.Conn, error) {
 }
 
 func (s *Service) receiveInit() (Init, error) {
+	// Load the local time zone now, not at the first log line after init:
+	// a standby that takes over would read /etc/localtime on its way.
+	time.Now().Zone()
 	// No deadline: a standby waits here, exec'd and ready, until rs needs
 	// it. rs bounds every init it starts, and if rs dies the channel
 	// closes and Recv returns.

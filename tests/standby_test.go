@@ -21,10 +21,17 @@ func TestStandby(t *testing.T) {
 
 	// Crash: the standby becomes the instance.
 	syscall.Kill(st.Pid, syscall.SIGKILL)
-	next := r.waitFor2("kv", func(n rs.Status) bool { return n.State == rs.StateRunning && n.Pid != st.Pid })
+	// The standby takes over as soon as the channel closes, before the
+	// reap; last_exit is filled in when the exit is reaped.
+	next := r.waitFor2("kv", func(n rs.Status) bool {
+		return n.State == rs.StateRunning && n.Pid != st.Pid && n.LastExit != "exiting (its exit status follows)"
+	})
 	if next.Pid != st.StandbyPid || next.LastExit != "terminated: SIGKILL" || next.Restarts != 1 {
 		t.Fatalf("after the crash: %+v; want pid %d (the standby)", next, st.StandbyPid)
 	}
+	r.waitFor("the log to say the standby took over before the reap", func() bool {
+		return strings.Contains(r.log.String(), "replaced=true")
+	})
 	if kvPid(t, addr) != next.Pid {
 		t.Fatal("the promoted standby does not serve")
 	}
