@@ -426,8 +426,8 @@ func backoffDelay(spec Spec, fails int) time.Duration {
 
 func (s *Server) reincarnate(svc *service) {
 	svc.restarts++
+	s.spawn(svc) // first: a standby's init goes out before the log line
 	s.log.Info("reincarnating", "label", svc.spec.Label, "reason", svc.lastExit, "restarts", svc.restarts)
-	s.spawn(svc)
 }
 
 // exited handles the end of an instance's process.
