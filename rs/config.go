@@ -121,6 +121,7 @@ type configParser struct {
 	file string
 	dir  string // absolute directory of file
 	md   *toml.MetaData
+	kids map[string][]string // names under each key path (joined by NUL), in file order
 }
 
 func (c *configParser) errorf(line int, format string, args ...any) error {
@@ -128,28 +129,24 @@ func (c *configParser) errorf(line int, format string, args ...any) error {
 }
 
 // children lists the distinct names found under prefix, in file order.
+// The first call indexes every key once: asking each of a thousand
+// services for its keys by scanning all of them was quadratic.
 func (c *configParser) children(prefix ...string) []string {
-	var names []string
-	seen := map[string]bool{}
-	for _, k := range c.md.Keys() {
-		if len(k) <= len(prefix) || !hasPrefix(k, prefix) {
-			continue
-		}
-		if n := k[len(prefix)]; !seen[n] {
-			seen[n] = true
-			names = append(names, n)
-		}
-	}
-	return names
-}
-
-func hasPrefix(k toml.Key, prefix []string) bool {
-	for i, p := range prefix {
-		if k[i] != p {
-			return false
+	if c.kids == nil {
+		c.kids = map[string][]string{}
+		seen := map[string]bool{}
+		for _, k := range c.md.Keys() {
+			for i := range k {
+				parent := strings.Join(k[:i], "\x00")
+				child := parent + "\x00" + k[i]
+				if !seen[child] {
+					seen[child] = true
+					c.kids[parent] = append(c.kids[parent], k[i])
+				}
+			}
 		}
 	}
-	return true
+	return c.kids[strings.Join(prefix, "\x00")]
 }
 
 // errProbe makes the decoder report where a value was defined: the
@@ -256,15 +253,14 @@ func (c *configParser) service(label string, p toml.Primitive) (Spec, int, error
 		return s, 0, c.errorf(line, "service %q: %v", label, err)
 	}
 
+	// A key's line is looked up only for an error: each lookup costs the
+	// TOML library a pass over the whole file.
 	dependsLine := 0
-	lines := map[string]int{}
 	for _, key := range c.children("service", label) {
 		fp := fields[key]
-		kl := c.lineOf(fp)
-		lines[key] = kl
 		v := c.value(fp)
 		bad := func(format string, args ...any) error {
-			return c.errorf(kl, "service %q: %s", label, fmt.Sprintf(format, args...))
+			return c.errorf(c.lineOf(fp), "service %q: %s", label, fmt.Sprintf(format, args...))
 		}
 		if field, ok := durationKeys[key]; ok {
 			str, ok := v.(string)
@@ -297,7 +293,7 @@ func (c *configParser) service(label string, p toml.Primitive) (Spec, int, error
 				s.Args = list
 			} else {
 				s.Depends = list
-				dependsLine = kl
+				dependsLine = c.lineOf(fp)
 			}
 		case "restart":
 			str, ok := v.(string)
@@ -366,10 +362,11 @@ func (c *configParser) service(label string, p toml.Primitive) (Spec, int, error
 		s.Binary = filepath.Join(c.dir, s.Binary)
 	}
 	if d := s.withDefaults(); d.BackoffBase > d.BackoffCap {
-		at := lines["backoff_base"]
-		if at == 0 {
-			at = lines["backoff_cap"]
+		key := "backoff_base"
+		if _, ok := fields[key]; !ok {
+			key = "backoff_cap"
 		}
+		at := c.lineOf(fields[key])
 		return s, 0, c.errorf(at, "service %q: backoff_base %v exceeds backoff_cap %v", label, d.BackoffBase, d.BackoffCap)
 	}
 	return s, dependsLine, nil
