@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,7 +57,7 @@ type recvBuf struct {
 }
 
 var recvBufs = sync.Pool{New: func() any {
-	return &recvBuf{oob: make([]byte, unix.CmsgSpace(MaxFDs*4))}
+	return &recvBuf{oob: make([]byte, unix.CmsgSpace(MaxFDs*4)+unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))}
 }}
 
 // NewConn wraps a SOCK_SEQPACKET socket. It takes ownership of f: f is
@@ -281,11 +282,36 @@ func (c *Conn) Recv() (Message, []*os.File, error) {
 
 // TryRecv is Recv that never waits: nothing queued gives ErrWouldBlock.
 func (c *Conn) TryRecv() (Message, []*os.File, error) {
+	m, files, _, err := c.tryRecv()
+	return m, files, err
+}
+
+// tryRecv is TryRecv that also returns when the peer sent the packet, by
+// the kernel's stamp, if EnableTimestamps was called (else zero).
+func (c *Conn) tryRecv() (Message, []*os.File, time.Time, error) {
 	var p packet
 	if err := p.read(c); err == unix.EAGAIN {
-		return Message{}, nil, ErrWouldBlock
+		return Message{}, nil, time.Time{}, ErrWouldBlock
 	}
-	return p.message(p.err)
+	m, files, err := p.message(p.err)
+	return m, files, p.sent, err
+}
+
+// EnableTimestamps has the kernel stamp each packet sent to this end with
+// the time it was sent (SO_TIMESTAMPNS); a Mux hands the stamp over as
+// Delivery.At. A round trip measured from it leaves out how long the
+// packet then waited to be read.
+func (c *Conn) EnableTimestamps() error {
+	var err error
+	if cerr := c.sockRaw.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("channel: timestamps: %w", err)
+	}
+	return nil
 }
 
 // packet is one read in progress.
@@ -293,6 +319,7 @@ type packet struct {
 	b               *recvBuf
 	n, oobn, rflags int
 	err             error
+	sent            time.Time // the kernel's stamp, if any
 }
 
 // read reads one packet without waiting and returns its error (EAGAIN
@@ -329,7 +356,8 @@ func (p *packet) message(err error) (Message, []*os.File, error) {
 	if err != nil {
 		return Message{}, nil, err
 	}
-	files, ferr := parseRights(b.oob[:oobn])
+	files, sent, ferr := parseControl(b.oob[:oobn])
+	p.sent = sent
 	fail := func(e error) (Message, []*os.File, error) {
 		CloseFiles(files)
 		return Message{}, nil, e
@@ -351,19 +379,27 @@ func (p *packet) message(err error) (Message, []*os.File, error) {
 	return m, files, nil
 }
 
-// parseRights turns SCM_RIGHTS control messages into files. Every fd that
-// arrived is either returned or closed.
-func parseRights(oob []byte) ([]*os.File, error) {
+// parseControl turns SCM_RIGHTS control messages into files and reads a
+// SCM_TIMESTAMPNS stamp. Every fd that arrived is either returned or
+// closed.
+func parseControl(oob []byte) ([]*os.File, time.Time, error) {
 	if len(oob) == 0 {
-		return nil, nil
+		return nil, time.Time{}, nil
 	}
 	cmsgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return nil, fmt.Errorf("%w: control message: %v", ErrMalformed, err)
+		return nil, time.Time{}, fmt.Errorf("%w: control message: %v", ErrMalformed, err)
 	}
 	var files []*os.File
+	var sent time.Time
 	var bad error
 	for i := range cmsgs {
+		h := &cmsgs[i].Header
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(cmsgs[i].Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&cmsgs[i].Data[0]))
+			sent = time.Unix(ts.Unix())
+			continue
+		}
 		fds, err := unix.ParseUnixRights(&cmsgs[i])
 		if err != nil {
 			bad = fmt.Errorf("%w: control message: %v", ErrMalformed, err)
@@ -375,9 +411,9 @@ func parseRights(oob []byte) ([]*os.File, error) {
 	}
 	if bad != nil {
 		CloseFiles(files)
-		return nil, bad
+		return nil, time.Time{}, bad
 	}
-	return files, nil
+	return files, sent, nil
 }
 
 // CloseFiles closes every file; for callers that own a received batch.

@@ -39,7 +39,9 @@ type Delivery struct {
 	// Err ends the channel's deliveries: io.EOF when the peer closed it,
 	// a sentinel of this package for a malformed packet.
 	Err error
-	At  time.Time // when it was read
+	// At is when the peer sent it, by the kernel's stamp, if the Conn
+	// has EnableTimestamps; else when it was read.
+	At time.Time
 }
 
 // NewMux returns an empty Mux; Run reads it, Close ends it.
@@ -145,11 +147,14 @@ func (m *Mux) Run(deliver func([]Delivery)) {
 		// one packet per pass like every other.
 		batch = batch[:0]
 		for _, e := range ready {
-			msg, files, err := e.c.TryRecv()
+			msg, files, sent, err := e.c.tryRecv()
 			if err == ErrWouldBlock {
 				continue
 			}
-			batch = append(batch, Delivery{Key: e.key, Msg: msg, Files: files, Err: err, At: time.Now()})
+			if sent.IsZero() {
+				sent = time.Now()
+			}
+			batch = append(batch, Delivery{Key: e.key, Msg: msg, Files: files, Err: err, At: sent})
 			if err != nil {
 				m.remove(e.c)
 			}

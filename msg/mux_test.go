@@ -198,3 +198,27 @@ func TestMuxFloodDoesNotStarve(t *testing.T) {
 		}
 	}
 }
+
+// With timestamps on, a delivery's At is when the peer sent the packet,
+// not when Run got to it.
+func TestMuxTimestamps(t *testing.T) {
+	m, out := muxRun(t)
+	mine, theirs := newPair(t)
+	if err := mine.EnableTimestamps(); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if err := theirs.Send(&Message{Kind: KindPong, Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	// Added only now: the packet waits in the queue, stamped, meanwhile.
+	time.Sleep(20 * time.Millisecond)
+	if err := m.Add(mine, "x"); err != nil {
+		t.Fatal(err)
+	}
+	d := next(t, out)
+	if d.Err != nil || d.At.Before(before.Add(-time.Millisecond)) || d.At.After(after.Add(time.Millisecond)) {
+		t.Fatalf("At %v, want within [%v, %v] (sent), not when read", d.At, before, after)
+	}
+}

@@ -95,7 +95,14 @@ func spawnInstance(s *Server, svc *service, spec Spec, id uint64) (*instance, er
 		return nil, err
 	}
 	inst := &instance{s: s, svc: svc, id: id, proc: p, conn: conn, readDone: make(chan struct{})}
-	mux, err := s.reader()
+	// Stamped packets: a ping's round trip then leaves out the time its
+	// pong waited for rs to read it, which at a thousand services is rs's
+	// own queueing, not the service's answer.
+	err = conn.EnableTimestamps()
+	var mux *msg.Mux
+	if err == nil {
+		mux, err = s.reader()
+	}
 	if err == nil {
 		err = mux.Add(conn, inst)
 	}
@@ -328,9 +335,12 @@ func (inst *instance) handle(m msg.Message, files []*os.File, at time.Time) {
 		inst.pingOut = false
 		stopTimer(&inst.timers[timerPingDeadline])
 		// A measurement, not a schedule: the real clock, not the injected
-		// one, taken when the pong left the socket, not when the loop got
-		// to it.
-		inst.svc.rtt = at.Sub(inst.pingSent)
+		// one, up to when the service sent the pong (the kernel's stamp),
+		// not when rs got to it. A wall clock stepped back in between
+		// leaves the last figure.
+		if rtt := at.Sub(inst.pingSent); rtt > 0 {
+			inst.svc.rtt = rtt
+		}
 	case msg.KindLUReady:
 		switch {
 		case u != nil && u.old == inst && u.phase == phasePrepare:

@@ -6,7 +6,7 @@ package main
 //   - rs: kvping, configured with period 10ms (ping_timeout 1s, so that a
 //     loaded machine does not get it reincarnated), its ping_rtt_us read
 //     from status every pingSampleGap; rs times each ping from its send
-//     to when the pong left the socket.
+//     to when the service sent the pong (the kernel's SO_TIMESTAMPNS).
 //   - raw floor: a SOCK_SEQPACKET socketpair in this process, a packet of
 //     the size of an encoded ping sent and echoed back, by two threads
 //     blocked in read(2): what the kernel costs.
@@ -15,7 +15,8 @@ package main
 //   - process floor: package msg again, but the echo is a second Go
 //     process (this binary re-executed), idle between pings as a service
 //     is: what waking another Go process costs, without rs's loop or
-//     sef's.
+//     sef's. Timed as rs times: read through a msg.Mux, to the kernel's
+//     stamp of the pong.
 //
 // pingBatches batches, each of pingSamples rs samples, then floorRuns
 // round trips of each floor; the rs/floor ratios are taken batch by batch.
@@ -319,7 +320,54 @@ func procFloor(n int) ([]time.Duration, error) {
 			<-done
 		}
 	}()
-	return pingRounds(a, n, 5, procFloorPause)
+	return stampedRounds(a, n, 5, procFloorPause)
+}
+
+// stampedRounds is pingRounds measured as rs measures: the channel read
+// through a msg.Mux with the kernel's timestamps on, each round trip
+// ending when the echo sent its pong.
+func stampedRounds(a *msg.Conn, n, warmup int, pause time.Duration) ([]time.Duration, error) {
+	if err := a.EnableTimestamps(); err != nil {
+		return nil, err
+	}
+	mux, err := msg.NewMux()
+	if err != nil {
+		return nil, err
+	}
+	got := make(chan msg.Delivery, 16)
+	go mux.Run(func(batch []msg.Delivery) {
+		for _, d := range batch {
+			got <- d
+		}
+	})
+	defer mux.Close()
+	if err := mux.Add(a, nil); err != nil {
+		return nil, err
+	}
+	d := make([]time.Duration, 0, n)
+	for i := range n + warmup {
+		time.Sleep(pause)
+		t := time.Now()
+		if err := a.Send(&msg.Message{Kind: msg.KindPing, Seq: uint64(i + 1)}); err != nil {
+			return d, err
+		}
+		var r msg.Delivery
+		select {
+		case r = <-got:
+		case <-time.After(30 * time.Second):
+			return d, errors.New("round trip: no pong within 30s")
+		}
+		if r.Err != nil {
+			return d, r.Err
+		}
+		if r.Msg.Kind != msg.KindPong || r.Msg.Seq != uint64(i+1) {
+			return d, errors.New("round trip: not the pong expected")
+		}
+		if i >= warmup {
+			d = append(d, r.At.Sub(t))
+		}
+	}
+	return d, nil
 }
 
 // echoMain is the re-executed bench as the process floor's echo.
