@@ -55,6 +55,14 @@
 // lu-commit and standby are reserved for later exchanges (commit notice,
 // warm standby take-over).
 //
+// Reading. A Conn keeps its socket out of the Go runtime's poller, which
+// would also watch it for writability and wake the process each time the
+// peer reads. Recv waits on a private epoll set that reports readability
+// only; a Mux reads many Conns from one goroutine, one packet per ready
+// channel per pass, and with EnableTimestamps stamps each delivery with
+// the time the peer sent it. Non-blocking calls go to the kernel as raw
+// system calls (sys.go), and pings and pongs skip msgpack's reflection.
+//
 // Direction is part of validity: a service may send only hello,
 // init-result, pong, lu-ready and fd-store (Kind.FromService); the sequence itself is
 // checked by rs.
