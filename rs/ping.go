@@ -165,9 +165,13 @@ func (s *Server) pingTick(ev evPingTick) {
 	if s.pingGroups[g.period] != g || ev.gen != g.gen {
 		return // stale: the group went, or its timer was set again
 	}
-	now := s.clock.Now()
-	for inst := range g.visit(now) {
-		inst.pingCheck(now)
+	// Pings are sent and judged by the schedule's time, not the loop's:
+	// a timer that fired a little late must not make the next visit, one
+	// period on by the schedule, find the ping a little short of its
+	// deadline and let a hung service live a period longer.
+	due := g.visit(s.clock.Now())
+	for inst := range due {
+		inst.pingCheck(g.atTime)
 	}
 	if g.count > 0 { // pingCheck may have made members faulty
 		s.armPingGroup(g)

@@ -276,6 +276,25 @@ func TestNoHeartbeat(t *testing.T) {
 	}
 }
 
+// A ping timer that fires late does not buy a hung service a period: the
+// deadline is judged by the schedule, one period after the ping's slot.
+func TestNoHeartbeatWithLateTimer(t *testing.T) {
+	s, clk := newServer(t)
+	upSpec(t, s, selfSpec(t, "deaf", "deaf"))
+	waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateRunning })
+	clk.Advance(time.Second + 5*time.Millisecond) // ping 1 goes out, 5ms late
+	waitStatus(t, s, "deaf", func(Status) bool {
+		var sent bool
+		inLoop(s, func() { sent = s.services["deaf"].inst.pingOut })
+		return sent
+	})
+	clk.Advance(995 * time.Millisecond) // the next visit, on time
+	st := waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateDown })
+	if !strings.HasPrefix(st.LastExit, "no-heartbeat") {
+		t.Fatalf("last_exit %q", st.LastExit)
+	}
+}
+
 // inLoop runs f inside the server's loop and waits for it.
 func inLoop(s *Server, f func()) {
 	done := make(chan struct{})
