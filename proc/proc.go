@@ -173,11 +173,19 @@ func (p *Process) Exiting() bool {
 		return true
 	default:
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/stat")
+	// Plain syscalls, not os.ReadFile: this is on the way to a standby's
+	// take-over, and os.ReadFile adds an fstat and a try at the poller.
+	fd, err := unix.Open("/proc/"+strconv.Itoa(p.pid)+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return true
 	}
-	flags, ok := statFlags(b)
+	var buf [1024]byte
+	n, err := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if err != nil || n <= 0 {
+		return true
+	}
+	flags, ok := statFlags(buf[:n])
 	return !ok || flags&pfExiting != 0
 }
 
