@@ -23,8 +23,16 @@ args = ["-role", "plain"]
 	pids := []int{r.waitState("kv", rs.StateRunning, 0).Pid, r.waitState("plain", rs.StateRunning, 0).Pid}
 	r.cmd.Process.Signal(syscall.SIGKILL)
 	<-r.done
+	// Not r.waitFor: that one gives up as soon as rs has exited, and here
+	// rs is gone on purpose while its services are still dying.
+	deadline := time.Now().Add(waitTimeout)
 	for _, pid := range pids {
-		r.waitFor("the service to die with rs", func() bool { return !alive(pid) })
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d outlived rs by %v", pid, waitTimeout)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 }
 
