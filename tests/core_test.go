@@ -354,9 +354,7 @@ func TestCrashRestartsRefuseNothing(t *testing.T) {
 	if n := refused.Load(); n != 0 {
 		t.Errorf("%d connections refused over %d crash-restarts (%d made)", n, kills, served.Load())
 	}
-	if got := fdCount(t, rsPid); got > fdsAfterWarmup {
-		t.Errorf("rs fds grew from %d to %d over %d crash-restarts", fdsAfterWarmup, got, kills)
-	}
+	fdsBackTo(t, rsPid, fdsAfterWarmup, fmt.Sprintf("over %d crash-restarts", kills))
 	kids, zombies := children(rsPid)
 	if len(zombies) > 0 || len(kids) != 1 {
 		t.Errorf("rs children %v, zombies %v; want just kv", kids, zombies)

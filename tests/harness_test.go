@@ -337,6 +337,27 @@ func fdCount(t *testing.T, pid int) int {
 	return len(ents)
 }
 
+// fdsBackTo waits, within waitTimeout, until process pid holds at most
+// limit fds, and fails with what it holds then. Closing is not instant:
+// rs closes a control connection just after its reply, and a reaped
+// process's pidfd just after the exit event, so a count taken at once
+// may still see them; a leak stays above limit for good.
+func fdsBackTo(t *testing.T, pid, limit int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		n := fdCount(t, pid)
+		if n <= limit {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("rs fds grew from %d to %d %s", limit, n, what)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	return err == nil && !strings.Contains(string(b), ") Z ")
