@@ -20,6 +20,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	send := func(r Reply) bool {
 		b, err := msgpack.Marshal(&r)
 		if err != nil {
+			s.log.Error("control socket: reply not encoded", "err", err)
 			return false
 		}
 		c.SetWriteDeadline(time.Now().Add(requestTimeout))
