@@ -103,43 +103,62 @@ func (c *Conn) waiter() (*os.File, syscall.RawConn, error) {
 	if c.epRaw != nil {
 		return c.ep, c.epRaw, nil
 	}
-	var ep *os.File
-	var err error
-	if cerr := c.sockRaw.Control(func(fd uintptr) { ep, err = newEpoll("channel-epoll", int(fd)) }); cerr != nil {
-		return nil, nil, cerr
+	ep, raw, err := newEpoll("channel-epoll")
+	if err == nil {
+		err = epollAdd(raw, c, 0)
+		if err != nil {
+			ep.Close()
+		}
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("channel: %w", err)
-	}
-	raw, err := ep.SyscallConn()
-	if err != nil {
-		ep.Close()
 		return nil, nil, fmt.Errorf("channel: %w", err)
 	}
 	c.ep, c.epRaw = ep, raw
 	return ep, raw, nil
 }
 
-// newEpoll returns a nonblocking epoll fd, watched by the runtime's
-// poller, with fds in its set for readability (level-triggered): the
-// epoll fd is readable while one of them is.
-func newEpoll(name string, fds ...int) (*os.File, error) {
+// newEpoll returns an empty nonblocking epoll set, watched by the
+// runtime's poller: it reads as readable while one of its channels is.
+func newEpoll(name string) (*os.File, syscall.RawConn, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("epoll: %w", err)
-	}
-	for _, fd := range fds {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}
-		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			unix.Close(epfd)
-			return nil, fmt.Errorf("epoll: %w", err)
-		}
+		return nil, nil, fmt.Errorf("epoll: %w", err)
 	}
 	if err := unix.SetNonblock(epfd, true); err != nil {
 		unix.Close(epfd)
-		return nil, fmt.Errorf("epoll: %w", err)
+		return nil, nil, fmt.Errorf("epoll: %w", err)
 	}
-	return os.NewFile(uintptr(epfd), name), nil // nonblocking: in the poller
+	ep := os.NewFile(uintptr(epfd), name) // nonblocking: in the poller
+	raw, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		return nil, nil, fmt.Errorf("epoll: %w", err)
+	}
+	return ep, raw, nil
+}
+
+// epollData is the data epollAdd gave the channel an event is about.
+func epollData(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// epollAdd puts c's socket in the set ep for readability
+// (level-triggered), data naming it in the events.
+func epollAdd(ep syscall.RawConn, c *Conn, data uint64) error {
+	var err error
+	cerr := ep.Control(func(epfd uintptr) {
+		err = c.sockRaw.Control(func(fd uintptr) {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(data), Pad: int32(data >> 32)}
+			err = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, int(fd), &ev)
+		})
+	})
+	if cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("epoll: %w", err)
+	}
+	return nil
 }
 
 // Close closes the channel and takes it out of its Mux. A blocked Recv

@@ -46,13 +46,8 @@ type Delivery struct {
 
 // NewMux returns an empty Mux; Run reads it, Close ends it.
 func NewMux() (*Mux, error) {
-	ep, err := newEpoll("mux-epoll")
+	ep, raw, err := newEpoll("mux-epoll")
 	if err != nil {
-		return nil, fmt.Errorf("mux: %w", err)
-	}
-	raw, err := ep.SyscallConn()
-	if err != nil {
-		ep.Close()
 		return nil, fmt.Errorf("mux: %w", err)
 	}
 	return &Mux{ep: ep, epRaw: raw, conns: map[uint64]*muxEntry{}}, nil
@@ -73,19 +68,9 @@ func (m *Mux) Add(c *Conn, key any) error {
 	defer m.mu.Unlock()
 	m.next++
 	token := m.next
-	var err error
-	cerr := m.epRaw.Control(func(epfd uintptr) {
-		err = c.sockRaw.Control(func(fd uintptr) {
-			// The token, not the fd, names the entry: an fd number is
-			// reused as soon as it is closed.
-			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(token), Pad: int32(token >> 32)}
-			err = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, int(fd), &ev)
-		})
-	})
-	if cerr != nil {
-		return fmt.Errorf("mux: %w", cerr)
-	}
-	if err != nil {
+	// The token, not the fd, names the entry: an fd number is reused as
+	// soon as it is closed.
+	if err := epollAdd(m.epRaw, c, token); err != nil {
 		return fmt.Errorf("mux: %w", err)
 	}
 	m.conns[token] = &muxEntry{c: c, key: key}
@@ -134,8 +119,8 @@ func (m *Mux) Run(deliver func([]Delivery)) {
 		}
 		ready = ready[:0]
 		m.mu.Lock()
-		for _, ev := range events[:n] {
-			if e, ok := m.conns[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]; ok {
+		for i := range events[:n] {
+			if e, ok := m.conns[epollData(&events[i])]; ok {
 				ready = append(ready, e)
 			}
 		}

@@ -16,27 +16,22 @@ import (
 
 // rawSendmsg sends one packet with MSG_DONTWAIT added to flags.
 func rawSendmsg(fd int, p, oob []byte, flags int) error {
-	var h unix.Msghdr
-	var iov unix.Iovec
-	if len(p) > 0 {
-		iov.Base = &p[0]
-		iov.SetLen(len(p))
-		h.Iov = &iov
-		h.SetIovlen(1)
-	}
-	if len(oob) > 0 {
-		h.Control = &oob[0]
-		h.SetControllen(len(oob))
-	}
-	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&h)), uintptr(flags|unix.MSG_DONTWAIT))
-	if e != 0 {
-		return e
-	}
-	return nil
+	_, _, err := rawMsg(unix.SYS_SENDMSG, fd, p, oob, flags)
+	return err
 }
 
 // rawRecvmsg receives one packet with MSG_DONTWAIT added to flags.
 func rawRecvmsg(fd int, p, oob []byte, flags int) (n, oobn, recvflags int, err error) {
+	n, h, err := rawMsg(unix.SYS_RECVMSG, fd, p, oob, flags)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return n, int(h.Controllen), int(h.Flags), nil
+}
+
+// rawMsg makes sendmsg or recvmsg (trap) on one buffer and its control
+// data, and returns the header as the kernel left it.
+func rawMsg(trap uintptr, fd int, p, oob []byte, flags int) (int, *unix.Msghdr, error) {
 	var h unix.Msghdr
 	var iov unix.Iovec
 	if len(p) > 0 {
@@ -49,11 +44,11 @@ func rawRecvmsg(fd int, p, oob []byte, flags int) (n, oobn, recvflags int, err e
 		h.Control = &oob[0]
 		h.SetControllen(len(oob))
 	}
-	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&h)), uintptr(flags|unix.MSG_DONTWAIT))
+	r, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&h)), uintptr(flags|unix.MSG_DONTWAIT))
 	if e != 0 {
-		return 0, 0, 0, e
+		return 0, nil, e
 	}
-	return int(r), int(h.Controllen), int(h.Flags), nil
+	return int(r), &h, nil
 }
 
 // rawEpollPoll is epoll_wait with a zero timeout: what is ready now.
