@@ -254,9 +254,18 @@ func echo(e *msg.Conn) {
 }
 
 // pingRounds times n ping/pong round trips on a, after warmup untimed
-// ones, pause apart.
+// ones, pause apart, each from its send to when Recv returns.
 func pingRounds(a *msg.Conn, n, warmup int, pause time.Duration) ([]time.Duration, error) {
 	a.SetReadDeadline(time.Now().Add(30 * time.Second))
+	return rounds(a, n, warmup, pause, func() (msg.Message, time.Time, error) {
+		m, _, err := a.Recv()
+		return m, time.Now(), err
+	})
+}
+
+// rounds sends n+warmup pings on a, pause apart, and times the last n
+// from the send to the time recv gives with the pong.
+func rounds(a *msg.Conn, n, warmup int, pause time.Duration, recv func() (msg.Message, time.Time, error)) ([]time.Duration, error) {
 	d := make([]time.Duration, 0, n)
 	for i := range n + warmup {
 		time.Sleep(pause)
@@ -264,7 +273,7 @@ func pingRounds(a *msg.Conn, n, warmup int, pause time.Duration) ([]time.Duratio
 		if err := a.Send(&msg.Message{Kind: msg.KindPing, Seq: uint64(i + 1)}); err != nil {
 			return d, err
 		}
-		m, _, err := a.Recv()
+		m, at, err := recv()
 		if err != nil {
 			return d, err
 		}
@@ -272,7 +281,7 @@ func pingRounds(a *msg.Conn, n, warmup int, pause time.Duration) ([]time.Duratio
 			return d, errors.New("round trip: not the pong expected")
 		}
 		if i >= warmup {
-			d = append(d, time.Since(t))
+			d = append(d, at.Sub(t))
 		}
 	}
 	return d, nil
@@ -344,30 +353,14 @@ func stampedRounds(a *msg.Conn, n, warmup int, pause time.Duration) ([]time.Dura
 	if err := mux.Add(a, nil); err != nil {
 		return nil, err
 	}
-	d := make([]time.Duration, 0, n)
-	for i := range n + warmup {
-		time.Sleep(pause)
-		t := time.Now()
-		if err := a.Send(&msg.Message{Kind: msg.KindPing, Seq: uint64(i + 1)}); err != nil {
-			return d, err
-		}
-		var r msg.Delivery
+	return rounds(a, n, warmup, pause, func() (msg.Message, time.Time, error) {
 		select {
-		case r = <-got:
+		case r := <-got:
+			return r.Msg, r.At, r.Err
 		case <-time.After(30 * time.Second):
-			return d, errors.New("round trip: no pong within 30s")
+			return msg.Message{}, time.Time{}, errors.New("round trip: no pong within 30s")
 		}
-		if r.Err != nil {
-			return d, r.Err
-		}
-		if r.Msg.Kind != msg.KindPong || r.Msg.Seq != uint64(i+1) {
-			return d, errors.New("round trip: not the pong expected")
-		}
-		if i >= warmup {
-			d = append(d, r.At.Sub(t))
-		}
-	}
-	return d, nil
+	})
 }
 
 // echoMain is the re-executed bench as the process floor's echo.
