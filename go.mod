@@ -1,4 +1,4 @@
-module rs
+module github.com/reincarnation/rs
 
 go 1.26.8
 

@@ -13,7 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"rs/msg"
+	"github.com/reincarnation/rs/msg"
 )
 
 // The control protocol between `service` and rs: a SOCK_SEQPACKET unix

@@ -9,8 +9,8 @@ import (
 	"syscall"
 	"time"
 
-	"rs/msg"
-	"rs/proc"
+	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/proc"
 )
 
 // maxStoredFDs bounds a service's fd store.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"rs/msg"
+	"github.com/reincarnation/rs/msg"
 )
 
 // Pings are paced per period, not per instance: the instances that share

@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"rs/msg"
-	"rs/proc"
+	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/proc"
 )
 
 // Service states, as `service status` shows them.

@@ -14,9 +14,9 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"rs/msg"
-	"rs/proc"
-	"rs/sef"
+	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/proc"
+	"github.com/reincarnation/rs/sef"
 )
 
 // Roles: the test binary re-executed as a service (`-role NAME`).

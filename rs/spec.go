@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"rs/proc"
+	"github.com/reincarnation/rs/proc"
 )
 
 // Restart policies, as spelled in the config and on the command line.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"rs/msg"
+	"github.com/reincarnation/rs/msg"
 )
 
 // Standby replicas (MINIX's clone): a service with a standby has a second

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"rs/msg"
+	"github.com/reincarnation/rs/msg"
 )
 
 // DefaultMaxTime is how long an instance may take to prepare for an

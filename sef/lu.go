@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"rs/msg"
+	"github.com/reincarnation/rs/msg"
 )
 
 // Live update states, as MINIX numbers them. States from StateCustom up

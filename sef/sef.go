@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"rs/msg"
-	"rs/proc"
+	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/proc"
 )
 
 // InitType says why this instance was started.

@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"rs/msg"
-	"rs/proc"
+	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/proc"
 )
 
 // fakeRS is rs's end of a channel whose other end this process's sef uses.

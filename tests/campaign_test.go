@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"rs/internal/campaign"
+	"github.com/reincarnation/rs/internal/campaign"
 )
 
 // TestShortCampaign: a couple of hundred faults of every kind against

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 // kvConfig is one kv with fast pings and no backoff to speak of, so that

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"rs/internal/resp"
-	"rs/rs"
+	"github.com/reincarnation/rs/internal/resp"
+	"github.com/reincarnation/rs/rs"
 )
 
 // binDir holds rs, service and kv, built once by TestMain.
@@ -37,13 +37,13 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	os.Chmod(dir, 0o755) // the foreign-uid test runs `service` as nobody
 	builds := [][]string{
-		{"-o", dir + "/", "rs/cmd/rs", "rs/cmd/service", "rs/servers/kv"},
+		{"-o", dir + "/", "github.com/reincarnation/rs/cmd/rs", "github.com/reincarnation/rs/cmd/service", "github.com/reincarnation/rs/servers/kv"},
 		// Two versions for live updates, and three that fail theirs.
-		{"-o", dir + "/kv-a", "-ldflags", "-X main.version=a", "rs/servers/kv"},
-		{"-o", dir + "/kv-b", "-ldflags", "-X main.version=b", "rs/servers/kv"},
-		{"-o", dir + "/kv-luexit", "-ldflags", "-X main.luFault=exit", "rs/servers/kv"},
-		{"-o", dir + "/kv-luhang", "-ldflags", "-X main.luFault=hang", "rs/servers/kv"},
-		{"-o", dir + "/kv-lurestore", "-ldflags", "-X main.luFault=restore", "rs/servers/kv"},
+		{"-o", dir + "/kv-a", "-ldflags", "-X main.version=a", "github.com/reincarnation/rs/servers/kv"},
+		{"-o", dir + "/kv-b", "-ldflags", "-X main.version=b", "github.com/reincarnation/rs/servers/kv"},
+		{"-o", dir + "/kv-luexit", "-ldflags", "-X main.luFault=exit", "github.com/reincarnation/rs/servers/kv"},
+		{"-o", dir + "/kv-luhang", "-ldflags", "-X main.luFault=hang", "github.com/reincarnation/rs/servers/kv"},
+		{"-o", dir + "/kv-lurestore", "-ldflags", "-X main.luFault=restore", "github.com/reincarnation/rs/servers/kv"},
 	}
 	for _, args := range builds {
 		build := exec.Command("go", append([]string{"build"}, args...)...)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 // TestRSKilledLeavesNoService: rs dies by SIGKILL, so it cannot stop

@@ -10,9 +10,9 @@ import (
 	"syscall"
 	"time"
 
-	"rs/msg"
-	"rs/proc"
-	"rs/sef"
+	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/proc"
+	"github.com/reincarnation/rs/sef"
 )
 
 // runRole is a test service, run by rs as `roles -role NAME [args]`.

@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"testing"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 // TestStandby: a warm standby takes over a crashed kv at once, a new

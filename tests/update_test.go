@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"rs/internal/resp"
-	"rs/rs"
+	"github.com/reincarnation/rs/internal/resp"
+	"github.com/reincarnation/rs/rs"
 )
 
 // kvInfo returns one INFO field.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 func main() {

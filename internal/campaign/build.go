@@ -14,12 +14,12 @@ import (
 var builds = []struct {
 	name, pkg, ldflags string
 }{
-	{"rs", "rs/cmd/rs", ""},
-	{"kv-a", "rs/servers/kv", "-X main.version=a"},
-	{"kv-b", "rs/servers/kv", "-X main.version=b"},
-	{"kv-luexit", "rs/servers/kv", "-X main.luFault=exit"},
-	{"kv-luhang", "rs/servers/kv", "-X main.luFault=hang"},
-	{"kv-lurestore", "rs/servers/kv", "-X main.luFault=restore"},
+	{"rs", "github.com/reincarnation/rs/cmd/rs", ""},
+	{"kv-a", "github.com/reincarnation/rs/servers/kv", "-X main.version=a"},
+	{"kv-b", "github.com/reincarnation/rs/servers/kv", "-X main.version=b"},
+	{"kv-luexit", "github.com/reincarnation/rs/servers/kv", "-X main.luFault=exit"},
+	{"kv-luhang", "github.com/reincarnation/rs/servers/kv", "-X main.luFault=hang"},
+	{"kv-lurestore", "github.com/reincarnation/rs/servers/kv", "-X main.luFault=restore"},
 }
 
 // Binaries names the files Config.Bin must hold.

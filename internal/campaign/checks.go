@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 // Check is one end-of-run check.

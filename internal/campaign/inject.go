@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 // expect is what recovery from one fault must look like.

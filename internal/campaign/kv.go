@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"rs/internal/resp"
+	"github.com/reincarnation/rs/internal/resp"
 )
 
 // kvTimeout bounds one exchange with kv: only a service that status shows

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 // Report is what a campaign found.

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 // Bounds of the waits on rs itself.

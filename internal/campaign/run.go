@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 // campaign is one run: rs, its services, and what the workers saw.

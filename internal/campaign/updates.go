@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 // update runs one update in the background and reports its progress

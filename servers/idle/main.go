@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"os"
 
-	"rs/sef"
+	"github.com/reincarnation/rs/sef"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"rs/internal/resp"
+	"github.com/reincarnation/rs/internal/resp"
 )
 
 // wait bounds every wait in these tests; nothing here should come near it.

@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"rs/sef"
+	"github.com/reincarnation/rs/sef"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

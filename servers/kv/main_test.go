@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"rs/internal/resp"
+	"github.com/reincarnation/rs/internal/resp"
 )
 
 // The tests below run the real main in a child process (the test binary

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"rs/internal/resp"
+	"github.com/reincarnation/rs/internal/resp"
 )
 
 func TestServerCommands(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 const (

@@ -42,8 +42,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"rs/internal/resp"
-	"rs/rs"
+	"github.com/reincarnation/rs/internal/resp"
+	"github.com/reincarnation/rs/rs"
 )
 
 const (

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"rs/internal/resp"
+	"github.com/reincarnation/rs/internal/resp"
 )
 
 // The update scenario's clients: loadClients goroutines, each on one

@@ -53,7 +53,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 type row struct {

@@ -28,7 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"rs/internal/resp"
+	"github.com/reincarnation/rs/internal/resp"
 )
 
 const peerStopWait = 5 * time.Second

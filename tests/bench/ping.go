@@ -33,8 +33,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"rs/msg"
-	"rs/rs"
+	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/rs"
 )
 
 const (

@@ -28,7 +28,7 @@ import (
 	"sync"
 	"time"
 
-	"rs/internal/resp"
+	"github.com/reincarnation/rs/internal/resp"
 )
 
 const (

@@ -19,7 +19,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"rs/internal/resp"
+	"github.com/reincarnation/rs/internal/resp"
 )
 
 type s6Result struct {

@@ -31,7 +31,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"rs/rs"
+	"github.com/reincarnation/rs/rs"
 )
 
 const (

@@ -26,7 +26,7 @@ import (
 	"strings"
 	"time"
 
-	"rs/internal/resp"
+	"github.com/reincarnation/rs/internal/resp"
 )
 
 const (

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"rs/internal/resp"
-	"rs/rs"
+	"github.com/reincarnation/rs/internal/resp"
+	"github.com/reincarnation/rs/rs"
 )
 
 // updater does the live updates of kv, alternating two binaries, and

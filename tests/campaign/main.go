@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"rs/internal/campaign"
+	"github.com/reincarnation/rs/internal/campaign"
 )
 
 func main() {
