@@ -6,40 +6,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/reincarnation/rs/rs/control"
 )
-
-// Errors a caller may want to tell apart (errors.Is); they arrive wrapped
-// in a *ConfigError that says where.
-var (
-	ErrUnknownService  = errors.New("depends on unknown service")
-	ErrDependencyCycle = errors.New("dependency cycle")
-	ErrDuplicateLabel  = errors.New("defined twice")
-	ErrBadLabel        = errors.New("invalid label")
-)
-
-// MaxLabelLen is the longest label rs accepts.
-const MaxLabelLen = 64
-
-var labelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
-// CheckLabel reports whether label is a valid service label: a letter or
-// digit, then letters, digits, '_', '.' or '-', at most MaxLabelLen bytes.
-func CheckLabel(label string) error {
-	if len(label) > MaxLabelLen {
-		return fmt.Errorf("%w %q: longer than %d characters", ErrBadLabel, label, MaxLabelLen)
-	}
-	if !labelRE.MatchString(label) {
-		return fmt.Errorf("%w %q: want a letter or digit, then letters, digits, '_', '.' or '-'", ErrBadLabel, label)
-	}
-	return nil
-}
 
 // ConfigError is a problem found in a config file, or in a set of Specs.
 // Its text is one line: "file:line: message" (or just the message when the
@@ -122,6 +97,8 @@ type configParser struct {
 	dir  string // absolute directory of file
 	md   *toml.MetaData
 	kids map[string][]string // names under each key path (joined by NUL), in file order
+	// tables: each [service.<label>] read so far, to point errors at lines.
+	tables map[string]serviceTable
 }
 
 func (c *configParser) errorf(line int, format string, args ...any) error {
@@ -204,172 +181,157 @@ func (c *configParser) parse(top map[string]toml.Primitive) ([]Spec, error) {
 		return nil, c.errorf(c.lineOf(sp), "service: %v", err)
 	}
 
+	c.tables = map[string]serviceTable{}
 	var specs []Spec
-	dependsLine := map[string]int{}
 	for _, label := range c.children("service") {
-		s, dl, err := c.service(label, services[label])
+		s, err := c.service(label, services[label])
+		if err == nil {
+			err = validateSpec(s)
+		}
 		if err != nil {
-			return nil, err
+			return nil, c.locate(err)
 		}
 		specs = append(specs, s)
-		dependsLine[label] = dl
 	}
-	return startOrder(specs, func(s Spec) (string, int) {
-		if l := dependsLine[s.Label]; l > 0 {
-			return s.File, l
+	idx, err := order(specs)
+	if err != nil {
+		return nil, c.locate(err)
+	}
+	return inOrder(specs, idx), nil
+}
+
+// serviceTable is one [service.<label>] as decoded: the table and its keys.
+type serviceTable struct {
+	p    toml.Primitive
+	keys map[string]toml.Primitive
+}
+
+// locate turns a *SpecError into a *ConfigError at the line of the first
+// of its keys that the service's table has, else of the table itself.
+func (c *configParser) locate(err error) error {
+	var se *SpecError
+	if !errors.As(err, &se) {
+		return err
+	}
+	t, ok := c.tables[se.Label]
+	if !ok {
+		return &ConfigError{File: c.file, Err: err}
+	}
+	for _, k := range se.Keys {
+		if p, ok := t.keys[k]; ok {
+			return &ConfigError{File: c.file, Line: c.lineOf(p), Err: err}
 		}
-		return s.File, s.Line
-	})
+	}
+	return &ConfigError{File: c.file, Line: c.lineOf(t.p), Err: err}
 }
 
-// Duration keys, each with the Spec field it sets.
-var durationKeys = map[string]func(*Spec) *time.Duration{
-	"period":         func(s *Spec) *time.Duration { return &s.Period },
-	"ping_timeout":   func(s *Spec) *time.Duration { return &s.PingTimeout },
-	"init_timeout":   func(s *Spec) *time.Duration { return &s.InitTimeout },
-	"stop_grace":     func(s *Spec) *time.Duration { return &s.StopGrace },
-	"backoff_base":   func(s *Spec) *time.Duration { return &s.BackoffBase },
-	"backoff_cap":    func(s *Spec) *time.Duration { return &s.BackoffCap },
-	"backoff_reset":  func(s *Spec) *time.Duration { return &s.BackoffReset },
-	"restart_window": func(s *Spec) *time.Duration { return &s.RestartWindow },
-	"cpu_time":       func(s *Spec) *time.Duration { return &s.CPUTime },
-}
-
-var otherKeys = []string{"binary", "args", "restart", "depends", "max_restarts", "standby", "memory", "open_files"}
-
-// service parses [service.<label>]; it also returns the line of its
-// depends key (0 if none), where dependency errors point.
-func (c *configParser) service(label string, p toml.Primitive) (Spec, int, error) {
+// service reads [service.<label>] into a Patch and applies it to the
+// defaults of a configured service.
+func (c *configParser) service(label string, p toml.Primitive) (Spec, error) {
 	line := c.lineOf(p)
 	s := Spec{Label: label, Period: DefaultPeriod, File: c.file, Line: line}
 	if err := CheckLabel(label); err != nil {
-		return s, 0, c.errorf(line, "%w", err)
+		return s, c.errorf(line, "%w", err)
 	}
 	if _, ok := c.value(p).(map[string]any); !ok {
-		return s, 0, c.errorf(line, "service %q: want a table, got %s", label, tomlKind(c.value(p)))
+		return s, c.errorf(line, "service %q: want a table, got %s", label, tomlKind(c.value(p)))
 	}
-	var fields map[string]toml.Primitive
-	if err := c.md.PrimitiveDecode(p, &fields); err != nil {
-		return s, 0, c.errorf(line, "service %q: %v", label, err)
+	var keys map[string]toml.Primitive
+	if err := c.md.PrimitiveDecode(p, &keys); err != nil {
+		return s, c.errorf(line, "service %q: %v", label, err)
 	}
+	c.tables[label] = serviceTable{p: p, keys: keys}
 
 	// A key's line is looked up only for an error: each lookup costs the
 	// TOML library a pass over the whole file.
-	dependsLine := 0
+	var patch control.Patch
 	for _, key := range c.children("service", label) {
-		fp := fields[key]
-		v := c.value(fp)
+		fp := keys[key]
 		bad := func(format string, args ...any) error {
 			return c.errorf(c.lineOf(fp), "service %q: %s", label, fmt.Sprintf(format, args...))
 		}
-		if field, ok := durationKeys[key]; ok {
-			str, ok := v.(string)
-			if !ok {
-				return s, 0, bad(`%s: want a duration string such as "1s", got %s`, key, tomlKind(v))
-			}
-			d, err := time.ParseDuration(str)
-			if err != nil {
-				return s, 0, bad("%s %q: invalid duration", key, str)
-			}
-			if d < 0 {
-				return s, 0, bad("%s %q: negative duration", key, str)
-			}
-			*field(&s) = d
-			continue
-		}
-		switch key {
-		case "binary":
-			str, ok := v.(string)
-			if !ok {
-				return s, 0, bad("binary: want a string, got %s", tomlKind(v))
-			}
-			s.Binary = str
-		case "args", "depends":
-			list, ok := tomlStrings(v)
-			if !ok {
-				return s, 0, bad("%s: want an array of strings, got %s", key, tomlKind(v))
-			}
-			if key == "args" {
-				s.Args = list
-			} else {
-				s.Depends = list
-				dependsLine = c.lineOf(fp)
-			}
-		case "restart":
-			str, ok := v.(string)
-			if !ok {
-				return s, 0, bad("restart: want a string, got %s", tomlKind(v))
-			}
-			r, err := ParseRestart(str)
-			if err != nil {
-				return s, 0, bad("%v", err)
-			}
-			s.Restart = r
-		case "max_restarts":
-			n, ok := v.(int64)
-			if !ok {
-				return s, 0, bad("max_restarts: want an integer, got %s", tomlKind(v))
-			}
-			if n == 0 {
-				// Zero would read as "default" in a Spec; say what to write.
-				return s, 0, bad("max_restarts 0: want a positive number, a negative one for unlimited, or restart = %q", RestartNever)
-			}
-			if n > math.MaxInt || n < -math.MaxInt {
-				return s, 0, bad("max_restarts %d: out of range", n)
-			}
-			s.MaxRestarts = int(n)
-		case "memory":
-			var err error
-			switch v := v.(type) {
-			case string:
-				s.Memory, err = ParseBytes(v)
-			case int64:
-				if v <= 0 {
-					err = fmt.Errorf("memory %d: want a positive number of bytes", v)
-				}
-				s.Memory = uint64(v)
-			default:
-				err = fmt.Errorf(`memory: want a size such as "256MiB", got %s`, tomlKind(v))
-			}
-			if err != nil {
-				return s, 0, bad("%v", err)
-			}
-		case "open_files":
-			n, ok := v.(int64)
-			if !ok || n <= 0 {
-				return s, 0, bad("open_files: want a positive integer, got %v", v)
-			}
-			s.OpenFiles = uint64(n)
-		case "standby":
-			b, ok := v.(bool)
-			if !ok {
-				return s, 0, bad("standby: want true or false, got %s", tomlKind(v))
-			}
-			s.Standby = b
-		default:
+		f, ok := control.FieldOf(key)
+		if !ok {
 			msg := fmt.Sprintf("unknown key %q", key)
 			if near := suggestKey(key); near != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", near)
 			}
-			return s, 0, bad("%s", msg)
+			return s, bad("%s", msg)
+		}
+		v, err := tomlValue(f, c.value(fp))
+		if err == nil {
+			err = patch.Set(key, v)
+		}
+		if err != nil {
+			return s, bad("%v", err)
 		}
 	}
-
-	if s.Binary == "" {
-		return s, 0, c.errorf(line, "service %q: missing binary", label)
+	s, err := s.Apply(&patch)
+	if err != nil {
+		return s, err
 	}
-	if !filepath.IsAbs(s.Binary) {
+	if s.Binary != "" && !filepath.IsAbs(s.Binary) {
 		s.Binary = filepath.Join(c.dir, s.Binary)
 	}
-	if d := s.withDefaults(); d.BackoffBase > d.BackoffCap {
-		key := "backoff_base"
-		if _, ok := fields[key]; !ok {
-			key = "backoff_cap"
+	return s, nil
+}
+
+// tomlValue converts a decoded TOML value to the Go value of f's kind.
+func tomlValue(f control.Field, v any) (any, error) {
+	key := f.Key
+	switch f.Kind {
+	case control.KindString:
+		if s, ok := v.(string); ok {
+			return s, nil
 		}
-		at := c.lineOf(fields[key])
-		return s, 0, c.errorf(at, "service %q: backoff_base %v exceeds backoff_cap %v", label, d.BackoffBase, d.BackoffCap)
+		return nil, fmt.Errorf("%s: want a string, got %s", key, tomlKind(v))
+	case control.KindStrings:
+		if list, ok := tomlStrings(v); ok {
+			return list, nil
+		}
+		return nil, fmt.Errorf("%s: want an array of strings, got %s", key, tomlKind(v))
+	case control.KindDuration:
+		str, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf(`%s: want a duration string such as "1s", got %s`, key, tomlKind(v))
+		}
+		d, err := time.ParseDuration(str)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: invalid duration", key, str)
+		}
+		return d, nil
+	case control.KindBool:
+		if b, ok := v.(bool); ok {
+			return b, nil
+		}
+		return nil, fmt.Errorf("%s: want true or false, got %s", key, tomlKind(v))
+	case control.KindInt:
+		n, ok := v.(int64)
+		if !ok {
+			return nil, fmt.Errorf("%s: want an integer, got %s", key, tomlKind(v))
+		}
+		if n > math.MaxInt || n < -math.MaxInt {
+			return nil, fmt.Errorf("%s %d: out of range", key, n)
+		}
+		return int(n), nil
+	case control.KindUint:
+		if n, ok := v.(int64); ok && n >= 0 {
+			return uint64(n), nil
+		}
+		return nil, fmt.Errorf("%s: want a positive integer, got %v", key, v)
+	case control.KindBytes:
+		switch v := v.(type) {
+		case string:
+			return control.ParseBytes(v)
+		case int64:
+			if v < 0 {
+				return nil, fmt.Errorf("%s %d: want a positive number of bytes", key, v)
+			}
+			return uint64(v), nil
+		}
+		return nil, fmt.Errorf(`%s: want a size such as "256MiB", got %s`, key, tomlKind(v))
 	}
-	return s, dependsLine, nil
+	return nil, fmt.Errorf("%s: no conversion for it", key)
 }
 
 // tomlStrings converts a TOML array of strings.
@@ -414,11 +376,11 @@ func tomlKind(v any) string {
 
 // suggestKey returns the known key closest to a misspelt one, if close.
 func suggestKey(key string) string {
-	known := append([]string(nil), otherKeys...)
-	for k := range durationKeys {
-		known = append(known, k)
+	var known []string
+	for _, f := range control.Fields() {
+		known = append(known, f.Key)
 	}
-	slices.Sort(known)   // ties go to the first, whatever the map order
+	slices.Sort(known)   // ties go to the first
 	best, bestD := "", 3 // at most two edits away
 	for _, k := range known {
 		if d := editDistance(key, k); d < bestD {
@@ -446,109 +408,4 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
-}
-
-// StartOrder returns specs in an order where every service comes after
-// the services it depends on; among services ready to start, the given
-// order is kept. It fails on an invalid or duplicate label, a dependency
-// on a label not in specs, or a dependency cycle. specs is not modified.
-func StartOrder(specs []Spec) ([]Spec, error) {
-	return startOrder(specs, func(s Spec) (string, int) { return s.File, s.Line })
-}
-
-// startOrder is StartOrder with where locating a Spec's dependency errors.
-func startOrder(specs []Spec, where func(Spec) (string, int)) ([]Spec, error) {
-	fail := func(s Spec, err error) error {
-		file, line := where(s)
-		return &ConfigError{File: file, Line: line, Err: err}
-	}
-	index := make(map[string]int, len(specs))
-	for i, s := range specs {
-		if err := CheckLabel(s.Label); err != nil {
-			return nil, &ConfigError{File: s.File, Line: s.Line, Err: err}
-		}
-		if _, dup := index[s.Label]; dup {
-			return nil, &ConfigError{File: s.File, Line: s.Line,
-				Err: fmt.Errorf("service %q: %w", s.Label, ErrDuplicateLabel)}
-		}
-		index[s.Label] = i
-	}
-	for _, s := range specs {
-		for _, d := range s.Depends {
-			if _, ok := index[d]; !ok {
-				return nil, fail(s, fmt.Errorf("service %q: %w %q", s.Label, ErrUnknownService, d))
-			}
-		}
-	}
-
-	placed := make([]bool, len(specs))
-	ready := func(s Spec) bool {
-		for _, d := range s.Depends {
-			if !placed[index[d]] {
-				return false
-			}
-		}
-		return true
-	}
-	out := make([]Spec, 0, len(specs))
-	for len(out) < len(specs) {
-		next := -1
-		for i, s := range specs {
-			if !placed[i] && ready(s) {
-				next = i
-				break
-			}
-		}
-		if next < 0 {
-			cycle := findCycle(specs, index, placed)
-			return nil, fail(specs[cycle[0]], fmt.Errorf("%w: %s", ErrDependencyCycle, cycleString(specs, cycle)))
-		}
-		placed[next] = true
-		out = append(out, specs[next])
-	}
-	return out, nil
-}
-
-// findCycle returns the indices of a dependency cycle among the unplaced
-// specs, starting at its member that comes first in specs. It is only
-// called when no unplaced spec is ready, so every unplaced spec has an
-// unplaced dependency and following them must come back somewhere.
-func findCycle(specs []Spec, index map[string]int, placed []bool) []int {
-	start := 0
-	for placed[start] {
-		start++
-	}
-	seenAt := map[int]int{} // spec index -> position in path
-	var path []int
-	for i := start; ; {
-		if at, ok := seenAt[i]; ok {
-			path = path[at:]
-			break
-		}
-		seenAt[i] = len(path)
-		path = append(path, i)
-		for _, d := range specs[i].Depends {
-			if j := index[d]; !placed[j] {
-				i = j
-				break
-			}
-		}
-	}
-	first := 0
-	for k, i := range path {
-		if i < path[first] {
-			first = k
-		}
-	}
-	return append(path[first:], path[:first]...)
-}
-
-func cycleString(specs []Spec, cycle []int) string {
-	var b strings.Builder
-	for _, i := range cycle {
-		b.WriteString(specs[i].Label)
-		b.WriteString(" -> ")
-	}
-	b.WriteString(specs[cycle[0]].Label)
-	return b.String()
 }

@@ -7,11 +7,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // daemon reports rs's own goroutines, fds and memory.
-func (s *Server) daemon() *Daemon {
-	d := &Daemon{
+func (s *Server) daemon() *control.Daemon {
+	d := &control.Daemon{
 		Pid:        os.Getpid(),
 		UptimeS:    time.Since(s.started).Seconds(),
 		Goroutines: runtime.NumGoroutine(),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/proc"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // maxStoredFDs bounds a service's fd store.
@@ -377,11 +378,11 @@ func (inst *instance) ready() {
 	svc := inst.svc
 	inst.running = true
 	inst.runningSince = inst.s.clock.Now()
-	svc.state = StateRunning
+	svc.state = control.StateRunning
 	svc.started = true
 	inst.s.log.Info("ready", "label", inst.label(), "pid", inst.proc.Pid())
 	inst.s.pingJoin(inst)
-	inst.s.replyUp(svc, Reply{Message: fmt.Sprintf("%s running, pid %d", inst.label(), inst.proc.Pid())})
+	inst.s.replyUp(svc, control.Reply{Message: fmt.Sprintf("%s running, pid %d", inst.label(), inst.proc.Pid())})
 	inst.s.startWaiting()
 	inst.s.ensureStandby(svc)
 }

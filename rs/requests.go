@@ -2,90 +2,45 @@ package rs
 
 import (
 	"fmt"
-	"net"
-	"path/filepath"
-	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
+	"github.com/reincarnation/rs/rs/control"
 )
 
-// requestTimeout bounds how long a control client may take to send its
-// request.
-const requestTimeout = 5 * time.Second
-
-// serveConn answers one control connection: check the peer, read one
-// request, hand it to the loop, relay progress and the final reply.
-func (s *Server) serveConn(c *net.UnixConn) {
-	defer c.Close()
-	send := func(r Reply) bool {
-		b, err := msgpack.Marshal(&r)
-		if err != nil {
-			s.log.Error("control socket: reply not encoded", "err", err)
-			return false
-		}
-		c.SetWriteDeadline(time.Now().Add(requestTimeout))
-		if _, err = c.Write(b); err != nil {
-			s.log.Warn("control socket: reply lost", "err", err)
-			return false
-		}
-		return true
-	}
-	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	buf := make([]byte, MaxRequest+1)
-	n, err := c.Read(buf)
-	// The request is read even from a refused peer: closing a socket with
-	// unread data resets it, and the peer would never see why.
-	if perr := checkPeer(c); perr != nil {
-		s.log.Warn("control client refused", "err", perr)
-		send(Reply{Err: perr.Error(), Done: true})
-		return
-	}
-	if err != nil {
-		send(Reply{Err: fmt.Sprintf("%v: %v", ErrBadRequest, err), Done: true})
-		return
-	}
-	req, err := DecodeRequest(buf[:n])
-	if err != nil {
-		send(Reply{Err: err.Error(), Done: true})
-		return
-	}
+// Handle answers one control request (a control.Handler). It runs on the
+// connection's goroutine: it posts the request to the loop and relays the
+// loop's progress lines until the loop's reply. What rs reports of
+// itself with status is read here, off the loop.
+func (s *Server) Handle(req control.Request, progress func(string)) control.Reply {
 	prog := make(chan string, 16)
-	reply := make(chan Reply, 1)
+	reply := make(chan control.Reply, 1)
 	s.post(evRequest{req: req, reply: reply, prog: prog})
-	final := func(r Reply) {
+	final := func(r control.Reply) control.Reply {
 		// Progress sent before the reply is in prog already.
-		for drained := false; !drained; {
+		for {
 			select {
 			case p := <-prog:
-				send(Reply{Progress: p})
+				progress(p)
 			default:
-				drained = true
+				if req.Op == control.OpStatus && r.Err == "" {
+					r.Daemon = s.daemon()
+				}
+				return r
 			}
 		}
-		// Long tables go in several packets; the last one is Done.
-		for len(r.Services) > statusRowsPacket {
-			if !send(Reply{Services: r.Services[:statusRowsPacket]}) {
-				return
-			}
-			r.Services = r.Services[statusRowsPacket:]
-		}
-		send(r)
 	}
 	for {
 		select {
 		case p := <-prog:
-			send(Reply{Progress: p})
+			progress(p)
 		case r := <-reply:
-			final(r)
-			return
+			return final(r)
 		case <-s.done:
 			select {
 			case r := <-reply: // the loop answered as it ended (shutdown)
-				final(r)
+				return final(r)
 			default:
-				send(Reply{Err: ErrShutdown.Error(), Done: true})
+				return control.Failure(control.ErrShutdown)
 			}
-			return
 		}
 	}
 }
@@ -93,122 +48,94 @@ func (s *Server) serveConn(c *net.UnixConn) {
 // request runs one control command inside the loop. Commands that finish
 // later (up, down, restart, shutdown) keep ev.reply and answer then.
 func (s *Server) request(ev evRequest) {
-	reply := func(r Reply, err error) {
+	reply := func(r control.Reply, err error) {
 		if err != nil {
-			r.Err = err.Error()
+			r = control.Failure(err)
 		}
 		r.Done = true
 		ev.reply <- r
 	}
 	req := ev.req
-	if s.shutdown != nil && req.Op != OpStatus {
-		if req.Op == OpShutdown {
+	if s.shutdown != nil && req.Op != control.OpStatus {
+		if req.Op == control.OpShutdown {
 			s.shutdown.replies = append(s.shutdown.replies, ev.reply)
 			return
 		}
-		reply(Reply{}, ErrShutdown)
+		reply(control.Reply{}, control.ErrShutdown)
 		return
 	}
 	switch req.Op {
-	case OpStatus:
+	case control.OpStatus:
 		st, err := s.statuses(req.Label)
-		reply(Reply{Services: st, Daemon: s.daemon()}, err)
-	case OpShutdown:
+		reply(control.Reply{Services: st}, err)
+	case control.OpShutdown:
 		s.beginShutdown(ev.reply)
-	case OpUp:
+	case control.OpUp:
 		s.up(req, ev.reply)
-	case OpDown:
+	case control.OpDown:
 		s.down(req.Label, ev.reply)
-	case OpRestart:
+	case control.OpRestart:
 		s.restart(req.Label, ev.reply)
-	case OpUpdate:
+	case control.OpUpdate:
 		s.startUpdate(req, ev)
-	case OpClone, OpUnclone:
-		m, err := s.clone(req.Label, req.Op == OpClone)
-		reply(Reply{Message: m}, err)
+	case control.OpClone, control.OpUnclone:
+		m, err := s.clone(req.Label, req.Op == control.OpClone)
+		reply(control.Reply{Message: m}, err)
 	default:
-		reply(Reply{}, fmt.Errorf("%w: %q", ErrBadRequest, req.Op))
+		reply(control.Reply{}, fmt.Errorf("%w: %q", control.ErrInvalid, req.Op))
 	}
 }
 
-func fail(r chan<- Reply, err error) { r <- Reply{Err: err.Error(), Done: true} }
+func fail(r chan<- control.Reply, err error) { r <- control.Failure(err) }
 
 // up starts a service, adding it to the table if it is new. The reply
 // comes when its init has succeeded or failed.
-func (s *Server) up(req Request, r chan<- Reply) {
-	svc, known := s.services[req.Label]
-	if known && svc.state != StateDown && svc.state != StateFailed {
-		fail(r, fmt.Errorf("%s is already up (%s)", req.Label, svc.state))
+func (s *Server) up(req control.Request, r chan<- control.Reply) {
+	label := req.Label
+	svc, known := s.services[label]
+	if known && svc.state != control.StateDown && svc.state != control.StateFailed {
+		fail(r, control.Errorf(control.CodeRefused, "%s is already up (%s)", label, svc.state))
 		return
 	}
-	var spec Spec
+	var base Spec
 	if known {
-		spec = svc.spec
+		base = svc.spec
 	} else {
-		if req.Binary == "" {
-			fail(r, fmt.Errorf("%w %q: give --binary to add it", ErrUnknown, req.Label))
+		if req.Spec == nil || req.Spec.Binary == nil {
+			fail(r, fmt.Errorf("%w %q: give --binary to add it", control.ErrUnknown, label))
 			return
 		}
-		spec = Spec{Label: req.Label, Period: DefaultPeriod}
-		if err := CheckLabel(req.Label); err != nil {
-			fail(r, err)
+		if err := CheckLabel(label); err != nil {
+			fail(r, control.Errorf(control.CodeInvalid, "%w", err))
 			return
 		}
+		base = Spec{Label: label, Period: DefaultPeriod}
 	}
-	if req.Binary != "" {
-		if !filepath.IsAbs(req.Binary) {
-			fail(r, fmt.Errorf("binary %q: path must be absolute", req.Binary))
-			return
-		}
-		spec.Binary = req.Binary
-	}
-	if req.HasArgs {
-		spec.Args = req.Args
-	}
-	if req.HasPeriod {
-		if req.Period < 0 {
-			fail(r, fmt.Errorf("period %v: must not be negative", req.Period))
-			return
-		}
-		spec.Period = req.Period
-		spec.PingTimeout = 0 // follows the period again
-	}
-	if req.Restart != "" {
-		p, err := ParseRestart(req.Restart)
-		if err != nil {
-			fail(r, err)
-			return
-		}
-		spec.Restart = p
-	}
-	if req.Depends != nil {
-		spec.Depends = req.Depends
-	}
-	if req.Memory > 0 {
-		spec.Memory = req.Memory
-	}
-	if req.OpenFiles > 0 {
-		spec.OpenFiles = req.OpenFiles
-	}
-	if req.CPUTime > 0 {
-		spec.CPUTime = req.CPUTime
+	spec, err := base.Apply(req.Spec)
+	if err != nil {
+		fail(r, control.Errorf(control.CodeInvalid, "%w", err))
+		return
 	}
 	for _, d := range spec.Depends {
+		if d == label {
+			continue // a cycle: Validate says so
+		}
 		dep, ok := s.services[d]
 		switch {
-		case d == req.Label:
-			fail(r, fmt.Errorf("%s cannot depend on itself", d))
-			return
 		case !ok:
-			fail(r, fmt.Errorf("dependency %q: %w", d, ErrUnknown))
+			fail(r, fmt.Errorf("dependency %q: %w", d, control.ErrUnknown))
 			return
-		case dep.state != StateRunning:
-			fail(r, fmt.Errorf("dependency %s is not running (%s)", d, dep.state))
+		case dep.state != control.StateRunning:
+			fail(r, control.Errorf(control.CodeRefused, "dependency %s is not running (%s)", d, dep.state))
 			return
 		}
 	}
+	if err := Validate(s.tableWith(spec)); err != nil {
+		fail(r, control.Errorf(control.CodeInvalid, "%w", err))
+		return
+	}
 	if err := checkBinary(spec.Binary); err != nil {
-		fail(r, err)
+		fail(r, control.Errorf(control.CodeInvalid, "%w", err))
 		return
 	}
 	if !known {
@@ -216,6 +143,9 @@ func (s *Server) up(req Request, r chan<- Reply) {
 	} else {
 		s.dropStandby(svc) // it runs the old spec
 		svc.spec = spec.withDefaults()
+	}
+	if req.Spec != nil && req.Spec.Has("standby") {
+		svc.wantStandby = spec.Standby
 	}
 	svc.lastExit = ""
 	svc.fails = 0
@@ -225,42 +155,54 @@ func (s *Server) up(req Request, r chan<- Reply) {
 	s.spawn(svc)
 }
 
-func (s *Server) down(label string, r chan<- Reply) {
+// tableWith returns the specs of the table with spec added or in place
+// of its label's.
+func (s *Server) tableWith(spec Spec) []Spec {
+	table := make([]Spec, 0, len(s.order)+1)
+	for _, l := range s.order {
+		if l != spec.Label {
+			table = append(table, s.services[l].spec)
+		}
+	}
+	return append(table, spec)
+}
+
+func (s *Server) down(label string, r chan<- control.Reply) {
 	svc, ok := s.services[label]
 	if !ok {
-		fail(r, fmt.Errorf("%w %q", ErrUnknown, label))
+		fail(r, fmt.Errorf("%w %q", control.ErrUnknown, label))
 		return
 	}
 	if svc.update != nil {
-		fail(r, fmt.Errorf("%s is being updated: %w; try again when the update is done", label, ErrBusy))
+		fail(r, fmt.Errorf("%s is being updated: %w; try again when the update is done", label, control.ErrBusy))
 		return
 	}
-	s.replyUp(svc, Reply{Err: label + ": stopped by down"})
+	s.replyUp(svc, control.Reply{Err: label + ": stopped by down"})
 	s.dropStandby(svc)
 	s.stop(svc, func() {
-		svc.state = StateDown
+		svc.state = control.StateDown
 		s.dropFDStore(svc)
-		r <- Reply{Done: true, Message: label + " down"}
+		r <- control.Reply{Done: true, Message: label + " down"}
 	})
 }
 
 // restart stops a running service gracefully and starts it again; for a
 // failed, backing-off or down service it is a start with cleared backoff.
-func (s *Server) restart(label string, r chan<- Reply) {
+func (s *Server) restart(label string, r chan<- control.Reply) {
 	svc, ok := s.services[label]
 	if !ok {
-		fail(r, fmt.Errorf("%w %q", ErrUnknown, label))
+		fail(r, fmt.Errorf("%w %q", control.ErrUnknown, label))
 		return
 	}
-	if svc.state == StateStopping || svc.update != nil {
-		fail(r, fmt.Errorf("%s is %s: %w", label, svc.state, ErrBusy))
+	if svc.state == control.StateStopping || svc.update != nil {
+		fail(r, fmt.Errorf("%s is %s: %w", label, svc.state, control.ErrBusy))
 		return
 	}
 	if dep := s.missingDep(svc); dep != "" {
 		fail(r, fmt.Errorf("dependency %s is not running", dep))
 		return
 	}
-	s.replyUp(svc, Reply{Err: label + ": restarted"})
+	s.replyUp(svc, control.Reply{Err: label + ": restarted"})
 	s.dropStandby(svc)
 	s.stop(svc, func() {
 		svc.fails = 0

@@ -1,37 +1,17 @@
 package rs
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"runtime"
 	"sort"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/proc"
-)
-
-// Service states, as `service status` shows them.
-const (
-	StateStarting = "starting"
-	StateRunning  = "running"
-	StateUpdating = "updating"
-	StateStopping = "stopping"
-	StateBackoff  = "backoff"
-	StateDown     = "down"
-	StateFailed   = "failed"
-)
-
-// Errors returned to `service`.
-var (
-	ErrUnknown  = errors.New("unknown service")
-	ErrBusy     = errors.New("busy")
-	ErrShutdown = errors.New("rs is shutting down")
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // Options configure a Server. Zero fields mean defaults.
@@ -53,7 +33,6 @@ type Server struct {
 	done   chan struct{} // closed when Run returns: senders give up
 
 	started time.Time
-	clients sync.WaitGroup // control connections being served
 
 	// Owned by the loop.
 	services   map[string]*service
@@ -81,15 +60,15 @@ type service struct {
 	fdstore  map[string]*os.File
 	update   *update // a live update in progress
 
-	standby      *instance      // a warm standby, exec'd and waiting for init
-	wantStandby  bool           // config standby = true, or `service clone`
-	standbyTimer Timer          // respawn of a standby that died
-	upWaiters    []chan<- Reply // replied when an instance runs or fails to start
-	onStopped    []func()       // run when the current instance has exited
+	standby      *instance              // a warm standby, exec'd and waiting for init
+	wantStandby  bool                   // config standby = true, or `service clone`
+	standbyTimer Timer                  // respawn of a standby that died
+	upWaiters    []chan<- control.Reply // replied when an instance runs or fails to start
+	onStopped    []func()               // run when the current instance has exited
 }
 
 type shutdownState struct {
-	replies []chan<- Reply
+	replies []chan<- control.Reply
 }
 
 // New returns a Server; Run starts it.
@@ -128,8 +107,8 @@ func (s *Server) post(ev any) {
 // Events of the loop.
 type (
 	evRequest struct {
-		req   Request
-		reply chan<- Reply // final reply; progress goes to progress
+		req   control.Request
+		reply chan<- control.Reply // final reply; progress goes to progress
 		prog  chan<- string
 	}
 	evMessages []evMessage // one pass of the Mux
@@ -153,7 +132,7 @@ type (
 	evStart struct{ specs []Spec }
 	// evFunc runs inside the loop; tests use it to look at the table.
 	evFunc func()
-	evStop struct{ reply chan<- Reply }
+	evStop struct{ reply chan<- control.Reply }
 )
 
 type timerKind int
@@ -175,7 +154,7 @@ func (s *Server) Start(specs []Spec) { s.post(evStart{specs}) }
 // Shutdown stops every service (dependents first) and makes Run return.
 // It waits until that is done.
 func (s *Server) Shutdown() {
-	reply := make(chan Reply, 1)
+	reply := make(chan control.Reply, 1)
 	s.post(evStop{reply})
 	select {
 	case <-reply:
@@ -184,31 +163,14 @@ func (s *Server) Shutdown() {
 }
 
 // Do runs one control request; progress lines go to prog (may be nil).
-func (s *Server) Do(req Request, prog chan<- string) Reply {
-	reply := make(chan Reply, 1)
+func (s *Server) Do(req control.Request, prog chan<- string) control.Reply {
+	reply := make(chan control.Reply, 1)
 	s.post(evRequest{req: req, reply: reply, prog: prog})
 	select {
 	case r := <-reply:
 		return r
 	case <-s.done:
-		return Reply{Err: ErrShutdown.Error(), Done: true}
-	}
-}
-
-// WaitClients waits, at most d, for the control connections in progress
-// to get their replies out: `service shutdown` must hear that rs stopped
-// before rs exits.
-func (s *Server) WaitClients(d time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		s.clients.Wait()
-		close(done)
-	}()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
+		return control.Reply{Err: control.ErrShutdown.Error(), Done: true}
 	}
 }
 
@@ -248,7 +210,7 @@ func (s *Server) Run() {
 		}
 		if s.shutdown != nil && s.shutdownStep() {
 			for _, r := range s.shutdown.replies {
-				r <- Reply{Done: true, Message: "rs stopped"}
+				r <- control.Reply{Done: true, Message: "rs stopped"}
 			}
 			return
 		}
@@ -263,13 +225,13 @@ func (s *Server) addConfigured(specs []Spec) {
 		}
 		svc := s.add(spec)
 		svc.waitDeps = true
-		svc.state = StateStarting // pid 0 until its turn and its dependencies come
+		svc.state = control.StateStarting // pid 0 until its turn and its dependencies come
 	}
 	s.startWaiting()
 }
 
 func (s *Server) add(spec Spec) *service {
-	svc := &service{spec: spec.withDefaults(), state: StateDown, fdstore: map[string]*os.File{}, wantStandby: spec.Standby}
+	svc := &service{spec: spec.withDefaults(), state: control.StateDown, fdstore: map[string]*os.File{}, wantStandby: spec.Standby}
 	s.services[spec.Label] = svc
 	s.order = append(s.order, spec.Label)
 	return svc
@@ -314,7 +276,7 @@ func (s *Server) startWaiting() {
 // missingDep names the first dependency of svc that is not running.
 func (s *Server) missingDep(svc *service) string {
 	for _, d := range svc.spec.Depends {
-		if dep, ok := s.services[d]; !ok || dep.state != StateRunning {
+		if dep, ok := s.services[d]; !ok || dep.state != control.StateRunning {
 			return d
 		}
 	}
@@ -340,7 +302,7 @@ func (s *Server) spawn(svc *service) {
 		return
 	}
 	svc.inst = inst
-	svc.state = StateStarting
+	svc.state = control.StateStarting
 	s.log.Info("spawned", "label", svc.spec.Label, "pid", inst.proc.Pid(), "init", typ)
 }
 
@@ -348,16 +310,16 @@ func (s *Server) spawn(svc *service) {
 // not be started). A service that never ran is `failed` at once: retrying
 // a binary that cannot start hides the error. Otherwise it is a crash.
 func (s *Server) startFailed(svc *service) {
-	s.replyUp(svc, Reply{Err: fmt.Sprintf("%s: %s", svc.spec.Label, svc.lastExit)})
+	s.replyUp(svc, control.Reply{Err: fmt.Sprintf("%s: %s", svc.spec.Label, svc.lastExit)})
 	if !svc.started {
-		svc.state = StateFailed
+		svc.state = control.StateFailed
 		return
 	}
 	s.crashed(svc, 0)
 }
 
 // replyUp answers everyone waiting for the service to come up.
-func (s *Server) replyUp(svc *service, r Reply) {
+func (s *Server) replyUp(svc *service, r control.Reply) {
 	r.Done = true
 	for _, w := range svc.upWaiters {
 		w <- r
@@ -373,7 +335,7 @@ func (s *Server) crashed(svc *service, ran time.Duration) {
 	fails, failed := s.restartVerdict(svc, ran)
 	svc.fails = fails
 	if failed {
-		svc.state = StateFailed
+		svc.state = control.StateFailed
 		s.log.Error("failed: too many restarts", "label", label,
 			"restarts", len(svc.history), "window", svc.spec.RestartWindow, "last_exit", svc.lastExit)
 		return
@@ -384,7 +346,7 @@ func (s *Server) crashed(svc *service, ran time.Duration) {
 		s.reincarnate(svc)
 		return
 	}
-	svc.state = StateBackoff
+	svc.state = control.StateBackoff
 	s.log.Info("backoff", "label", label, "delay", delay)
 	svc.backoff = s.clock.AfterFunc(delay, func() {
 		s.post(evTimer{svc: svc, kind: timerBackoff})
@@ -469,8 +431,8 @@ func (s *Server) exited(inst *instance, exit proc.Exit) {
 	if cont := svc.onStopped; len(cont) > 0 || inst.stopping {
 		// A stop we asked for (down, restart, shutdown) ended.
 		svc.onStopped = nil
-		if svc.state == StateStopping {
-			svc.state = StateDown
+		if svc.state == control.StateStopping {
+			svc.state = control.StateDown
 		}
 		s.log.Info("stopped", "label", label, "exit", exit.String())
 		for _, f := range cont {
@@ -488,10 +450,10 @@ func (s *Server) exited(inst *instance, exit proc.Exit) {
 	switch {
 	case svc.spec.Restart == RestartNever,
 		svc.spec.Restart == RestartOnFailure && inst.fault == "" && exit.Success():
-		svc.state = StateDown
+		svc.state = control.StateDown
 		return
 	case s.shutdown != nil:
-		svc.state = StateDown
+		svc.state = control.StateDown
 		return
 	}
 	s.crashed(svc, s.clock.Now().Sub(inst.runningSince))
@@ -521,8 +483,8 @@ func (s *Server) stop(svc *service, then func()) {
 	stopTimer(&svc.backoff)
 	svc.waitDeps = false
 	if svc.inst == nil {
-		if svc.state != StateFailed || s.shutdown != nil {
-			svc.state = StateDown
+		if svc.state != control.StateFailed || s.shutdown != nil {
+			svc.state = control.StateDown
 		}
 		if then != nil {
 			then()
@@ -532,7 +494,7 @@ func (s *Server) stop(svc *service, then func()) {
 	if then != nil {
 		svc.onStopped = append(svc.onStopped, then)
 	}
-	svc.state = StateStopping
+	svc.state = control.StateStopping
 	if !svc.inst.stopping {
 		s.log.Info("stopping", "label", svc.spec.Label, "pid", svc.inst.proc.Pid())
 		svc.inst.stop()
@@ -547,7 +509,7 @@ func (s *Server) dropFDStore(svc *service) {
 }
 
 // beginShutdown stops everything, dependents before their dependencies.
-func (s *Server) beginShutdown(reply chan<- Reply) {
+func (s *Server) beginShutdown(reply chan<- control.Reply) {
 	if s.shutdown == nil {
 		s.log.Info("shutting down")
 		s.shutdown = &shutdownState{}
@@ -558,10 +520,10 @@ func (s *Server) beginShutdown(reply chan<- Reply) {
 			s.dropStandby(svc)
 			stopTimer(&svc.backoff)
 			svc.waitDeps = false
-			if svc.inst == nil && (svc.state == StateStarting || svc.state == StateBackoff) {
-				svc.state = StateDown
+			if svc.inst == nil && (svc.state == control.StateStarting || svc.state == control.StateBackoff) {
+				svc.state = control.StateDown
 			}
-			s.replyUp(svc, Reply{Err: ErrShutdown.Error()})
+			s.replyUp(svc, control.Reply{Err: control.ErrShutdown.Error()})
 		}
 	}
 	if reply != nil {
@@ -612,7 +574,7 @@ func (s *Server) hasLiveDependents(label string) bool {
 
 func (s *Server) timer(ev evTimer) {
 	if ev.inst == nil {
-		if ev.kind == timerBackoff && ev.svc.state == StateBackoff && ev.svc.backoff != nil {
+		if ev.kind == timerBackoff && ev.svc.state == control.StateBackoff && ev.svc.backoff != nil {
 			ev.svc.backoff = nil
 			s.reincarnate(ev.svc)
 		}
@@ -675,8 +637,8 @@ func (s *Server) message(ev evMessage) {
 }
 
 // statusOf builds the status row of one service.
-func (s *Server) statusOf(svc *service) Status {
-	st := Status{
+func (s *Server) statusOf(svc *service) control.Status {
+	st := control.Status{
 		Label:     svc.spec.Label,
 		State:     svc.state,
 		Restarts:  svc.restarts,
@@ -706,46 +668,19 @@ func (s *Server) statusOf(svc *service) Status {
 	return st
 }
 
-func (s *Server) statuses(label string) ([]Status, error) {
+func (s *Server) statuses(label string) ([]control.Status, error) {
 	if label != "" {
 		svc, ok := s.services[label]
 		if !ok {
-			return nil, fmt.Errorf("%w %q", ErrUnknown, label)
+			return nil, fmt.Errorf("%w %q", control.ErrUnknown, label)
 		}
-		return []Status{s.statusOf(svc)}, nil
+		return []control.Status{s.statusOf(svc)}, nil
 	}
 	labels := append([]string(nil), s.order...)
 	sort.Strings(labels)
-	out := make([]Status, 0, len(labels))
+	out := make([]control.Status, 0, len(labels))
 	for _, l := range labels {
 		out = append(out, s.statusOf(s.services[l]))
 	}
 	return out, nil
-}
-
-// Serve accepts control connections until ln is closed. Each connection
-// gets its own goroutine, bounded by a read deadline, so a client that
-// sends nothing blocks nobody.
-func (s *Server) Serve(ln *net.UnixListener) error {
-	var delay time.Duration
-	for {
-		c, err := ln.AcceptUnix()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Out of fds, say: keep serving once some are back, as
-			// net/http does, rather than go deaf for good.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Error("control socket: accept failed; retrying", "err", err, "delay", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
-		s.clients.Add(1)
-		go func() {
-			defer s.clients.Done()
-			s.serveConn(c)
-		}()
-	}
 }

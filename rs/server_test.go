@@ -2,7 +2,6 @@ package rs
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/proc"
+	"github.com/reincarnation/rs/rs/control"
 	"github.com/reincarnation/rs/sef"
 )
 
@@ -182,9 +182,9 @@ func selfSpec(t *testing.T, label, role string) Spec {
 	return Spec{Label: label, Binary: self, Args: []string{"-role", role}, Period: time.Second, Restart: RestartNever}
 }
 
-func (s *Server) testStatus(t *testing.T, label string) Status {
+func (s *Server) testStatus(t *testing.T, label string) control.Status {
 	t.Helper()
-	r := s.Do(Request{Op: OpStatus, Label: label}, nil)
+	r := s.Do(control.Request{Op: control.OpStatus, Label: label}, nil)
 	if r.Err != "" {
 		t.Fatal(r.Err)
 	}
@@ -192,7 +192,7 @@ func (s *Server) testStatus(t *testing.T, label string) Status {
 }
 
 // waitStatus polls until cond holds, within a bound.
-func waitStatus(t *testing.T, s *Server, label string, cond func(Status) bool) Status {
+func waitStatus(t *testing.T, s *Server, label string, cond func(control.Status) bool) control.Status {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -207,10 +207,10 @@ func waitStatus(t *testing.T, s *Server, label string, cond func(Status) bool) S
 	}
 }
 
-func upSpec(t *testing.T, s *Server, spec Spec) Reply {
+func upSpec(t *testing.T, s *Server, spec Spec) control.Reply {
 	t.Helper()
 	s.post(evStart{specs: []Spec{spec}})
-	return Reply{}
+	return control.Reply{}
 }
 
 func TestBackoffDelay(t *testing.T) {
@@ -240,7 +240,7 @@ func TestHostileMessagesMakeServiceFaulty(t *testing.T) {
 	for what, want := range cases {
 		t.Run(what, func(t *testing.T) {
 			upSpec(t, s, selfSpec(t, what, "send:"+what))
-			st := waitStatus(t, s, what, func(st Status) bool { return st.State == StateDown && st.LastExit != "" })
+			st := waitStatus(t, s, what, func(st control.Status) bool { return st.State == control.StateDown && st.LastExit != "" })
 			if !strings.HasPrefix(st.LastExit, want) {
 				t.Fatalf("last_exit %q, want prefix %q", st.LastExit, want)
 			}
@@ -262,15 +262,15 @@ func countFDs(t *testing.T) int {
 func TestNoHeartbeat(t *testing.T) {
 	s, clk := newServer(t)
 	upSpec(t, s, selfSpec(t, "deaf", "deaf"))
-	waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateRunning })
+	waitStatus(t, s, "deaf", func(st control.Status) bool { return st.State == control.StateRunning })
 	clk.Advance(time.Second) // ping 1 goes out
-	waitStatus(t, s, "deaf", func(Status) bool {
+	waitStatus(t, s, "deaf", func(control.Status) bool {
 		var sent bool
 		inLoop(s, func() { sent = s.services["deaf"].inst.pingOut })
 		return sent
 	})
 	clk.Advance(time.Second) // and is judged unanswered
-	st := waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateDown })
+	st := waitStatus(t, s, "deaf", func(st control.Status) bool { return st.State == control.StateDown })
 	if !strings.HasPrefix(st.LastExit, "no-heartbeat") {
 		t.Fatalf("last_exit %q", st.LastExit)
 	}
@@ -281,15 +281,15 @@ func TestNoHeartbeat(t *testing.T) {
 func TestNoHeartbeatWithLateTimer(t *testing.T) {
 	s, clk := newServer(t)
 	upSpec(t, s, selfSpec(t, "deaf", "deaf"))
-	waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateRunning })
+	waitStatus(t, s, "deaf", func(st control.Status) bool { return st.State == control.StateRunning })
 	clk.Advance(time.Second + 5*time.Millisecond) // ping 1 goes out, 5ms late
-	waitStatus(t, s, "deaf", func(Status) bool {
+	waitStatus(t, s, "deaf", func(control.Status) bool {
 		var sent bool
 		inLoop(s, func() { sent = s.services["deaf"].inst.pingOut })
 		return sent
 	})
 	clk.Advance(995 * time.Millisecond) // the next visit, on time
-	st := waitStatus(t, s, "deaf", func(st Status) bool { return st.State == StateDown })
+	st := waitStatus(t, s, "deaf", func(st control.Status) bool { return st.State == control.StateDown })
 	if !strings.HasPrefix(st.LastExit, "no-heartbeat") {
 		t.Fatalf("last_exit %q", st.LastExit)
 	}
@@ -305,12 +305,12 @@ func inLoop(s *Server, f func()) {
 func TestPingAnsweredKeepsRunning(t *testing.T) {
 	s, clk := newServer(t)
 	upSpec(t, s, selfSpec(t, "plain", "plain"))
-	st := waitStatus(t, s, "plain", func(st Status) bool { return st.State == StateRunning })
+	st := waitStatus(t, s, "plain", func(st control.Status) bool { return st.State == control.StateRunning })
 	for seq := uint64(1); seq <= 5; seq++ {
 		// Each round: a tick sends ping seq; its pong must be back before
 		// the next tick, or the deadline (one period) would fire there.
 		clk.Advance(time.Second)
-		waitStatus(t, s, "plain", func(Status) bool {
+		waitStatus(t, s, "plain", func(control.Status) bool {
 			var answered bool
 			inLoop(s, func() {
 				inst := s.services["plain"].inst
@@ -320,7 +320,7 @@ func TestPingAnsweredKeepsRunning(t *testing.T) {
 		})
 	}
 	clk.Advance(time.Second)
-	if got := s.testStatus(t, "plain"); got.State != StateRunning || got.Pid != st.Pid || got.PingRTTUs <= 0 {
+	if got := s.testStatus(t, "plain"); got.State != control.StateRunning || got.Pid != st.Pid || got.PingRTTUs <= 0 {
 		t.Fatalf("a service answering pings was disturbed: %+v", got)
 	}
 }
@@ -334,66 +334,26 @@ func TestBackoffThenFailedThenRestart(t *testing.T) {
 	spec.BackoffCap = 4 * time.Second
 	upSpec(t, s, spec)
 	// Crash 1: restarted at once. Crashes 2 and 3 back off 1s, then 2s.
-	st := waitStatus(t, s, "crashy", func(st Status) bool { return st.Restarts == 1 && st.State == StateBackoff })
+	st := waitStatus(t, s, "crashy", func(st control.Status) bool { return st.Restarts == 1 && st.State == control.StateBackoff })
 	if st.LastExit != "terminated: exit 4" {
 		t.Fatalf("last_exit %q", st.LastExit)
 	}
 	clk.Advance(time.Second)
-	waitStatus(t, s, "crashy", func(st Status) bool { return st.Restarts == 2 && st.State == StateBackoff })
+	waitStatus(t, s, "crashy", func(st control.Status) bool { return st.Restarts == 2 && st.State == control.StateBackoff })
 	clk.Advance(time.Second) // not yet: the second delay is 2s
 	if st := s.testStatus(t, "crashy"); st.Restarts != 2 {
 		t.Fatalf("restarted before its backoff: %+v", st)
 	}
 	clk.Advance(time.Second)
 	// The third restart crashes too: 3 restarts within the window → failed.
-	st = waitStatus(t, s, "crashy", func(st Status) bool { return st.State == StateFailed })
+	st = waitStatus(t, s, "crashy", func(st control.Status) bool { return st.State == control.StateFailed })
 	if st.Restarts != 3 {
 		t.Fatalf("failed after %d restarts, want 3", st.Restarts)
 	}
 	// restart clears failed; the service starts (and crashes) again.
-	r := s.Do(Request{Op: OpRestart, Label: "crashy"}, nil)
+	r := s.Do(control.Request{Op: control.OpRestart, Label: "crashy"}, nil)
 	if r.Err != "" {
 		t.Fatalf("restart: %s", r.Err)
 	}
-	waitStatus(t, s, "crashy", func(st Status) bool { return st.State == StateBackoff && st.Restarts == 5 })
-}
-
-func TestControlRequestDecoding(t *testing.T) {
-	enc := func(v any) []byte { b, _ := msgpack.Marshal(v); return b }
-	cases := []struct {
-		name string
-		b    []byte
-		ok   bool
-	}{
-		{"status", enc(Request{Op: OpStatus}), true},
-		{"up", enc(Request{Op: OpUp, Label: "kv"}), true},
-		{"up without label", enc(Request{Op: OpUp}), false},
-		{"unknown op", enc(Request{Op: "reboot"}), false},
-		{"garbage", []byte{0xc1}, false},
-		{"truncated", enc(Request{Op: OpUp, Label: "kv"})[:5], false},
-		{"empty", nil, false},
-		{"huge", make([]byte, MaxRequest+1), false},
-	}
-	for _, c := range cases {
-		_, err := DecodeRequest(c.b)
-		if (err == nil) != c.ok {
-			t.Errorf("%s: err %v", c.name, err)
-		}
-		if err != nil && !errors.Is(err, ErrBadRequest) {
-			t.Errorf("%s: %v is not ErrBadRequest", c.name, err)
-		}
-	}
-}
-
-func FuzzDecodeRequest(f *testing.F) {
-	for _, r := range []Request{{Op: OpStatus}, {Op: OpUp, Label: "kv", Binary: "/bin/kv", Args: []string{"a"}, HasArgs: true}} {
-		b, _ := msgpack.Marshal(&r)
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := DecodeRequest(b)
-		if err == nil && r.Op == "" {
-			t.Fatalf("accepted a request without op: %s", fmt.Sprint(r))
-		}
-	})
+	waitStatus(t, s, "crashy", func(st control.Status) bool { return st.State == control.StateBackoff && st.Restarts == 5 })
 }

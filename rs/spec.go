@@ -2,8 +2,6 @@ package rs
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -119,23 +117,6 @@ func (s Spec) limits() []proc.Limit {
 		l = append(l, proc.Limit{Resource: unix.RLIMIT_CPU, Value: secs})
 	}
 	return l
-}
-
-// ParseBytes reads a size: a number of bytes, optionally with a unit
-// (B, K/KB/KiB, M/MB/MiB, G/GB/GiB; all powers of 1024).
-func ParseBytes(v string) (uint64, error) {
-	num := strings.TrimRight(v, "BbKkMmGgIi ")
-	unit := strings.ToLower(strings.TrimSpace(v[len(num):]))
-	n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: want a number of bytes, e.g. 256MiB", v)
-	}
-	shift := map[string]uint{"": 0, "b": 0, "k": 10, "kb": 10, "kib": 10, "m": 20, "mb": 20, "mib": 20, "g": 30, "gb": 30, "gib": 30}
-	sh, ok := shift[unit]
-	if !ok || n > (1<<63)>>sh {
-		return 0, fmt.Errorf("size %q: want a number of bytes, e.g. 256MiB", v)
-	}
-	return n << sh, nil
 }
 
 // ParseRestart checks a restart policy's spelling.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // Standby replicas (MINIX's clone): a service with a standby has a second
@@ -24,7 +25,7 @@ const standbyRespawn = time.Second
 // Only a running service gets one, so a standby never races a start.
 func (s *Server) ensureStandby(svc *service) {
 	if !svc.wantStandby || svc.standby != nil || svc.update != nil || s.shutdown != nil ||
-		svc.state != StateRunning {
+		svc.state != control.StateRunning {
 		return
 	}
 	stopTimer(&svc.standbyTimer)
@@ -76,7 +77,7 @@ func (s *Server) promoteStandby(svc *service) bool {
 		return false
 	}
 	svc.inst = sb
-	svc.state = StateStarting
+	svc.state = control.StateStarting
 	s.log.Info("standby takes over", "label", svc.spec.Label, "pid", sb.proc.Pid())
 	return true
 }
@@ -97,7 +98,7 @@ func (s *Server) standbyExited(svc *service, inst *instance, reason string) {
 func (s *Server) clone(label string, want bool) (string, error) {
 	svc, ok := s.services[label]
 	if !ok {
-		return "", fmt.Errorf("%w %q", ErrUnknown, label)
+		return "", fmt.Errorf("%w %q", control.ErrUnknown, label)
 	}
 	svc.wantStandby = want
 	if !want {
@@ -122,7 +123,7 @@ func (s *Server) takeOverEarly(inst *instance) bool {
 	svc := inst.svc
 	sb := svc.standby
 	if svc.inst != inst || !inst.running || inst.stopping || inst.fault != "" ||
-		svc.state != StateRunning || svc.update != nil || s.shutdown != nil ||
+		svc.state != control.StateRunning || svc.update != nil || s.shutdown != nil ||
 		svc.spec.Restart != RestartAlways || len(svc.onStopped) > 0 ||
 		sb == nil || sb.exited || sb.fault != "" {
 		return false

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // DefaultMaxTime is how long an instance may take to prepare for an
@@ -39,24 +40,24 @@ type update struct {
 	// begin and the commit they split the update into start, prepare and
 	// the new instance's init (the last two are the pause clients see).
 	prepareAt, readyAt time.Time
-	reply              chan<- Reply
+	reply              chan<- control.Reply
 	prog               chan<- string
 	pending            map[string]*os.File // fd-store entries from the new instance, kept until commit
 }
 
 // startUpdate handles `service update`: spawn the new binary first, then
 // (on its hello) ask the old instance to prepare.
-func (s *Server) startUpdate(req Request, ev evRequest) {
+func (s *Server) startUpdate(req control.Request, ev evRequest) {
 	svc, ok := s.services[req.Label]
 	if !ok {
-		fail(ev.reply, fmt.Errorf("%w %q", ErrUnknown, req.Label))
+		fail(ev.reply, fmt.Errorf("%w %q", control.ErrUnknown, req.Label))
 		return
 	}
 	if svc.update != nil {
-		fail(ev.reply, fmt.Errorf("%s: an update is already in progress: %w", req.Label, ErrBusy))
+		fail(ev.reply, fmt.Errorf("%s: an update is already in progress: %w", req.Label, control.ErrBusy))
 		return
 	}
-	if svc.state != StateRunning || svc.inst == nil || !svc.inst.running {
+	if svc.state != control.StateRunning || svc.inst == nil || !svc.inst.running {
 		fail(ev.reply, fmt.Errorf("%s is %s: only a running service can be updated", req.Label, svc.state))
 		return
 	}
@@ -101,7 +102,7 @@ func (s *Server) startUpdate(req Request, ev evRequest) {
 	}
 	u.new = newInst
 	svc.update = u
-	svc.state = StateUpdating
+	svc.state = control.StateUpdating
 	u.arm(s, spec.InitTimeout)
 	s.log.Info("update: new instance started", "label", req.Label, "pid", newInst.proc.Pid(), "binary", spec.Binary)
 	u.progress(fmt.Sprintf("new instance started: pid %d (%s)", newInst.proc.Pid(), spec.Binary))
@@ -221,7 +222,7 @@ func (s *Server) commit(u *update) {
 		"prepare", u.readyAt.Sub(u.prepareAt).Round(time.Microsecond),
 		"init", now.Sub(u.readyAt).Round(time.Microsecond))
 	u.progress(fmt.Sprintf("committed: pid %d replaces pid %d", u.new.proc.Pid(), old.proc.Pid()))
-	u.reply <- Reply{Done: true, Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.proc.Pid(), u.new.proc.Pid(), gap)}
+	u.reply <- control.Reply{Done: true, Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.proc.Pid(), u.new.proc.Pid(), gap)}
 }
 
 // rollback: the new instance is killed, the old one resumes untouched.
@@ -242,10 +243,10 @@ func (s *Server) rollback(u *update, why string) {
 		}
 	}
 	if svc.inst == u.old && !u.old.exited {
-		svc.state = StateRunning
+		svc.state = control.StateRunning
 		s.ensureStandby(svc)
 	}
 	s.log.Warn("update rolled back", "label", svc.spec.Label, "reason", why, "pid", u.old.proc.Pid())
 	u.progress("rolled back: " + why)
-	u.reply <- Reply{Done: true, Err: fmt.Sprintf("update %s rolled back: %s", svc.spec.Label, why)}
+	u.reply <- control.Reply{Done: true, Err: fmt.Sprintf("update %s rolled back: %s", svc.spec.Label, why)}
 }

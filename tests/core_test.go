@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // kvConfig is one kv with fast pings and no backoff to speak of, so that
@@ -37,7 +37,7 @@ stop_grace = "500ms"
 func TestFaultsAreReincarnated(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, kvConfig(addr, ""))
-	st := r.waitState("kv", rs.StateRunning, 0)
+	st := r.waitState("kv", control.StateRunning, 0)
 	cases := []struct {
 		kind, lastExit string
 	}{
@@ -57,7 +57,7 @@ func TestFaultsAreReincarnated(t *testing.T) {
 			if v := kvDo(t, addr, "DEBUG", "FAULT", c.kind); v.Str != "OK" {
 				t.Fatalf("DEBUG FAULT %s: %v", c.kind, v)
 			}
-			next := r.waitState("kv", rs.StateRunning, st.Pid)
+			next := r.waitState("kv", control.StateRunning, st.Pid)
 			if !strings.HasPrefix(next.LastExit, c.lastExit) {
 				t.Errorf("last_exit %q, want prefix %q", next.LastExit, c.lastExit)
 			}
@@ -78,11 +78,11 @@ func TestFaultsAreReincarnated(t *testing.T) {
 func TestDownUpRestart(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, kvConfig(addr, ""))
-	first := r.waitState("kv", rs.StateRunning, 0)
+	first := r.waitState("kv", control.StateRunning, 0)
 
 	r.mustService("down", "kv")
 	st := r.status("kv")
-	if st.State != rs.StateDown || st.Pid != 0 {
+	if st.State != control.StateDown || st.Pid != 0 {
 		t.Fatalf("after down: %+v", st)
 	}
 	if alive(first.Pid) {
@@ -94,7 +94,7 @@ func TestDownUpRestart(t *testing.T) {
 	}
 	// Down stays down: the exit of the stopped instance was handled (and
 	// any restart decided) before down replied, so this status is final.
-	if st := r.status("kv"); st.State != rs.StateDown {
+	if st := r.status("kv"); st.State != control.StateDown {
 		t.Fatalf("down did not stay down: %+v", st)
 	}
 
@@ -102,7 +102,7 @@ func TestDownUpRestart(t *testing.T) {
 	if !strings.Contains(out, "running") {
 		t.Errorf("up printed %q", out)
 	}
-	up := r.waitState("kv", rs.StateRunning, 0)
+	up := r.waitState("kv", control.StateRunning, 0)
 	if kvPid(t, addr) != up.Pid {
 		t.Fatalf("kv not serving after up")
 	}
@@ -110,7 +110,7 @@ func TestDownUpRestart(t *testing.T) {
 
 	r.mustService("restart", "kv")
 	again := r.status("kv")
-	if again.State != rs.StateRunning || again.Pid == up.Pid || again.Pid == 0 {
+	if again.State != control.StateRunning || again.Pid == up.Pid || again.Pid == 0 {
 		t.Fatalf("restart: %+v, old pid %d", again, up.Pid)
 	}
 	if alive(up.Pid) {
@@ -124,7 +124,7 @@ func TestDownUpRestart(t *testing.T) {
 func TestCommandErrors(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, kvConfig(addr, ""))
-	r.waitState("kv", rs.StateRunning, 0)
+	r.waitState("kv", control.StateRunning, 0)
 	cases := []struct {
 		name string
 		args []string
@@ -159,7 +159,7 @@ func TestCommandErrors(t *testing.T) {
 			}
 		})
 	}
-	if st := r.status("quick"); st.State != rs.StateFailed || st.Pid != 0 {
+	if st := r.status("quick"); st.State != control.StateFailed || st.Pid != 0 {
 		t.Errorf("a binary that exits at once: %+v, want failed", st)
 	}
 	// rs unreachable: one line, non-zero.
@@ -176,7 +176,7 @@ func TestInitDeadline(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "init-timeout") {
 		t.Fatalf("up of a service that never finishes init: exit %d, %q", code, errs)
 	}
-	if st := r.status("slow"); st.State != rs.StateFailed || st.Pid != 0 {
+	if st := r.status("slow"); st.State != control.StateFailed || st.Pid != 0 {
 		t.Fatalf("after init timeout: %+v", st)
 	}
 }
@@ -184,7 +184,7 @@ func TestInitDeadline(t *testing.T) {
 func TestStatusJSON(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, kvConfig(addr, ""))
-	st := r.waitState("kv", rs.StateRunning, 0)
+	st := r.waitState("kv", control.StateRunning, 0)
 	r.waitFor("a ping round trip", func() bool { return r.status("kv").PingRTTUs > 0 })
 	svcs := r.statusJSON()
 	if len(svcs) != 1 {
@@ -228,7 +228,7 @@ func TestForeignUIDRefused(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "uid 65534 may not control this rs") {
 		t.Fatalf("nobody through an open socket: exit %d, %q", code, errs)
 	}
-	if _, err := r.client().Do(rs.Request{Op: rs.OpStatus}, nil); err != nil {
+	if _, err := r.client().Do(control.Request{Op: control.OpStatus}, nil); err != nil {
 		t.Fatalf("rs no longer answers its own uid: %v", err)
 	}
 }
@@ -248,7 +248,7 @@ stop_grace = "100ms"
 `)
 	pids := []int{}
 	for _, l := range []string{"kv", "plain", "stubborn"} {
-		pids = append(pids, r.waitState(l, rs.StateRunning, 0).Pid)
+		pids = append(pids, r.waitState(l, control.StateRunning, 0).Pid)
 	}
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -285,7 +285,7 @@ func TestGroupKilledWithService(t *testing.T) {
 	}
 	child, _ := strconv.Atoi(string(b))
 	syscall.Kill(st.Pid, syscall.SIGKILL)
-	r.waitState("forker", rs.StateDown, 0)
+	r.waitState("forker", control.StateDown, 0)
 	r.waitFor("the forked child to die with its service", func() bool { return !alive(child) })
 }
 
@@ -296,7 +296,7 @@ binary = "$BIN/roles"
 args = ["-role", "stubborn"]
 stop_grace = "100ms"
 `)
-	st := r.waitState("stubborn", rs.StateRunning, 0)
+	st := r.waitState("stubborn", control.StateRunning, 0)
 	r.mustService("down", "stubborn")
 	if alive(st.Pid) {
 		t.Fatalf("stubborn service alive after down")
@@ -312,7 +312,7 @@ stop_grace = "100ms"
 func TestCrashRestartsRefuseNothing(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, kvConfig(addr, ""))
-	st := r.waitState("kv", rs.StateRunning, 0)
+	st := r.waitState("kv", control.StateRunning, 0)
 	rsPid := r.cmd.Process.Pid
 
 	var refused, served atomic.Int64
@@ -347,7 +347,7 @@ func TestCrashRestartsRefuseNothing(t *testing.T) {
 			fdsAfterWarmup = fdCount(t, rsPid)
 		}
 		syscall.Kill(st.Pid, syscall.SIGKILL)
-		st = r.waitState("kv", rs.StateRunning, st.Pid)
+		st = r.waitState("kv", control.StateRunning, st.Pid)
 	}
 	close(stop)
 	wg.Wait()
@@ -395,5 +395,51 @@ depends = ["db"]
 				t.Fatalf("rs said %q; want one line naming %s and %q", msg, path, c.want)
 			}
 		})
+	}
+}
+
+// TestUpRefusesCycleAndNonsense: `service up` goes through the same
+// checks as the config file. With b depending on a, a down and b still
+// running, `up --depends b a` would close a cycle a -> b -> a (after
+// which rs could not order a shutdown); rs refuses it, and a ping period
+// of a nanosecond, and stays as it was.
+func TestUpRefusesCycleAndNonsense(t *testing.T) {
+	r := startRS(t, `
+[service.a]
+binary = "$BIN/roles"
+args = ["-role", "plain"]
+restart = "never"
+
+[service.b]
+binary = "$BIN/roles"
+args = ["-role", "plain"]
+depends = ["a"]
+`)
+	a := r.waitState("a", control.StateRunning, 0)
+	b := r.waitState("b", control.StateRunning, 0)
+	syscall.Kill(a.Pid, syscall.SIGKILL)
+	r.waitState("a", control.StateDown, 0)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"up", "--depends", "b", "a"}, "dependency cycle: b -> a -> b"},
+		{[]string{"up", "--period", "1ns", "a"}, `service "a": period 1ns: shorter than 10ms`},
+		{[]string{"up", "--binary", bin("roles"), "--ping-timeout", "1ms", "c"}, `service "c": ping_timeout 1ms: shorter than 10ms`},
+	}
+	for _, c := range cases {
+		_, errs, code := r.service(c.args...)
+		if code == 0 || !strings.Contains(errs, c.want) || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+			t.Errorf("service %v: exit %d, stderr %q; want one line with %q", c.args, code, errs, c.want)
+		}
+	}
+	if st := r.status("a"); st.State != control.StateDown || len(st.Depends) != 0 {
+		t.Errorf("a after the refusals: %+v", st)
+	}
+	if st := r.status("b"); st.State != control.StateRunning || st.Pid != b.Pid {
+		t.Errorf("b after the refusals: %+v", st)
+	}
+	if _, _, code := r.service("status", "c"); code == 0 {
+		t.Errorf("a refused up added c to the table")
 	}
 }

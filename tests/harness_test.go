@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/reincarnation/rs/internal/resp"
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // binDir holds rs, service and kv, built once by TestMain.
@@ -144,13 +144,13 @@ func startRS(t *testing.T, config string) *rsProc {
 		}
 	})
 	r.waitFor("control socket", func() bool {
-		_, err := r.client().Do(rs.Request{Op: rs.OpStatus}, nil)
+		_, err := r.client().Do(control.Request{Op: control.OpStatus}, nil)
 		return err == nil
 	})
 	return r
 }
 
-func (r *rsProc) client() rs.Client { return rs.Client{Socket: r.sock, Timeout: waitTimeout} }
+func (r *rsProc) client() control.Client { return control.Client{Socket: r.sock, Timeout: waitTimeout} }
 
 // waitFor polls cond until it holds, within waitTimeout.
 func (r *rsProc) waitFor(what string, cond func() bool) {
@@ -169,9 +169,9 @@ func (r *rsProc) waitFor(what string, cond func() bool) {
 	}
 }
 
-func (r *rsProc) status(label string) rs.Status {
+func (r *rsProc) status(label string) control.Status {
 	r.t.Helper()
-	rep, err := r.client().Do(rs.Request{Op: rs.OpStatus, Label: label}, nil)
+	rep, err := r.client().Do(control.Request{Op: control.OpStatus, Label: label}, nil)
 	if err != nil {
 		r.t.Fatalf("status %s: %v", label, err)
 	}
@@ -179,9 +179,9 @@ func (r *rsProc) status(label string) rs.Status {
 }
 
 // waitFor2 waits until label's status satisfies cond and returns it.
-func (r *rsProc) waitFor2(label string, cond func(rs.Status) bool) rs.Status {
+func (r *rsProc) waitFor2(label string, cond func(control.Status) bool) control.Status {
 	r.t.Helper()
-	var st rs.Status
+	var st control.Status
 	r.waitFor(label+" to change", func() bool {
 		st = r.status(label)
 		return cond(st)
@@ -190,12 +190,12 @@ func (r *rsProc) waitFor2(label string, cond func(rs.Status) bool) rs.Status {
 }
 
 // waitState waits until label is in state with a pid other than notPid.
-func (r *rsProc) waitState(label, state string, notPid int) rs.Status {
+func (r *rsProc) waitState(label, state string, notPid int) control.Status {
 	r.t.Helper()
-	var st rs.Status
+	var st control.Status
 	r.waitFor(fmt.Sprintf("%s %s (not pid %d)", label, state, notPid), func() bool {
 		st = r.status(label)
-		return st.State == state && (state != rs.StateRunning || st.Pid != notPid && st.Pid != 0)
+		return st.State == state && (state != control.StateRunning || st.Pid != notPid && st.Pid != 0)
 	})
 	return st
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // TestRSKilledLeavesNoService: rs dies by SIGKILL, so it cannot stop
@@ -20,7 +20,7 @@ func TestRSKilledLeavesNoService(t *testing.T) {
 binary = "$BIN/roles"
 args = ["-role", "plain"]
 `)
-	pids := []int{r.waitState("kv", rs.StateRunning, 0).Pid, r.waitState("plain", rs.StateRunning, 0).Pid}
+	pids := []int{r.waitState("kv", control.StateRunning, 0).Pid, r.waitState("plain", control.StateRunning, 0).Pid}
 	r.cmd.Process.Signal(syscall.SIGKILL)
 	<-r.done
 	// Not r.waitFor: that one gives up as soon as rs has exited, and here
@@ -63,7 +63,7 @@ func TestControlSocketHostileClients(t *testing.T) {
 		}
 	}
 	// With the silent client still connected, others are served.
-	if _, err := r.client().Do(rs.Request{Op: rs.OpStatus}, nil); err != nil {
+	if _, err := r.client().Do(control.Request{Op: control.OpStatus}, nil); err != nil {
 		t.Fatalf("status while a client sits silent: %v", err)
 	}
 }
@@ -100,7 +100,7 @@ func TestUnaskedFDsAreClosed(t *testing.T) {
 		r.service("up", "--binary", bin("roles"), "--args", "-role fdpusher", "--restart", "never", "pusher")
 		r.waitFor("the pusher to be caught", func() bool {
 			st := r.status("pusher")
-			return st.State == rs.StateDown || st.State == rs.StateFailed
+			return st.State == control.StateDown || st.State == control.StateFailed
 		})
 	}
 	if st := r.status("pusher"); !strings.Contains(st.LastExit, "fds do not match") {
@@ -141,7 +141,7 @@ cpu_time = "1s"
 		{"cpu", "cpu-limit: SIGKILL after"},
 	}
 	for _, c := range cases {
-		st := r.waitFor2(c.label, func(st rs.Status) bool { return st.Restarts >= 1 && st.LastExit != "" })
+		st := r.waitFor2(c.label, func(st control.Status) bool { return st.Restarts >= 1 && st.LastExit != "" })
 		if !strings.Contains(st.LastExit, c.want) {
 			t.Errorf("%s: last_exit %q, want %q", c.label, st.LastExit, c.want)
 		}

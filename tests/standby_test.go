@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // TestStandby: a warm standby takes over a crashed kv at once, a new
@@ -14,7 +14,7 @@ import (
 func TestStandby(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, kvConfig(addr, `standby = true`))
-	st := r.waitFor2("kv", func(st rs.Status) bool { return st.State == rs.StateRunning && st.StandbyPid != 0 })
+	st := r.waitFor2("kv", func(st control.Status) bool { return st.State == control.StateRunning && st.StandbyPid != 0 })
 	if !st.Standby {
 		t.Fatalf("standby not reported as wanted: %+v", st)
 	}
@@ -23,8 +23,8 @@ func TestStandby(t *testing.T) {
 	syscall.Kill(st.Pid, syscall.SIGKILL)
 	// The standby takes over as soon as the channel closes, before the
 	// reap; last_exit is filled in when the exit is reaped.
-	next := r.waitFor2("kv", func(n rs.Status) bool {
-		return n.State == rs.StateRunning && n.Pid != st.Pid && n.LastExit != "exiting (its exit status follows)"
+	next := r.waitFor2("kv", func(n control.Status) bool {
+		return n.State == control.StateRunning && n.Pid != st.Pid && n.LastExit != "exiting (its exit status follows)"
 	})
 	if next.Pid != st.StandbyPid || next.LastExit != "terminated: SIGKILL" || next.Restarts != 1 {
 		t.Fatalf("after the crash: %+v; want pid %d (the standby)", next, st.StandbyPid)
@@ -35,11 +35,11 @@ func TestStandby(t *testing.T) {
 	if kvPid(t, addr) != next.Pid {
 		t.Fatal("the promoted standby does not serve")
 	}
-	next = r.waitFor2("kv", func(n rs.Status) bool { return n.StandbyPid != 0 && n.StandbyPid != st.StandbyPid })
+	next = r.waitFor2("kv", func(n control.Status) bool { return n.StandbyPid != 0 && n.StandbyPid != st.StandbyPid })
 
 	// A standby that dies on its own is replaced; the service is untouched.
 	syscall.Kill(next.StandbyPid, syscall.SIGKILL)
-	again := r.waitFor2("kv", func(n rs.Status) bool { return n.StandbyPid != 0 && n.StandbyPid != next.StandbyPid })
+	again := r.waitFor2("kv", func(n control.Status) bool { return n.StandbyPid != 0 && n.StandbyPid != next.StandbyPid })
 	if again.Pid != next.Pid || again.Restarts != next.Restarts {
 		t.Fatalf("a dying standby disturbed the service: %+v", again)
 	}
@@ -62,11 +62,11 @@ func TestStandby(t *testing.T) {
 	r.mustService("down", "kv")
 	r.waitFor("the standby to stop with the service", func() bool { return !alive(cloned.StandbyPid) })
 	r.mustService("up", "kv")
-	r.waitFor2("kv", func(n rs.Status) bool { return n.StandbyPid != 0 })
+	r.waitFor2("kv", func(n control.Status) bool { return n.StandbyPid != 0 })
 
 	// An update replaces the standby with one of the new binary.
 	r.mustService("update", "--binary", bin("kv-b"), "kv")
-	up := r.waitFor2("kv", func(n rs.Status) bool { return n.StandbyPid != 0 && n.Binary == bin("kv-b") })
+	up := r.waitFor2("kv", func(n control.Status) bool { return n.StandbyPid != 0 && n.Binary == bin("kv-b") })
 	exe, err := readExe(up.StandbyPid)
 	if err != nil || exe != bin("kv-b") {
 		t.Fatalf("standby after update runs %q (%v), want %s", exe, err, bin("kv-b"))

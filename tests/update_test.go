@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/reincarnation/rs/internal/resp"
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // kvInfo returns one INFO field.
@@ -84,7 +84,7 @@ init_timeout = "1s"
 func TestUpdateUnderLoad(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, updateConfig(addr))
-	r.waitState("kv", rs.StateRunning, 0)
+	r.waitState("kv", control.StateRunning, 0)
 	admin := dialKV(t, addr)
 	const keys = 2000
 	loadKeys(t, admin, keys)
@@ -149,7 +149,7 @@ func TestUpdateUnderLoad(t *testing.T) {
 			t.Fatalf("after update %d: version %q, want %q", u, v, next[3:])
 		}
 		st := r.status("kv")
-		if st.Pid == pid || st.State != rs.StateRunning || st.Restarts != 0 {
+		if st.Pid == pid || st.State != control.StateRunning || st.Restarts != 0 {
 			t.Fatalf("after update %d: %+v (old pid %d)", u, st, pid)
 		}
 		pid = st.Pid
@@ -184,7 +184,7 @@ func TestUpdateUnderLoad(t *testing.T) {
 func TestUpdateRollback(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, updateConfig(addr))
-	st := r.waitState("kv", rs.StateRunning, 0)
+	st := r.waitState("kv", control.StateRunning, 0)
 	persistent := dialKV(t, addr)
 	loadKeys(t, persistent, 100)
 	cases := []struct {
@@ -204,7 +204,7 @@ func TestUpdateRollback(t *testing.T) {
 				t.Fatalf("update: exit %d, stderr %q, want %q", code, errOut, c.want)
 			}
 			now := r.status("kv")
-			if now.Pid != st.Pid || now.State != rs.StateRunning {
+			if now.Pid != st.Pid || now.State != control.StateRunning {
 				t.Fatalf("after a failed update: %+v, want pid %d running", now, st.Pid)
 			}
 			// The same connection, the same process, the same state.
@@ -223,7 +223,7 @@ func TestUpdateRollback(t *testing.T) {
 func TestUpdatePrepareTimeout(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, updateConfig(addr))
-	st := r.waitState("kv", rs.StateRunning, 0)
+	st := r.waitState("kv", control.StateRunning, 0)
 	sleeper := dialKV(t, addr)
 	slept := make(chan error, 1)
 	go func() {
@@ -250,7 +250,7 @@ func TestUpdatePrepareTimeout(t *testing.T) {
 	if err := <-slept; err != nil {
 		t.Fatalf("the long request failed after the cancelled update: %v", err)
 	}
-	if now := r.status("kv"); now.Pid != st.Pid || now.State != rs.StateRunning {
+	if now := r.status("kv"); now.Pid != st.Pid || now.State != control.StateRunning {
 		t.Fatalf("after the timeout: %+v", now)
 	}
 	mustDo(t, sleeper, "PONG", "PING")
@@ -259,7 +259,7 @@ func TestUpdatePrepareTimeout(t *testing.T) {
 func TestUpdateUnsupportedStateAndConcurrent(t *testing.T) {
 	addr := freeAddr(t)
 	r := startRS(t, updateConfig(addr))
-	st := r.waitState("kv", rs.StateRunning, 0)
+	st := r.waitState("kv", control.StateRunning, 0)
 	_, errOut, code := r.service("update", "--state", "7", "kv")
 	if code == 0 || !strings.Contains(errOut, "state 7 not supported") {
 		t.Fatalf("state 7: exit %d, %q", code, errOut)
@@ -276,7 +276,7 @@ func TestUpdateUnsupportedStateAndConcurrent(t *testing.T) {
 		_, errOut, code := runService(t, r.sock, nil, "update", "--quiet", "--state", "2", "--maxtime", "20s", "kv")
 		first <- fmt.Sprintf("%d %s", code, errOut)
 	}()
-	r.waitFor("the update to start", func() bool { return r.status("kv").State == rs.StateUpdating })
+	r.waitFor("the update to start", func() bool { return r.status("kv").State == control.StateUpdating })
 	for _, args := range [][]string{{"update", "kv"}, {"restart", "kv"}, {"down", "kv"}} {
 		_, errOut, code := r.service(args...)
 		if code == 0 || !strings.Contains(errOut, "busy") {
@@ -289,7 +289,7 @@ func TestUpdateUnsupportedStateAndConcurrent(t *testing.T) {
 	if err := <-slept; err != nil {
 		t.Fatalf("long request: %v", err)
 	}
-	if now := r.status("kv"); now.Pid == st.Pid || now.State != rs.StateRunning {
+	if now := r.status("kv"); now.Pid == st.Pid || now.State != control.StateRunning {
 		t.Fatalf("after the update: %+v", now)
 	}
 }

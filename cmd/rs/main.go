@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 func main() {
@@ -26,7 +27,7 @@ func main() {
 		UsageText: "rs [--config FILE] [--socket PATH] [--log-format text|json] [--log-level L]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "TOML file of services to start"},
-			&cli.StringFlag{Name: "socket", Usage: "control socket (default $RS_SOCKET, else " + rs.DefaultSocket() + ")"},
+			&cli.StringFlag{Name: "socket", Usage: "control socket (default $RS_SOCKET, else " + control.DefaultSocket() + ")"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
@@ -74,9 +75,9 @@ func run(c *cli.Context) error {
 	}
 	sock := c.String("socket")
 	if sock == "" {
-		sock = rs.DefaultSocket()
+		sock = control.DefaultSocket()
 	}
-	ln, err := rs.Listen(sock)
+	ln, err := control.Listen(sock)
 	if err != nil {
 		return err
 	}
@@ -89,8 +90,9 @@ func run(c *cli.Context) error {
 	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP)
 
 	srv := rs.New(rs.Options{Logger: log})
+	ctl := &control.Server{Handler: srv.Handle, Log: log}
 	go srv.Run()
-	go srv.Serve(ln)
+	go ctl.Serve(ln)
 	log.Info("rs started", "socket", sock, "services", len(specs), "pid", os.Getpid())
 	srv.Start(specs)
 	select {
@@ -100,7 +102,7 @@ func run(c *cli.Context) error {
 	case <-srv.Done():
 	}
 	ln.Close()
-	srv.WaitClients(time.Second)
+	ctl.Wait(time.Second)
 	log.Info("rs stopped")
 	return nil
 }

@@ -8,13 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 func main() {
@@ -23,26 +22,18 @@ func main() {
 		Usage:     "control the services of rs",
 		UsageText: "service [--socket PATH] <command> [flags] <label>",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "socket", Usage: "rs control socket (default $RS_SOCKET, else " + rs.DefaultSocket() + ")"},
+			&cli.StringFlag{Name: "socket", Usage: "rs control socket (default $RS_SOCKET, else " + control.DefaultSocket() + ")"},
 		},
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
 			{
 				Name: "up", Usage: "start a service; returns when its init succeeded", ArgsUsage: "<label>",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "binary", Usage: "path of the binary (required for a new label)"},
-					&cli.StringFlag{Name: "args", Usage: `arguments, split on spaces: "A B"`},
-					&cli.DurationFlag{Name: "period", Usage: "ping period; 0s disables pings (default 1s)"},
-					&cli.StringFlag{Name: "restart", Usage: "always | on-failure | never"},
-					&cli.StringFlag{Name: "depends", Usage: "labels to depend on: L1,L2"},
-					&cli.StringFlag{Name: "memory", Usage: "memory limit (RLIMIT_DATA), e.g. 256MiB"},
-					&cli.Uint64Flag{Name: "open-files", Usage: "open files limit (RLIMIT_NOFILE)"},
-					&cli.DurationFlag{Name: "cpu-time", Usage: "CPU time limit (RLIMIT_CPU), e.g. 10m"},
-				},
-				Action: up,
+				Description: "Every config key is a flag: --ping-timeout for ping_timeout, and so on.",
+				Flags:       upFlags(),
+				Action:      up,
 			},
-			{Name: "down", Usage: "stop a service; it stays down until up", ArgsUsage: "<label>", Action: simple(rs.OpDown)},
-			{Name: "restart", Usage: "stop and start again; clears failed and backoff", ArgsUsage: "<label>", Action: simple(rs.OpRestart)},
+			{Name: "down", Usage: "stop a service; it stays down until up", ArgsUsage: "<label>", Action: simple(control.OpDown)},
+			{Name: "restart", Usage: "stop and start again; clears failed and backoff", ArgsUsage: "<label>", Action: simple(control.OpRestart)},
 			{
 				Name: "update", Usage: "live update to a new binary", ArgsUsage: "<label>",
 				Flags: []cli.Flag{
@@ -53,8 +44,8 @@ func main() {
 				},
 				Action: update,
 			},
-			{Name: "clone", Usage: "keep a warm standby instance", ArgsUsage: "<label>", Action: simple(rs.OpClone)},
-			{Name: "unclone", Usage: "drop the standby instance", ArgsUsage: "<label>", Action: simple(rs.OpUnclone)},
+			{Name: "clone", Usage: "keep a warm standby instance", ArgsUsage: "<label>", Action: simple(control.OpClone)},
+			{Name: "unclone", Usage: "drop the standby instance", ArgsUsage: "<label>", Action: simple(control.OpUnclone)},
 			{
 				Name: "status", Usage: "show the services", ArgsUsage: "[<label>]",
 				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
@@ -69,12 +60,12 @@ func main() {
 	}
 }
 
-func client(c *cli.Context) rs.Client {
+func client(c *cli.Context) control.Client {
 	sock := c.String("socket")
 	if sock == "" {
-		sock = rs.DefaultSocket()
+		sock = control.DefaultSocket()
 	}
-	return rs.Client{Socket: sock}
+	return control.Client{Socket: sock}
 }
 
 // label returns the one positional argument, the label.
@@ -88,7 +79,7 @@ func label(c *cli.Context) (string, error) {
 	return "", fmt.Errorf("%s: one <label> expected, got %q (flags go before the label)", c.Command.Name, c.Args().Slice())
 }
 
-func do(c *cli.Context, req rs.Request, progress func(string)) error {
+func do(c *cli.Context, req control.Request, progress func(string)) error {
 	r, err := client(c).Do(req, progress)
 	if err != nil {
 		return err
@@ -105,8 +96,21 @@ func simple(op string) cli.ActionFunc {
 		if err != nil {
 			return err
 		}
-		return do(c, rs.Request{Op: op, Label: l}, nil)
+		return do(c, control.Request{Op: op, Label: l}, nil)
 	}
+}
+
+// upFlags are the settings of control.Patch, one flag each.
+func upFlags() []cli.Flag {
+	var flags []cli.Flag
+	for _, f := range control.Fields() {
+		if f.Kind == control.KindBool {
+			flags = append(flags, &cli.BoolFlag{Name: f.Flag, Usage: f.Usage})
+			continue
+		}
+		flags = append(flags, &cli.StringFlag{Name: f.Flag, Usage: f.Usage})
+	}
+	return flags
 }
 
 func up(c *cli.Context) error {
@@ -114,33 +118,25 @@ func up(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	req := rs.Request{Op: rs.OpUp, Label: l, Restart: c.String("restart")}
-	if b := c.String("binary"); b != "" {
-		if req.Binary, err = filepath.Abs(b); err != nil {
-			return err
+	var p control.Patch
+	for _, f := range control.Fields() {
+		if !c.IsSet(f.Flag) {
+			continue
 		}
-	}
-	if c.IsSet("args") {
-		req.Args, req.HasArgs = strings.Fields(c.String("args")), true
-	}
-	if c.IsSet("period") {
-		req.Period, req.HasPeriod = c.Duration("period"), true
-	}
-	if m := c.String("memory"); m != "" {
-		if req.Memory, err = rs.ParseBytes(m); err != nil {
-			return err
+		v := c.String(f.Flag)
+		if f.Kind == control.KindBool {
+			v = fmt.Sprint(c.Bool(f.Flag))
 		}
-	}
-	req.OpenFiles = c.Uint64("open-files")
-	req.CPUTime = c.Duration("cpu-time")
-	if d := c.String("depends"); d != "" {
-		for _, dep := range strings.Split(d, ",") {
-			if dep = strings.TrimSpace(dep); dep != "" {
-				req.Depends = append(req.Depends, dep)
+		if f.Key == "binary" {
+			if v, err = filepath.Abs(v); err != nil {
+				return err
 			}
 		}
+		if err := p.SetFlag(f.Key, v); err != nil {
+			return err
+		}
 	}
-	return do(c, req, nil)
+	return do(c, control.Request{Op: control.OpUp, Label: l, Spec: &p}, nil)
 }
 
 func update(c *cli.Context) error {
@@ -148,7 +144,7 @@ func update(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	req := rs.Request{Op: rs.OpUpdate, Label: l, State: c.Int("state"), MaxTime: c.Duration("maxtime")}
+	req := control.Request{Op: control.OpUpdate, Label: l, State: c.Int("state"), MaxTime: c.Duration("maxtime")}
 	if b := c.String("binary"); b != "" {
 		if req.Binary, err = filepath.Abs(b); err != nil {
 			return err
@@ -165,32 +161,32 @@ func shutdown(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("shutdown takes no label")
 	}
-	return do(c, rs.Request{Op: rs.OpShutdown}, nil)
+	return do(c, control.Request{Op: control.OpShutdown}, nil)
 }
 
 func status(c *cli.Context) error {
 	if c.NArg() > 1 {
 		return fmt.Errorf("status: at most one <label>")
 	}
-	r, err := client(c).Do(rs.Request{Op: rs.OpStatus, Label: c.Args().First()}, nil)
+	r, err := client(c).Do(control.Request{Op: control.OpStatus, Label: c.Args().First()}, nil)
 	if err != nil {
 		return err
 	}
 	if r.Services == nil {
-		r.Services = []rs.Status{}
+		r.Services = []control.Status{}
 	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			Services []rs.Status `json:"services"`
-			RS       *rs.Daemon  `json:"rs,omitempty"`
+			Services []control.Status `json:"services"`
+			RS       *control.Daemon  `json:"rs,omitempty"`
 		}{r.Services, r.Daemon})
 	}
 	return table(os.Stdout, r.Services)
 }
 
-func table(w io.Writer, services []rs.Status) error {
+func table(w io.Writer, services []control.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LABEL\tSTATE\tPID\tUPTIME\tRESTARTS\tPING\tLAST EXIT")
 	for _, s := range services {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // Check is one end-of-run check.
@@ -114,7 +114,7 @@ func (c *campaign) growthChecks(rep *Report) []Check {
 	if base == nil {
 		return []Check{{Name: "rs resources", Detail: "no figures after the warm-up (status failed)"}}
 	}
-	var end *rs.Daemon
+	var end *control.Daemon
 	ok := settle(func() bool {
 		d, err := c.daemon()
 		if err != nil {

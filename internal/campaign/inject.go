@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // expect is what recovery from one fault must look like.
@@ -27,7 +27,7 @@ type expect struct {
 // An injector makes one fault happen to s, which status showed running
 // as st. It returns what recovery must look like and, for the awkward
 // moments, what actually happened.
-type injector func(c *campaign, s *service, f fault, r *rand.Rand, st rs.Status) (expect, string, error)
+type injector func(c *campaign, s *service, f fault, r *rand.Rand, st control.Status) (expect, string, error)
 
 var injectors = map[Kind]injector{
 	KindSigkill:             injectSigkill,
@@ -59,13 +59,13 @@ var (
 )
 
 // injectKV: DEBUG FAULT <kind>; kv answers +OK, then fails.
-func injectKV(c *campaign, s *service, f fault, _ *rand.Rand, st rs.Status) (expect, string, error) {
+func injectKV(c *campaign, s *service, f fault, _ *rand.Rand, st control.Status) (expect, string, error) {
 	exp := expect{t0: time.Now(), pid: st.Pid, not: []int{st.Pid}, crash: true}
 	return exp, "", debugFault(s.addr, f.kind)
 }
 
 // injectSigkill: kill -9 at a random moment of the instance's life.
-func injectSigkill(c *campaign, s *service, _ fault, r *rand.Rand, st rs.Status) (expect, string, error) {
+func injectSigkill(c *campaign, s *service, _ fault, r *rand.Rand, st control.Status) (expect, string, error) {
 	ch, err := openChild(st.Pid, c.rs.pid)
 	if err != nil {
 		return expect{}, "", err
@@ -81,7 +81,7 @@ func injectSigkill(c *campaign, s *service, _ fault, r *rand.Rand, st rs.Status)
 
 // injectKillDuringInit: kill -9, then kill -9 the next instance as soon
 // as status names it, with or without a short random delay.
-func injectKillDuringInit(c *campaign, s *service, _ fault, r *rand.Rand, st rs.Status) (expect, string, error) {
+func injectKillDuringInit(c *campaign, s *service, _ fault, r *rand.Rand, st control.Status) (expect, string, error) {
 	exp := expect{t0: time.Now(), pid: st.Pid, not: []int{st.Pid}, crash: true}
 	if _, err := killChild(st.Pid, c.rs.pid); err != nil {
 		return exp, "", fmt.Errorf("kill -9 %d: %w", st.Pid, err)
@@ -109,7 +109,7 @@ func injectKillDuringInit(c *campaign, s *service, _ fault, r *rand.Rand, st rs.
 			return exp, "missed: " + err.Error(), nil
 		case !alive:
 			return exp, "missed: it had exited already", nil
-		case next.State == rs.StateStarting:
+		case next.State == control.StateStarting:
 			return exp, "killed while starting", nil
 		default:
 			return exp, "killed just after it was " + next.State, nil
@@ -122,7 +122,7 @@ func injectKillDuringInit(c *campaign, s *service, _ fault, r *rand.Rand, st rs.
 // it stops. Half the time the instance is frozen (SIGSTOP) first so that
 // it stays `stopping` until the kill; the other half the kill races the
 // stop after a random delay of up to 1ms.
-func injectFaultDuringStop(c *campaign, s *service, f fault, r *rand.Rand, st rs.Status) (expect, string, error) {
+func injectFaultDuringStop(c *campaign, s *service, f fault, r *rand.Rand, st control.Status) (expect, string, error) {
 	exp := expect{pid: st.Pid, not: []int{st.Pid}}
 	ch, err := openChild(st.Pid, c.rs.pid)
 	if err != nil {
@@ -137,7 +137,7 @@ func injectFaultDuringStop(c *campaign, s *service, f fault, r *rand.Rand, st rs
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.rs.ctl.Do(rs.Request{Op: rs.OpRestart, Label: s.label}, nil)
+		_, err := c.rs.ctl.Do(control.Request{Op: control.OpRestart, Label: s.label}, nil)
 		done <- err
 	}()
 	outcome := ""
@@ -149,7 +149,7 @@ func injectFaultDuringStop(c *campaign, s *service, f fault, r *rand.Rand, st rs
 				return exp, "", err
 			}
 			switch now := rep.Services[0]; {
-			case now.State == rs.StateStopping && now.Pid == st.Pid:
+			case now.State == control.StateStopping && now.Pid == st.Pid:
 				outcome = "frozen, killed while stopping"
 			case now.Pid != st.Pid:
 				outcome = "frozen, missed: replaced before the stop (" + now.State + ")"

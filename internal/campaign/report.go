@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // Report is what a campaign found.
@@ -30,7 +30,7 @@ type Report struct {
 	Checks   []Check
 	Failures []Failure // faults not recovered (or not injected), in order
 
-	Base, End *rs.Daemon // rs's figures after the warm-up and at the end
+	Base, End *control.Daemon // rs's figures after the warm-up and at the end
 
 	Dir     string // the work directory, when kept (something failed)
 	LogPath string // rs's log

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // Bounds of the waits on rs itself.
@@ -32,7 +32,7 @@ type rsProc struct {
 	sock    string
 	logPath string
 	logFile *os.File
-	ctl     rs.Client
+	ctl     control.Client
 	done    chan struct{} // closed once rs has exited and been reaped
 	exitErr error         // valid once done is closed
 
@@ -94,7 +94,7 @@ func startRS(dir, bin, config, level string) (*rsProc, error) {
 		logPath: filepath.Join(dir, "rs.log"),
 		done:    make(chan struct{}),
 	}
-	r.ctl = rs.Client{Socket: r.sock, Timeout: controlTimeout}
+	r.ctl = control.Client{Socket: r.sock, Timeout: controlTimeout}
 	f, err := os.Create(r.logPath)
 	if err != nil {
 		return nil, err
@@ -142,9 +142,9 @@ func (r *rsProc) exited() bool {
 
 // status asks rs for every service (label "") or one, counting failures:
 // rs must always answer.
-func (r *rsProc) status(label string) (rs.Reply, error) {
+func (r *rsProc) status(label string) (control.Reply, error) {
 	r.statusCalls.Add(1)
-	rep, err := r.ctl.Do(rs.Request{Op: rs.OpStatus, Label: label}, nil)
+	rep, err := r.ctl.Do(control.Request{Op: control.OpStatus, Label: label}, nil)
 	if err == nil && (len(rep.Services) == 0 || rep.Daemon == nil) {
 		err = errors.New("status reply without services or daemon figures")
 	}

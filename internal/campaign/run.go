@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // campaign is one run: rs, its services, and what the workers saw.
@@ -282,7 +282,7 @@ func (c *campaign) one(s *service, f fault) result {
 
 // recovery is a service found serving.
 type recovery struct {
-	status rs.Status
+	status control.Status
 	took   time.Duration
 }
 
@@ -292,7 +292,7 @@ type recovery struct {
 func (c *campaign) recover(s *service, f fault, exp expect, bound time.Duration) (recovery, string) {
 	deadline := exp.t0.Add(bound)
 	pause := time.Millisecond
-	var last rs.Status
+	var last control.Status
 	var lastErr error
 	for attempt := 0; ; {
 		if c.rs.exited() {
@@ -306,7 +306,7 @@ func (c *campaign) recover(s *service, f fault, exp expect, bound time.Duration)
 			last = st
 			c.pids.add(st.Pid)
 			switch {
-			case st.State != rs.StateRunning || st.Pid == 0:
+			case st.State != control.StateRunning || st.Pid == 0:
 			case exp.same && st.Pid != exp.pid:
 				return recovery{}, fmt.Sprintf("%s: pid %d replaced by %d (last_exit %q); the old instance should have kept serving",
 					st.State, exp.pid, st.Pid, st.LastExit)
@@ -352,7 +352,7 @@ func (c *campaign) rescue(s *service) bool {
 	// An update still in progress refuses the restart: let it end.
 	deadline := time.Now().Add(c.cfg.RecoverTimeout)
 	for time.Now().Before(deadline) {
-		_, err := c.rs.ctl.Do(rs.Request{Op: rs.OpRestart, Label: s.label}, nil)
+		_, err := c.rs.ctl.Do(control.Request{Op: control.OpRestart, Label: s.label}, nil)
 		if err == nil {
 			break
 		}
@@ -364,7 +364,7 @@ func (c *campaign) rescue(s *service) bool {
 }
 
 // daemon reads rs's own figures.
-func (c *campaign) daemon() (*rs.Daemon, error) {
+func (c *campaign) daemon() (*control.Daemon, error) {
 	rep, err := c.rs.status("")
 	if err != nil {
 		return nil, err

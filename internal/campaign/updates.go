@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // update runs one update in the background and reports its progress
@@ -26,7 +26,7 @@ type update struct {
 func (c *campaign) startUpdate(label, binary string, state int, maxTime time.Duration) *update {
 	u := &update{done: make(chan error, 1), arrived: make(chan struct{}, 1)}
 	go func() {
-		_, err := c.rs.ctl.Do(rs.Request{Op: rs.OpUpdate, Label: label, Binary: binary, State: state, MaxTime: maxTime}, func(p string) {
+		_, err := c.rs.ctl.Do(control.Request{Op: control.OpUpdate, Label: label, Binary: binary, State: state, MaxTime: maxTime}, func(p string) {
 			u.mu.Lock()
 			u.lines = append(u.lines, p)
 			if rest, ok := strings.CutPrefix(p, "new instance started: pid "); ok {
@@ -113,7 +113,7 @@ func (u *update) wait() error {
 // request-free, so an update to state 2 waits in prepare; kill -9 the old
 // instance meanwhile. The update must fail, and the service come back as
 // after any crash.
-func injectKillDuringPrepare(c *campaign, s *service, f fault, r *rand.Rand, st rs.Status) (expect, string, error) {
+func injectKillDuringPrepare(c *campaign, s *service, f fault, r *rand.Rand, st control.Status) (expect, string, error) {
 	exp := expect{pid: st.Pid, not: []int{st.Pid}, crash: true}
 	ch, err := openChild(st.Pid, c.rs.pid)
 	if err != nil {
@@ -161,7 +161,7 @@ func injectKillDuringPrepare(c *campaign, s *service, f fault, r *rand.Rand, st 
 // (in whichever phase the update is then), or, one time in eight, let its
 // init time out. Either way the update rolls back and the old instance
 // keeps serving.
-func injectKillNewDuringUpdate(c *campaign, s *service, f fault, r *rand.Rand, st rs.Status) (expect, string, error) {
+func injectKillNewDuringUpdate(c *campaign, s *service, f fault, r *rand.Rand, st control.Status) (expect, string, error) {
 	exp := expect{pid: st.Pid, same: true, marker: fmt.Sprintf("campaign:marker:%d", f.n), markerVal: strconv.FormatUint(f.seed, 36)}
 	if err := setMarker(s.addr, exp.marker, exp.markerVal); err != nil {
 		return exp, "", err
@@ -201,7 +201,7 @@ func injectKillNewDuringUpdate(c *campaign, s *service, f fault, r *rand.Rand, s
 
 // injectUpdateRollback: update to a build whose live-update init fails;
 // the update must fail and the old instance keep its pid and state.
-func injectUpdateRollback(c *campaign, s *service, f fault, r *rand.Rand, st rs.Status) (expect, string, error) {
+func injectUpdateRollback(c *campaign, s *service, f fault, r *rand.Rand, st control.Status) (expect, string, error) {
 	exp := expect{pid: st.Pid, same: true, marker: fmt.Sprintf("campaign:marker:%d", f.n), markerVal: strconv.FormatUint(f.seed, 36)}
 	if err := setMarker(s.addr, exp.marker, exp.markerVal); err != nil {
 		return exp, "", err
@@ -222,7 +222,7 @@ func injectUpdateRollback(c *campaign, s *service, f fault, r *rand.Rand, st rs.
 
 // injectUpdateOK: update to the other version; it must succeed, a new
 // pid must serve, with the new version and the old state.
-func injectUpdateOK(c *campaign, s *service, f fault, r *rand.Rand, st rs.Status) (expect, string, error) {
+func injectUpdateOK(c *campaign, s *service, f fault, r *rand.Rand, st control.Status) (expect, string, error) {
 	exp := expect{pid: st.Pid, not: []int{st.Pid}, marker: fmt.Sprintf("campaign:marker:%d", f.n), markerVal: strconv.FormatUint(f.seed, 36)}
 	if err := setMarker(s.addr, exp.marker, exp.markerVal); err != nil {
 		return exp, "", err

@@ -1,7 +1,7 @@
 package main
 
 // The control scenario: the status round trip on rs's control socket,
-// by rs.Client in this process and by the whole `bin/service status`
+// by control.Client in this process and by the whole `bin/service status`
 // command (exec, connect, request, print).
 
 import (
@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 const (
@@ -29,8 +29,8 @@ func (b *bench) control() error {
 	if err != nil {
 		return err
 	}
-	st, _ := b.ctl.Do(rs.Request{Op: rs.OpStatus}, nil)
-	apiRow := row{name: "control: rs.Client status round trip", d: api}
+	st, _ := b.ctl.Do(control.Request{Op: control.OpStatus}, nil)
+	apiRow := row{name: "control: control.Client status round trip", d: api}
 	cmdRow := row{name: "control: bin/service status (whole command)", d: cmd}
 	b.rows = append(b.rows, apiRow, cmdRow)
 	t := table{title: fmt.Sprintf("Control round trip (status, %d services in rs)", len(st.Services)),
@@ -43,11 +43,11 @@ func (b *bench) control() error {
 }
 
 // clientStatus times n status requests through c.
-func clientStatus(c rs.Client, n int) ([]time.Duration, error) {
+func clientStatus(c control.Client, n int) ([]time.Duration, error) {
 	var d []time.Duration
 	for range n {
 		t := time.Now()
-		if _, err := c.Do(rs.Request{Op: rs.OpStatus}, nil); err != nil {
+		if _, err := c.Do(control.Request{Op: control.OpStatus}, nil); err != nil {
 			return d, fmt.Errorf("status: %w", err)
 		}
 		d = append(d, time.Since(t))

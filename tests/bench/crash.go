@@ -43,7 +43,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reincarnation/rs/internal/resp"
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 const (
@@ -314,7 +314,7 @@ func (b *bench) crashRound(t *crashTarget) (probeResult, error) {
 }
 
 // waitStandby polls status until label runs with a standby.
-func (b *bench) waitStandby(label string, limit time.Duration) (st rs.Status, err error) {
+func (b *bench) waitStandby(label string, limit time.Duration) (st control.Status, err error) {
 	deadline := time.Now().Add(limit)
 	for {
 		st, err = b.status(label)

@@ -18,7 +18,7 @@
 //   - ping (ping.go): rs's ping round trip through kvping's sef loop,
 //     p50 and p99, against a raw SOCK_SEQPACKET socketpair ping-pong of
 //     the same size in one process; kvping is then taken down.
-//   - control (control.go): status by rs.Client and by bin/service.
+//   - control (control.go): status by control.Client and by bin/service.
 //   - crash (crash.go): SIGKILL → serving, rs with and without a standby
 //     beside runsv, s6-supervise and an exec of kv, round by round.
 //   - update (update.go, s6update.go): live updates under load with
@@ -53,7 +53,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 type row struct {
@@ -71,7 +71,7 @@ type bench struct {
 	netw     string
 	kvAddr   string // where the configured kv listens
 	kvsbAddr string // where kvsb (standby = true) listens
-	ctl      rs.Client
+	ctl      control.Client
 	rsLog    string   // the main rs's log (JSON)
 	sections []table  // the report, in order
 	targets  []target // goals met or missed
@@ -194,7 +194,7 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	defer os.RemoveAll(dir)
 	b := &bench{ctx: ctx, opts: o, dir: dir, bin: bin, netw: o.netw, verbose: o.verbose, machine: readMachine(),
-		ctl: rs.Client{Socket: filepath.Join(dir, "rs.sock"), Timeout: 2 * time.Second}}
+		ctl: control.Client{Socket: filepath.Join(dir, "rs.sock"), Timeout: 2 * time.Second}}
 	defer b.print()
 	b.findTools()
 	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["update"] || o.scenarios["redisbench"] {
@@ -376,24 +376,24 @@ func logEvents(path string) []logEvent {
 }
 
 // status returns the row of label.
-func (b *bench) status(label string) (rs.Status, error) {
-	r, err := b.ctl.Do(rs.Request{Op: rs.OpStatus}, nil)
+func (b *bench) status(label string) (control.Status, error) {
+	r, err := b.ctl.Do(control.Request{Op: control.OpStatus}, nil)
 	if err != nil {
-		return rs.Status{}, err
+		return control.Status{}, err
 	}
 	for _, s := range r.Services {
 		if s.Label == label {
 			return s, nil
 		}
 	}
-	return rs.Status{}, fmt.Errorf("status: no service %q", label)
+	return control.Status{}, fmt.Errorf("status: no service %q", label)
 }
 
 // waitRunning polls status until label is running with a pid other than
 // notPid.
-func (b *bench) waitRunning(label string, notPid int, limit time.Duration) (rs.Status, error) {
+func (b *bench) waitRunning(label string, notPid int, limit time.Duration) (control.Status, error) {
 	deadline := time.Now().Add(limit)
-	var last rs.Status
+	var last control.Status
 	var lastErr error
 	for time.Now().Before(deadline) && b.ctx.Err() == nil {
 		last, lastErr = b.status(label)

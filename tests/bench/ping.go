@@ -34,7 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reincarnation/rs/msg"
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 const (
@@ -115,7 +115,7 @@ func (b *bench) pings() error {
 			p99s = append(p99s, float64(quantile(bs, 0.99))/float64(quantile(rw, 0.99)))
 		}
 	}
-	if _, err := b.ctl.Do(rs.Request{Op: rs.OpDown, Label: "kvping"}, nil); err != nil {
+	if _, err := b.ctl.Do(control.Request{Op: control.OpDown, Label: "kvping"}, nil); err != nil {
 		b.problem("ping: down kvping: " + err.Error())
 	}
 	if notRunning+zero > 0 {

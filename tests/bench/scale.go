@@ -13,7 +13,7 @@ package main
 //   - memory per service: rs's RSS / services, and each idle process's
 //     VmRSS and PSS (PSS shares the binary's pages among the processes
 //     that map them);
-//   - `service status --json` (the whole command) and rs.Client status,
+//   - `service status --json` (the whole command) and control.Client status,
 //     scaleStatusRuns times each, with every row;
 //   - shutdown: SIGTERM → rs exited, every service stopped.
 //
@@ -31,7 +31,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 const (
@@ -57,7 +57,7 @@ func (b *bench) scale() (err error) {
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
 		return err
 	}
-	ctl := rs.Client{Socket: filepath.Join(dir, "rs.sock"), Timeout: 30 * time.Second}
+	ctl := control.Client{Socket: filepath.Join(dir, "rs.sock"), Timeout: 30 * time.Second}
 	var env []string
 	if b.opts.cpuprofile != "" {
 		env = append(env, "RS_CPUPROFILE="+b.opts.cpuprofile)
@@ -98,10 +98,10 @@ func (b *bench) scale() (err error) {
 
 	// Boot.
 	var boot time.Duration
-	var last rs.Reply
+	var last control.Reply
 	for deadline := p.started.Add(scaleBootLimit); ; {
 		running := 0
-		r, err := ctl.Do(rs.Request{Op: rs.OpStatus}, nil)
+		r, err := ctl.Do(control.Request{Op: control.OpStatus}, nil)
 		if err == nil {
 			last = r
 			for _, s := range r.Services {
@@ -191,7 +191,7 @@ func (b *bench) scale() (err error) {
 		b.judge(fmt.Sprintf("scale: rs RSS < 64 MiB at %d services (the largest sample)", n), mib(most), most < 64*1024)
 		t.add("rs RSS per service (median RSS / services)", fmt.Sprintf("%.1f KiB", float64(med)/float64(n)), "")
 	}
-	if r, err := ctl.Do(rs.Request{Op: rs.OpStatus}, nil); err == nil && r.Daemon != nil {
+	if r, err := ctl.Do(control.Request{Op: control.OpStatus}, nil); err == nil && r.Daemon != nil {
 		d := r.Daemon
 		t.add("rs as it reports itself (status)", fmt.Sprintf("%d goroutines, %d fds, heap allocated %s (live and garbage)", d.Goroutines, d.FDs, mib(d.HeapKiB)), "")
 		restarts, notRunning := 0, 0
@@ -235,9 +235,9 @@ func (b *bench) scale() (err error) {
 		return err
 	}
 	b.rows = append(b.rows, row{name: fmt.Sprintf("scale: service status --json (%d rows)", n), d: js},
-		row{name: fmt.Sprintf("scale: rs.Client status (%d rows)", n), d: api})
+		row{name: fmt.Sprintf("scale: control.Client status (%d rows)", n), d: api})
 	t.add(fmt.Sprintf("bin/service status --json, whole command (%d runs)", len(js)), medRange(js), "")
-	t.add(fmt.Sprintf("rs.Client status round trip (%d runs)", len(api)), medRange(api), "")
+	t.add(fmt.Sprintf("control.Client status round trip (%d runs)", len(api)), medRange(api), "")
 
 	// Shutdown.
 	stopped = true

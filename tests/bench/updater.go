@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/reincarnation/rs/internal/resp"
-	"github.com/reincarnation/rs/rs"
+	"github.com/reincarnation/rs/rs/control"
 )
 
 // updater does the live updates of kv, alternating two binaries, and
 // checks each.
 type updater struct {
 	b        *bench
-	ctl      rs.Client
+	ctl      control.Client
 	bins     [2]string
 	next     int               // index in bins of the next update's target
 	versions map[string]string // binary → the version its INFO reports
@@ -26,7 +26,7 @@ type updater struct {
 
 func (b *bench) newUpdater(bins [2]string) (*updater, error) {
 	u := &updater{b: b, bins: bins, versions: map[string]string{},
-		ctl: rs.Client{Socket: b.ctl.Socket, Timeout: updateTimeout}}
+		ctl: control.Client{Socket: b.ctl.Socket, Timeout: updateTimeout}}
 	st, err := b.waitRunning("kv", 0, 10*time.Second)
 	if err != nil {
 		return nil, err
@@ -55,7 +55,7 @@ func (u *updater) update(what string) (start, end time.Time, err error) {
 		return start, end, err
 	}
 	start = time.Now()
-	r, uerr := u.ctl.Do(rs.Request{Op: rs.OpUpdate, Label: "kv", Binary: target}, nil)
+	r, uerr := u.ctl.Do(control.Request{Op: control.OpUpdate, Label: "kv", Binary: target}, nil)
 	end = time.Now()
 	if b.verbose {
 		fmt.Fprintf(os.Stderr, "%s → %s: %v, %q, err %v\n", what, filepath.Base(target), end.Sub(start), r.Message, uerr)

@@ -1,0 +1,218 @@
+package control
+
+import (
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Patch is a change to a service's settings: every non-nil field is a
+// setting given, every nil one a setting left as it is. The msgpack name
+// of a field is its config key; its flag is the key with '-' for '_'.
+// A field's Go type is its kind; tags add what the type cannot say
+// (`sep`: how a flag's list is split; `unit:"bytes"`: a size).
+//
+// Adding a setting: a field here, the field of the same name in rs.Spec,
+// and any rule of its own in rs's Validate. The config file, `service
+// up`'s flags and the wire follow from the field.
+type Patch struct {
+	Binary        *string        `msgpack:"binary,omitempty" usage:"path of the binary (required for a new label)"`
+	Args          *[]string      `msgpack:"args,omitempty" sep:" " usage:"arguments, split on spaces: \"A B\""`
+	Period        *time.Duration `msgpack:"period,omitempty" usage:"ping period; 0s disables pings (default 1s)"`
+	Restart       *string        `msgpack:"restart,omitempty" usage:"always | on-failure | never"`
+	Depends       *[]string      `msgpack:"depends,omitempty" sep:"," usage:"labels to depend on: L1,L2"`
+	Standby       *bool          `msgpack:"standby,omitempty" usage:"keep a warm standby instance"`
+	PingTimeout   *time.Duration `msgpack:"ping_timeout,omitempty" usage:"how long a ping may go unanswered (default: the period)"`
+	InitTimeout   *time.Duration `msgpack:"init_timeout,omitempty" usage:"bound of the init handshake (default 5s)"`
+	StopGrace     *time.Duration `msgpack:"stop_grace,omitempty" usage:"each step of a graceful stop (default 2s)"`
+	BackoffBase   *time.Duration `msgpack:"backoff_base,omitempty" usage:"first restart delay after the immediate one (default 100ms)"`
+	BackoffCap    *time.Duration `msgpack:"backoff_cap,omitempty" usage:"longest restart delay (default 10s)"`
+	BackoffReset  *time.Duration `msgpack:"backoff_reset,omitempty" usage:"a run this long resets the backoff (default 1s)"`
+	MaxRestarts   *int           `msgpack:"max_restarts,omitempty" usage:"restarts within restart_window before failed; negative: unlimited (default 10)"`
+	RestartWindow *time.Duration `msgpack:"restart_window,omitempty" usage:"window of max_restarts (default 1m)"`
+	Memory        *uint64        `msgpack:"memory,omitempty" unit:"bytes" usage:"memory limit (RLIMIT_DATA), e.g. 256MiB"`
+	OpenFiles     *uint64        `msgpack:"open_files,omitempty" usage:"open files limit (RLIMIT_NOFILE)"`
+	CPUTime       *time.Duration `msgpack:"cpu_time,omitempty" usage:"CPU time limit (RLIMIT_CPU), e.g. 10m"`
+}
+
+// Kind is the type of a setting's value.
+type Kind int
+
+const (
+	KindString   Kind = iota // string
+	KindStrings              // []string
+	KindDuration             // time.Duration
+	KindBool                 // bool
+	KindInt                  // int
+	KindUint                 // uint64
+	KindBytes                // uint64, a size: "256MiB"
+)
+
+// Field describes one setting of a Patch.
+type Field struct {
+	Key   string // config key: "ping_timeout"
+	Flag  string // flag of `service up`: "ping-timeout"
+	Name  string // the Go field, in Patch and rs.Spec: "PingTimeout"
+	Kind  Kind
+	Usage string
+	sep   string
+	index int
+}
+
+var (
+	fields  []Field
+	byKey   = map[string]*Field{}
+	kindsOf = map[reflect.Type]Kind{
+		reflect.TypeFor[string]():        KindString,
+		reflect.TypeFor[[]string]():      KindStrings,
+		reflect.TypeFor[time.Duration](): KindDuration,
+		reflect.TypeFor[bool]():          KindBool,
+		reflect.TypeFor[int]():           KindInt,
+		reflect.TypeFor[uint64]():        KindUint,
+	}
+)
+
+func init() {
+	t := reflect.TypeFor[Patch]()
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		key, _, _ := strings.Cut(sf.Tag.Get("msgpack"), ",")
+		kind, ok := kindsOf[sf.Type.Elem()]
+		if !ok {
+			panic("control: Patch." + sf.Name + " has no kind")
+		}
+		if sf.Tag.Get("unit") == "bytes" {
+			kind = KindBytes
+		}
+		fields = append(fields, Field{Key: key, Flag: strings.ReplaceAll(key, "_", "-"), Name: sf.Name,
+			Kind: kind, Usage: sf.Tag.Get("usage"), sep: sf.Tag.Get("sep"), index: i})
+	}
+	for i := range fields {
+		byKey[fields[i].Key] = &fields[i]
+	}
+}
+
+// Fields lists every setting, in Patch's order.
+func Fields() []Field { return fields }
+
+// FieldOf returns the setting of a config key.
+func FieldOf(key string) (Field, bool) {
+	f, ok := byKey[key]
+	if !ok {
+		return Field{}, false
+	}
+	return *f, true
+}
+
+// Set sets the setting of key to v, which has the Go type of its kind.
+func (p *Patch) Set(key string, v any) error {
+	f, ok := byKey[key]
+	if !ok {
+		return fmt.Errorf("unknown key %q", key)
+	}
+	fv := reflect.ValueOf(p).Elem().Field(f.index)
+	val := reflect.ValueOf(v)
+	if !val.IsValid() || val.Type() != fv.Type().Elem() {
+		return fmt.Errorf("%s: want a %s, got %T", key, fv.Type().Elem(), v)
+	}
+	ptr := reflect.New(val.Type())
+	ptr.Elem().Set(val)
+	fv.Set(ptr)
+	return nil
+}
+
+// Given calls fn for every setting p gives, in Patch's order, with its
+// value.
+func (p *Patch) Given(fn func(f Field, v any)) {
+	pv := reflect.ValueOf(p).Elem()
+	for _, f := range fields {
+		if fv := pv.Field(f.index); !fv.IsNil() {
+			fn(f, fv.Elem().Interface())
+		}
+	}
+}
+
+// Has tells whether p gives the setting of key.
+func (p *Patch) Has(key string) bool {
+	f, ok := byKey[key]
+	return ok && !reflect.ValueOf(p).Elem().Field(f.index).IsNil()
+}
+
+// SetFlag sets the setting of key from a command-line string.
+func (p *Patch) SetFlag(key, s string) error {
+	f, ok := byKey[key]
+	if !ok {
+		return fmt.Errorf("unknown key %q", key)
+	}
+	var v any
+	var err error
+	switch f.Kind {
+	case KindString:
+		v = s
+	case KindStrings:
+		var list []string
+		if f.sep == " " {
+			list = strings.Fields(s)
+		} else {
+			for _, e := range strings.Split(s, f.sep) {
+				if e = strings.TrimSpace(e); e != "" {
+					list = append(list, e)
+				}
+			}
+		}
+		if list == nil {
+			list = []string{}
+		}
+		v = list
+	case KindDuration:
+		var d time.Duration
+		if d, err = time.ParseDuration(s); err != nil {
+			return fmt.Errorf("--%s %q: want a duration such as 1s", f.Flag, s)
+		}
+		v = d
+	case KindBool:
+		var b bool
+		if b, err = strconv.ParseBool(s); err != nil {
+			return fmt.Errorf("--%s %q: want true or false", f.Flag, s)
+		}
+		v = b
+	case KindInt:
+		var n int
+		if n, err = strconv.Atoi(s); err != nil {
+			return fmt.Errorf("--%s %q: want an integer", f.Flag, s)
+		}
+		v = n
+	case KindUint:
+		var n uint64
+		if n, err = strconv.ParseUint(s, 10, 64); err != nil {
+			return fmt.Errorf("--%s %q: want a positive integer", f.Flag, s)
+		}
+		v = n
+	case KindBytes:
+		var n uint64
+		if n, err = ParseBytes(s); err != nil {
+			return err
+		}
+		v = n
+	}
+	return p.Set(key, v)
+}
+
+// ParseBytes reads a size: a number of bytes, optionally with a unit
+// (B, K/KB/KiB, M/MB/MiB, G/GB/GiB; all powers of 1024).
+func ParseBytes(v string) (uint64, error) {
+	num := strings.TrimRight(v, "BbKkMmGgIi ")
+	unit := strings.ToLower(strings.TrimSpace(v[len(num):]))
+	n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: want a number of bytes, e.g. 256MiB", v)
+	}
+	shift := map[string]uint{"": 0, "b": 0, "k": 10, "kb": 10, "kib": 10, "m": 20, "mb": 20, "mib": 20, "g": 30, "gb": 30, "gib": 30}
+	sh, ok := shift[unit]
+	if !ok || n > (1<<63)>>sh {
+		return 0, fmt.Errorf("size %q: want a number of bytes, e.g. 256MiB", v)
+	}
+	return n << sh, nil
+}

@@ -1,0 +1,133 @@
+package control
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/reincarnation/rs/msg"
+)
+
+// Operations.
+const (
+	OpUp       = "up"
+	OpDown     = "down"
+	OpRestart  = "restart"
+	OpUpdate   = "update"
+	OpClone    = "clone"
+	OpUnclone  = "unclone"
+	OpStatus   = "status"
+	OpShutdown = "shutdown"
+)
+
+// Service states, as `service status` shows them.
+const (
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateUpdating = "updating"
+	StateStopping = "stopping"
+	StateBackoff  = "backoff"
+	StateDown     = "down"
+	StateFailed   = "failed"
+)
+
+// Request is one command.
+type Request struct {
+	Op    string `msgpack:"op"`
+	Label string `msgpack:"label,omitempty"`
+	// Spec: for up, the settings the command gives; nil fields keep the
+	// service's own (or the defaults, for a new label).
+	Spec *Patch `msgpack:"spec,omitempty"`
+	// For update: the new binary (absolute; "" keeps the current one),
+	// the state to reach first (0: 1) and how long that may take (0:
+	// the default).
+	Binary  string        `msgpack:"binary,omitempty"`
+	State   int           `msgpack:"state,omitempty"`
+	MaxTime time.Duration `msgpack:"maxtime,omitempty"`
+}
+
+// Reply is rs's answer. Err empty means success; then Code is empty too.
+type Reply struct {
+	Code     Code     `msgpack:"code,omitempty"`
+	Err      string   `msgpack:"err,omitempty"`
+	Message  string   `msgpack:"message,omitempty"` // a line for the operator
+	Progress string   `msgpack:"progress,omitempty"`
+	Services []Status `msgpack:"services,omitempty"`
+	Daemon   *Daemon  `msgpack:"daemon,omitempty"` // with status
+	Done     bool     `msgpack:"done"`
+}
+
+// Failure is the final reply for err: its code and its text.
+func Failure(err error) Reply {
+	return Reply{Code: CodeOf(err), Err: err.Error(), Done: true}
+}
+
+// Daemon is rs's own health, reported with status: what a long run must
+// show not growing.
+type Daemon struct {
+	Pid        int     `msgpack:"pid" json:"pid"`
+	UptimeS    float64 `msgpack:"uptime_s" json:"uptime_s"`
+	Goroutines int     `msgpack:"goroutines" json:"goroutines"`
+	FDs        int     `msgpack:"fds" json:"fds"`
+	RSSKiB     int64   `msgpack:"rss_kib" json:"rss_kib"`
+	HeapKiB    int64   `msgpack:"heap_kib" json:"heap_kib"`
+	// UnknownEvents counts events rs's loop had no case for: a bug, and
+	// tests fail on any.
+	UnknownEvents int64 `msgpack:"unknown_events" json:"unknown_events"`
+	// Closing counts fds a service handed over that rs is closing off its
+	// loop (a socket with SO_LINGER set can take its linger time).
+	Closing int64 `msgpack:"closing" json:"closing"`
+}
+
+// Status is one row of `service status`; its JSON form is the SPEC's.
+type Status struct {
+	Label      string   `msgpack:"label" json:"label"`
+	State      string   `msgpack:"state" json:"state"`
+	Pid        int      `msgpack:"pid" json:"pid"`
+	UptimeS    float64  `msgpack:"uptime_s" json:"uptime_s"`
+	Restarts   int      `msgpack:"restarts" json:"restarts"`
+	Binary     string   `msgpack:"binary" json:"binary"`
+	Args       []string `msgpack:"args" json:"args"`
+	LastExit   string   `msgpack:"last_exit" json:"last_exit"`
+	PingRTTUs  int64    `msgpack:"ping_rtt_us" json:"ping_rtt_us"`
+	PeriodMs   int64    `msgpack:"period_ms" json:"period_ms"`
+	Depends    []string `msgpack:"depends" json:"depends"`
+	Standby    bool     `msgpack:"standby" json:"standby"`         // a standby is wanted
+	StandbyPid int      `msgpack:"standby_pid" json:"standby_pid"` // 0 when none runs
+}
+
+// MaxRequest bounds a request packet; MaxReply bounds what a client
+// reassembles of one reply.
+const (
+	MaxRequest = 64 << 10
+	MaxReply   = 256 << 20
+)
+
+// DecodeRequest parses a request packet; any input gives a request or an
+// error wrapping ErrInvalid, never a panic.
+func DecodeRequest(b []byte) (Request, error) {
+	var r Request
+	if len(b) > MaxRequest {
+		return r, fmt.Errorf("%w: %d bytes", ErrInvalid, len(b))
+	}
+	// Scan first: the decoder must never see a length it would allocate
+	// for that the packet does not hold.
+	if err := msg.Scan(b); err != nil {
+		return Request{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := msgpack.NewDecoder(bytes.NewReader(b)).Decode(&r); err != nil {
+		return Request{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	switch r.Op {
+	case OpStatus, OpShutdown:
+	case OpUp, OpDown, OpRestart, OpUpdate, OpClone, OpUnclone:
+		if r.Label == "" {
+			return Request{}, fmt.Errorf("%w: %s needs a label", ErrInvalid, r.Op)
+		}
+	default:
+		return Request{}, fmt.Errorf("%w: unknown command %q", ErrInvalid, r.Op)
+	}
+	return r, nil
+}
