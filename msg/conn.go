@@ -296,17 +296,29 @@ func (c *Conn) Recv() (Message, []*os.File, error) {
 	if err == nil {
 		err = p.err
 	}
-	return p.message(err)
+	m, files, err := p.message(err)
+	if err != nil {
+		CloseFiles(files)
+		files = nil
+	}
+	return m, files, err
 }
 
 // TryRecv is Recv that never waits: nothing queued gives ErrWouldBlock.
 func (c *Conn) TryRecv() (Message, []*os.File, error) {
 	m, files, _, err := c.tryRecv()
+	if err != nil {
+		CloseFiles(files)
+		files = nil
+	}
 	return m, files, err
 }
 
 // tryRecv is TryRecv that also returns when the peer sent the packet, by
-// the kernel's stamp, if EnableTimestamps was called (else zero).
+// the kernel's stamp, if EnableTimestamps was called (else zero). The fds
+// of a packet that fails come back with its error: closing one can block
+// (a socket with SO_LINGER set waits out its linger time), so the caller
+// decides where.
 func (c *Conn) tryRecv() (Message, []*os.File, time.Time, error) {
 	var p packet
 	if err := p.read(c); err == unix.EAGAIN {
@@ -364,6 +376,8 @@ func (p *packet) read(c *Conn) error {
 }
 
 // message decodes the packet read, or returns err; the buffer goes back.
+// The fds that came with a packet that fails are returned with the error,
+// for the caller to close.
 func (p *packet) message(err error) (Message, []*os.File, error) {
 	b, n, oobn, rflags := p.b, p.n, p.oobn, p.rflags
 	if b != nil {
@@ -378,8 +392,7 @@ func (p *packet) message(err error) (Message, []*os.File, error) {
 	files, sent, ferr := parseControl(b.oob[:oobn])
 	p.sent = sent
 	fail := func(e error) (Message, []*os.File, error) {
-		CloseFiles(files)
-		return Message{}, nil, e
+		return Message{}, files, e
 	}
 	switch {
 	case ferr != nil:
@@ -399,8 +412,8 @@ func (p *packet) message(err error) (Message, []*os.File, error) {
 }
 
 // parseControl turns SCM_RIGHTS control messages into files and reads a
-// SCM_TIMESTAMPNS stamp. Every fd that arrived is either returned or
-// closed.
+// SCM_TIMESTAMPNS stamp. Every fd that arrived is returned, with the
+// error too.
 func parseControl(oob []byte) ([]*os.File, time.Time, error) {
 	if len(oob) == 0 {
 		return nil, time.Time{}, nil
@@ -428,11 +441,7 @@ func parseControl(oob []byte) ([]*os.File, time.Time, error) {
 			files = append(files, os.NewFile(uintptr(fd), "received"))
 		}
 	}
-	if bad != nil {
-		CloseFiles(files)
-		return nil, time.Time{}, bad
-	}
-	return files, sent, nil
+	return files, sent, bad
 }
 
 // CloseFiles closes every file; for callers that own a received batch.

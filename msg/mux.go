@@ -35,7 +35,10 @@ type muxEntry struct {
 type Delivery struct {
 	Key   any // given to Add
 	Msg   Message
-	Files []*os.File // owned by the receiver of the delivery
+	// Files are owned by the receiver of the delivery, also when Err is
+	// set (the fds that came with a malformed packet): the Mux never
+	// closes a peer's fd, since a close can block.
+	Files []*os.File
 	// Err ends the channel's deliveries: io.EOF when the peer closed it,
 	// a sentinel of this package for a malformed packet.
 	Err error

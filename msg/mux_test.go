@@ -222,3 +222,32 @@ func TestMuxTimestamps(t *testing.T) {
 		t.Fatalf("At %v, want within [%v, %v] (sent), not when read", d.At, before, after)
 	}
 }
+
+// The fds of a malformed packet are the receiver's to close, with the
+// error: the Mux's goroutine never closes a peer's fd (a close can block).
+func TestMuxHandsOverFDsOfBadPackets(t *testing.T) {
+	m, out := muxRun(t)
+	mine, theirs := newPair(t)
+	if err := m.Add(mine, "bad"); err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	// A pong names no fds: these two do not match it.
+	b, _ := Encode(&Message{Kind: KindPong, Seq: 1})
+	if err := theirs.SendRaw(b, []*os.File{w, w}, false); err != nil {
+		t.Fatal(err)
+	}
+	d := next(t, out)
+	if !errors.Is(d.Err, ErrFDMismatch) || len(d.Files) != 2 {
+		t.Fatalf("delivery %+v", d)
+	}
+	if _, err := d.Files[0].Write([]byte("x")); err != nil {
+		t.Fatalf("the handed-over fd was closed: %v", err)
+	}
+	CloseFiles(d.Files)
+}

@@ -15,12 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ChannelFD is the fd number of the rs channel in every service, and
-// EnvChannelFD the environment variable that names it.
-const (
-	ChannelFD    = 3
-	EnvChannelFD = "RS_CHANNEL_FD"
-)
+// FirstFD is the fd number Spec.Files[0] gets in the child; the others
+// follow in order.
+const FirstFD = 3
 
 var (
 	ErrDone    = errors.New("process already exited")
@@ -31,11 +28,11 @@ var (
 type Spec struct {
 	Path    string   // absolute path of the binary
 	Args    []string // argv[1:]; argv[0] is Path
-	Env     []string // the whole environment; EnvChannelFD is added when Channel is set
+	Env     []string   // the whole environment
 	Dir     string
-	Channel *os.File // becomes ChannelFD in the child; nil for none
-	Stdout  *os.File // nil: this process's stdout
-	Stderr  *os.File // nil: this process's stderr
+	Files   []*os.File // become fds FirstFD, FirstFD+1, ... in the child
+	Stdout  *os.File   // nil: this process's stdout
+	Stderr  *os.File   // nil: this process's stderr
 	// Limits are set on the child right after it has exec'd (the fork is
 	// a vfork, so Start returns only then): soft and hard alike.
 	Limits []Limit
@@ -86,8 +83,8 @@ func (e Exit) String() string {
 }
 
 // Start starts the process described by spec in a new process group, with
-// stdin on /dev/null, the channel as ChannelFD and nothing else inherited
-// (every fd this process opens is close-on-exec). The child gets SIGKILL
+// stdin on /dev/null, spec.Files from FirstFD on and nothing else
+// inherited (every fd this process opens is close-on-exec). The child gets SIGKILL
 // if rs dies, so no service outlives rs unsupervised.
 func Start(spec Spec) (*Process, error) {
 	devnull, err := os.Open(os.DevNull)
@@ -103,15 +100,13 @@ func Start(spec Spec) (*Process, error) {
 		stderr = os.Stderr
 	}
 	files := []uintptr{devnull.Fd(), stdout.Fd(), stderr.Fd()}
-	env := spec.Env
-	if spec.Channel != nil {
-		files = append(files, spec.Channel.Fd())
-		env = append(env[:len(env):len(env)], fmt.Sprintf("%s=%d", EnvChannelFD, ChannelFD))
+	for _, f := range spec.Files {
+		files = append(files, f.Fd())
 	}
 	pidfd := -1
 	attr := &syscall.ProcAttr{
 		Dir:   spec.Dir,
-		Env:   env,
+		Env:   spec.Env,
 		Files: files,
 		Sys: &syscall.SysProcAttr{
 			Setpgid:   true,
@@ -121,7 +116,7 @@ func Start(spec Spec) (*Process, error) {
 	}
 	argv := append([]string{spec.Path}, spec.Args...)
 	pid, err := startLocked(spec.Path, argv, attr)
-	runtime.KeepAlive(spec.Channel)
+	runtime.KeepAlive(spec.Files)
 	runtime.KeepAlive(stdout)
 	runtime.KeepAlive(stderr)
 	if err != nil {

@@ -53,7 +53,7 @@ func TestMain(m *testing.M) {
 				names = append(names, e.Name())
 			}
 		}
-		fmt.Println(strings.Join(names, ","), os.Getenv(EnvChannelFD))
+		fmt.Println(strings.Join(names, ","), os.Getenv("PROC_TEST_FD"))
 		os.Exit(0)
 	}
 	os.Exit(99)
@@ -182,12 +182,12 @@ func TestOnlyChannelInherited(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	self, _ := os.Executable()
-	p, err := Start(Spec{Path: self, Env: []string{"PROC_TEST_ROLE=fds"}, Stdout: w, Channel: b})
+	p, err := Start(Spec{Path: self, Env: []string{"PROC_TEST_ROLE=fds", "PROC_TEST_FD=3"}, Stdout: w, Files: []*os.File{b}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := readLine(t, r); got != "0,1,2,3 3" {
-		t.Fatalf("child fds and $%s: %q, want \"0,1,2,3 3\"", EnvChannelFD, got)
+		t.Fatalf("child fds and $PROC_TEST_FD: %q, want \"0,1,2,3 3\"", got)
 	}
 	waitDone(t, p)
 }

@@ -3,8 +3,6 @@ package rs
 import (
 	"fmt"
 	"time"
-
-	"github.com/reincarnation/rs/msg"
 )
 
 // Pings are paced per period, not per instance: the instances that share
@@ -38,14 +36,10 @@ type pingGroup struct {
 	atTime time.Time                // when, by the schedule
 	next   int                      // the slot the timer is set for
 	nextAt time.Time                // when
-	timer  Timer
-	gen    uint64 // bumped at every arming: a stale tick is ignored
+	t      timers                   // tTick
 }
 
-type evPingTick struct {
-	g   *pingGroup
-	gen uint64
-}
+func (g *pingGroup) timerSlots() *timers { return &g.t }
 
 func newPingGroup(period time.Duration) *pingGroup {
 	n := pingSlots
@@ -125,7 +119,7 @@ func (g *pingGroup) visit(now time.Time) map[*instance]struct{} {
 
 // pingJoin starts pinging a running instance.
 func (s *Server) pingJoin(inst *instance) {
-	period := inst.svc.spec.Period
+	period := inst.spec.Period
 	if period <= 0 || inst.pingGroup != nil {
 		return
 	}
@@ -135,7 +129,7 @@ func (s *Server) pingJoin(inst *instance) {
 		s.pingGroups[period] = g
 	}
 	if g.join(inst, s.clock.Now()) {
-		s.armPingGroup(g)
+		s.arm(g, tTick, g.nextAt.Sub(s.clock.Now()))
 	}
 }
 
@@ -145,45 +139,34 @@ func (s *Server) pingLeave(inst *instance) {
 	if g == nil {
 		return
 	}
-	stopTimer(&inst.timers[timerPingDeadline])
+	s.disarm(inst, tPing)
 	if g.leave(inst) {
-		stopTimer(&g.timer)
+		s.disarm(g, tTick)
 		delete(s.pingGroups, g.period)
 	}
 }
 
-func (s *Server) armPingGroup(g *pingGroup) {
-	stopTimer(&g.timer)
-	g.gen++
-	ev := evPingTick{g, g.gen}
-	g.timer = s.clock.AfterFunc(max(0, g.nextAt.Sub(s.clock.Now())), func() { s.post(ev) })
-}
-
 // pingTick: one visit of a slot.
-func (s *Server) pingTick(ev evPingTick) {
-	g := ev.g
-	if s.pingGroups[g.period] != g || ev.gen != g.gen {
-		return // stale: the group went, or its timer was set again
-	}
+func (s *Server) pingTick(g *pingGroup) {
 	// Pings are sent and judged by the schedule's time, not the loop's:
 	// a timer that fired a little late must not make the next visit, one
 	// period on by the schedule, find the ping a little short of its
 	// deadline and let a hung service live a period longer.
 	due := g.visit(s.clock.Now())
 	for inst := range due {
-		inst.pingCheck(g.atTime)
+		s.pingCheck(inst, g.atTime)
 	}
 	if g.count > 0 { // pingCheck may have made members faulty
-		s.armPingGroup(g)
+		s.arm(g, tTick, g.nextAt.Sub(s.clock.Now()))
 	}
 }
 
 // pingCheck judges the outstanding ping, if any, and sends the next.
-func (inst *instance) pingCheck(now time.Time) {
-	spec := inst.svc.spec
+func (s *Server) pingCheck(inst *instance, now time.Time) {
+	spec := inst.spec
 	if inst.pingOut {
 		if spec.PingTimeout >= spec.Period && now.Sub(inst.pingAt) >= spec.PingTimeout {
-			inst.faulty("no-heartbeat", fmt.Errorf("ping %d unanswered after %v", inst.pingSeq, spec.PingTimeout))
+			s.fault(inst, "no-heartbeat", fmt.Errorf("ping %d unanswered after %v", inst.pingSeq, spec.PingTimeout))
 		}
 		return // judged by its own deadline timer, or not late yet
 	}
@@ -191,11 +174,11 @@ func (inst *instance) pingCheck(now time.Time) {
 	inst.pingOut = true
 	inst.pingAt = now
 	inst.pingSent = time.Now()
-	if err := inst.conn.TrySend(&msg.Message{Kind: msg.KindPing, Seq: inst.pingSeq}); err != nil {
-		inst.sendFailed(err)
+	if err := inst.drv.ping(inst.pingSeq); err != nil {
+		s.sendFailed(inst, err)
 		return
 	}
 	if spec.PingTimeout < spec.Period {
-		inst.arm(timerPingDeadline, spec.PingTimeout, inst.pingSeq)
+		s.arm(inst, tPing, spec.PingTimeout)
 	}
 }

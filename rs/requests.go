@@ -2,15 +2,19 @@ package rs
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/reincarnation/rs/rs/control"
 )
 
 // Handle answers one control request (a control.Handler). It runs on the
-// connection's goroutine: it posts the request to the loop and relays the
-// loop's progress lines until the loop's reply. What rs reports of
-// itself with status is read here, off the loop.
+// connection's goroutine: what may block (a look at a new binary, rs's
+// own /proc figures for status) happens here; the request goes to the
+// loop, whose progress lines it relays until the loop's reply.
 func (s *Server) Handle(req control.Request, progress func(string)) control.Reply {
+	if err := precheck(req); err != nil {
+		return control.Failure(err)
+	}
 	prog := make(chan string, 16)
 	reply := make(chan control.Reply, 1)
 	s.post(evRequest{req: req, reply: reply, prog: prog})
@@ -45,29 +49,46 @@ func (s *Server) Handle(req control.Request, progress func(string)) control.Repl
 	}
 }
 
-// request runs one control command inside the loop. Commands that finish
-// later (up, down, restart, shutdown) keep ev.reply and answer then.
-func (s *Server) request(ev evRequest) {
-	reply := func(r control.Reply, err error) {
-		if err != nil {
-			r = control.Failure(err)
+// precheck looks at a binary a request names before the loop sees the
+// request: a stat can block (a hung network or FUSE mount), the loop must
+// not. The process's own start checks again.
+func precheck(req control.Request) error {
+	switch {
+	case req.Op == control.OpUp && req.Spec != nil && req.Spec.Binary != nil:
+		if err := checkBinary(*req.Spec.Binary); err != nil {
+			return control.Errorf(control.CodeInvalid, "%w", err)
 		}
-		r.Done = true
-		ev.reply <- r
+	case req.Op == control.OpUpdate && req.Binary != "":
+		if err := checkBinary(req.Binary); err != nil {
+			return control.Errorf(control.CodeInvalid, "update %s: %w (nothing changed)", req.Label, err)
+		}
 	}
+	return nil
+}
+
+func fail(r chan<- control.Reply, err error) { r <- control.Failure(err) }
+
+// request runs one control command inside the loop. Commands that finish
+// later (up, down, restart, update, clone, shutdown) keep ev.reply and
+// answer then.
+func (s *Server) request(ev evRequest) {
 	req := ev.req
 	if s.shutdown != nil && req.Op != control.OpStatus {
 		if req.Op == control.OpShutdown {
 			s.shutdown.replies = append(s.shutdown.replies, ev.reply)
 			return
 		}
-		reply(control.Reply{}, control.ErrShutdown)
+		fail(ev.reply, control.ErrShutdown)
 		return
 	}
 	switch req.Op {
 	case control.OpStatus:
 		st, err := s.statuses(req.Label)
-		reply(control.Reply{Services: st}, err)
+		if err != nil {
+			fail(ev.reply, err)
+			return
+		}
+		ev.reply <- control.Reply{Services: st, Done: true}
 	case control.OpShutdown:
 		s.beginShutdown(ev.reply)
 	case control.OpUp:
@@ -77,25 +98,24 @@ func (s *Server) request(ev evRequest) {
 	case control.OpRestart:
 		s.restart(req.Label, ev.reply)
 	case control.OpUpdate:
-		s.startUpdate(req, ev)
+		s.startUpdate(ev)
 	case control.OpClone, control.OpUnclone:
-		m, err := s.clone(req.Label, req.Op == control.OpClone)
-		reply(control.Reply{Message: m}, err)
+		s.clone(req.Label, req.Op == control.OpClone, ev.reply)
 	default:
-		reply(control.Reply{}, fmt.Errorf("%w: %q", control.ErrInvalid, req.Op))
+		fail(ev.reply, fmt.Errorf("%w: %q", control.ErrInvalid, req.Op))
 	}
 }
-
-func fail(r chan<- control.Reply, err error) { r <- control.Failure(err) }
 
 // up starts a service, adding it to the table if it is new. The reply
 // comes when its init has succeeded or failed.
 func (s *Server) up(req control.Request, r chan<- control.Reply) {
 	label := req.Label
 	svc, known := s.services[label]
-	if known && svc.state != control.StateDown && svc.state != control.StateFailed {
-		fail(r, control.Errorf(control.CodeRefused, "%s is already up (%s)", label, svc.state))
-		return
+	if known {
+		if st := svc.state(); st != control.StateDown && st != control.StateFailed {
+			fail(r, control.Errorf(control.CodeRefused, "%s is already up (%s)", label, st))
+			return
+		}
 	}
 	var base Spec
 	if known {
@@ -125,16 +145,12 @@ func (s *Server) up(req control.Request, r chan<- control.Reply) {
 		case !ok:
 			fail(r, fmt.Errorf("dependency %q: %w", d, control.ErrUnknown))
 			return
-		case dep.state != control.StateRunning:
-			fail(r, control.Errorf(control.CodeRefused, "dependency %s is not running (%s)", d, dep.state))
+		case dep.state() != control.StateRunning:
+			fail(r, control.Errorf(control.CodeRefused, "dependency %s is not running (%s)", d, dep.state()))
 			return
 		}
 	}
 	if err := Validate(s.tableWith(spec)); err != nil {
-		fail(r, control.Errorf(control.CodeInvalid, "%w", err))
-		return
-	}
-	if err := checkBinary(spec.Binary); err != nil {
 		fail(r, control.Errorf(control.CodeInvalid, "%w", err))
 		return
 	}
@@ -143,6 +159,9 @@ func (s *Server) up(req control.Request, r chan<- control.Reply) {
 	} else {
 		s.dropStandby(svc) // it runs the old spec
 		svc.spec = spec.withDefaults()
+		if len(svc.downWaiters) > 0 {
+			s.answerDown(svc) // it is down; what it stopped with it may still be stopping
+		}
 	}
 	if req.Spec != nil && req.Spec.Has("standby") {
 		svc.wantStandby = spec.Standby
@@ -150,9 +169,11 @@ func (s *Server) up(req control.Request, r chan<- control.Reply) {
 	svc.lastExit = ""
 	svc.fails = 0
 	svc.history = nil
-	svc.started = false
+	svc.ranOnce = false
+	svc.failed = false
+	svc.stopWant = false
 	svc.upWaiters = append(svc.upWaiters, r)
-	s.spawn(svc)
+	s.spawnPrimary(svc)
 }
 
 // tableWith returns the specs of the table with spec added or in place
@@ -167,23 +188,42 @@ func (s *Server) tableWith(spec Spec) []Spec {
 	return append(table, spec)
 }
 
+// down stops a service gracefully, and first every running service that
+// depends on it (as systemd does): a dependent cannot work without it.
+// They all stay down until `up`. The reply comes once the service is down.
 func (s *Server) down(label string, r chan<- control.Reply) {
 	svc, ok := s.services[label]
 	if !ok {
 		fail(r, fmt.Errorf("%w %q", control.ErrUnknown, label))
 		return
 	}
-	if svc.update != nil {
-		fail(r, fmt.Errorf("%s is being updated: %w; try again when the update is done", label, control.ErrBusy))
-		return
+	deps := s.dependentsOf(label)
+	for _, d := range append([]*service{svc}, deps...) {
+		if d.update != nil {
+			fail(r, fmt.Errorf("%s is being updated: %w; try again when the update is done", d.spec.Label, control.ErrBusy))
+			return
+		}
 	}
-	s.replyUp(svc, control.Reply{Err: label + ": stopped by down"})
-	s.dropStandby(svc)
-	s.stop(svc, func() {
-		svc.state = control.StateDown
-		s.dropFDStore(svc)
-		r <- control.Reply{Done: true, Message: label + " down"}
-	})
+	var also []string
+	for _, d := range append(deps, svc) {
+		if d != svc && d.primary != nil {
+			also = append(also, d.spec.Label)
+			svc.downAlso = append(svc.downAlso, d)
+		}
+		s.replyUp(d, control.Failure(fmt.Errorf("%w: %s: stopped by down", control.ErrFailed, d.spec.Label)))
+		s.dropStandby(d)
+		s.takeDown(d)
+	}
+	if len(svc.downWaiters) == 0 {
+		s.downsPending++
+		svc.downMsg = label + " down"
+		if len(also) > 0 {
+			svc.downMsg += " (and what depends on it: " + strings.Join(also, ", ") + ")"
+		}
+	}
+	svc.downWaiters = append(svc.downWaiters, r)
+	s.stopStep()
+	s.checkDowns()
 }
 
 // restart stops a running service gracefully and starts it again; for a
@@ -194,24 +234,38 @@ func (s *Server) restart(label string, r chan<- control.Reply) {
 		fail(r, fmt.Errorf("%w %q", control.ErrUnknown, label))
 		return
 	}
-	if svc.state == control.StateStopping || svc.update != nil {
-		fail(r, fmt.Errorf("%s is %s: %w", label, svc.state, control.ErrBusy))
+	if st := svc.state(); st == control.StateStopping || svc.update != nil || svc.restartWant {
+		fail(r, fmt.Errorf("%s is %s: %w", label, st, control.ErrBusy))
 		return
 	}
 	if dep := s.missingDep(svc); dep != "" {
-		fail(r, fmt.Errorf("dependency %s is not running", dep))
+		fail(r, control.Errorf(control.CodeRefused, "dependency %s is not running", dep))
 		return
 	}
-	s.replyUp(svc, control.Reply{Err: label + ": restarted"})
+	s.replyUp(svc, control.Failure(fmt.Errorf("%w: %s: restarted", control.ErrFailed, label)))
 	s.dropStandby(svc)
-	s.stop(svc, func() {
-		svc.fails = 0
-		svc.history = nil
-		svc.lastExit = ""
-		svc.upWaiters = append(svc.upWaiters, r)
-		if svc.started {
-			svc.restarts++
-		}
-		s.spawn(svc)
-	})
+	svc.restartWaiters = append(svc.restartWaiters, r)
+	if p := svc.primary; p != nil {
+		svc.restartWant = true
+		s.stopInstance(p)
+		return
+	}
+	s.restartNow(svc)
+}
+
+// restartNow starts the service again with a clean slate.
+func (s *Server) restartNow(svc *service) {
+	s.disarm(svc, tBackoff)
+	svc.fails = 0
+	svc.history = nil
+	svc.lastExit = ""
+	svc.failed = false
+	svc.waiting = false
+	svc.stopWant = false
+	svc.upWaiters = append(svc.upWaiters, svc.restartWaiters...)
+	svc.restartWaiters = nil
+	if svc.ranOnce {
+		svc.restarts++
+	}
+	s.spawnPrimary(svc)
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/reincarnation/rs/msg"
-	"github.com/reincarnation/rs/proc"
 	"github.com/reincarnation/rs/rs/control"
 	"github.com/reincarnation/rs/sef"
 )
@@ -61,9 +59,8 @@ func runRole(role string) int {
 // hostile does a correct init by hand, then sends one bad packet and
 // waits to be killed.
 func hostile(what string) int {
-	fd, _ := strconv.Atoi(os.Getenv(proc.EnvChannelFD))
-	c, err := msg.NewConn(os.NewFile(uintptr(fd), "channel"))
-	if err != nil {
+	c, err := msg.FromEnv()
+	if err != nil || c == nil {
 		return 1
 	}
 	c.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion})
@@ -170,6 +167,9 @@ func newServer(t *testing.T) (*Server, *fakeClock) {
 		case <-time.After(20 * time.Second):
 			t.Error("server did not stop")
 		}
+		if n := s.unknownEvents.Load(); n != 0 {
+			t.Errorf("the loop met %d events it has no case for", n)
+		}
 	})
 	return s, clk
 }
@@ -246,6 +246,11 @@ func TestHostileMessagesMakeServiceFaulty(t *testing.T) {
 			}
 		})
 	}
+	// Closing what a service handed over happens off the loop: wait,
+	// within a bound, for the closes under way.
+	for deadline := time.Now().Add(20 * time.Second); s.closing.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if got := countFDs(t); got > fdsBefore {
 		t.Errorf("rs fds grew from %d to %d: hostile fds leaked", fdsBefore, got)
 	}
@@ -266,7 +271,7 @@ func TestNoHeartbeat(t *testing.T) {
 	clk.Advance(time.Second) // ping 1 goes out
 	waitStatus(t, s, "deaf", func(control.Status) bool {
 		var sent bool
-		inLoop(s, func() { sent = s.services["deaf"].inst.pingOut })
+		inLoop(s, func() { sent = s.services["deaf"].primary.pingOut })
 		return sent
 	})
 	clk.Advance(time.Second) // and is judged unanswered
@@ -285,7 +290,7 @@ func TestNoHeartbeatWithLateTimer(t *testing.T) {
 	clk.Advance(time.Second + 5*time.Millisecond) // ping 1 goes out, 5ms late
 	waitStatus(t, s, "deaf", func(control.Status) bool {
 		var sent bool
-		inLoop(s, func() { sent = s.services["deaf"].inst.pingOut })
+		inLoop(s, func() { sent = s.services["deaf"].primary.pingOut })
 		return sent
 	})
 	clk.Advance(995 * time.Millisecond) // the next visit, on time
@@ -298,7 +303,7 @@ func TestNoHeartbeatWithLateTimer(t *testing.T) {
 // inLoop runs f inside the server's loop and waits for it.
 func inLoop(s *Server, f func()) {
 	done := make(chan struct{})
-	s.post(evFunc(func() { f(); close(done) }))
+	s.post(evProbe{f: f, done: done})
 	<-done
 }
 
@@ -313,7 +318,7 @@ func TestPingAnsweredKeepsRunning(t *testing.T) {
 		waitStatus(t, s, "plain", func(control.Status) bool {
 			var answered bool
 			inLoop(s, func() {
-				inst := s.services["plain"].inst
+				inst := s.services["plain"].primary
 				answered = inst != nil && inst.pingSeq == seq && !inst.pingOut
 			})
 			return answered

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/rs/control"
 )
 
@@ -25,119 +24,118 @@ const standbyRespawn = time.Second
 // Only a running service gets one, so a standby never races a start.
 func (s *Server) ensureStandby(svc *service) {
 	if !svc.wantStandby || svc.standby != nil || svc.update != nil || s.shutdown != nil ||
-		svc.state != control.StateRunning {
+		svc.state() != control.StateRunning {
 		return
 	}
-	stopTimer(&svc.standbyTimer)
-	s.nextID++
-	inst, err := spawnInstance(s, svc, svc.spec, s.nextID)
-	if err != nil {
-		s.log.Error("standby: start failed", "label", svc.spec.Label, "err", err)
-		s.respawnStandbyLater(svc)
-		return
-	}
-	inst.standby = true
-	svc.standby = inst
-	s.log.Info("standby spawned", "label", svc.spec.Label, "pid", inst.proc.Pid())
+	s.disarm(svc, tStandby)
+	svc.standby = s.spawnInstance(svc, roleStandby, svc.spec)
 }
 
 func (s *Server) respawnStandbyLater(svc *service) {
-	stopTimer(&svc.standbyTimer)
-	svc.standbyTimer = s.clock.AfterFunc(standbyRespawn, func() {
-		s.post(evFunc(func() {
-			svc.standbyTimer = nil
-			s.ensureStandby(svc)
-		}))
-	})
+	if svc.wantStandby {
+		s.arm(svc, tStandby, standbyRespawn)
+	}
+	s.replyClone(svc)
 }
 
 // dropStandby ends the standby, if any; it has no state to lose.
 func (s *Server) dropStandby(svc *service) {
-	stopTimer(&svc.standbyTimer)
+	s.disarm(svc, tStandby)
 	if sb := svc.standby; sb != nil {
 		svc.standby = nil
-		sb.stopping = true
-		sb.proc.Kill()
-		s.log.Info("standby dropped", "label", svc.spec.Label, "pid", sb.proc.Pid())
+		sb.role = roleRetired
+		s.dropInstance(sb)
+		s.log.Info("standby dropped", "label", svc.spec.Label, "pid", sb.pid())
 	}
+	s.replyClone(svc)
 }
 
 // promoteStandby makes the standby the service's instance with a restart
-// init. It reports false when there is no standby to promote.
+// init. It reports false when there is no standby ready to take over.
 func (s *Server) promoteStandby(svc *service) bool {
 	sb := svc.standby
-	if sb == nil || sb.exited || sb.fault != "" {
+	if sb == nil || (sb.phase != phaseSpawned && sb.phase != phaseHello) || sb.reason != "" {
 		return false
 	}
 	svc.standby = nil
-	sb.standby = false
-	if err := sb.sendInit(msg.InitRestart, nil, nil); err != nil {
-		sb.stopping = true
-		sb.proc.Kill()
-		return false
-	}
-	svc.inst = sb
-	svc.state = control.StateStarting
-	s.log.Info("standby takes over", "label", svc.spec.Label, "pid", sb.proc.Pid())
+	sb.role = rolePrimary
+	svc.primary = sb
+	s.giveInit(sb, initRestart, nil, nil)
+	s.log.Info("standby takes over", "label", svc.spec.Label, "pid", sb.pid())
 	return true
 }
 
-// standbyExited: a standby died (or was dropped).
-func (s *Server) standbyExited(svc *service, inst *instance, reason string) {
-	svc.standby = nil
-	if inst.stopping {
-		return
-	}
-	s.log.Warn("standby exited", "label", svc.spec.Label, "pid", inst.proc.Pid(), "reason", reason)
-	if svc.wantStandby {
-		s.respawnStandbyLater(svc)
-	}
-}
-
-// clone and unclone handle `service clone` / `unclone`.
-func (s *Server) clone(label string, want bool) (string, error) {
+// clone and unclone handle `service clone` / `unclone`. A clone's reply
+// waits until the standby's process runs, to name its pid.
+func (s *Server) clone(label string, want bool, r chan<- control.Reply) {
 	svc, ok := s.services[label]
 	if !ok {
-		return "", fmt.Errorf("%w %q", control.ErrUnknown, label)
+		fail(r, fmt.Errorf("%w %q", control.ErrUnknown, label))
+		return
 	}
 	svc.wantStandby = want
 	if !want {
 		s.dropStandby(svc)
-		return label + ": no standby", nil
+		r <- control.Reply{Done: true, Message: label + ": no standby"}
+		return
 	}
 	s.ensureStandby(svc)
 	if svc.standby == nil {
-		return fmt.Sprintf("%s: standby wanted; it starts once %s is running", label, label), nil
+		r <- control.Reply{Done: true, Message: fmt.Sprintf("%s: standby wanted; it starts once %s is running", label, label)}
+		return
 	}
-	return fmt.Sprintf("%s: standby pid %d", label, svc.standby.proc.Pid()), nil
+	svc.cloneWaiters = append(svc.cloneWaiters, r)
+	s.replyClone(svc)
 }
 
-// takeOverEarly: the channel of a running instance closed and its process
-// is exiting. The kernel closes a dying process's files just before it
-// reports the death, but rs's reaction to the report (reap, exit event)
-// costs about a quarter of a millisecond; so when a standby is ready and
-// the crash would be restarted at once, the standby takes over now. Only
-// under restart = "always": the exit status is not known yet. The exit,
-// when reaped, fills in last_exit. It reports whether it took over.
-func (s *Server) takeOverEarly(inst *instance) bool {
+// replyClone answers `service clone` once the standby runs, or is gone.
+func (s *Server) replyClone(svc *service) {
+	if len(svc.cloneWaiters) == 0 {
+		return
+	}
+	label := svc.spec.Label
+	var r control.Reply
+	switch sb := svc.standby; {
+	case sb != nil && sb.phase == phaseSpawning:
+		return // not yet
+	case sb != nil:
+		r = control.Reply{Message: fmt.Sprintf("%s: standby pid %d", label, sb.pid())}
+	case svc.wantStandby:
+		r = control.Reply{Message: fmt.Sprintf("%s: standby wanted; it could not start (%s), trying again in %v", label, svc.lastStandbyErr, standbyRespawn)}
+	default:
+		r = control.Reply{Message: label + ": no standby"}
+	}
+	r.Done = true
+	for _, w := range svc.cloneWaiters {
+		w <- r
+	}
+	svc.cloneWaiters = nil
+}
+
+// takeOverEarly: the channel of a running primary closed and /proc shows
+// its process exiting. The kernel closes a dying process's files just
+// before it reports the death, but rs's reaction to the report (reap,
+// exit event) costs about a quarter of a millisecond; so when a standby
+// is ready and the crash would be restarted at once, the standby takes
+// over now. Only under restart = "always": the exit status is not known
+// yet. The exit, when reaped, fills in last_exit. It reports whether it
+// took over.
+func (s *Server) takeOverEarly(inst *instance, exiting bool) bool {
 	svc := inst.svc
 	sb := svc.standby
-	if svc.inst != inst || !inst.running || inst.stopping || inst.fault != "" ||
-		svc.state != control.StateRunning || svc.update != nil || s.shutdown != nil ||
-		svc.spec.Restart != RestartAlways || len(svc.onStopped) > 0 ||
-		sb == nil || sb.exited || sb.fault != "" {
+	ready := sb != nil && (sb.phase == phaseSpawned || sb.phase == phaseHello) && sb.reason == ""
+	if !exiting || !ready || svc.primary != inst || inst.phase != phaseRunning ||
+		svc.update != nil || s.shutdown != nil || svc.stopWant || svc.restartWant ||
+		svc.spec.Restart != RestartAlways {
 		return false
 	}
 	ran := s.clock.Now().Sub(inst.runningSince)
-	if fails, failed := s.restartVerdict(svc, ran); failed || backoffDelay(svc.spec, fails) != 0 {
+	if fails, _, failed := restartVerdict(svc.spec, svc.fails, append([]time.Time(nil), svc.history...), ran, s.clock.Now()); failed || backoffDelay(svc.spec, fails) != 0 {
 		return false // not restarted at once: the usual path decides at the exit
 	}
-	if !inst.proc.Exiting() {
-		return false // alive with its channel closed: faulty, after eofGrace
-	}
-	inst.replaced = true
+	inst.role = roleRetired
 	s.pingLeave(inst)
-	svc.inst = nil
+	svc.primary = nil
 	svc.rtt = 0
 	svc.lastExit = "exiting (its exit status follows)"
 	s.crashed(svc, ran)

@@ -1,13 +1,10 @@
 package rs
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/rs/control"
 )
 
@@ -15,17 +12,11 @@ import (
 // update when the request does not say.
 const DefaultMaxTime = 2 * time.Second
 
-// Update phases.
-type updatePhase int
-
-const (
-	phaseHello   updatePhase = iota // new instance spawned, waiting for its hello
-	phasePrepare                    // old instance asked to prepare
-	phaseInit                       // state handed to the new instance, waiting for its init
-)
-
-// update is a live update in progress: one per service at a time. The
-// old instance stays svc.inst until the commit.
+// update is a live update in progress: one per service at a time. The old
+// instance stays the primary until the commit; the new one is incoming.
+// Its step is the incoming instance's phase: spawning or spawned (waiting
+// for its hello), hello (the old one is asked to prepare), initing (the
+// state was handed over; the new one's init decides).
 type update struct {
 	svc     *service
 	old     *instance
@@ -33,8 +24,6 @@ type update struct {
 	spec    Spec // the service's spec (defaults applied) with the new binary
 	state   int
 	maxTime time.Duration
-	phase   updatePhase
-	timer   Timer
 	begin   time.Time
 	// When the old instance was asked to prepare, and reported ready: with
 	// begin and the commit they split the update into start, prepare and
@@ -43,11 +32,15 @@ type update struct {
 	reply              chan<- control.Reply
 	prog               chan<- string
 	pending            map[string]*os.File // fd-store entries from the new instance, kept until commit
+	t                  timers              // tUpdate
 }
+
+func (u *update) timerSlots() *timers { return &u.t }
 
 // startUpdate handles `service update`: spawn the new binary first, then
 // (on its hello) ask the old instance to prepare.
-func (s *Server) startUpdate(req control.Request, ev evRequest) {
+func (s *Server) startUpdate(ev evRequest) {
+	req := ev.req
 	svc, ok := s.services[req.Label]
 	if !ok {
 		fail(ev.reply, fmt.Errorf("%w %q", control.ErrUnknown, req.Label))
@@ -57,16 +50,12 @@ func (s *Server) startUpdate(req control.Request, ev evRequest) {
 		fail(ev.reply, fmt.Errorf("%s: an update is already in progress: %w", req.Label, control.ErrBusy))
 		return
 	}
-	if svc.state != control.StateRunning || svc.inst == nil || !svc.inst.running {
-		fail(ev.reply, fmt.Errorf("%s is %s: only a running service can be updated", req.Label, svc.state))
+	if st := svc.state(); st != control.StateRunning {
+		fail(ev.reply, control.Errorf(control.CodeRefused, "%s is %s: only a running service can be updated", req.Label, st))
 		return
 	}
 	spec := svc.spec
 	if req.Binary != "" {
-		if !filepath.IsAbs(req.Binary) {
-			fail(ev.reply, fmt.Errorf("binary %q: path must be absolute", req.Binary))
-			return
-		}
 		spec.Binary = req.Binary
 	}
 	state := req.State
@@ -74,7 +63,7 @@ func (s *Server) startUpdate(req control.Request, ev evRequest) {
 		state = 1
 	}
 	if state < 0 {
-		fail(ev.reply, fmt.Errorf("state %d: must be positive", state))
+		fail(ev.reply, control.Errorf(control.CodeInvalid, "state %d: must be positive", state))
 		return
 	}
 	maxTime := req.MaxTime
@@ -82,30 +71,21 @@ func (s *Server) startUpdate(req control.Request, ev evRequest) {
 		maxTime = DefaultMaxTime
 	}
 	if maxTime < 0 {
-		fail(ev.reply, fmt.Errorf("maxtime %v: must be positive", maxTime))
+		fail(ev.reply, control.Errorf(control.CodeInvalid, "maxtime %v: must be positive", maxTime))
 		return
 	}
-	if err := checkBinary(spec.Binary); err != nil {
-		fail(ev.reply, fmt.Errorf("update %s: %w (nothing changed)", req.Label, err))
+	if err := validateSpec(spec); err != nil {
+		fail(ev.reply, control.Errorf(control.CodeInvalid, "update %s: %w (nothing changed)", req.Label, err))
 		return
 	}
 	s.dropStandby(svc) // it runs the old binary; a new one follows the update
-	u := &update{svc: svc, old: svc.inst, spec: spec, state: state, maxTime: maxTime,
+	u := &update{svc: svc, old: svc.primary, spec: spec, state: state, maxTime: maxTime,
 		begin: time.Now(), reply: ev.reply, prog: ev.prog, pending: map[string]*os.File{}}
-	s.nextID++
-	// The new instance's init waits until the old one's state is ready;
-	// until then it has done exec and runtime start-up, nothing more.
-	newInst, err := spawnInstance(s, svc, spec, s.nextID)
-	if err != nil {
-		fail(ev.reply, fmt.Errorf("update %s: %w (nothing changed)", req.Label, err))
-		return
-	}
-	u.new = newInst
 	svc.update = u
-	svc.state = control.StateUpdating
-	u.arm(s, spec.InitTimeout)
-	s.log.Info("update: new instance started", "label", req.Label, "pid", newInst.proc.Pid(), "binary", spec.Binary)
-	u.progress(fmt.Sprintf("new instance started: pid %d (%s)", newInst.proc.Pid(), spec.Binary))
+	// The new instance's init waits until the old one's state is ready;
+	// until then it does exec and runtime start-up, nothing more.
+	u.new = s.spawnInstance(svc, roleIncoming, spec)
+	s.arm(u, tUpdate, spec.InitTimeout)
 }
 
 func (u *update) progress(p string) {
@@ -115,138 +95,98 @@ func (u *update) progress(p string) {
 	}
 }
 
-func (u *update) arm(s *Server, d time.Duration) {
-	stopTimer(&u.timer)
-	phase := u.phase
-	u.timer = s.clock.AfterFunc(d, func() {
-		s.post(evUpdateTimer{u: u, phase: phase})
-	})
+// updateSpawned: the new instance's process runs.
+func (s *Server) updateSpawned(u *update) {
+	s.log.Info("update: new instance started", "label", u.svc.spec.Label, "pid", u.new.pid(), "binary", u.spec.Binary)
+	u.progress(fmt.Sprintf("new instance started: pid %d (%s)", u.new.pid(), u.spec.Binary))
 }
 
-type evUpdateTimer struct {
-	u     *update
-	phase updatePhase
-}
-
-// updateTimer: a phase of the update took too long.
-func (s *Server) updateTimer(ev evUpdateTimer) {
-	u := ev.u
-	if u.svc.update != u || u.phase != ev.phase {
+// updateTimer: a step of the update took too long.
+func (s *Server) updateTimer(u *update) {
+	if u.svc.update != u {
 		return
 	}
-	switch u.phase {
-	case phaseHello:
+	switch u.new.phase {
+	case phaseSpawning, phaseSpawned:
 		s.rollback(u, fmt.Sprintf("new instance did not start within %v", u.spec.InitTimeout))
-	case phasePrepare:
+	case phaseHello:
 		s.rollback(u, fmt.Sprintf("prepare timed out after %v (state %d not reached)", u.maxTime, u.state))
 	}
 }
 
-// onHello: the new instance is up to where it needs the state.
-func (s *Server) onHello(u *update) {
-	if u.phase != phaseHello {
-		return
-	}
-	u.phase = phasePrepare
-	err := u.old.conn.TrySend(&msg.Message{Kind: msg.KindLUPrepare, State: uint32(u.state), MaxTime: int64(u.maxTime)})
-	if err != nil {
+// updateHello: the new instance is up to where it needs the state.
+func (s *Server) updateHello(u *update) {
+	if err := u.old.drv.prepare(u.state, u.maxTime); err != nil {
 		s.rollback(u, "cannot ask the old instance to prepare: "+err.Error())
 		return
 	}
-	u.old.luAsked = true
 	u.prepareAt = time.Now()
-	u.arm(s, u.maxTime)
+	s.arm(u, tUpdate, u.maxTime)
 	u.progress(fmt.Sprintf("preparing: state %d, maxtime %v", u.state, u.maxTime))
 }
 
-// onReady: the old instance reached the state and handed over its state
-// and fds (or refused). files are ours to close.
-func (s *Server) onReady(u *update, m msg.Message, files []*os.File) {
-	defer msg.CloseFiles(files)
-	if m.Err != "" {
-		u.old.luAsked = false // it resumed by itself
-		s.rollback(u, "refused by the old instance: "+m.Err)
-		return
-	}
-	if len(files) == 0 || m.Names[0] != "state" {
-		u.old.faulty("faulty", errors.New("lu-ready without its state"))
-		return
-	}
-	u.phase = phaseInit
+// stateReady: the old instance reached the state and handed over its
+// state and fds (files, ours to close once they are on their way).
+func (s *Server) stateReady(u *update, names []string, files []*os.File) {
+	defer s.closeFiles(files)
 	u.readyAt = time.Now()
-	stopTimer(&u.timer) // from here the new instance's own init deadline rules
+	s.disarm(u, tUpdate) // from here the new instance's own init deadline rules
 	u.progress(fmt.Sprintf("ready: old instance quiescent after %v, handing over state and %d fds",
 		time.Since(u.begin).Round(time.Microsecond), len(files)-1))
-	names := make([]string, len(m.Names))
-	for i, n := range m.Names {
-		names[i] = "lu:" + n
+	lu := make([]string, len(names))
+	for i, n := range names {
+		lu[i] = "lu:" + n
 	}
-	if err := u.new.sendInit(msg.InitLiveUpdate, names, files); err != nil {
-		s.rollback(u, "cannot hand the state to the new instance: "+err.Error())
-	}
-}
-
-// onNewInit: the new instance's init result decides.
-func (s *Server) onNewInit(u *update, initErr string) {
-	if u.phase != phaseInit {
-		u.new.faulty("faulty", errors.New("init-result before its init"))
-		return
-	}
-	if initErr != "" {
-		s.rollback(u, "new instance init failed: "+initErr)
-		return
-	}
-	s.commit(u)
+	s.giveInit(u.new, initUpdate, lu, files)
 }
 
 // commit: the new instance runs; the old one is stopped.
 func (s *Server) commit(u *update) {
 	svc := u.svc
-	stopTimer(&u.timer)
+	s.disarm(u, tUpdate)
 	svc.update = nil
 	old := u.old
 	svc.spec = u.spec
 	for name, f := range u.pending {
 		if prev, ok := svc.fdstore[name]; ok {
-			prev.Close()
+			s.closeFiles([]*os.File{prev})
 		}
 		svc.fdstore[name] = f
 	}
-	svc.inst = u.new
-	u.new.ready()
-	old.stop()
+	old.role = roleRetired
+	u.new.role = rolePrimary
+	svc.primary = u.new
+	s.ready(u.new)
+	s.stopInstance(old)
 	now := time.Now()
 	gap := now.Sub(u.begin).Round(time.Microsecond)
-	s.log.Info("update committed", "label", svc.spec.Label, "old_pid", old.proc.Pid(), "new_pid", u.new.proc.Pid(), "took", gap,
+	s.log.Info("update committed", "label", svc.spec.Label, "old_pid", old.pid(), "new_pid", u.new.pid(), "took", gap,
 		"start", u.prepareAt.Sub(u.begin).Round(time.Microsecond),
 		"prepare", u.readyAt.Sub(u.prepareAt).Round(time.Microsecond),
 		"init", now.Sub(u.readyAt).Round(time.Microsecond))
-	u.progress(fmt.Sprintf("committed: pid %d replaces pid %d", u.new.proc.Pid(), old.proc.Pid()))
-	u.reply <- control.Reply{Done: true, Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.proc.Pid(), u.new.proc.Pid(), gap)}
+	u.progress(fmt.Sprintf("committed: pid %d replaces pid %d", u.new.pid(), old.pid()))
+	u.reply <- control.Reply{Done: true, Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.pid(), u.new.pid(), gap)}
 }
 
 // rollback: the new instance is killed, the old one resumes untouched.
 func (s *Server) rollback(u *update, why string) {
 	svc := u.svc
-	stopTimer(&u.timer)
+	s.disarm(u, tUpdate)
 	svc.update = nil
-	u.new.stopping = true // its exit is expected, not a crash
-	u.new.proc.Kill()
+	u.new.role = roleRetired // its end is expected, not a crash
+	s.dropInstance(u.new)
 	for _, f := range u.pending {
-		f.Close()
+		s.closeFiles([]*os.File{f})
 	}
-	if u.old.luAsked && !u.old.exited {
-		u.old.luAsked = false
-		u.old.luCancelled = true
-		if err := u.old.conn.TrySend(&msg.Message{Kind: msg.KindLUCancel}); err != nil {
-			u.old.sendFailed(err)
+	if u.old.phase < phaseGone && u.old.drv != nil {
+		if err := u.old.drv.cancel(); err != nil {
+			s.sendFailed(u.old, err)
 		}
 	}
-	if svc.inst == u.old && !u.old.exited {
-		svc.state = control.StateRunning
+	if svc.primary == u.old && u.old.phase == phaseRunning {
 		s.ensureStandby(svc)
 	}
-	s.log.Warn("update rolled back", "label", svc.spec.Label, "reason", why, "pid", u.old.proc.Pid())
+	s.log.Warn("update rolled back", "label", svc.spec.Label, "reason", why, "pid", u.old.pid())
 	u.progress("rolled back: " + why)
-	u.reply <- control.Reply{Done: true, Err: fmt.Sprintf("update %s rolled back: %s", svc.spec.Label, why)}
+	u.reply <- control.Failure(fmt.Errorf("update %s rolled back: %s", svc.spec.Label, why))
 }

@@ -6,14 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/reincarnation/rs/msg"
-	"github.com/reincarnation/rs/proc"
 )
 
 // InitType says why this instance was started.
@@ -173,24 +169,13 @@ func Startup(cb Callbacks) (*Service, error) {
 	return s, nil
 }
 
-// channelFromEnv takes the channel named by $RS_CHANNEL_FD, marks it
-// close-on-exec and removes the variable so children do not see it.
+// channelFromEnv takes the channel rs gave this process, if any.
 func channelFromEnv() (*msg.Conn, error) {
-	v, ok := os.LookupEnv(proc.EnvChannelFD)
-	if !ok {
-		return nil, nil
+	conn, err := msg.FromEnv()
+	if errors.Is(err, msg.ErrBadEnv) {
+		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	os.Unsetenv(proc.EnvChannelFD)
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < 0 {
-		return nil, fmt.Errorf("%w: $%s=%q", ErrProtocol, proc.EnvChannelFD, v)
-	}
-	unix.CloseOnExec(fd)
-	conn, err := msg.NewConn(os.NewFile(uintptr(fd), "rs-channel"))
-	if err != nil {
-		return nil, fmt.Errorf("rs channel: %w", err)
-	}
-	return conn, nil
+	return conn, err
 }
 
 func (s *Service) receiveInit() (Init, error) {

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reincarnation/rs/msg"
-	"github.com/reincarnation/rs/proc"
 )
 
 // fakeRS is rs's end of a channel whose other end this process's sef uses.
@@ -45,7 +44,7 @@ func setChannelEnv(t *testing.T, f *os.File) {
 		t.Fatal(err)
 	}
 	f.Close()
-	t.Setenv(proc.EnvChannelFD, strconv.Itoa(fd))
+	t.Setenv(msg.EnvChannelFD, strconv.Itoa(fd))
 }
 
 // startup runs Startup against a fake rs and returns both ends.
@@ -183,7 +182,7 @@ func TestLiveUpdatePrepare(t *testing.T) {
 }
 
 func TestStandalone(t *testing.T) {
-	os.Unsetenv(proc.EnvChannelFD)
+	os.Unsetenv(msg.EnvChannelFD)
 	called := false
 	s, err := Startup(Callbacks{InitFresh: func(s *Service, in Init) error {
 		called = in.Type == InitFresh

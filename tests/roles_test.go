@@ -6,12 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/reincarnation/rs/msg"
-	"github.com/reincarnation/rs/proc"
 	"github.com/reincarnation/rs/sef"
 )
 
@@ -125,9 +123,8 @@ func runRole(role string, args []string) int {
 // rawInit does the start-up handshake by hand, for roles that then say
 // things sef never would.
 func rawInit() *msg.Conn {
-	fd, _ := strconv.Atoi(os.Getenv(proc.EnvChannelFD))
-	c, err := msg.NewConn(os.NewFile(uintptr(fd), "channel"))
-	if err != nil {
+	c, err := msg.FromEnv()
+	if err != nil || c == nil {
 		os.Exit(1)
 	}
 	c.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion})

@@ -1,0 +1,79 @@
+package rs
+
+import (
+	"os"
+	"time"
+
+	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/proc"
+	"github.com/reincarnation/rs/rs/control"
+)
+
+// event is what the loop takes. The interface is sealed (only this
+// package's types have isEvent), and the loop's switch has a default that
+// logs an event it has no case for and counts it (status reports the
+// count as unknown_events, and the tests fail on any).
+type event interface{ isEvent() }
+
+type (
+	// evStart adds the configured services and starts them.
+	evStart struct{ specs []Spec }
+	// evRequest is one control request; the reply goes to reply,
+	// progress lines to prog.
+	evRequest struct {
+		req   control.Request
+		reply chan<- control.Reply
+		prog  chan<- string
+	}
+	// evShutdown stops everything; reply gets the answer when rs stops.
+	evShutdown struct{ reply chan<- control.Reply }
+	// evSpawned: an instance's process has been started, or could not be
+	// (err). From the instance's process goroutine.
+	evSpawned struct {
+		inst *instance
+		proc *proc.Process
+		drv  *sefDriver
+		err  error
+	}
+	// evReaped: an instance's process has been reaped (its group killed).
+	// From the instance's process goroutine, after evSpawned.
+	evReaped struct {
+		inst *instance
+		exit proc.Exit
+	}
+	// evPackets is one pass of the Mux over every channel.
+	evPackets []packet
+	// evTimer: a timer fired; fired tells whether it still counts.
+	evTimer struct {
+		owner timerOwner
+		kind  timerKind
+		gen   uint64
+	}
+	// evProbe runs f in the loop. Only tests send it, to look at the table.
+	evProbe struct {
+		f    func()
+		done chan struct{}
+	}
+)
+
+// packet is one delivery of the Mux: a message, or the end of a channel
+// (err set: EOF, or a malformed packet).
+type packet struct {
+	drv   *sefDriver
+	m     msg.Message
+	files []*os.File // ours, also with err
+	err   error
+	at    time.Time // when the service sent it (the kernel's stamp)
+	// exiting: at the end of a channel, whether /proc showed the process
+	// exiting, read by the Mux's goroutine, not the loop.
+	exiting bool
+}
+
+func (evStart) isEvent()    {}
+func (evRequest) isEvent()  {}
+func (evShutdown) isEvent() {}
+func (evSpawned) isEvent()  {}
+func (evReaped) isEvent()   {}
+func (evPackets) isEvent()  {}
+func (evTimer) isEvent()    {}
+func (evProbe) isEvent()    {}

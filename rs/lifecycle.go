@@ -1,0 +1,501 @@
+package rs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/reincarnation/rs/proc"
+	"github.com/reincarnation/rs/rs/control"
+)
+
+// The life of an instance, in one place. An instance has a role, what it
+// is to its service, and a phase, how far its process has come; both
+// change only here, one function per event:
+//
+//	event                     function       phase
+//	spawn (rs)                spawnInstance  -> spawning
+//	process started           onSpawned      spawning -> spawned   (or gone: it could not start)
+//	init given (rs)           giveInit       spawned|hello -> initing
+//	hello                     onSignal       spawned -> hello      (an instance given its init at once stays initing)
+//	init succeeded            onSignal       initing -> running    (incoming: the update commits)
+//	stop (rs)                 stopInstance   * -> stopping
+//	fault (packet, deadline)  fault          phase kept; reason set, process killed
+//	channel ended             onEnded        \  gone once both came, or one came
+//	process reaped            onReaped       /  and its grace timer fired
+//	gone                      gone           -> gone; the exit's outcome is decided
+//
+// Roles: a primary is the service's instance; a standby waits, exec'd, to
+// take over (standby.go); an incoming instance is an update's new one
+// (update.go); a retired one has been replaced (by an update's commit, by
+// its standby, or dropped) and only its end remains to be seen.
+
+type role uint8
+
+const (
+	rolePrimary role = iota
+	roleStandby
+	roleIncoming
+	roleRetired
+)
+
+func (r role) String() string {
+	return [...]string{"primary", "standby", "incoming", "retired"}[r]
+}
+
+type phase uint8
+
+const (
+	phaseSpawning phase = iota // its process is being started, off the loop
+	phaseSpawned               // the process runs; it has said nothing yet
+	phaseHello                 // it said hello and waits for its init
+	phaseIniting               // it was given its init
+	phaseRunning               // its init succeeded
+	phaseStopping              // rs asked it to stop (or dropped it)
+	phaseGone                  // its process is reaped and its channel ended
+)
+
+func (p phase) String() string {
+	return [...]string{"spawning", "spawned", "hello", "initing", "running", "stopping", "gone"}[p]
+}
+
+// eofGrace: a channel that closes is usually a process that died; its
+// reaping, which says how it died, follows within microseconds. A process
+// still alive this long after closing its channel is faulty.
+const eofGrace = 100 * time.Millisecond
+
+// reapGrace bounds how long a reaped instance waits for the end of its
+// channel (its last packets) before it is gone: something else may still
+// hold the channel's other end.
+const reapGrace = time.Second
+
+// instance is one process of a service. Its fields belong to the loop.
+type instance struct {
+	s    *Server
+	svc  *service
+	id   uint64
+	spec Spec // what it runs (an incoming instance runs the update's)
+
+	role  role
+	phase phase
+	init  initKind // the init a primary is to get once spawned
+
+	proc *proc.Process // nil while spawning
+	drv  driver        // nil while spawning
+	// reason: why rs ended it (a fault), for last_exit; empty when it
+	// ended on its own.
+	reason       string
+	runningSince time.Time
+
+	ended, reaped bool
+	exit          proc.Exit
+
+	// Liveness: the ping it owes an answer to, sent at pingAt by the
+	// schedule's clock and at pingSent by the real one.
+	pingSeq   uint64
+	pingOut   bool
+	pingAt    time.Time
+	pingSent  time.Time
+	pingGroup *pingGroup
+	pingSlot  int
+
+	t timers
+}
+
+func (inst *instance) timerSlots() *timers { return &inst.t }
+
+func (inst *instance) label() string { return inst.svc.spec.Label }
+
+// pid is the process id, 0 while spawning.
+func (inst *instance) pid() int {
+	if inst.proc == nil {
+		return 0
+	}
+	return inst.proc.Pid()
+}
+
+// alive: not gone and not on its way out.
+func (inst *instance) alive() bool {
+	return inst != nil && inst.phase < phaseStopping && inst.reason == ""
+}
+
+// spawnInstance starts a process of spec for svc in role, off the loop
+// (spawn.go); onSpawned follows.
+func (s *Server) spawnInstance(svc *service, r role, spec Spec) *instance {
+	s.nextID++
+	inst := &instance{s: s, svc: svc, id: s.nextID, spec: spec, role: r, phase: phaseSpawning}
+	s.live[inst] = struct{}{}
+	s.startProcess(inst)
+	return inst
+}
+
+// onSpawned: the process runs (or could not be started).
+func (s *Server) onSpawned(ev evSpawned) {
+	inst := ev.inst
+	if ev.err != nil {
+		inst.ended, inst.reaped = true, true
+		inst.reason = "start: " + ev.err.Error()
+		s.log.Error("start failed", "label", inst.label(), "role", inst.role, "err", ev.err)
+		s.gone(inst)
+		return
+	}
+	inst.proc, inst.drv = ev.proc, ev.drv
+	if err := ev.drv.attach(s.mux, s.muxErr, inst); err != nil {
+		inst.ended = true // no channel to wait for
+		inst.phase = phaseSpawned
+		s.fault(inst, "start", err)
+		return
+	}
+	if inst.phase == phaseStopping {
+		// Not wanted any more (dropped, stopped, rolled back) while it
+		// started: it has nothing to lose.
+		inst.proc.Kill()
+		return
+	}
+	inst.phase = phaseSpawned
+	switch inst.role {
+	case rolePrimary:
+		s.log.Info("spawned", "label", inst.label(), "pid", inst.pid(), "init", inst.init)
+		s.giveInit(inst, inst.init, nil, nil)
+	case roleStandby:
+		s.log.Info("standby spawned", "label", inst.label(), "pid", inst.pid())
+		s.replyClone(inst.svc)
+	case roleIncoming:
+		s.updateSpawned(inst.svc.update)
+	}
+}
+
+// giveInit sends init with the fd store and extra (named) fds attached,
+// and arms the init deadline.
+func (s *Server) giveInit(inst *instance, kind initKind, extraNames []string, extra []*os.File) {
+	names, files := storeNames(inst.svc.fdstore)
+	names = append(names, extraNames...)
+	files = append(files, extra...)
+	inst.phase = phaseIniting
+	s.arm(inst, tInit, inst.spec.InitTimeout)
+	if err := inst.drv.init(kind, inst.label(), inst.svc.restarts, names, files); err != nil {
+		s.sendFailed(inst, err)
+	}
+}
+
+// onPackets: one pass of the Mux.
+func (s *Server) onPackets(ps evPackets) {
+	for _, p := range ps {
+		inst := p.drv.inst
+		if inst.phase == phaseGone {
+			s.closeFiles(p.files)
+			continue
+		}
+		if p.err != nil {
+			s.closeFiles(p.files)
+			s.onEnded(inst, p.err, p.exiting)
+			continue
+		}
+		s.onSignal(inst, p.drv.handle(p.m, p.files, p.at))
+	}
+}
+
+// onSignal: what an instance said, in the lifecycle's words.
+func (s *Server) onSignal(inst *instance, sig signal) {
+	u := inst.svc.update
+	incoming := inst.role == roleIncoming && u != nil && u.new == inst
+	if (inst.phase >= phaseStopping || inst.role == roleRetired) && sig.kind != sigFault {
+		s.closeFiles(sig.files) // it is on its way out: what it says is moot
+		return
+	}
+	switch sig.kind {
+	case sigNone:
+		s.closeFiles(sig.files)
+	case sigFault:
+		s.closeFiles(sig.files)
+		s.fault(inst, sig.reason, sig.err)
+	case sigHello:
+		if inst.phase == phaseSpawned {
+			inst.phase = phaseHello
+		}
+		if incoming {
+			s.updateHello(u)
+		}
+	case sigStoreFD:
+		if incoming {
+			// Kept aside: it replaces the stored fd only if the update commits.
+			if old, ok := u.pending[sig.names[0]]; ok {
+				s.closeFiles([]*os.File{old})
+			}
+			u.pending[sig.names[0]] = sig.files[0]
+			return
+		}
+		s.storeFD(inst, sig.names[0], sig.files[0])
+	case sigReady:
+		s.disarm(inst, tInit)
+		if incoming {
+			s.commit(u)
+			return
+		}
+		s.ready(inst)
+	case sigInitFailed:
+		s.disarm(inst, tInit)
+		if incoming {
+			s.rollback(u, "new instance init failed: "+sig.err.Error())
+			return
+		}
+		s.fault(inst, "init-failed", sig.err)
+	case sigAlive:
+		s.alive(inst, sig.at)
+	case sigState:
+		if u == nil || u.old != inst {
+			s.closeFiles(sig.files)
+			s.fault(inst, "faulty", errors.New("unexpected lu-ready"))
+			return
+		}
+		s.stateReady(u, sig.names, sig.files)
+	case sigRefused:
+		s.closeFiles(sig.files)
+		if u != nil && u.old == inst {
+			s.rollback(u, "refused by the old instance: "+sig.err.Error())
+		}
+	}
+}
+
+// ready: init succeeded; the instance runs and is pinged.
+func (s *Server) ready(inst *instance) {
+	svc := inst.svc
+	inst.phase = phaseRunning
+	inst.runningSince = s.clock.Now()
+	svc.ranOnce = true
+	s.log.Info("ready", "label", inst.label(), "pid", inst.pid())
+	s.pingJoin(inst)
+	s.replyUp(svc, control.Reply{Message: fmt.Sprintf("%s running, pid %d", inst.label(), inst.pid())})
+	s.startWaiting()
+	s.ensureStandby(svc)
+}
+
+// alive: the answer to the outstanding ping. A measurement, not a
+// schedule: the real clock, not the injected one, up to when the service
+// sent it (the kernel's stamp), not when rs got to it. A wall clock
+// stepped back in between leaves the last figure.
+func (s *Server) alive(inst *instance, at time.Time) {
+	inst.pingOut = false
+	s.disarm(inst, tPing)
+	if rtt := at.Sub(inst.pingSent); rtt > 0 && inst.role == rolePrimary {
+		inst.svc.rtt = rtt
+	}
+}
+
+// storeFD keeps f in the fd store under name, replacing (and closing,
+// off the loop) what was there.
+func (s *Server) storeFD(inst *instance, name string, f *os.File) {
+	store := inst.svc.fdstore
+	if old, ok := store[name]; ok {
+		s.closeFiles([]*os.File{old})
+	} else if len(store) >= maxStoredFDs {
+		s.closeFiles([]*os.File{f})
+		s.fault(inst, "faulty", fmt.Errorf("fd store full (%d)", maxStoredFDs))
+		return
+	}
+	store[name] = f
+	s.log.Debug("fd stored", "label", inst.label(), "name", name)
+}
+
+// maxStoredFDs bounds a service's fd store.
+const maxStoredFDs = 64
+
+// fault kills the instance's group; its end, when it comes, carries
+// reason into last_exit. Only the first reason counts.
+func (s *Server) fault(inst *instance, reason string, err error) {
+	if inst.phase == phaseGone || inst.reason != "" {
+		return
+	}
+	if err != nil {
+		reason = reason + ": " + err.Error()
+	}
+	if inst.phase == phaseStopping {
+		// Whatever it does while stopping, the stop sequence ends it;
+		// now is sooner.
+		inst.proc.Kill()
+		return
+	}
+	inst.reason = reason
+	s.pingLeave(inst)
+	s.disarm(inst, tInit)
+	s.log.Warn("faulty, killing", "label", inst.label(), "pid", inst.pid(), "role", inst.role, "reason", reason)
+	inst.proc.Kill()
+}
+
+// sendFailed: what a driver's send failing means for the instance.
+func (s *Server) sendFailed(inst *instance, err error) {
+	switch {
+	case errors.Is(err, errPeerGone):
+		// Its end is closed: the end of the channel follows as an event,
+		// and is judged there.
+	case errors.Is(err, errDeaf):
+		s.fault(inst, "faulty", errDeaf)
+	default:
+		s.fault(inst, "faulty", err)
+	}
+}
+
+// stopInstance asks the instance to stop gracefully, bounded by its stop
+// grace (proc.Stop, in a goroutine that ends with the process).
+func (s *Server) stopInstance(inst *instance) {
+	if inst.phase >= phaseStopping {
+		return
+	}
+	inst.phase = phaseStopping
+	s.pingLeave(inst)
+	s.disarm(inst, tInit)
+	s.disarm(inst, tEnded)
+	if inst.proc == nil {
+		return // spawning: onSpawned kills it
+	}
+	s.log.Info("stopping", "label", inst.label(), "pid", inst.pid(), "role", inst.role)
+	_ = inst.drv.stop()
+	go inst.proc.Stop(nil, inst.spec.StopGrace)
+}
+
+// dropInstance ends an instance rs has no use for (a standby, an update's
+// rolled-back one) at once: it has no state to lose.
+func (s *Server) dropInstance(inst *instance) {
+	if inst.phase >= phaseStopping {
+		return
+	}
+	inst.phase = phaseStopping
+	s.pingLeave(inst)
+	s.disarmAll(inst)
+	if inst.proc != nil {
+		inst.proc.Kill()
+	}
+}
+
+// onEnded: the instance's channel ended (EOF, or a malformed packet).
+// exiting tells whether /proc showed its process exiting just then.
+func (s *Server) onEnded(inst *instance, err error, exiting bool) {
+	inst.ended = true
+	if inst.reaped {
+		s.gone(inst)
+		return
+	}
+	if !isEOF(err) {
+		s.fault(inst, "faulty", err)
+		return
+	}
+	if inst.phase == phaseStopping || inst.reason != "" {
+		return // its end is under way
+	}
+	if s.takeOverEarly(inst, exiting) {
+		return
+	}
+	// Pings cannot be answered now; the closed channel is judged
+	// instead, after the grace that lets a dying process's reaping win.
+	s.pingLeave(inst)
+	s.arm(inst, tEnded, eofGrace)
+}
+
+// onReaped: the instance's process is reaped.
+func (s *Server) onReaped(inst *instance, exit proc.Exit) {
+	inst.reaped, inst.exit = true, exit
+	if inst.ended {
+		s.gone(inst)
+		return
+	}
+	s.pingLeave(inst)
+	s.arm(inst, tReaped, reapGrace)
+}
+
+// instanceTimer: one of an instance's deadlines passed.
+func (s *Server) instanceTimer(inst *instance, k timerKind) {
+	switch k {
+	case tInit:
+		if inst.phase == phaseIniting {
+			s.fault(inst, "init-timeout", fmt.Errorf("no init result within %v", inst.spec.InitTimeout))
+		}
+	case tPing:
+		if inst.pingOut {
+			s.fault(inst, "no-heartbeat", fmt.Errorf("ping %d unanswered after %v", inst.pingSeq, inst.spec.PingTimeout))
+		}
+	case tEnded:
+		if !inst.reaped && inst.phase < phaseStopping {
+			s.fault(inst, "faulty: closed its channel", nil)
+		}
+	case tReaped:
+		s.gone(inst)
+	}
+}
+
+// gone: the instance is over. What that means for its service depends on
+// its role and how far it came (exitOutcome, policy.go).
+func (s *Server) gone(inst *instance) {
+	if inst.phase == phaseGone {
+		return
+	}
+	was := inst.phase
+	inst.phase = phaseGone
+	delete(s.live, inst)
+	s.pingLeave(inst)
+	s.disarmAll(inst)
+	if inst.drv != nil {
+		inst.drv.close()
+	}
+	svc := inst.svc
+	reason := inst.reason
+	if reason == "" {
+		reason = exitReason(inst.spec, inst.exit)
+	}
+	out := exitOutcome(inst.role, was, inst.reason != "", inst.exit, svc.spec.Restart, s.shutdown != nil)
+	switch out {
+	case outRollback:
+		s.rollback(svc.update, "new instance "+reason)
+	case outStandby:
+		svc.standby = nil
+		svc.lastStandbyErr = reason
+		s.log.Warn("standby exited", "label", svc.spec.Label, "pid", inst.pid(), "reason", reason)
+		s.respawnStandbyLater(svc)
+	case outReplaced:
+		// Its standby took over when its channel closed (takeOverEarly);
+		// the exit only says why it died.
+		svc.lastExit = reason
+		s.log.Warn("exited", "label", svc.spec.Label, "pid", inst.pid(), "reason", reason, "cpu", inst.exit.CPU, "replaced", true)
+	case outQuiet:
+		if svc.standby == inst {
+			svc.standby = nil
+		}
+	default:
+		s.primaryGone(inst, out, reason)
+	}
+	s.startWaiting() // a start slot may be free
+	s.stopStep()     // a dependent may be gone
+	s.checkDowns()
+}
+
+// primaryGone: the service's own instance is over.
+func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
+	svc := inst.svc
+	svc.primary = nil
+	svc.rtt = 0
+	if u := svc.update; u != nil && u.old == inst {
+		// The old instance died mid-update: the update is void, and the
+		// death is handled as any other.
+		s.rollback(u, "old instance "+reason)
+	}
+	label := svc.spec.Label
+	if out == outStopped {
+		s.log.Info("stopped", "label", label, "exit", inst.exit.String())
+		s.stopped(svc)
+		return
+	}
+	svc.lastExit = reason
+	s.log.Warn("exited", "label", label, "pid", inst.pid(), "reason", reason, "cpu", inst.exit.CPU)
+	switch out {
+	case outStartFailed:
+		s.startFailed(svc)
+	case outRestart:
+		s.crashed(svc, s.clock.Now().Sub(inst.runningSince))
+	}
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+}

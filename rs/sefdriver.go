@@ -1,0 +1,195 @@
+package rs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/proc"
+)
+
+// sefDriver speaks sef's protocol (package msg) with one instance over
+// its channel. It checks the order of what the instance sends (hello
+// first, nothing before its init, one init-result, pongs in sequence,
+// lu-ready only when asked) and reports the rest as signals.
+type sefDriver struct {
+	conn *msg.Conn
+	// Set before the Mux reads the channel and never changed: the Mux's
+	// goroutine reads them too.
+	inst *instance
+	proc *proc.Process
+
+	hello      bool   // it said hello
+	initSent   bool   // rs gave it its init
+	initResult bool   // it answered its init
+	pingSeq    uint64 // the ping it owes a pong for
+	pingOut    bool
+	luAsked    bool // asked to prepare; no verdict (stop or lu-cancel) sent yet
+	luReady    bool // and it answered with its state
+	// luCancelled: lu-cancel went out before its lu-ready came; one
+	// crossing lu-ready is expected and dropped.
+	luCancelled bool
+}
+
+// newSefDriver makes the channel of a new instance: the driver holds rs's
+// end; child is the end the process gets, with the environment entry
+// that names it there (the channel is the first of the process's files).
+// The caller closes child once the process has started.
+func newSefDriver() (d *sefDriver, child *os.File, env string, err error) {
+	mine, theirs, err := msg.Pair()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	conn, err := msg.NewConn(mine)
+	if err == nil {
+		// Stamped packets: a ping's round trip then leaves out the time
+		// its pong waited for rs to read it, which at a thousand services
+		// is rs's own queueing, not the service's answer.
+		if err = conn.EnableTimestamps(); err != nil {
+			conn.Close()
+		}
+	}
+	if err != nil {
+		theirs.Close()
+		return nil, nil, "", err
+	}
+	return &sefDriver{conn: conn}, theirs, msg.ChildEnv(proc.FirstFD), nil
+}
+
+// attach has mux read the channel for inst, on the loop once the process
+// runs.
+func (d *sefDriver) attach(mux *msg.Mux, muxErr error, inst *instance) error {
+	d.inst = inst
+	if mux == nil {
+		return muxErr
+	}
+	return mux.Add(d.conn, d)
+}
+
+// handle checks one message from the instance against the protocol.
+func (d *sefDriver) handle(m msg.Message, files []*os.File, at time.Time) signal {
+	fault := func(err error) signal {
+		return signal{kind: sigFault, reason: "faulty", err: err, files: files}
+	}
+	switch {
+	case !m.Kind.FromService():
+		return fault(fmt.Errorf("sent %s, which only rs sends", m.Kind))
+	case !d.hello && m.Kind != msg.KindHello:
+		return fault(fmt.Errorf("sent %s before hello", m.Kind))
+	case !d.initSent && m.Kind != msg.KindHello:
+		return fault(fmt.Errorf("sent %s before its init", m.Kind))
+	}
+	switch m.Kind {
+	case msg.KindHello:
+		if d.hello || m.Version != msg.ProtocolVersion {
+			return fault(fmt.Errorf("hello out of sequence or protocol version %d (rs speaks %d)", m.Version, msg.ProtocolVersion))
+		}
+		d.hello = true
+		return signal{kind: sigHello}
+	case msg.KindFDStore:
+		return signal{kind: sigStoreFD, names: m.Names, files: files}
+	case msg.KindInitResult:
+		if d.initResult {
+			return fault(errors.New("second init-result"))
+		}
+		d.initResult = true
+		if m.Err != "" {
+			return signal{kind: sigInitFailed, err: errors.New(m.Err)}
+		}
+		return signal{kind: sigReady}
+	case msg.KindPong:
+		if !d.pingOut || m.Seq != d.pingSeq {
+			return fault(fmt.Errorf("pong %d out of sequence (expected %d)", m.Seq, d.pingSeq))
+		}
+		d.pingOut = false
+		return signal{kind: sigAlive, at: at}
+	case msg.KindLUReady:
+		switch {
+		case d.luAsked && !d.luReady:
+			if m.Err != "" {
+				d.luAsked = false // it resumed by itself
+				return signal{kind: sigRefused, err: errors.New(m.Err), files: files}
+			}
+			if len(files) == 0 || m.Names[0] != "state" {
+				return fault(errors.New("lu-ready without its state"))
+			}
+			d.luReady = true
+			return signal{kind: sigState, names: m.Names, files: files}
+		case d.luCancelled:
+			// It got ready just as rs cancelled; the cancel resumes it.
+			d.luCancelled = false
+			return signal{kind: sigNone, files: files}
+		}
+		return fault(errors.New("unexpected lu-ready"))
+	}
+	return fault(fmt.Errorf("unexpected %s", m.Kind))
+}
+
+func (d *sefDriver) init(kind initKind, label string, restarts int, names []string, files []*os.File) error {
+	typ := map[initKind]msg.InitType{initFresh: msg.InitFresh, initRestart: msg.InitRestart, initUpdate: msg.InitLiveUpdate}[kind]
+	err := d.send(&msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: typ,
+		Label: label, Restarts: uint32(restarts), Names: names}, files...)
+	if err == nil {
+		d.initSent = true
+	}
+	return err
+}
+
+func (d *sefDriver) ping(seq uint64) error {
+	d.pingSeq, d.pingOut = seq, true
+	return d.send(&msg.Message{Kind: msg.KindPing, Seq: seq})
+}
+
+func (d *sefDriver) prepare(state int, maxTime time.Duration) error {
+	if err := d.send(&msg.Message{Kind: msg.KindLUPrepare, State: uint32(state), MaxTime: int64(maxTime)}); err != nil {
+		return err
+	}
+	d.luAsked, d.luReady = true, false
+	return nil
+}
+
+func (d *sefDriver) cancel() error {
+	if !d.luAsked {
+		return nil // it refused by itself, or was never asked
+	}
+	d.luAsked, d.luCancelled = false, !d.luReady
+	return d.send(&msg.Message{Kind: msg.KindLUCancel})
+}
+
+func (d *sefDriver) stop() error { return d.send(&msg.Message{Kind: msg.KindStop}) }
+
+// close closes rs's end; the Mux forgets it.
+func (d *sefDriver) close() { d.conn.Close() }
+
+// send never waits: a full channel is a service that does not read it.
+func (d *sefDriver) send(m *msg.Message, files ...*os.File) error {
+	err := d.conn.TrySend(m, files...)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, msg.ErrWouldBlock):
+		return errDeaf
+	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF):
+		return errPeerGone
+	}
+	return err
+}
+
+// storeNames lists an fd store's names in order, with their files.
+func storeNames(store map[string]*os.File) ([]string, []*os.File) {
+	names := make([]string, 0, len(store))
+	for name := range store {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	files := make([]*os.File, len(names))
+	for i, n := range names {
+		files[i] = store[n]
+	}
+	return names, files
+}

@@ -1,0 +1,356 @@
+package rs
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/reincarnation/rs/rs/control"
+)
+
+// service is one row of the table, living across instances. Its state is
+// not stored: state derives it from its instances and the policy's
+// memory below.
+type service struct {
+	spec    Spec
+	primary *instance // the service's instance, if any
+	standby *instance // a warm standby, exec'd and waiting for its init
+	update  *update   // a live update in progress
+
+	// The policy's memory.
+	failed   bool // too many restarts, or its first start failed
+	waiting  bool // to start as soon as its dependencies run
+	ranOnce  bool // an instance has run: the next init is a restart
+	stopWant bool // rs wants it down (down, shutdown): stop once no dependent runs
+	// restartWant: a restart waits for the primary to end.
+	restartWant bool
+	fails       int // consecutive failures, for backoff
+	history     []time.Time
+	wantStandby bool // config standby = true, or `service clone`
+
+	restarts       int
+	lastExit       string
+	lastStandbyErr string // why the last standby ended
+	rtt            time.Duration
+	fdstore        map[string]*os.File
+
+	// Who waits for what.
+	upWaiters      []chan<- control.Reply // replied when an instance runs or fails to start
+	downWaiters    []chan<- control.Reply // replied when it and downAlso are down
+	downAlso       []*service             // its dependents that `down` stops with it
+	downMsg        string
+	restartWaiters []chan<- control.Reply // become upWaiters once the restart starts
+	cloneWaiters   []chan<- control.Reply // replied when the standby is spawned (or not)
+
+	t timers // tBackoff, tStandby
+}
+
+func (svc *service) timerSlots() *timers { return &svc.t }
+
+// state is what `service status` shows, derived.
+func (svc *service) state() string {
+	if svc.update != nil {
+		return control.StateUpdating
+	}
+	if p := svc.primary; p != nil {
+		switch p.phase {
+		case phaseRunning:
+			return control.StateRunning
+		case phaseStopping:
+			return control.StateStopping
+		}
+		return control.StateStarting
+	}
+	switch {
+	case svc.failed:
+		return control.StateFailed
+	case armed(svc, tBackoff):
+		return control.StateBackoff
+	case svc.waiting:
+		return control.StateStarting
+	}
+	return control.StateDown
+}
+
+func (s *Server) add(spec Spec) *service {
+	svc := &service{spec: spec.withDefaults(), fdstore: map[string]*os.File{}, wantStandby: spec.Standby}
+	s.services[spec.Label] = svc
+	s.order = append(s.order, spec.Label)
+	return svc
+}
+
+func (s *Server) addConfigured(specs []Spec) {
+	for _, spec := range specs {
+		if _, ok := s.services[spec.Label]; ok {
+			s.log.Error("duplicate service ignored", "label", spec.Label)
+			continue
+		}
+		s.add(spec).waiting = true // pid 0 until its turn and its dependencies come
+	}
+	s.startWaiting()
+}
+
+// maxStarting bounds how many services start at once: a thousand Go
+// binaries exec'd together would starve each other past their init
+// deadlines.
+var maxStarting = 4 * runtime.NumCPU()
+
+// startWaiting starts every waiting service whose dependencies all run, a
+// few at a time.
+func (s *Server) startWaiting() {
+	if s.shutdown != nil {
+		return
+	}
+	starting := 0
+	for _, svc := range s.services {
+		if p := svc.primary; p != nil && p.phase < phaseRunning {
+			starting++
+		}
+	}
+	for _, label := range s.order {
+		if starting >= maxStarting {
+			return
+		}
+		svc := s.services[label]
+		if !svc.waiting {
+			continue
+		}
+		if dep := s.missingDep(svc); dep != "" {
+			svc.lastExit = "waiting for " + dep
+			continue
+		}
+		svc.waiting = false
+		svc.lastExit = ""
+		s.spawnPrimary(svc)
+		starting++
+	}
+}
+
+// missingDep names the first dependency of svc that is not running.
+func (s *Server) missingDep(svc *service) string {
+	for _, d := range svc.spec.Depends {
+		if dep, ok := s.services[d]; !ok || dep.state() != control.StateRunning {
+			return d
+		}
+	}
+	return ""
+}
+
+// spawnPrimary starts the service's instance: its warm standby, if it
+// has one and this is a restart, else a new process.
+func (s *Server) spawnPrimary(svc *service) {
+	kind := initFresh
+	if svc.ranOnce {
+		kind = initRestart
+	}
+	if kind == initRestart && s.promoteStandby(svc) {
+		return
+	}
+	inst := s.spawnInstance(svc, rolePrimary, svc.spec)
+	inst.init = kind
+	svc.primary = inst
+}
+
+// startFailed: the primary never reached running (or could not be
+// started). A service that never ran is `failed` at once: retrying a
+// binary that cannot start hides the error. Otherwise it is a crash.
+func (s *Server) startFailed(svc *service) {
+	s.replyUp(svc, control.Failure(fmt.Errorf("%w: %s: %s", control.ErrFailed, svc.spec.Label, svc.lastExit)))
+	if !svc.ranOnce {
+		svc.failed = true
+		return
+	}
+	s.crashed(svc, 0)
+}
+
+// replyUp answers everyone waiting for the service to come up.
+func (s *Server) replyUp(svc *service, r control.Reply) {
+	r.Done = true
+	for _, w := range svc.upWaiters {
+		w <- r
+	}
+	svc.upWaiters = nil
+}
+
+// crashed decides what comes after a primary that ended on its own (ran
+// for ran): a restart now, a restart later, or `failed`.
+func (s *Server) crashed(svc *service, ran time.Duration) {
+	label := svc.spec.Label
+	now := s.clock.Now()
+	fails, history, failed := restartVerdict(svc.spec, svc.fails, svc.history, ran, now)
+	svc.fails, svc.history = fails, history
+	if failed {
+		svc.failed = true
+		s.log.Error("failed: too many restarts", "label", label,
+			"restarts", len(svc.history), "window", svc.spec.RestartWindow, "last_exit", svc.lastExit)
+		return
+	}
+	svc.history = append(svc.history, now)
+	delay := backoffDelay(svc.spec, fails)
+	if delay == 0 {
+		s.reincarnate(svc)
+		return
+	}
+	s.log.Info("backoff", "label", label, "delay", delay)
+	s.arm(svc, tBackoff, delay)
+}
+
+func (s *Server) reincarnate(svc *service) {
+	svc.restarts++
+	s.spawnPrimary(svc) // first: a standby's init goes out before the log line
+	s.log.Info("reincarnating", "label", svc.spec.Label, "reason", svc.lastExit, "restarts", svc.restarts)
+}
+
+func (s *Server) serviceTimer(svc *service, k timerKind) {
+	switch k {
+	case tBackoff:
+		s.reincarnate(svc)
+	case tStandby:
+		s.ensureStandby(svc)
+	}
+}
+
+// stopped: a stop rs asked for has ended; a restart waiting for it goes
+// on (a down is answered by checkDowns).
+func (s *Server) stopped(svc *service) {
+	if svc.restartWant {
+		svc.restartWant = false
+		s.restartNow(svc)
+	}
+}
+
+// checkDowns answers every `down` whose service, and the dependents it
+// stopped with it, have no instance left. The fd store goes with a
+// service that is down.
+func (s *Server) checkDowns() {
+	if s.downsPending == 0 {
+		return
+	}
+	for _, label := range s.order {
+		svc := s.services[label]
+		if len(svc.downWaiters) == 0 || svc.primary != nil {
+			continue
+		}
+		done := true
+		for _, d := range svc.downAlso {
+			done = done && d.primary == nil
+		}
+		if done {
+			s.answerDown(svc)
+		}
+	}
+}
+
+func (s *Server) answerDown(svc *service) {
+	for _, d := range append(svc.downAlso, svc) {
+		if d.stopWant && d.primary == nil {
+			s.dropFDStore(d)
+		}
+	}
+	for _, w := range svc.downWaiters {
+		w <- control.Reply{Done: true, Message: svc.downMsg}
+	}
+	svc.downWaiters, svc.downAlso = nil, nil
+	s.downsPending--
+}
+
+// takeDown makes svc stay down: no backoff, no wait for dependencies, and
+// its instance stopped once none of its dependents runs (stopStep).
+func (s *Server) takeDown(svc *service) {
+	s.disarm(svc, tBackoff)
+	svc.waiting = false
+	svc.restartWant = false
+	svc.failed = svc.failed && s.shutdown != nil
+	svc.stopWant = true
+	s.stopsPending = true
+}
+
+// stopStep stops every service rs wants down none of whose dependents
+// still has an instance: dependents first. If nothing can go first (a
+// cycle, which Validate keeps out of the table, but shutdown must finish
+// whatever the table holds), the rest stop in table order.
+func (s *Server) stopStep() {
+	if !s.stopsPending {
+		return
+	}
+	pending, stopping := false, false
+	var blocked []*service
+	for _, label := range s.order {
+		svc := s.services[label]
+		p := svc.primary
+		if !svc.stopWant || p == nil {
+			continue
+		}
+		pending = true
+		if p.phase == phaseStopping {
+			stopping = true
+			continue
+		}
+		if s.hasLiveDependents(label) {
+			blocked = append(blocked, svc)
+			continue
+		}
+		s.stopInstance(p)
+		stopping = true
+	}
+	if !stopping && len(blocked) > 0 {
+		s.log.Warn("dependents wait for each other; stopping them in table order", "services", len(blocked))
+		for _, svc := range blocked {
+			s.stopInstance(svc.primary)
+		}
+	}
+	s.stopsPending = pending
+}
+
+// hasLiveDependents: another service that depends on label has an instance.
+func (s *Server) hasLiveDependents(label string) bool {
+	for _, other := range s.services {
+		if other.primary == nil {
+			continue
+		}
+		for _, d := range other.spec.Depends {
+			if d == label {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dependentsOf lists, dependents first, every service that depends on
+// label directly or through others.
+func (s *Server) dependentsOf(label string) []*service {
+	var out []*service
+	seen := map[string]bool{label: true}
+	var visit func(l string)
+	visit = func(l string) {
+		for _, name := range s.order {
+			other := s.services[name]
+			if seen[name] || !contains(other.spec.Depends, l) {
+				continue
+			}
+			seen[name] = true
+			visit(name)
+			out = append(out, other)
+		}
+	}
+	visit(label)
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) dropFDStore(svc *service) {
+	for name, f := range svc.fdstore {
+		s.closeFiles([]*os.File{f})
+		delete(svc.fdstore, name)
+	}
+}

@@ -1,0 +1,82 @@
+package rs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/reincarnation/rs/proc"
+)
+
+// What could block stays off the loop: starting a process (stat, fork,
+// exec, prlimit) happens in the instance's process goroutine, and closing
+// an fd a service handed over (a socket with SO_LINGER set waits out its
+// linger time in close) in a goroutine of its own.
+
+// startProcess starts inst's process off the loop. The instance's process
+// goroutine posts evSpawned, then waits for the reaping and posts
+// evReaped, and ends: one goroutine per instance, as long as its process.
+func (s *Server) startProcess(inst *instance) {
+	spec := inst.spec
+	env := append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+spec.Label)
+	go func() {
+		p, drv, err := startSef(spec, env)
+		s.post(evSpawned{inst: inst, proc: p, drv: drv, err: err})
+		if err != nil {
+			return
+		}
+		<-p.Done()
+		s.post(evReaped{inst: inst, exit: p.Exit()})
+	}()
+}
+
+// startSef starts spec's binary as a sef service: its channel is the
+// first of its files.
+func startSef(spec Spec, env []string) (*proc.Process, *sefDriver, error) {
+	if err := checkBinary(spec.Binary); err != nil {
+		return nil, nil, err
+	}
+	drv, child, chanEnv, err := newSefDriver()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := proc.Start(proc.Spec{
+		Path:   spec.Binary,
+		Args:   spec.Args,
+		Env:    append(env, chanEnv),
+		Files:  []*os.File{child},
+		Limits: spec.limits(),
+	})
+	child.Close()
+	if err != nil {
+		drv.close()
+		return nil, nil, err
+	}
+	drv.proc = p
+	return p, drv, nil
+}
+
+func checkBinary(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("binary %s: %w", path, errors.Unwrap(err))
+	}
+	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("binary %s: not an executable file", path)
+	}
+	return nil
+}
+
+// closeFiles closes fds that came from a service, off the loop.
+func (s *Server) closeFiles(files []*os.File) {
+	if len(files) == 0 {
+		return
+	}
+	s.closing.Add(int64(len(files)))
+	go func() {
+		for _, f := range files {
+			f.Close()
+			s.closing.Add(-1)
+		}
+	}()
+}
