@@ -86,7 +86,7 @@ func ParseConfig(path string, data []byte) ([]Spec, error) {
 		}
 		return nil, &ConfigError{File: path, Err: err}
 	}
-	p := &configParser{file: path, dir: dir, md: &md}
+	p := &configParser{file: path, dir: dir, md: &md, headers: serviceHeaders(data)}
 	return p.parse(top)
 }
 
@@ -99,6 +99,8 @@ type configParser struct {
 	kids map[string][]string // names under each key path (joined by NUL), in file order
 	// tables: each [service.<label>] read so far, to point errors at lines.
 	tables map[string]serviceTable
+	// headers: the lines of the plain [service.<label>] headers.
+	headers map[string]int
 }
 
 func (c *configParser) errorf(line int, format string, args ...any) error {
@@ -222,13 +224,77 @@ func (c *configParser) locate(err error) error {
 			return &ConfigError{File: c.file, Line: c.lineOf(p), Err: err}
 		}
 	}
-	return &ConfigError{File: c.file, Line: c.lineOf(t.p), Err: err}
+	line, ok := c.headers[se.Label]
+	if !ok {
+		line = c.lineOf(t.p)
+	}
+	return &ConfigError{File: c.file, Line: line, Err: err}
+}
+
+// serviceHeaders finds the line of each plain [service.<label>] header
+// (bare or quoted label) in one pass over the text, so that a file of
+// ten thousand services is not probed ten thousand times (each probe
+// costs the TOML library a split of the whole file). A label seen twice,
+// or written another way (dotted keys, an inline table), is left to the
+// probe.
+func serviceHeaders(data []byte) map[string]int {
+	out := map[string]int{}
+	seen := map[string]bool{}
+	for i, raw := range strings.Split(string(data), "\n") {
+		l := strings.TrimSpace(raw)
+		if !strings.HasPrefix(l, "[") || strings.HasPrefix(l, "[[") {
+			continue
+		}
+		l = strings.TrimSpace(l[1:])
+		rest, ok := strings.CutPrefix(l, "service")
+		if !ok {
+			continue
+		}
+		rest = strings.TrimSpace(rest)
+		if rest, ok = strings.CutPrefix(rest, "."); !ok {
+			continue
+		}
+		rest = strings.TrimSpace(rest)
+		var label string
+		switch {
+		case strings.HasPrefix(rest, `"`) || strings.HasPrefix(rest, "'"):
+			q := rest[:1]
+			end := strings.Index(rest[1:], q)
+			if end < 0 || strings.Contains(rest[1:1+end], `\`) {
+				continue
+			}
+			label, rest = rest[1:1+end], rest[2+end:]
+		default:
+			end := strings.IndexAny(rest, " \t]")
+			if end < 0 {
+				continue
+			}
+			label, rest = rest[:end], rest[end:]
+		}
+		rest = strings.TrimSpace(rest)
+		if !strings.HasPrefix(rest, "]") {
+			continue
+		}
+		if after := strings.TrimSpace(rest[1:]); after != "" && !strings.HasPrefix(after, "#") {
+			continue
+		}
+		if seen[label] {
+			delete(out, label)
+			continue
+		}
+		seen[label] = true
+		out[label] = i + 1
+	}
+	return out
 }
 
 // service reads [service.<label>] into a Patch and applies it to the
 // defaults of a configured service.
 func (c *configParser) service(label string, p toml.Primitive) (Spec, error) {
-	line := c.lineOf(p)
+	line, ok := c.headers[label]
+	if !ok {
+		line = c.lineOf(p)
+	}
 	s := Spec{Label: label, Period: DefaultPeriod, File: c.file, Line: line}
 	if err := CheckLabel(label); err != nil {
 		return s, c.errorf(line, "%w", err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -213,16 +214,6 @@ func upSpec(t *testing.T, s *Server, spec Spec) control.Reply {
 	return control.Reply{}
 }
 
-func TestBackoffDelay(t *testing.T) {
-	spec := Spec{BackoffBase: 100 * time.Millisecond, BackoffCap: time.Second}
-	want := []time.Duration{0, 0, 100, 200, 400, 800, 1000, 1000}
-	for fails, w := range want {
-		if got := backoffDelay(spec, fails); got != w*time.Millisecond {
-			t.Errorf("fails %d: %v, want %v", fails, got, w*time.Millisecond)
-		}
-	}
-}
-
 func TestHostileMessagesMakeServiceFaulty(t *testing.T) {
 	cases := map[string]string{
 		"garbage":            "faulty: malformed message",
@@ -361,4 +352,100 @@ func TestBackoffThenFailedThenRestart(t *testing.T) {
 		t.Fatalf("restart: %s", r.Err)
 	}
 	waitStatus(t, s, "crashy", func(st control.Status) bool { return st.State == control.StateBackoff && st.Restarts == 5 })
+}
+
+// Shutdown finishes whatever the table holds: two services that depend
+// on each other (a cycle Validate keeps out, forced in here) still stop.
+func TestShutdownFinishesWithACycle(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1e9, 0)}
+	s := New(Options{Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	go s.Run()
+	a, b := selfSpec(t, "a", "plain"), selfSpec(t, "b", "plain")
+	upSpec(t, s, a)
+	upSpec(t, s, b)
+	waitStatus(t, s, "a", func(st control.Status) bool { return st.State == control.StateRunning })
+	waitStatus(t, s, "b", func(st control.Status) bool { return st.State == control.StateRunning })
+	inLoop(s, func() {
+		s.services["a"].spec.Depends = []string{"b"}
+		s.services["b"].spec.Depends = []string{"a"}
+	})
+	done := make(chan struct{})
+	go func() { s.Shutdown(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("shutdown did not finish with a dependency cycle in the table")
+	}
+}
+
+// A ready standby takes over when the primary's channel ends and the
+// process is exiting, before the reap; the reap then fills in last_exit.
+// The order of the two ends is the scheduler's, so the channel's end is
+// posted here by hand, ahead of the death.
+func TestStandbyTakesOverAtChannelEnd(t *testing.T) {
+	s, _ := newServer(t)
+	spec := selfSpec(t, "sb", "plain")
+	spec.Restart = RestartAlways
+	spec.Standby = true
+	upSpec(t, s, spec)
+	st := waitStatus(t, s, "sb", func(st control.Status) bool { return st.State == control.StateRunning && st.StandbyPid != 0 })
+	var drv *sefDriver
+	waitStatus(t, s, "sb", func(control.Status) bool {
+		inLoop(s, func() {
+			if sb := s.services["sb"].standby; sb != nil && sb.phase == phaseHello {
+				drv = s.services["sb"].primary.drv.(*sefDriver)
+			}
+		})
+		return drv != nil
+	})
+	s.post(evPackets{{drv: drv, err: io.EOF, exiting: true}})
+	next := waitStatus(t, s, "sb", func(n control.Status) bool { return n.Pid == st.StandbyPid })
+	if next.LastExit != "exiting (its exit status follows)" || next.Restarts != 1 {
+		t.Fatalf("after the early take-over: %+v", next)
+	}
+	syscall.Kill(st.Pid, syscall.SIGKILL)
+	next = waitStatus(t, s, "sb", func(n control.Status) bool { return n.LastExit == "terminated: SIGKILL" })
+	if next.Pid != st.StandbyPid || next.State != control.StateRunning {
+		t.Fatalf("after the reap: %+v", next)
+	}
+}
+
+// Every timer goes through one check: a timer stopped or armed again
+// while its event was on its way is dropped.
+func TestStaleTimersDropped(t *testing.T) {
+	s := New(Options{Clock: &fakeClock{now: time.Unix(1e9, 0)}})
+	svc := &service{}
+	s.arm(svc, tBackoff, time.Second)
+	first := evTimer{owner: svc, kind: tBackoff, gen: s.timerGen}
+	s.arm(svc, tBackoff, time.Second)
+	second := evTimer{owner: svc, kind: tBackoff, gen: s.timerGen}
+	if fired(first) {
+		t.Error("a timer armed again fired with its old generation")
+	}
+	if !fired(second) || armed(svc, tBackoff) {
+		t.Error("the live timer did not fire, or stayed armed")
+	}
+	if fired(second) {
+		t.Error("a timer fired twice")
+	}
+	s.arm(svc, tStandby, time.Second)
+	ev := evTimer{owner: svc, kind: tStandby, gen: s.timerGen}
+	s.disarm(svc, tStandby)
+	if fired(ev) {
+		t.Error("a stopped timer fired")
+	}
+}
+
+// An event the loop has no case for is logged and counted, not dropped
+// silently.
+type evBogus struct{}
+
+func (evBogus) isEvent() {}
+
+func TestUnknownEventCounted(t *testing.T) {
+	s := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.handle(evBogus{})
+	if n := s.unknownEvents.Load(); n != 1 {
+		t.Fatalf("unknown events: %d", n)
+	}
 }

@@ -443,3 +443,68 @@ depends = ["a"]
 		t.Errorf("a refused up added c to the table")
 	}
 }
+
+// TestStatusOfTenThousand: status of ten thousand services, each with
+// 736 bytes of args, comes back whole through `service status --json`
+// (a reply used to fail past the client's 128 KiB buffer: 200 such
+// services were enough). They wait for a dependency that failed, so no
+// process runs.
+func TestStatusOfTenThousand(t *testing.T) {
+	const n = 10000
+	arg := strings.Repeat("a", 736)
+	var cfg strings.Builder
+	cfg.WriteString("[service.root]\nbinary = \"$BIN/roles\"\nargs = [\"-role\", \"exit-now\"]\n")
+	for i := range n {
+		fmt.Fprintf(&cfg, "[service.s%05d]\nbinary = \"$BIN/roles\"\nargs = [%q]\ndepends = [\"root\"]\n", i, arg)
+	}
+	r := startRS(t, cfg.String())
+	r.waitState("root", control.StateFailed, 0)
+	svcs := r.statusJSON()
+	if len(svcs) != n+1 {
+		t.Fatalf("status --json: %d services, want %d", len(svcs), n+1)
+	}
+	last := svcs[n]
+	if args, _ := last["args"].([]any); last["label"] != fmt.Sprintf("s%05d", n-1) || len(args) != 1 || args[0] != arg || last["state"] != "starting" {
+		t.Fatalf("last row: label %v, state %v", last["label"], last["state"])
+	}
+	if out := r.mustService("status"); strings.Count(out, "\n") != n+2 {
+		t.Fatalf("status table: %d lines, want %d", strings.Count(out, "\n"), n+2)
+	}
+}
+
+// TestDownStopsDependents: `down a` first stops what depends on a,
+// dependents first (c, then b, then a), as systemd does; all of them stay
+// down, an unrelated service is untouched, and `up a` brings back only a.
+func TestDownStopsDependents(t *testing.T) {
+	role := "binary = \"$BIN/roles\"\nargs = [\"-role\", \"plain\"]\n"
+	r := startRS(t, "[service.a]\n"+role+"[service.b]\n"+role+"depends = [\"a\"]\n"+
+		"[service.c]\n"+role+"depends = [\"b\"]\n[service.d]\n"+role)
+	pids := map[string]int{}
+	for _, l := range []string{"a", "b", "c", "d"} {
+		pids[l] = r.waitState(l, control.StateRunning, 0).Pid
+	}
+	out := r.mustService("down", "a")
+	if !strings.Contains(out, "a down (and what depends on it: c, b)") {
+		t.Errorf("down a printed %q", out)
+	}
+	for _, l := range []string{"a", "b", "c"} {
+		if st := r.status(l); st.State != control.StateDown || alive(pids[l]) {
+			t.Errorf("%s after down a: %+v", l, st)
+		}
+	}
+	if st := r.status("d"); st.State != control.StateRunning || st.Pid != pids["d"] {
+		t.Errorf("d after down a: %+v", st)
+	}
+	log := r.log.String()
+	c, b, a := strings.Index(log, "msg=stopping label=c"), strings.Index(log, "msg=stopping label=b"), strings.Index(log, "msg=stopping label=a")
+	if c < 0 || b < c || a < b {
+		t.Errorf("stops not dependents first (c %d, b %d, a %d):\n%s", c, b, a, log)
+	}
+	r.mustService("up", "a")
+	if st := r.status("b"); st.State != control.StateDown {
+		t.Errorf("b after up a: %+v", st)
+	}
+	if _, errs, code := r.service("up", "c"); code == 0 || !strings.Contains(errs, "dependency b is not running (down)") {
+		t.Errorf("up c with b down: exit %d, %q", code, errs)
+	}
+}

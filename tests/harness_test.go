@@ -131,6 +131,15 @@ func startRS(t *testing.T, config string) *rsProc {
 	}
 	go func() { r.cmd.Wait(); close(r.done) }()
 	t.Cleanup(func() {
+		// rs's loop counts events it had no case for: a bug, whatever
+		// the test was about.
+		select {
+		case <-r.done:
+		default:
+			if rep, err := r.client().Do(control.Request{Op: control.OpStatus}, nil); err == nil && rep.Daemon.UnknownEvents != 0 {
+				t.Errorf("rs met %d events its loop has no case for", rep.Daemon.UnknownEvents)
+			}
+		}
 		r.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-r.done:

@@ -2,11 +2,17 @@ package tests
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/reincarnation/rs/rs/control"
 )
@@ -149,4 +155,116 @@ cpu_time = "1s"
 	if st := r.status("mem"); st.Pid == pid {
 		t.Errorf("kv was not reincarnated after its memory ran out")
 	}
+}
+
+// TestStuckStderrDoesNotStallRS: rs's stderr is a pipe nobody reads (a
+// paused terminal, a stuck log shipper). rs's own log lines must not
+// stop its loop: a crash-looping service goes on being reincarnated and
+// status goes on answering, long after the pipe is full.
+func TestStuckStderrDoesNotStallRS(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "rs.sock")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	// The smallest pipe the kernel gives: full after a few crashes.
+	if _, err := unix.FcntlInt(pw.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin("rs"), "--socket", sock, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		go io.Copy(io.Discard, pr) // let it say goodbye
+		select {
+		case <-done:
+		case <-time.After(waitTimeout):
+			cmd.Process.Kill()
+			t.Error("rs did not exit on SIGTERM")
+		}
+	}()
+	c := control.Client{Socket: sock, Timeout: waitTimeout}
+	deadline := time.Now().Add(waitTimeout)
+	for _, err := c.Do(control.Request{Op: control.OpStatus}, nil); err != nil; _, err = c.Do(control.Request{Op: control.OpStatus}, nil) {
+		if time.Now().After(deadline) {
+			t.Fatalf("rs did not come up: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	up := func(label string, extra ...string) {
+		args := append([]string{"--socket", sock, "up", "--binary", bin("roles"), "--backoff-base", "1ms", "--backoff-cap", "1ms", "--max-restarts", "-1"}, extra...)
+		out, err := exec.Command(bin("service"), append(args, label)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("up %s: %v: %s", label, err, out)
+		}
+	}
+	up("crashy", "--args", "-role exit-after-init")
+	up("plain", "--args", "-role plain")
+	// Each crash is five or so log lines; 4 KiB hold a few dozen.
+	for {
+		rep, err := c.Do(control.Request{Op: control.OpStatus, Label: "crashy"}, nil)
+		if err != nil {
+			t.Fatalf("status with rs's stderr stuck: %v", err)
+		}
+		if rep.Services[0].Restarts >= 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d restarts in %v with rs's stderr stuck", rep.Services[0].Restarts, waitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestLingeringFDDoesNotFreezeRS: a service hands rs a TCP socket with
+// SO_LINGER set and unsent data (its peer does not read), then replaces
+// it under the same name. rs closes the old one, and that close waits out
+// the linger time, a minute; it happens off rs's loop, so status answers
+// and an innocent service killed meanwhile is reincarnated at once.
+func TestLingeringFDDoesNotFreezeRS(t *testing.T) {
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	held := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.AcceptTCP()
+		if err == nil {
+			c.SetReadBuffer(4096)
+			held <- c // never read
+		}
+	}()
+	defer func() {
+		select {
+		case c := <-held:
+			c.Close() // unread data: a reset, which ends the lingering close
+		default:
+		}
+	}()
+	r := startRS(t, "")
+	r.mustService("up", "--binary", bin("roles"), "--args", "-role plain", "plain")
+	plain := r.status("plain")
+	r.mustService("up", "--binary", bin("roles"), "--args", "-role linger "+ln.Addr().String(), "linger")
+	r.waitFor("the lingering socket to be replaced", func() bool {
+		return strings.Count(r.log.String(), `msg="fd stored" label=linger name=sock`) >= 2
+	})
+	rep, err := r.client().Do(control.Request{Op: control.OpStatus}, nil)
+	if err != nil {
+		t.Fatalf("status while rs closes a lingering socket: %v", err)
+	}
+	if rep.Daemon.Closing < 1 {
+		t.Errorf("status says %d fds are being closed; want the lingering socket", rep.Daemon.Closing)
+	}
+	syscall.Kill(plain.Pid, syscall.SIGKILL)
+	r.waitState("plain", control.StateRunning, plain.Pid)
 }

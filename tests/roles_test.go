@@ -3,11 +3,14 @@ package tests
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/sef"
@@ -18,6 +21,11 @@ func runRole(role string, args []string) int {
 	switch role {
 	case "exit-now": // dies before any handshake
 		return 1
+	case "exit-after-init": // runs, then dies at once
+		if _, err := sef.Startup(sef.Callbacks{}); err != nil {
+			return 1
+		}
+		return 4
 	case "sleeper": // a plain process, not a service
 		signal.Ignore(syscall.SIGTERM)
 		for {
@@ -109,6 +117,16 @@ func runRole(role string, args []string) int {
 			}
 			files = append(files, f)
 		}
+	case "linger": // stores a TCP socket that lingers with unsent data, then replaces it
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		if err := storeLingering(s, args[0]); err != nil {
+			fmt.Fprintln(os.Stderr, "linger:", err)
+			return 1
+		}
+		return serveForever(s)
 	case "plain": // the smallest well-behaved service
 		s, err := sef.Startup(sef.Callbacks{})
 		if err != nil {
@@ -145,4 +163,48 @@ func serveForever(s *sef.Service) int {
 			return 0
 		}
 	}
+}
+
+// storeLingering connects to addr (a peer that never reads), fills the
+// socket's send buffer, sets SO_LINGER to a minute and hands the socket
+// to rs's fd store, keeping no copy; then it stores something else under
+// the same name. rs closes the socket, the last reference to it: a close
+// that waits out the linger time, a minute.
+func storeLingering(s *sef.Service, addr string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), "lingering")
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		return err
+	}
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 60}); err != nil {
+		return err
+	}
+	unix.SetNonblock(fd, true)
+	buf := make([]byte, 64<<10)
+	for sent := 0; sent < 64<<10; {
+		n, err := unix.Write(fd, buf)
+		if err != nil {
+			break // EAGAIN: the buffers are full
+		}
+		sent += n
+	}
+	if err := s.StoreFD("sock", f); err != nil {
+		return err
+	}
+	f.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	defer w.Close()
+	return s.StoreFD("sock", r)
 }

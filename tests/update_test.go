@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -282,6 +283,16 @@ func TestUpdateUnsupportedStateAndConcurrent(t *testing.T) {
 		if code == 0 || !strings.Contains(errOut, "busy") {
 			t.Errorf("%v during an update: exit %d, %q", args, code, errOut)
 		}
+	}
+	// A client tells busy from the rest by its code, not its text.
+	for _, op := range []string{control.OpUpdate, control.OpRestart, control.OpDown} {
+		_, err := r.client().Do(control.Request{Op: op, Label: "kv"}, nil)
+		if !errors.Is(err, control.ErrBusy) || errors.Is(err, control.ErrUnknown) {
+			t.Errorf("%s during an update: %v, want control.ErrBusy", op, err)
+		}
+	}
+	if _, err := r.client().Do(control.Request{Op: control.OpDown, Label: "nosuch"}, nil); !errors.Is(err, control.ErrUnknown) {
+		t.Errorf("down nosuch: %v, want control.ErrUnknown", err)
 	}
 	if got := <-first; got != "0 " {
 		t.Fatalf("the held update: %q, want success with no output (--quiet)", got)
