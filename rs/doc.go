@@ -1,35 +1,79 @@
 // Package rs is the reincarnation server's policy: the service table, the
-// loop that owns it, the config file and the control protocol.
+// loop that owns it, and the config file. The control protocol is package
+// rs/control; the wire to the services is package msg.
+//
+// # The loop
 //
 // One goroutine (Server.Run) owns the table. Everything else reaches it
-// as an event on one channel: a control request (control.go), a batch of
-// packets from the services (below), a process's exit, a timer. Handlers
-// never block; whatever waits (a stop's grace, a client's reply) waits in
-// its own goroutine or as a timer and comes back as an event.
+// as an event (events.go, a sealed interface): a control request, a
+// process started or reaped, a pass of the Mux over every channel, a
+// timer. Handlers never block: a process is started by its instance's own
+// goroutine (spawn.go), an fd a service handed over is closed off the
+// loop, rs's own log lines go through a LogQueue, /proc is read by the
+// Mux's goroutine or the control connection's. Every timer goes through
+// one mechanism with one staleness check (timer.go).
 //
-// Reading the services. One msg.Mux reads every instance's channel from
-// one goroutine and posts what one pass found as one event, so a burst
-// of a thousand pongs costs a few wake-ups, not a thousand. The channel's
-// last event (EOF, or a malformed packet) closes the instance's readDone;
-// the process's exit is posted only after it, so the loop always sees a
-// service's last packets before its death.
+// # An instance's life (lifecycle.go)
 //
-// Pinging (ping.go). Instances with the same period share one timer; the
-// period is cut into up to four slots and each instance joins the least
-// filled. A round trip ends at the kernel's timestamp of the pong
-// (SO_TIMESTAMPNS), so it measures the service, not rs's own queue.
+// An instance is one process of a service. Its role says what it is to
+// the service; its phase how far it has come. Each event has one function
+// that moves them:
 //
-// Crashes (server.go). An exit is judged (reason, restart policy,
-// backoff, rate limit) and the service reincarnated: a new process with
-// the restart init and the fd store, or the warm standby (standby.go).
-// A standby takes over as soon as the dying instance's channel closes and
-// /proc says the process is exiting, a few hundred microseconds before
-// the reap could say so; the exit, once reaped, fills in last_exit.
+//	                 spawnInstance
+//	                       |
+//	                   spawning --(could not start)-----------------.
+//	                       | onSpawned                              |
+//	                    spawned --(giveInit: a primary at once)--.  |
+//	                       | hello                               |  |
+//	                     hello ---(giveInit: a standby taking    |  |
+//	                       |       over, an update's new one     |  |
+//	                       |       once the state is ready)      v  |
+//	                       '--------------------------------> initing
+//	                                                             | init succeeded
+//	                                                          running
+//	   stopInstance / dropInstance (from any phase) -> stopping     |
+//	   fault (from any phase): reason set, process killed           |
+//	                                                                v
+//	   channel ended + process reaped (or one and its grace) ---> gone
 //
-// Live update (update.go). The new binary is started first and asked to
-// init only once the old instance has reached its safe state and handed
-// over its state and fds; any failure of the new one before it runs
-// resumes the old one.
+//	roles:  primary   the service's instance; its phase gives the state
+//	        standby   exec'd, waits in hello for a restart init (standby.go)
+//	        incoming  an update's new instance, until commit or rollback (update.go)
+//	        retired   replaced (commit, a standby's take-over) or dropped; only its end is left
+//
+// At gone, exitOutcome (policy.go, a pure function with a table test)
+// says what the end means from the role, the phase it ended in, whether
+// rs killed it, the exit and the restart policy: roll the update back,
+// start another standby, fill in last_exit, answer a stop, fail a first
+// start, stay down, or reincarnate with the backoff.
+//
+// The end of an instance is two events: its channel ended (from the Mux)
+// and its process reaped (from its goroutine). It is gone when both came,
+// so the loop always sees a service's last packets before its death; or
+// when one came and its grace passed: a channel that closed while the
+// process lives is a fault after 100ms, a reaped process whose channel
+// does not end is gone after a second. When the channel ends first and
+// /proc shows the process exiting, a ready standby takes over at once.
+//
+// A service's state (service.go) is derived, not stored: updating while
+// an update runs, else from its primary's phase (starting, running,
+// stopping), else from the policy's memory (failed, backoff, waiting for
+// its dependencies, down).
+//
+// # The protocol seam (driver.go)
+//
+// The lifecycle speaks of hello, ready, alive, fds stored, state handed
+// over; a driver turns that into one protocol. The sef driver
+// (sefdriver.go) is the msg channel; a second protocol is a second
+// driver. Pinging (ping.go): instances with the same period share one
+// timer cut into up to four slots; a round trip ends at the kernel's
+// timestamp of the pong.
+//
+// # One Spec path (validate.go)
+//
+// The config file (config.go) and `service up` both make a Spec with
+// Spec.Apply of a control.Patch, and both check the table it would make
+// with Validate. down and shutdown stop in dependency order (stop.go).
 //
 // rs runs on one P (cmd/rs): the loop is the work, and a second P only
 // adds wake-ups between rs's own threads.

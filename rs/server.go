@@ -195,25 +195,3 @@ func (s *Server) deliver(batch []msg.Delivery) {
 	}
 	s.post(evs)
 }
-
-// beginShutdown stops everything, dependents before their dependencies.
-func (s *Server) beginShutdown(reply chan<- control.Reply) {
-	if s.shutdown == nil {
-		s.log.Info("shutting down")
-		s.shutdown = &shutdownState{}
-		for _, label := range s.order {
-			svc := s.services[label]
-			if svc.update != nil {
-				s.rollback(svc.update, "rs is shutting down")
-			}
-			s.dropStandby(svc)
-			s.takeDown(svc)
-			s.replyUp(svc, control.Failure(control.ErrShutdown))
-			s.replyClone(svc)
-		}
-		s.stopStep()
-	}
-	if reply != nil {
-		s.shutdown.replies = append(s.shutdown.replies, reply)
-	}
-}

@@ -1,0 +1,170 @@
+package rs
+
+import "github.com/reincarnation/rs/rs/control"
+
+// Stopping in dependency order. `down` and shutdown both mark services as
+// wanted down (takeDown); stopStep stops each of them once no service
+// that depends on it still has an instance, so dependents stop first, and
+// if they wait for each other in a circle (a cycle, which Validate keeps
+// out of the table) the rest stop in table order, so that a shutdown
+// always finishes. A `down` is answered once its service and the
+// dependents it took along have no instance left (checkDowns).
+
+// beginShutdown stops everything, dependents before their dependencies.
+func (s *Server) beginShutdown(reply chan<- control.Reply) {
+	if s.shutdown == nil {
+		s.log.Info("shutting down")
+		s.shutdown = &shutdownState{}
+		for _, label := range s.order {
+			svc := s.services[label]
+			if svc.update != nil {
+				s.rollback(svc.update, "rs is shutting down")
+			}
+			s.dropStandby(svc)
+			s.takeDown(svc)
+			s.replyUp(svc, control.Failure(control.ErrShutdown))
+			s.replyClone(svc)
+		}
+		s.stopStep()
+	}
+	if reply != nil {
+		s.shutdown.replies = append(s.shutdown.replies, reply)
+	}
+}
+
+// stopped: a stop rs asked for has ended; a restart waiting for it goes
+// on (a down is answered by checkDowns).
+func (s *Server) stopped(svc *service) {
+	if svc.restartWant {
+		svc.restartWant = false
+		s.restartNow(svc)
+	}
+}
+
+// takeDown makes svc stay down: no backoff, no wait for dependencies, and
+// its instance stopped once none of its dependents runs (stopStep).
+func (s *Server) takeDown(svc *service) {
+	s.disarm(svc, tBackoff)
+	svc.waiting = false
+	svc.restartWant = false
+	svc.failed = svc.failed && s.shutdown != nil
+	svc.stopWant = true
+	s.stopsPending = true
+}
+
+// stopStep stops every service rs wants down none of whose dependents
+// still has an instance: dependents first. If nothing can go first (a
+// cycle, which Validate keeps out of the table, but shutdown must finish
+// whatever the table holds), the rest stop in table order.
+func (s *Server) stopStep() {
+	if !s.stopsPending {
+		return
+	}
+	pending, stopping := false, false
+	var blocked []*service
+	for _, label := range s.order {
+		svc := s.services[label]
+		p := svc.primary
+		if !svc.stopWant || p == nil {
+			continue
+		}
+		pending = true
+		if p.phase == phaseStopping {
+			stopping = true
+			continue
+		}
+		if s.hasLiveDependents(label) {
+			blocked = append(blocked, svc)
+			continue
+		}
+		s.stopInstance(p)
+		stopping = true
+	}
+	if !stopping && len(blocked) > 0 {
+		s.log.Warn("dependents wait for each other; stopping them in table order", "services", len(blocked))
+		for _, svc := range blocked {
+			s.stopInstance(svc.primary)
+		}
+	}
+	s.stopsPending = pending
+}
+
+// hasLiveDependents: another service that depends on label has an instance.
+func (s *Server) hasLiveDependents(label string) bool {
+	for _, other := range s.services {
+		if other.primary == nil {
+			continue
+		}
+		for _, d := range other.spec.Depends {
+			if d == label {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dependentsOf lists, dependents first, every service that depends on
+// label directly or through others.
+func (s *Server) dependentsOf(label string) []*service {
+	var out []*service
+	seen := map[string]bool{label: true}
+	var visit func(l string)
+	visit = func(l string) {
+		for _, name := range s.order {
+			other := s.services[name]
+			if seen[name] || !contains(other.spec.Depends, l) {
+				continue
+			}
+			seen[name] = true
+			visit(name)
+			out = append(out, other)
+		}
+	}
+	visit(label)
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+// checkDowns answers every `down` whose service, and the dependents it
+// stopped with it, have no instance left. The fd store goes with a
+// service that is down.
+func (s *Server) checkDowns() {
+	if s.downsPending == 0 {
+		return
+	}
+	for _, label := range s.order {
+		svc := s.services[label]
+		if len(svc.downWaiters) == 0 || svc.primary != nil {
+			continue
+		}
+		done := true
+		for _, d := range svc.downAlso {
+			done = done && d.primary == nil
+		}
+		if done {
+			s.answerDown(svc)
+		}
+	}
+}
+
+func (s *Server) answerDown(svc *service) {
+	for _, d := range append(svc.downAlso, svc) {
+		if d.stopWant && d.primary == nil {
+			s.dropFDStore(d)
+		}
+	}
+	for _, w := range svc.downWaiters {
+		w <- control.Reply{Done: true, Message: svc.downMsg}
+	}
+	svc.downWaiters, svc.downAlso = nil, nil
+	s.downsPending--
+}
