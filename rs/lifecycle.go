@@ -117,11 +117,6 @@ func (inst *instance) pid() int {
 	return inst.proc.Pid()
 }
 
-// alive: not gone and not on its way out.
-func (inst *instance) alive() bool {
-	return inst != nil && inst.phase < phaseStopping && inst.reason == ""
-}
-
 // spawnInstance starts a process of spec for svc in role, off the loop
 // (spawn.go); onSpawned follows.
 func (s *Server) spawnInstance(svc *service, r role, spec Spec) *instance {
@@ -202,8 +197,13 @@ func (s *Server) onPackets(ps evPackets) {
 func (s *Server) onSignal(inst *instance, sig signal) {
 	u := inst.svc.update
 	incoming := inst.role == roleIncoming && u != nil && u.new == inst
-	if (inst.phase >= phaseStopping || inst.role == roleRetired) && sig.kind != sigFault {
-		s.closeFiles(sig.files) // it is on its way out: what it says is moot
+	if inst.phase >= phaseStopping || inst.reason != "" || inst.role == roleRetired {
+		// On its way out (stopped, killed for a fault, replaced): what it
+		// says is moot, and a fault is one only while it matters.
+		s.closeFiles(sig.files)
+		if sig.kind == sigFault && inst.phase == phaseStopping {
+			inst.proc.Kill() // whatever it does while stopping, now is sooner
+		}
 		return
 	}
 	switch sig.kind {

@@ -210,9 +210,10 @@ func (s *Server) down(label string, r chan<- control.Reply) {
 			also = append(also, d.spec.Label)
 			svc.downAlso = append(svc.downAlso, d)
 		}
-		s.replyUp(d, control.Failure(fmt.Errorf("%w: %s: stopped by down", control.ErrFailed, d.spec.Label)))
+		stoppedByDown := fmt.Errorf("%w: %s: stopped by down", control.ErrFailed, d.spec.Label)
+		s.replyUp(d, control.Failure(stoppedByDown))
 		s.dropStandby(d)
-		s.takeDown(d)
+		s.takeDown(d, stoppedByDown)
 	}
 	if len(svc.downWaiters) == 0 {
 		s.downsPending++

@@ -21,7 +21,7 @@ func (s *Server) beginShutdown(reply chan<- control.Reply) {
 				s.rollback(svc.update, "rs is shutting down")
 			}
 			s.dropStandby(svc)
-			s.takeDown(svc)
+			s.takeDown(svc, control.ErrShutdown)
 			s.replyUp(svc, control.Failure(control.ErrShutdown))
 			s.replyClone(svc)
 		}
@@ -43,10 +43,14 @@ func (s *Server) stopped(svc *service) {
 
 // takeDown makes svc stay down: no backoff, no wait for dependencies, and
 // its instance stopped once none of its dependents runs (stopStep).
-func (s *Server) takeDown(svc *service) {
+func (s *Server) takeDown(svc *service, why error) {
 	s.disarm(svc, tBackoff)
 	svc.waiting = false
 	svc.restartWant = false
+	for _, w := range svc.restartWaiters {
+		w <- control.Failure(why)
+	}
+	svc.restartWaiters = nil
 	svc.failed = svc.failed && s.shutdown != nil
 	svc.stopWant = true
 	s.stopsPending = true
