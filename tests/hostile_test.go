@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -231,16 +232,21 @@ func TestStuckStderrDoesNotStallRS(t *testing.T) {
 // the linger time, a minute; it happens off rs's loop, so status answers
 // and an innocent service killed meanwhile is reincarnated at once.
 func TestLingeringFDDoesNotFreezeRS(t *testing.T) {
-	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	// A small receive buffer set before listening, so that the accepted
+	// connection's window is small from the start.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+	}}
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln := l.(*net.TCPListener)
 	defer ln.Close()
 	held := make(chan net.Conn, 1)
 	go func() {
 		c, err := ln.AcceptTCP()
 		if err == nil {
-			c.SetReadBuffer(4096)
 			held <- c // never read
 		}
 	}()

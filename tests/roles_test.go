@@ -188,11 +188,13 @@ func storeLingering(s *sef.Service, addr string) error {
 		return err
 	}
 	unix.SetNonblock(fd, true)
+	// Until the send buffer is full: the peer's window is small and it
+	// does not read, so this much stays unsent.
 	buf := make([]byte, 64<<10)
-	for sent := 0; sent < 64<<10; {
+	for sent := 0; sent < 64<<20; {
 		n, err := unix.Write(fd, buf)
 		if err != nil {
-			break // EAGAIN: the buffers are full
+			break // EAGAIN
 		}
 		sent += n
 	}
