@@ -36,6 +36,10 @@ type Spec struct {
 	// Limits are set on the child right after it has exec'd (the fork is
 	// a vfork, so Start returns only then): soft and hard alike.
 	Limits []Limit
+	// Exited, if set, is called by the process's waiter once the process
+	// is reaped, after Done is closed: a way to hear of the end without a
+	// goroutine of one's own waiting on Done.
+	Exited func(Exit)
 }
 
 // Limit is one resource limit (unix.RLIMIT_*).
@@ -55,6 +59,8 @@ type Process struct {
 	mu     sync.Mutex
 	reaped bool
 	pidfd  *os.File // nil when the kernel has no pidfd
+
+	exited func(Exit)
 }
 
 // Exit is how a process ended.
@@ -134,7 +140,7 @@ func Start(spec Spec) (*Process, error) {
 			return nil, fmt.Errorf("start %s: limit %d: %w", spec.Path, l.Resource, err)
 		}
 	}
-	p := &Process{pid: pid, done: make(chan struct{})}
+	p := &Process{pid: pid, done: make(chan struct{}), exited: spec.Exited}
 	if pidfd >= 0 {
 		if err := unix.SetNonblock(pidfd, true); err == nil {
 			p.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
@@ -273,6 +279,9 @@ func (p *Process) wait() {
 		p.waitPid()
 	}
 	close(p.done)
+	if p.exited != nil {
+		p.exited(p.exit)
+	}
 }
 
 func (p *Process) waitPidfd() {

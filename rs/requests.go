@@ -2,6 +2,7 @@ package rs
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/reincarnation/rs/rs/control"
@@ -54,11 +55,11 @@ func (s *Server) Handle(req control.Request, progress func(string)) control.Repl
 // not. The process's own start checks again.
 func precheck(req control.Request) error {
 	switch {
-	case req.Op == control.OpUp && req.Spec != nil && req.Spec.Binary != nil:
+	case req.Op == control.OpUp && req.Spec != nil && req.Spec.Binary != nil && filepath.IsAbs(*req.Spec.Binary):
 		if err := checkBinary(*req.Spec.Binary); err != nil {
 			return control.Errorf(control.CodeInvalid, "%w", err)
 		}
-	case req.Op == control.OpUpdate && req.Binary != "":
+	case req.Op == control.OpUpdate && req.Binary != "" && filepath.IsAbs(req.Binary):
 		if err := checkBinary(req.Binary); err != nil {
 			return control.Errorf(control.CodeInvalid, "update %s: %w (nothing changed)", req.Label, err)
 		}

@@ -13,26 +13,26 @@ import (
 // an fd a service handed over (a socket with SO_LINGER set waits out its
 // linger time in close) in a goroutine of its own.
 
-// startProcess starts inst's process off the loop. The instance's process
-// goroutine posts evSpawned, then waits for the reaping and posts
-// evReaped, and ends: one goroutine per instance, as long as its process.
+// startProcess starts inst's process off the loop, in a goroutine that
+// posts evSpawned and ends. The process's own waiter (package proc) posts
+// evReaped once it has reaped the process, never before evSpawned.
 func (s *Server) startProcess(inst *instance) {
 	spec := inst.spec
 	env := append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+spec.Label)
 	go func() {
-		p, drv, err := startSef(spec, env)
+		posted := make(chan struct{})
+		p, drv, err := startSef(spec, env, func(exit proc.Exit) {
+			<-posted
+			s.post(evReaped{inst: inst, exit: exit})
+		})
 		s.post(evSpawned{inst: inst, proc: p, drv: drv, err: err})
-		if err != nil {
-			return
-		}
-		<-p.Done()
-		s.post(evReaped{inst: inst, exit: p.Exit()})
+		close(posted)
 	}()
 }
 
 // startSef starts spec's binary as a sef service: its channel is the
 // first of its files.
-func startSef(spec Spec, env []string) (*proc.Process, *sefDriver, error) {
+func startSef(spec Spec, env []string, exited func(proc.Exit)) (*proc.Process, *sefDriver, error) {
 	if err := checkBinary(spec.Binary); err != nil {
 		return nil, nil, err
 	}
@@ -46,6 +46,7 @@ func startSef(spec Spec, env []string) (*proc.Process, *sefDriver, error) {
 		Env:    append(env, chanEnv),
 		Files:  []*os.File{child},
 		Limits: spec.limits(),
+		Exited: exited,
 	})
 	child.Close()
 	if err != nil {

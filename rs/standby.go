@@ -53,16 +53,33 @@ func (s *Server) dropStandby(svc *service) {
 // promoteStandby makes the standby the service's instance with a restart
 // init. It reports false when there is no standby ready to take over.
 func (s *Server) promoteStandby(svc *service) bool {
-	sb := svc.standby
-	if sb == nil || (sb.phase != phaseSpawned && sb.phase != phaseHello) || sb.reason != "" {
+	if !standbyReady(svc) {
 		return false
 	}
+	sb := svc.standby
 	svc.standby = nil
 	sb.role = rolePrimary
 	svc.primary = sb
 	s.giveInit(sb, initRestart, nil, nil)
 	s.log.Info("standby takes over", "label", svc.spec.Label, "pid", sb.pid())
 	return true
+}
+
+// standbyReady: the service has a standby that can take over now.
+func standbyReady(svc *service) bool {
+	sb := svc.standby
+	return sb != nil && (sb.phase == phaseSpawned || sb.phase == phaseHello) && sb.reason == ""
+}
+
+// restartsAtOnce: a crash of svc's primary after ran of running would be
+// reincarnated at once, whatever its exit status (restart = "always").
+func (s *Server) restartsAtOnce(svc *service, ran time.Duration) bool {
+	if svc.update != nil || s.shutdown != nil || svc.stopWant || svc.restartWant || svc.spec.Restart != RestartAlways {
+		return false
+	}
+	history := append([]time.Time(nil), svc.history...) // restartVerdict reuses it
+	fails, _, failed := restartVerdict(svc.spec, svc.fails, history, ran, s.clock.Now())
+	return !failed && backoffDelay(svc.spec, fails) == 0
 }
 
 // clone and unclone handle `service clone` / `unclone`. A clone's reply
@@ -122,16 +139,9 @@ func (s *Server) replyClone(svc *service) {
 // took over.
 func (s *Server) takeOverEarly(inst *instance, exiting bool) bool {
 	svc := inst.svc
-	sb := svc.standby
-	ready := sb != nil && (sb.phase == phaseSpawned || sb.phase == phaseHello) && sb.reason == ""
-	if !exiting || !ready || svc.primary != inst || inst.phase != phaseRunning ||
-		svc.update != nil || s.shutdown != nil || svc.stopWant || svc.restartWant ||
-		svc.spec.Restart != RestartAlways {
-		return false
-	}
 	ran := s.clock.Now().Sub(inst.runningSince)
-	if fails, _, failed := restartVerdict(svc.spec, svc.fails, append([]time.Time(nil), svc.history...), ran, s.clock.Now()); failed || backoffDelay(svc.spec, fails) != 0 {
-		return false // not restarted at once: the usual path decides at the exit
+	if !exiting || svc.primary != inst || inst.phase != phaseRunning || !standbyReady(svc) || !s.restartsAtOnce(svc, ran) {
+		return false // the usual path decides once the process is reaped
 	}
 	inst.role = roleRetired
 	s.pingLeave(inst)
