@@ -2,6 +2,7 @@ package rs
 
 import (
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 
@@ -67,7 +68,19 @@ func precheck(req control.Request) error {
 	return nil
 }
 
-func fail(r chan<- control.Reply, err error) { r <- control.Failure(err) }
+func fail(r chan<- control.Reply, err error) { answer(r, control.Failure(err)) }
+
+// answer sends the loop's reply to a request. Every request gets one,
+// into a channel with room for it; a second would be a bug, and is
+// dropped rather than left to block the loop.
+func answer(r chan<- control.Reply, rep control.Reply) {
+	rep.Done = true
+	select {
+	case r <- rep:
+	default:
+		slog.Error("a second reply to one request dropped: a bug in rs", "reply", rep.Message+rep.Err)
+	}
+}
 
 // request runs one control command inside the loop. Commands that finish
 // later (up, down, restart, update, clone, shutdown) keep ev.reply and
@@ -89,7 +102,7 @@ func (s *Server) request(ev evRequest) {
 			fail(ev.reply, err)
 			return
 		}
-		ev.reply <- control.Reply{Services: st, Done: true}
+		answer(ev.reply, control.Reply{Services: st, Done: true})
 	case control.OpShutdown:
 		s.beginShutdown(ev.reply)
 	case control.OpUp:

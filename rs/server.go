@@ -129,7 +129,7 @@ func (s *Server) Run() {
 				s.dropFDStore(svc)
 			}
 			for _, r := range s.shutdown.replies {
-				r <- control.Reply{Done: true, Message: "rs stopped"}
+				answer(r, control.Reply{Done: true, Message: "rs stopped"})
 			}
 			return
 		}

@@ -168,7 +168,7 @@ func (s *Server) startFailed(svc *service) {
 func (s *Server) replyUp(svc *service, r control.Reply) {
 	r.Done = true
 	for _, w := range svc.upWaiters {
-		w <- r
+		answer(w, r)
 	}
 	svc.upWaiters = nil
 }

@@ -93,12 +93,12 @@ func (s *Server) clone(label string, want bool, r chan<- control.Reply) {
 	svc.wantStandby = want
 	if !want {
 		s.dropStandby(svc)
-		r <- control.Reply{Done: true, Message: label + ": no standby"}
+		answer(r, control.Reply{Done: true, Message: label + ": no standby"})
 		return
 	}
 	s.ensureStandby(svc)
 	if svc.standby == nil {
-		r <- control.Reply{Done: true, Message: fmt.Sprintf("%s: standby wanted; it starts once %s is running", label, label)}
+		answer(r, control.Reply{Done: true, Message: fmt.Sprintf("%s: standby wanted; it starts once %s is running", label, label)})
 		return
 	}
 	svc.cloneWaiters = append(svc.cloneWaiters, r)
@@ -124,7 +124,7 @@ func (s *Server) replyClone(svc *service) {
 	}
 	r.Done = true
 	for _, w := range svc.cloneWaiters {
-		w <- r
+		answer(w, r)
 	}
 	svc.cloneWaiters = nil
 }

@@ -48,7 +48,7 @@ func (s *Server) takeDown(svc *service, why error) {
 	svc.waiting = false
 	svc.restartWant = false
 	for _, w := range svc.restartWaiters {
-		w <- control.Failure(why)
+		answer(w, control.Failure(why))
 	}
 	svc.restartWaiters = nil
 	svc.failed = svc.failed && s.shutdown != nil
@@ -167,7 +167,7 @@ func (s *Server) answerDown(svc *service) {
 		}
 	}
 	for _, w := range svc.downWaiters {
-		w <- control.Reply{Done: true, Message: svc.downMsg}
+		answer(w, control.Reply{Done: true, Message: svc.downMsg})
 	}
 	svc.downWaiters, svc.downAlso = nil, nil
 	s.downsPending--

@@ -165,7 +165,7 @@ func (s *Server) commit(u *update) {
 		"prepare", u.readyAt.Sub(u.prepareAt).Round(time.Microsecond),
 		"init", now.Sub(u.readyAt).Round(time.Microsecond))
 	u.progress(fmt.Sprintf("committed: pid %d replaces pid %d", u.new.pid(), old.pid()))
-	u.reply <- control.Reply{Done: true, Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.pid(), u.new.pid(), gap)}
+	answer(u.reply, control.Reply{Done: true, Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.pid(), u.new.pid(), gap)})
 }
 
 // rollback: the new instance is killed, the old one resumes untouched.
@@ -188,5 +188,5 @@ func (s *Server) rollback(u *update, why string) {
 	}
 	s.log.Warn("update rolled back", "label", svc.spec.Label, "reason", why, "pid", u.old.pid())
 	u.progress("rolled back: " + why)
-	u.reply <- control.Failure(fmt.Errorf("update %s rolled back: %s", svc.spec.Label, why))
+	answer(u.reply, control.Failure(fmt.Errorf("update %s rolled back: %s", svc.spec.Label, why)))
 }
