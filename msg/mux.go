@@ -33,8 +33,8 @@ type muxEntry struct {
 
 // Delivery is one packet, or the end of one channel, read by a Mux.
 type Delivery struct {
-	Key   any // given to Add
-	Msg   Message
+	Key any // given to Add
+	Msg Message
 	// Files are owned by the receiver of the delivery, also when Err is
 	// set (the fds that came with a malformed packet): the Mux never
 	// closes a peer's fd, since a close can block.

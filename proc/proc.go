@@ -26,13 +26,13 @@ var (
 
 // Spec says how to start one process.
 type Spec struct {
-	Path    string   // absolute path of the binary
-	Args    []string // argv[1:]; argv[0] is Path
-	Env     []string   // the whole environment
-	Dir     string
-	Files   []*os.File // become fds FirstFD, FirstFD+1, ... in the child
-	Stdout  *os.File   // nil: this process's stdout
-	Stderr  *os.File   // nil: this process's stderr
+	Path   string   // absolute path of the binary
+	Args   []string // argv[1:]; argv[0] is Path
+	Env    []string // the whole environment
+	Dir    string
+	Files  []*os.File // become fds FirstFD, FirstFD+1, ... in the child
+	Stdout *os.File   // nil: this process's stdout
+	Stderr *os.File   // nil: this process's stderr
 	// Limits are set on the child right after it has exec'd (the fork is
 	// a vfork, so Start returns only then): soft and hard alike.
 	Limits []Limit
