@@ -66,6 +66,17 @@ func (s *Server) stopStep() {
 	}
 	pending, stopping := false, false
 	var blocked []*service
+	// How many services with an instance depend on each label: counted
+	// once per step, not once per service (a shutdown of thousands of
+	// services calls stopStep at each instance's end).
+	live := map[string]int{}
+	for _, other := range s.services {
+		if other.primary != nil {
+			for _, d := range other.spec.Depends {
+				live[d]++
+			}
+		}
+	}
 	for _, label := range s.order {
 		svc := s.services[label]
 		p := svc.primary
@@ -77,7 +88,7 @@ func (s *Server) stopStep() {
 			stopping = true
 			continue
 		}
-		if s.hasLiveDependents(label) {
+		if live[label] > 0 {
 			blocked = append(blocked, svc)
 			continue
 		}
@@ -91,21 +102,6 @@ func (s *Server) stopStep() {
 		}
 	}
 	s.stopsPending = pending
-}
-
-// hasLiveDependents: another service that depends on label has an instance.
-func (s *Server) hasLiveDependents(label string) bool {
-	for _, other := range s.services {
-		if other.primary == nil {
-			continue
-		}
-		for _, d := range other.spec.Depends {
-			if d == label {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // dependentsOf lists, dependents first, every service that depends on
