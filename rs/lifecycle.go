@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"syscall"
 	"time"
 
@@ -74,9 +75,7 @@ const reapGrace = time.Second
 
 // instance is one process of a service. Its fields belong to the loop.
 type instance struct {
-	s    *Server
 	svc  *service
-	id   uint64
 	spec Spec // what it runs (an incoming instance runs the update's)
 
 	role  role
@@ -120,8 +119,7 @@ func (inst *instance) pid() int {
 // spawnInstance starts a process of spec for svc in role, off the loop
 // (spawn.go); onSpawned follows.
 func (s *Server) spawnInstance(svc *service, r role, spec Spec) *instance {
-	s.nextID++
-	inst := &instance{s: s, svc: svc, id: s.nextID, spec: spec, role: r, phase: phaseSpawning}
+	inst := &instance{svc: svc, spec: spec, role: r, phase: phaseSpawning}
 	s.live[inst] = struct{}{}
 	s.startProcess(inst)
 	return inst
@@ -174,6 +172,20 @@ func (s *Server) giveInit(inst *instance, kind initKind, extraNames []string, ex
 	if err := inst.drv.init(kind, inst.label(), inst.svc.restarts, names, files); err != nil {
 		s.sendFailed(inst, err)
 	}
+}
+
+// storeNames lists an fd store's names in order, with their files.
+func storeNames(store map[string]*os.File) ([]string, []*os.File) {
+	names := make([]string, 0, len(store))
+	for name := range store {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	files := make([]*os.File, len(names))
+	for i, n := range names {
+		files[i] = store[n]
+	}
+	return names, files
 }
 
 // onPackets: one pass of the Mux.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"syscall"
 	"time"
 
@@ -178,18 +177,4 @@ func (d *sefDriver) send(m *msg.Message, files ...*os.File) error {
 		return errPeerGone
 	}
 	return err
-}
-
-// storeNames lists an fd store's names in order, with their files.
-func storeNames(store map[string]*os.File) ([]string, []*os.File) {
-	names := make([]string, 0, len(store))
-	for name := range store {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	files := make([]*os.File, len(names))
-	for i, n := range names {
-		files[i] = store[n]
-	}
-	return names, files
 }

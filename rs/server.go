@@ -41,7 +41,6 @@ type Server struct {
 	services     map[string]*service
 	order        []string // labels in the order they were added
 	live         map[*instance]struct{}
-	nextID       uint64
 	timerGen     uint64
 	shutdown     *shutdownState
 	stopsPending bool // some service is to be stopped once its dependents are
