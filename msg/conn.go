@@ -296,22 +296,24 @@ func (c *Conn) Recv() (Message, []*os.File, error) {
 	if err == nil {
 		err = p.err
 	}
-	m, files, err := p.message(err)
-	if err != nil {
-		CloseFiles(files)
-		files = nil
-	}
-	return m, files, err
+	return ownedIfValid(p.message(err))
 }
 
 // TryRecv is Recv that never waits: nothing queued gives ErrWouldBlock.
 func (c *Conn) TryRecv() (Message, []*os.File, error) {
 	m, files, _, err := c.tryRecv()
+	return ownedIfValid(m, files, err)
+}
+
+// ownedIfValid hands the caller a packet's fds only with a valid message;
+// with an error it closes them where it stands (Recv's and TryRecv's
+// callers are services, whose peer is rs).
+func ownedIfValid(m Message, files []*os.File, err error) (Message, []*os.File, error) {
 	if err != nil {
 		CloseFiles(files)
-		files = nil
+		return m, nil, err
 	}
-	return m, files, err
+	return m, files, nil
 }
 
 // tryRecv is TryRecv that also returns when the peer sent the packet, by

@@ -84,12 +84,7 @@ func TestMuxPassesFDs(t *testing.T) {
 	if err := m.Add(mine, "a"); err != nil {
 		t.Fatal(err)
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
+	r, w := newPipe(t)
 	if err := theirs.Send(&Message{Kind: KindFDStore, Names: []string{"pipe"}}, w); err != nil {
 		t.Fatal(err)
 	}
@@ -231,12 +226,7 @@ func TestMuxHandsOverFDsOfBadPackets(t *testing.T) {
 	if err := m.Add(mine, "bad"); err != nil {
 		t.Fatal(err)
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
+	_, w := newPipe(t)
 	// A pong names no fds: these two do not match it.
 	b, _ := Encode(&Message{Kind: KindPong, Seq: 1})
 	if err := theirs.SendRaw(b, []*os.File{w, w}, false); err != nil {
@@ -250,4 +240,15 @@ func TestMuxHandsOverFDsOfBadPackets(t *testing.T) {
 		t.Fatalf("the handed-over fd was closed: %v", err)
 	}
 	CloseFiles(d.Files)
+}
+
+// newPipe is a pipe closed when the test ends.
+func newPipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return r, w
 }

@@ -224,11 +224,16 @@ func (c *configParser) locate(err error) error {
 			return &ConfigError{File: c.file, Line: c.lineOf(p), Err: err}
 		}
 	}
-	line, ok := c.headers[se.Label]
-	if !ok {
-		line = c.lineOf(t.p)
+	return &ConfigError{File: c.file, Line: c.serviceLine(se.Label, t.p), Err: err}
+}
+
+// serviceLine is the line of [service.<label>]: from the one-pass scan of
+// plain headers, else from the TOML library's probe.
+func (c *configParser) serviceLine(label string, p toml.Primitive) int {
+	if line, ok := c.headers[label]; ok {
+		return line
 	}
-	return &ConfigError{File: c.file, Line: line, Err: err}
+	return c.lineOf(p)
 }
 
 // serviceHeaders finds the line of each plain [service.<label>] header
@@ -291,10 +296,7 @@ func serviceHeaders(data []byte) map[string]int {
 // service reads [service.<label>] into a Patch and applies it to the
 // defaults of a configured service.
 func (c *configParser) service(label string, p toml.Primitive) (Spec, error) {
-	line, ok := c.headers[label]
-	if !ok {
-		line = c.lineOf(p)
-	}
+	line := c.serviceLine(label, p)
 	s := Spec{Label: label, Period: DefaultPeriod, File: c.file, Line: line}
 	if err := CheckLabel(label); err != nil {
 		return s, c.errorf(line, "%w", err)

@@ -338,3 +338,26 @@ func FuzzConfig(f *testing.F) {
 		}
 	})
 }
+
+// The one-pass scan finds plain headers and leaves the rest to the TOML
+// library's probe; the lines come out the same either way.
+func TestServiceHeaders(t *testing.T) {
+	data := "[service.a]\nbinary = \"/x\"\n  [ service . \"b.c\" ] # quoted\nbinary = \"/x\"\n" +
+		"[service]\nd.binary = \"/x\"\n[service.e]\nbinary = \"\"\"\n[service.e]\n\"\"\"\n"
+	got := serviceHeaders([]byte(data))
+	want := map[string]int{"a": 1, "b.c": 3}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("headers %v, want %v (e is seen twice, d has no header)", got, want)
+	}
+	specs, err := ParseConfig("f.toml", []byte(strings.Replace(data, "[service.e]\nbinary = \"\"\"\n[service.e]\n\"\"\"\n", "[service.e]\nbinary = \"/x\"\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]int{}
+	for _, s := range specs {
+		lines[s.Label] = s.Line
+	}
+	if !reflect.DeepEqual(lines, map[string]int{"a": 1, "b.c": 3, "d": 6, "e": 7}) {
+		t.Fatalf("lines %v", lines)
+	}
+}

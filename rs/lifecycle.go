@@ -193,11 +193,11 @@ func (s *Server) onPackets(ps evPackets) {
 	for _, p := range ps {
 		inst := p.drv.inst
 		if inst.phase == phaseGone {
-			s.closeFiles(p.files)
+			s.closeFiles(p.files...)
 			continue
 		}
 		if p.err != nil {
-			s.closeFiles(p.files)
+			s.closeFiles(p.files...)
 			s.onEnded(inst, p.err, p.exiting)
 			continue
 		}
@@ -209,21 +209,22 @@ func (s *Server) onPackets(ps evPackets) {
 func (s *Server) onSignal(inst *instance, sig signal) {
 	u := inst.svc.update
 	incoming := inst.role == roleIncoming && u != nil && u.new == inst
+	if sig.kind == sigFault {
+		s.closeFiles(sig.files...)
+		if inst.role != roleRetired || inst.phase == phaseStopping {
+			s.fault(inst, sig.reason, sig.err) // a stopping one is killed at once
+		}
+		return
+	}
 	if inst.phase >= phaseStopping || inst.reason != "" || inst.role == roleRetired {
 		// On its way out (stopped, killed for a fault, replaced): what it
-		// says is moot, and a fault is one only while it matters.
-		s.closeFiles(sig.files)
-		if sig.kind == sigFault && inst.phase == phaseStopping {
-			inst.proc.Kill() // whatever it does while stopping, now is sooner
-		}
+		// says is moot.
+		s.closeFiles(sig.files...)
 		return
 	}
 	switch sig.kind {
 	case sigNone:
-		s.closeFiles(sig.files)
-	case sigFault:
-		s.closeFiles(sig.files)
-		s.fault(inst, sig.reason, sig.err)
+		s.closeFiles(sig.files...)
 	case sigHello:
 		if inst.phase == phaseSpawned {
 			inst.phase = phaseHello
@@ -235,7 +236,7 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 		if incoming {
 			// Kept aside: it replaces the stored fd only if the update commits.
 			if old, ok := u.pending[sig.names[0]]; ok {
-				s.closeFiles([]*os.File{old})
+				s.closeFiles(old)
 			}
 			u.pending[sig.names[0]] = sig.files[0]
 			return
@@ -259,13 +260,13 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 		s.alive(inst, sig.at)
 	case sigState:
 		if u == nil || u.old != inst {
-			s.closeFiles(sig.files)
+			s.closeFiles(sig.files...)
 			s.fault(inst, "faulty", errors.New("unexpected lu-ready"))
 			return
 		}
 		s.stateReady(u, sig.names, sig.files)
 	case sigRefused:
-		s.closeFiles(sig.files)
+		s.closeFiles(sig.files...)
 		if u != nil && u.old == inst {
 			s.rollback(u, "refused by the old instance: "+sig.err.Error())
 		}
@@ -292,7 +293,7 @@ func (s *Server) ready(inst *instance) {
 func (s *Server) alive(inst *instance, at time.Time) {
 	inst.pingOut = false
 	s.disarm(inst, tPing)
-	if rtt := at.Sub(inst.pingSent); rtt > 0 && inst.role == rolePrimary {
+	if rtt := at.Sub(inst.pingSent); rtt > 0 {
 		inst.svc.rtt = rtt
 	}
 }
@@ -302,9 +303,9 @@ func (s *Server) alive(inst *instance, at time.Time) {
 func (s *Server) storeFD(inst *instance, name string, f *os.File) {
 	store := inst.svc.fdstore
 	if old, ok := store[name]; ok {
-		s.closeFiles([]*os.File{old})
+		s.closeFiles(old)
 	} else if len(store) >= maxStoredFDs {
-		s.closeFiles([]*os.File{f})
+		s.closeFiles(f)
 		s.fault(inst, "faulty", fmt.Errorf("fd store full (%d)", maxStoredFDs))
 		return
 	}
@@ -332,7 +333,6 @@ func (s *Server) fault(inst *instance, reason string, err error) {
 	}
 	inst.reason = reason
 	s.pingLeave(inst)
-	s.disarm(inst, tInit)
 	s.log.Warn("faulty, killing", "label", inst.label(), "pid", inst.pid(), "role", inst.role, "reason", reason)
 	inst.proc.Kill()
 }
@@ -356,10 +356,8 @@ func (s *Server) stopInstance(inst *instance) {
 	if inst.phase >= phaseStopping {
 		return
 	}
-	inst.phase = phaseStopping
+	inst.phase = phaseStopping // its deadlines no longer apply (instanceTimer)
 	s.pingLeave(inst)
-	s.disarm(inst, tInit)
-	s.disarm(inst, tEnded)
 	if inst.proc == nil {
 		return // spawning: onSpawned kills it
 	}
@@ -374,9 +372,10 @@ func (s *Server) dropInstance(inst *instance) {
 	if inst.phase >= phaseStopping {
 		return
 	}
+	// Its deadlines no longer apply (instanceTimer); its reap grace, if
+	// armed, still ends it.
 	inst.phase = phaseStopping
 	s.pingLeave(inst)
-	s.disarmAll(inst)
 	if inst.proc != nil {
 		inst.proc.Kill()
 	}
@@ -471,9 +470,6 @@ func (s *Server) gone(inst *instance) {
 		svc.lastExit = reason
 		s.log.Warn("exited", "label", svc.spec.Label, "pid", inst.pid(), "reason", reason, "cpu", inst.exit.CPU, "replaced", true)
 	case outQuiet:
-		if svc.standby == inst {
-			svc.standby = nil
-		}
 	default:
 		s.primaryGone(inst, out, reason)
 	}

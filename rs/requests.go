@@ -102,7 +102,7 @@ func (s *Server) request(ev evRequest) {
 			fail(ev.reply, err)
 			return
 		}
-		answer(ev.reply, control.Reply{Services: st, Done: true})
+		answer(ev.reply, control.Reply{Services: st})
 	case control.OpShutdown:
 		s.beginShutdown(ev.reply)
 	case control.OpUp:
@@ -180,12 +180,8 @@ func (s *Server) up(req control.Request, r chan<- control.Reply) {
 	if req.Spec != nil && req.Spec.Has("standby") {
 		svc.wantStandby = spec.Standby
 	}
-	svc.lastExit = ""
-	svc.fails = 0
-	svc.history = nil
-	svc.ranOnce = false
-	svc.failed = false
-	svc.stopWant = false
+	svc.ranOnce = false // a first start: fresh init, and a failure fails it
+	s.cleanSlate(svc)
 	svc.upWaiters = append(svc.upWaiters, r)
 	s.spawnPrimary(svc)
 }
@@ -268,8 +264,9 @@ func (s *Server) restart(label string, r chan<- control.Reply) {
 	s.restartNow(svc)
 }
 
-// restartNow starts the service again with a clean slate.
-func (s *Server) restartNow(svc *service) {
+// cleanSlate forgets what the policy remembers of a service's past
+// (failures, backoff, a wish to have it down), for `up` and `restart`.
+func (s *Server) cleanSlate(svc *service) {
 	s.disarm(svc, tBackoff)
 	svc.fails = 0
 	svc.history = nil
@@ -277,6 +274,11 @@ func (s *Server) restartNow(svc *service) {
 	svc.failed = false
 	svc.waiting = false
 	svc.stopWant = false
+}
+
+// restartNow starts the service again with a clean slate.
+func (s *Server) restartNow(svc *service) {
+	s.cleanSlate(svc)
 	svc.upWaiters = append(svc.upWaiters, svc.restartWaiters...)
 	svc.restartWaiters = nil
 	if svc.ranOnce {

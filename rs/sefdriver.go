@@ -130,7 +130,13 @@ func (d *sefDriver) handle(m msg.Message, files []*os.File, at time.Time) signal
 }
 
 func (d *sefDriver) init(kind initKind, label string, restarts int, names []string, files []*os.File) error {
-	typ := map[initKind]msg.InitType{initFresh: msg.InitFresh, initRestart: msg.InitRestart, initUpdate: msg.InitLiveUpdate}[kind]
+	typ := msg.InitFresh
+	switch kind {
+	case initRestart:
+		typ = msg.InitRestart
+	case initUpdate:
+		typ = msg.InitLiveUpdate
+	}
 	err := d.send(&msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: typ,
 		Label: label, Restarts: uint32(restarts), Names: names}, files...)
 	if err == nil {

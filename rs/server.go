@@ -128,7 +128,7 @@ func (s *Server) Run() {
 				s.dropFDStore(svc)
 			}
 			for _, r := range s.shutdown.replies {
-				answer(r, control.Reply{Done: true, Message: "rs stopped"})
+				answer(r, control.Reply{Message: "rs stopped"})
 			}
 			return
 		}

@@ -2,8 +2,10 @@ package rs
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/reincarnation/rs/rs/control"
@@ -166,7 +168,6 @@ func (s *Server) startFailed(svc *service) {
 
 // replyUp answers everyone waiting for the service to come up.
 func (s *Server) replyUp(svc *service, r control.Reply) {
-	r.Done = true
 	for _, w := range svc.upWaiters {
 		answer(w, r)
 	}
@@ -212,8 +213,6 @@ func (s *Server) serviceTimer(svc *service, k timerKind) {
 }
 
 func (s *Server) dropFDStore(svc *service) {
-	for name, f := range svc.fdstore {
-		s.closeFiles([]*os.File{f})
-		delete(svc.fdstore, name)
-	}
+	s.closeFiles(slices.Collect(maps.Values(svc.fdstore))...)
+	clear(svc.fdstore)
 }

@@ -9,9 +9,9 @@ import (
 )
 
 // What could block stays off the loop: starting a process (stat, fork,
-// exec, prlimit) happens in the instance's process goroutine, and closing
-// an fd a service handed over (a socket with SO_LINGER set waits out its
-// linger time in close) in a goroutine of its own.
+// exec, prlimit) happens in a goroutine per spawn, and closing fds a
+// service handed over (a socket with SO_LINGER set waits out its linger
+// time in close) in a goroutine per batch.
 
 // startProcess starts inst's process off the loop, in a goroutine that
 // posts evSpawned and ends. The process's own waiter (package proc) posts
@@ -68,8 +68,9 @@ func checkBinary(path string) error {
 	return nil
 }
 
-// closeFiles closes fds that came from a service, off the loop.
-func (s *Server) closeFiles(files []*os.File) {
+// closeFiles closes fds that came from a service, off the loop, in one
+// goroutine that ends when the last close returns.
+func (s *Server) closeFiles(files ...*os.File) {
 	if len(files) == 0 {
 		return
 	}

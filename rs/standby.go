@@ -93,12 +93,12 @@ func (s *Server) clone(label string, want bool, r chan<- control.Reply) {
 	svc.wantStandby = want
 	if !want {
 		s.dropStandby(svc)
-		answer(r, control.Reply{Done: true, Message: label + ": no standby"})
+		answer(r, control.Reply{Message: label + ": no standby"})
 		return
 	}
 	s.ensureStandby(svc)
 	if svc.standby == nil {
-		answer(r, control.Reply{Done: true, Message: fmt.Sprintf("%s: standby wanted; it starts once %s is running", label, label)})
+		answer(r, control.Reply{Message: fmt.Sprintf("%s: standby wanted; it starts once %s is running", label, label)})
 		return
 	}
 	svc.cloneWaiters = append(svc.cloneWaiters, r)
@@ -122,7 +122,6 @@ func (s *Server) replyClone(svc *service) {
 	default:
 		r = control.Reply{Message: label + ": no standby"}
 	}
-	r.Done = true
 	for _, w := range svc.cloneWaiters {
 		answer(w, r)
 	}

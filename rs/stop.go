@@ -1,6 +1,10 @@
 package rs
 
-import "github.com/reincarnation/rs/rs/control"
+import (
+	"slices"
+
+	"github.com/reincarnation/rs/rs/control"
+)
 
 // Stopping in dependency order. `down` and shutdown both mark services as
 // wanted down (takeDown); stopStep stops each of them once no service
@@ -113,7 +117,7 @@ func (s *Server) dependentsOf(label string) []*service {
 	visit = func(l string) {
 		for _, name := range s.order {
 			other := s.services[name]
-			if seen[name] || !contains(other.spec.Depends, l) {
+			if seen[name] || !slices.Contains(other.spec.Depends, l) {
 				continue
 			}
 			seen[name] = true
@@ -123,15 +127,6 @@ func (s *Server) dependentsOf(label string) []*service {
 	}
 	visit(label)
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 // checkDowns answers every `down` whose service, and the dependents it
@@ -163,7 +158,7 @@ func (s *Server) answerDown(svc *service) {
 		}
 	}
 	for _, w := range svc.downWaiters {
-		answer(w, control.Reply{Done: true, Message: svc.downMsg})
+		answer(w, control.Reply{Message: svc.downMsg})
 	}
 	svc.downWaiters, svc.downAlso = nil, nil
 	s.downsPending--

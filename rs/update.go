@@ -2,7 +2,9 @@ package rs
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/reincarnation/rs/rs/control"
@@ -103,9 +105,6 @@ func (s *Server) updateSpawned(u *update) {
 
 // updateTimer: a step of the update took too long.
 func (s *Server) updateTimer(u *update) {
-	if u.svc.update != u {
-		return
-	}
 	switch u.new.phase {
 	case phaseSpawning, phaseSpawned:
 		s.rollback(u, fmt.Sprintf("new instance did not start within %v", u.spec.InitTimeout))
@@ -128,7 +127,7 @@ func (s *Server) updateHello(u *update) {
 // stateReady: the old instance reached the state and handed over its
 // state and fds (files, ours to close once they are on their way).
 func (s *Server) stateReady(u *update, names []string, files []*os.File) {
-	defer s.closeFiles(files)
+	defer s.closeFiles(files...)
 	u.readyAt = time.Now()
 	s.disarm(u, tUpdate) // from here the new instance's own init deadline rules
 	u.progress(fmt.Sprintf("ready: old instance quiescent after %v, handing over state and %d fds",
@@ -147,12 +146,14 @@ func (s *Server) commit(u *update) {
 	svc.update = nil
 	old := u.old
 	svc.spec = u.spec
+	var replaced []*os.File
 	for name, f := range u.pending {
 		if prev, ok := svc.fdstore[name]; ok {
-			s.closeFiles([]*os.File{prev})
+			replaced = append(replaced, prev)
 		}
 		svc.fdstore[name] = f
 	}
+	s.closeFiles(replaced...)
 	old.role = roleRetired
 	u.new.role = rolePrimary
 	svc.primary = u.new
@@ -165,7 +166,7 @@ func (s *Server) commit(u *update) {
 		"prepare", u.readyAt.Sub(u.prepareAt).Round(time.Microsecond),
 		"init", now.Sub(u.readyAt).Round(time.Microsecond))
 	u.progress(fmt.Sprintf("committed: pid %d replaces pid %d", u.new.pid(), old.pid()))
-	answer(u.reply, control.Reply{Done: true, Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.pid(), u.new.pid(), gap)})
+	answer(u.reply, control.Reply{Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.pid(), u.new.pid(), gap)})
 }
 
 // rollback: the new instance is killed, the old one resumes untouched.
@@ -175,10 +176,8 @@ func (s *Server) rollback(u *update, why string) {
 	svc.update = nil
 	u.new.role = roleRetired // its end is expected, not a crash
 	s.dropInstance(u.new)
-	for _, f := range u.pending {
-		s.closeFiles([]*os.File{f})
-	}
-	if u.old.phase < phaseGone && u.old.drv != nil {
+	s.closeFiles(slices.Collect(maps.Values(u.pending))...)
+	if u.old.phase < phaseGone {
 		if err := u.old.drv.cancel(); err != nil {
 			s.sendFailed(u.old, err)
 		}

@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -95,7 +96,7 @@ func init() {
 }
 
 // Fields lists every setting, in Patch's order.
-func Fields() []Field { return fields }
+func Fields() []Field { return slices.Clone(fields) }
 
 // FieldOf returns the setting of a config key.
 func FieldOf(key string) (Field, bool) {

@@ -106,15 +106,13 @@ func (s *Server) log() *slog.Logger {
 func (s *Server) serveConn(c *net.UnixConn) {
 	defer c.Close()
 	var mu sync.Mutex // progress may come from another goroutine than the final reply
-	send := func(r Reply) bool {
+	send := func(r Reply) {
 		mu.Lock()
 		defer mu.Unlock()
 		c.SetWriteDeadline(time.Now().Add(requestTimeout))
 		if err := writeReply(c, &r); err != nil {
 			s.log().Warn("control socket: reply lost", "err", err)
-			return false
 		}
-		return true
 	}
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	buf := make([]byte, MaxRequest+1)
