@@ -405,8 +405,14 @@ func TestStandbyTakesOverAtChannelEnd(t *testing.T) {
 	}
 	syscall.Kill(st.Pid, syscall.SIGKILL)
 	next = waitStatus(t, s, "sb", func(n control.Status) bool { return n.LastExit == "terminated: SIGKILL" })
-	if next.Pid != st.StandbyPid || next.State != control.StateRunning {
+	if next.Pid != st.StandbyPid || next.Restarts != 1 {
 		t.Fatalf("after the reap: %+v", next)
+	}
+	// The standby took over while still in hello, so it may still be
+	// initing when the old primary's reap is seen: wait for it to run.
+	next = waitStatus(t, s, "sb", func(n control.Status) bool { return n.State == control.StateRunning })
+	if next.Pid != st.StandbyPid || next.Restarts != 1 {
+		t.Fatalf("after the take-over's init: %+v", next)
 	}
 }
 
