@@ -63,9 +63,13 @@ func exitOutcome(r role, was phase, byRS bool, exit proc.Exit, restart RestartPo
 // restartVerdict says what one more crash, after ran of running, makes of
 // a service with fails consecutive failures and past restarts history:
 // the new count of consecutive failures, the history within the window
-// (history is reused), and whether the rate limit fails the service.
+// with this crash in it if it counts (history is reused), and whether the
+// rate limit fails the service. Only crash loops count toward the limit:
+// an instance that ran backoff_reset or longer was healthy, and its
+// death, however often it happens, neither counts nor fails the service.
 func restartVerdict(spec Spec, fails int, history []time.Time, ran time.Duration, now time.Time) (int, []time.Time, bool) {
-	if ran >= spec.BackoffReset {
+	healthy := ran >= spec.BackoffReset
+	if healthy {
 		fails = 0
 	}
 	fails++
@@ -76,7 +80,13 @@ func restartVerdict(spec Spec, fails int, history []time.Time, ran time.Duration
 			kept = append(kept, t)
 		}
 	}
-	return fails, kept, spec.MaxRestarts >= 0 && len(kept) >= spec.MaxRestarts
+	switch {
+	case healthy:
+		return fails, kept, false
+	case spec.MaxRestarts >= 0 && len(kept) >= spec.MaxRestarts:
+		return fails, kept, true
+	}
+	return fails, append(kept, now), false
 }
 
 // backoffDelay: the first restart is immediate, then base doubling to cap.

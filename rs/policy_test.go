@@ -61,10 +61,14 @@ func TestBackoffDelay(t *testing.T) {
 	}
 }
 
+// Only crash loops count toward max_restarts: a restart after a run of
+// backoff_reset or longer neither counts nor fails the service, however
+// many came before it.
 func TestRestartVerdict(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	spec := Spec{BackoffReset: time.Second, MaxRestarts: 3, RestartWindow: time.Minute}
 	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	full := []time.Time{ago(3 * time.Second), ago(2 * time.Second), ago(time.Second)}
 	tests := []struct {
 		name       string
 		fails      int
@@ -74,11 +78,14 @@ func TestRestartVerdict(t *testing.T) {
 		wantKept   int
 		wantFailed bool
 	}{
-		{"first crash", 0, nil, 0, 1, 0, false},
-		{"crash again at once", 1, []time.Time{ago(time.Second)}, 10 * time.Millisecond, 2, 1, false},
-		{"ran long enough: backoff resets", 4, []time.Time{ago(time.Second)}, 2 * time.Second, 1, 1, false},
-		{"old restarts leave the window", 2, []time.Time{ago(2 * time.Minute), ago(90 * time.Second), ago(time.Second)}, 0, 3, 1, false},
-		{"rate limit", 2, []time.Time{ago(3 * time.Second), ago(2 * time.Second), ago(time.Second)}, 0, 3, 3, true},
+		{"first crash counts", 0, nil, 0, 1, 1, false},
+		{"crash again at once", 1, []time.Time{ago(time.Second)}, 10 * time.Millisecond, 2, 2, false},
+		{"ran long enough: backoff resets, not counted", 4, []time.Time{ago(time.Second)}, 2 * time.Second, 1, 1, false},
+		{"ran exactly backoff_reset: healthy", 4, nil, time.Second, 1, 0, false},
+		{"just short of backoff_reset: counted", 4, nil, time.Second - time.Nanosecond, 5, 1, false},
+		{"old restarts leave the window", 2, []time.Time{ago(2 * time.Minute), ago(90 * time.Second), ago(time.Second)}, 0, 3, 2, false},
+		{"rate limit", 2, full, 0, 3, 3, true},
+		{"limit reached, but this one ran healthy", 2, full, 5 * time.Second, 1, 3, false},
 	}
 	for _, tt := range tests {
 		fails, kept, failed := restartVerdict(spec, tt.fails, append([]time.Time(nil), tt.history...), tt.ran, now)
@@ -90,6 +97,28 @@ func TestRestartVerdict(t *testing.T) {
 	unlimited.MaxRestarts = -1
 	if _, _, failed := restartVerdict(unlimited, 9, []time.Time{now, now, now, now}, 0, now); failed {
 		t.Error("max_restarts -1 failed a service")
+	}
+
+	// Fifteen deaths after healthy runs, a second apart, keep the history
+	// empty; fifteen crashes at once fail the service at the fourth.
+	var history []time.Time
+	fails := 0
+	for i := range 15 {
+		var failed bool
+		fails, history, failed = restartVerdict(spec, fails, history, 2*time.Second, now.Add(time.Duration(i)*time.Second))
+		if failed || len(history) != 0 {
+			t.Fatalf("healthy death %d: failed %v, history %d", i+1, failed, len(history))
+		}
+	}
+	for i := range 15 {
+		var failed bool
+		fails, history, failed = restartVerdict(spec, fails, history, 0, now.Add(time.Duration(i)*time.Millisecond))
+		if failed != (i == spec.MaxRestarts) {
+			t.Fatalf("crash %d of a loop: failed %v", i+1, failed)
+		}
+		if failed {
+			break
+		}
 	}
 }
 

@@ -45,7 +45,7 @@ type service struct {
 	restartWaiters []chan<- control.Reply // become upWaiters once the restart starts
 	cloneWaiters   []chan<- control.Reply // replied when the standby is spawned (or not)
 
-	t timers // tBackoff, tStandby
+	t timers // tBackoff, tStandby, tRetry
 }
 
 func (svc *service) timerSlots() *timers { return &svc.t }
@@ -160,7 +160,7 @@ func (s *Server) spawnPrimary(svc *service) {
 func (s *Server) startFailed(svc *service) {
 	s.replyUp(svc, control.Failure(fmt.Errorf("%w: %s: %s", control.ErrFailed, svc.spec.Label, svc.lastExit)))
 	if !svc.ranOnce {
-		svc.failed = true
+		s.markFailed(svc)
 		return
 	}
 	s.crashed(svc, 0)
@@ -182,12 +182,11 @@ func (s *Server) crashed(svc *service, ran time.Duration) {
 	fails, history, failed := restartVerdict(svc.spec, svc.fails, svc.history, ran, now)
 	svc.fails, svc.history = fails, history
 	if failed {
-		svc.failed = true
 		s.log.Error("failed: too many restarts", "label", label,
 			"restarts", len(svc.history), "window", svc.spec.RestartWindow, "last_exit", svc.lastExit)
+		s.markFailed(svc)
 		return
 	}
-	svc.history = append(svc.history, now)
 	delay := backoffDelay(svc.spec, fails)
 	if delay == 0 {
 		s.reincarnate(svc)
@@ -195,6 +194,28 @@ func (s *Server) crashed(svc *service, ran time.Duration) {
 	}
 	s.log.Info("backoff", "label", label, "delay", delay)
 	s.arm(svc, tBackoff, delay)
+}
+
+// markFailed puts the service in `failed`; with failed_retry it is
+// tried again later.
+func (s *Server) markFailed(svc *service) {
+	svc.failed = true
+	if d := svc.spec.FailedRetry; d > 0 {
+		s.arm(svc, tRetry, d)
+		s.log.Info("failed: trying again later", "label", svc.spec.Label, "failed_retry", d)
+	}
+}
+
+// retryFailed: failed_retry passed. One more try, at once; the history
+// stays, so a try that crash-loops fails it again at its first crash
+// while the restart window still holds the last loop.
+func (s *Server) retryFailed(svc *service) {
+	if !svc.failed || svc.primary != nil || svc.stopWant || s.shutdown != nil {
+		return // restarted, brought up or taken down meanwhile
+	}
+	svc.failed = false
+	s.log.Info("trying a failed service again", "label", svc.spec.Label, "after", svc.spec.FailedRetry)
+	s.reincarnate(svc)
 }
 
 func (s *Server) reincarnate(svc *service) {
@@ -209,6 +230,8 @@ func (s *Server) serviceTimer(svc *service, k timerKind) {
 		s.reincarnate(svc)
 	case tStandby:
 		s.ensureStandby(svc)
+	case tRetry:
+		s.retryFailed(svc)
 	}
 }
 

@@ -28,7 +28,12 @@ const (
 	DefaultBackoffReset  = time.Second
 	DefaultMaxRestarts   = 10
 	DefaultRestartWindow = time.Minute
+	DefaultFailedRetry   = time.Minute
 )
+
+// FailedRetryNever is Spec.FailedRetry for `failed_retry = "0s"`: a
+// failed service stays failed until `service restart` or `up`.
+const FailedRetryNever time.Duration = -1
 
 // Spec is everything rs needs to run one service. The config file and
 // `service up` both produce Specs; zero fields mean "default" except
@@ -59,6 +64,10 @@ type Spec struct {
 	// Negative means unlimited.
 	MaxRestarts   int
 	RestartWindow time.Duration
+	// FailedRetry: a service in `failed` is tried again after this long
+	// (once; if that try crash-loops too, it is failed again and the next
+	// try follows after as long). FailedRetryNever: never.
+	FailedRetry time.Duration
 
 	// Standby keeps a warm standby instance (config `standby = true`,
 	// `service clone`) that replaces a crashed one at once.
@@ -97,6 +106,7 @@ func (s Spec) withDefaults() Spec {
 	def(&s.BackoffCap, DefaultBackoffCap)
 	def(&s.BackoffReset, DefaultBackoffReset)
 	def(&s.RestartWindow, DefaultRestartWindow)
+	def(&s.FailedRetry, DefaultFailedRetry)
 	if s.MaxRestarts == 0 {
 		s.MaxRestarts = DefaultMaxRestarts
 	}

@@ -49,6 +49,7 @@ func (s *Server) stopped(svc *service) {
 // its instance stopped once none of its dependents runs (stopStep).
 func (s *Server) takeDown(svc *service, why error) {
 	s.disarm(svc, tBackoff)
+	s.disarm(svc, tRetry)
 	svc.waiting = false
 	svc.restartWant = false
 	for _, w := range svc.restartWaiters {

@@ -38,6 +38,7 @@ const (
 	tReaped                   // instance: it was reaped; its channel must have ended by then
 	tBackoff                  // service: the restart delay is over
 	tStandby                  // service: time to start a standby again
+	tRetry                    // service: time to try a failed one again (failed_retry)
 	tUpdate                   // update: its present step must be done by then
 	tTick                     // ping group: its next slot is due
 	nTimers

@@ -107,6 +107,17 @@ func (s Spec) Apply(p *control.Patch) (Spec, error) {
 				bad("max_restarts 0: want a positive number, a negative one for unlimited, or restart = %q", RestartNever)
 				return
 			}
+		case "failed_retry":
+			// Zero would mean "default" in a Spec; said explicitly it
+			// means never.
+			switch d := v.(time.Duration); {
+			case d < 0:
+				bad("failed_retry %q: negative duration", d.String())
+				return
+			case d == 0:
+				s.FailedRetry = FailedRetryNever
+				return
+			}
 		case "open_files":
 			if v.(uint64) == 0 {
 				bad("open_files: want a positive integer, got 0")
@@ -169,7 +180,7 @@ func validateSpec(s Spec) error {
 	}
 	sv := reflect.ValueOf(s)
 	for _, f := range durationFields {
-		if d := time.Duration(sv.Field(f.index).Int()); d < 0 {
+		if d := time.Duration(sv.Field(f.index).Int()); d < 0 && (f.key != "failed_retry" || d != FailedRetryNever) {
 			return specErrorf(s.Label, []string{f.key}, "%s %q: negative duration", f.key, d.String())
 		}
 	}

@@ -119,3 +119,35 @@ func BenchmarkValidate10000(b *testing.B) {
 		}
 	}
 }
+
+// failed_retry: unset is the default, "0s" said explicitly is never, a
+// negative one is refused; either passes Validate.
+func TestFailedRetry(t *testing.T) {
+	base := Spec{Label: "kv", Binary: "/bin/kv"}
+	if got := base.withDefaults().FailedRetry; got != DefaultFailedRetry {
+		t.Errorf("unset: %v, want %v", got, DefaultFailedRetry)
+	}
+	for flag, want := range map[string]time.Duration{"0s": FailedRetryNever, "5s": 5 * time.Second} {
+		var p control.Patch
+		if err := p.SetFlag("failed_retry", flag); err != nil {
+			t.Fatal(err)
+		}
+		got, err := base.Apply(&p)
+		if err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		if got.withDefaults().FailedRetry != want {
+			t.Errorf("%s: %v, want %v", flag, got.withDefaults().FailedRetry, want)
+		}
+		if err := Validate([]Spec{got}); err != nil {
+			t.Errorf("%s: %v", flag, err)
+		}
+	}
+	var p control.Patch
+	if err := p.SetFlag("failed_retry", "-1ns"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := base.Apply(&p); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Errorf("-1ns: %v, want refused", err)
+	}
+}

@@ -127,6 +127,15 @@ func runRole(role string, args []string) int {
 			return 1
 		}
 		return serveForever(s)
+	case "crash-if": // runs, but dies right after its init while the file args[0] exists
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		if _, err := os.Stat(args[0]); err == nil {
+			return 4
+		}
+		return serveForever(s)
 	case "plain": // the smallest well-behaved service
 		s, err := sef.Startup(sef.Callbacks{})
 		if err != nil {
