@@ -501,6 +501,8 @@ func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
 		s.startFailed(svc)
 	case outRestart:
 		s.crashed(svc, s.clock.Now().Sub(inst.runningSince))
+	case outStays:
+		s.pauseListeners(svc) // down until `up`: clients are refused meanwhile
 	}
 }
 

@@ -46,6 +46,11 @@ type service struct {
 	cloneWaiters   []chan<- control.Reply // replied when the standby is spawned (or not)
 
 	t timers // tBackoff, tStandby, tRetry
+
+	// Its held listeners turn clients away while it is failed or down
+	// (listeners.go).
+	listenersPaused bool
+	paused          []*pausedListener
 }
 
 func (svc *service) timerSlots() *timers { return &svc.t }
@@ -146,6 +151,7 @@ func (s *Server) spawnPrimary(svc *service) {
 	if svc.ranOnce {
 		kind = initRestart
 	}
+	s.resumeListeners(svc) // before any instance gets the fd store
 	if kind == initRestart && s.promoteStandby(svc) {
 		return
 	}
@@ -196,10 +202,12 @@ func (s *Server) crashed(svc *service, ran time.Duration) {
 	s.arm(svc, tBackoff, delay)
 }
 
-// markFailed puts the service in `failed`; with failed_retry it is
+// markFailed puts the service in `failed`: its held listeners refuse
+// clients instead of keeping them waiting, and with failed_retry it is
 // tried again later.
 func (s *Server) markFailed(svc *service) {
 	svc.failed = true
+	s.pauseListeners(svc)
 	if d := svc.spec.FailedRetry; d > 0 {
 		s.arm(svc, tRetry, d)
 		s.log.Info("failed: trying again later", "label", svc.spec.Label, "failed_retry", d)
@@ -236,6 +244,7 @@ func (s *Server) serviceTimer(svc *service, k timerKind) {
 }
 
 func (s *Server) dropFDStore(svc *service) {
+	s.releaseListeners(svc)
 	s.closeFiles(slices.Collect(maps.Values(svc.fdstore))...)
 	clear(svc.fdstore)
 }
