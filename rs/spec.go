@@ -58,10 +58,12 @@ type Spec struct {
 	// restart is 0 for the first, then BackoffBase doubling up to BackoffCap.
 	BackoffBase time.Duration
 	BackoffCap  time.Duration
-	// BackoffReset: an instance that ran this long resets the backoff.
+	// BackoffReset: an instance that ran this long was healthy: its end
+	// resets the backoff and does not count toward MaxRestarts.
 	BackoffReset time.Duration
-	// MaxRestarts within RestartWindow puts the service in `failed`.
-	// Negative means unlimited.
+	// MaxRestarts within RestartWindow puts the service in `failed`;
+	// only restarts after runs shorter than BackoffReset count (crash
+	// loops). Negative means unlimited.
 	MaxRestarts   int
 	RestartWindow time.Duration
 	// FailedRetry: a service in `failed` is tried again after this long

@@ -30,8 +30,8 @@ type Patch struct {
 	StopGrace     *time.Duration `msgpack:"stop_grace,omitempty" usage:"each step of a graceful stop (default 2s)"`
 	BackoffBase   *time.Duration `msgpack:"backoff_base,omitempty" usage:"first restart delay after the immediate one (default 100ms)"`
 	BackoffCap    *time.Duration `msgpack:"backoff_cap,omitempty" usage:"longest restart delay (default 10s)"`
-	BackoffReset  *time.Duration `msgpack:"backoff_reset,omitempty" usage:"a run this long resets the backoff (default 1s)"`
-	MaxRestarts   *int           `msgpack:"max_restarts,omitempty" usage:"restarts within restart_window before failed; negative: unlimited (default 10)"`
+	BackoffReset  *time.Duration `msgpack:"backoff_reset,omitempty" usage:"a run this long resets the backoff, and its end does not count toward max_restarts (default 1s)"`
+	MaxRestarts   *int           `msgpack:"max_restarts,omitempty" usage:"restarts after runs shorter than backoff_reset, within restart_window, before failed; negative: unlimited (default 10)"`
 	RestartWindow *time.Duration `msgpack:"restart_window,omitempty" usage:"window of max_restarts (default 1m)"`
 	FailedRetry   *time.Duration `msgpack:"failed_retry,omitempty" usage:"a failed service is tried again after this long; 0s: never (default 1m)"`
 	Memory        *uint64        `msgpack:"memory,omitempty" unit:"bytes" usage:"memory limit (RLIMIT_DATA), e.g. 256MiB"`
