@@ -165,6 +165,11 @@ func decodeGeneral(b []byte, nfds int) (Message, error) {
 	if r.Len() != 0 {
 		return Message{}, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Len())
 	}
+	// msgpack truncates an integer to its field's width: 65537 would
+	// read as version 1, kind 260 as a pong.
+	if err := CheckFit(b, &m); err != nil {
+		return Message{}, err
+	}
 	if err := m.Validate(nfds); err != nil {
 		return Message{}, err
 	}

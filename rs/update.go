@@ -64,8 +64,8 @@ func (s *Server) startUpdate(ev evRequest) {
 	if state == 0 {
 		state = 1
 	}
-	if state < 0 {
-		fail(ev.reply, control.Errorf(control.CodeInvalid, "state %d: must be positive", state))
+	if state < 0 || state > control.MaxState {
+		fail(ev.reply, control.Errorf(control.CodeInvalid, "state %d: out of range (1 to %d)", state, control.MaxState))
 		return
 	}
 	maxTime := req.MaxTime
