@@ -357,3 +357,25 @@ func TestDecodeRejectsIntegersThatDoNotFit(t *testing.T) {
 		}
 	}
 }
+
+// Only an init-result lists what it did not take, and only known words.
+func TestNotTaken(t *testing.T) {
+	m := Message{Kind: KindInitResult, NotTaken: []string{NotTakenState, NotTakenFDs}}
+	b, err := Encode(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Decode(b, 0); err != nil || !reflect.DeepEqual(got, m) {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	for _, bad := range []Message{
+		{Kind: KindHello, Version: 1, NotTaken: []string{NotTakenState}},
+		{Kind: KindInitResult, NotTaken: []string{"everything"}},
+		{Kind: KindInitResult, NotTaken: []string{NotTakenState, NotTakenFDs, NotTakenState}},
+	} {
+		b, _ := msgpack.Marshal(&bad)
+		if _, err := Decode(b, 0); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%+v: %v, want ErrMalformed", bad, err)
+		}
+	}
+}

@@ -245,6 +245,10 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 	case sigReady:
 		s.disarm(inst, tInit)
 		if incoming {
+			if why := u.notTaken(sig.left); why != "" {
+				s.rollback(u, why)
+				return
+			}
 			s.commit(u)
 			return
 		}

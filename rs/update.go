@@ -34,6 +34,7 @@ type update struct {
 	reply              chan<- control.Reply
 	prog               chan<- string
 	pending            map[string]*os.File // fd-store entries from the new instance, kept until commit
+	discard            bool                // commit even if the new instance leaves the state untaken
 	t                  timers              // tUpdate
 }
 
@@ -82,7 +83,8 @@ func (s *Server) startUpdate(ev evRequest) {
 	}
 	s.dropStandby(svc) // it runs the old binary; a new one follows the update
 	u := &update{svc: svc, old: svc.primary, spec: spec, state: state, maxTime: maxTime,
-		begin: time.Now(), reply: ev.reply, prog: ev.prog, pending: map[string]*os.File{}}
+		begin: time.Now(), reply: ev.reply, prog: ev.prog, pending: map[string]*os.File{},
+		discard: req.DiscardState}
 	svc.update = u
 	// The new instance's init waits until the old one's state is ready;
 	// until then it does exec and runtime start-up, nothing more.
@@ -137,6 +139,24 @@ func (s *Server) stateReady(u *update, names []string, files []*os.File) {
 		lu[i] = "lu:" + n
 	}
 	s.giveInit(u.new, initUpdate, lu, files)
+}
+
+// notTaken: why the update must roll back although the new instance's
+// init succeeded, from what it left untaken; "" when it may commit. A new
+// binary that never reads the old one's state would lose it for good.
+func (u *update) notTaken(left []string) string {
+	if u.discard {
+		return ""
+	}
+	for _, w := range left {
+		if w == leftState {
+			return "new instance did not take the state (use --discard-state to drop it)"
+		}
+	}
+	if len(left) > 0 {
+		return "new instance did not take the fds it was handed (use --discard-state to drop them)"
+	}
+	return ""
 }
 
 // commit: the new instance runs; the old one is stopped.

@@ -158,6 +158,8 @@ func Startup(cb Callbacks) (*Service, error) {
 	res := &msg.Message{Kind: msg.KindInitResult}
 	if initErr != nil {
 		res.Err = initErr.Error()
+	} else if in.Type == InitLiveUpdate {
+		res.NotTaken = s.notTaken(in)
 	}
 	if err := conn.Send(res); err != nil {
 		return nil, fmt.Errorf("send init result: %w", err)
@@ -248,6 +250,27 @@ func (s *Service) callInit(in Init) error {
 		return nil
 	}
 	return fn(s, in)
+}
+
+// notTaken says what a live update's init did not take, for rs to roll
+// the update back rather than lose it: the old instance's state (bytes
+// or fds) when no restore callback ran, the fd store when no init
+// callback ran at all. Handed-over fds nobody took are closed, so that
+// the connections they are do not hang open in a process that never
+// reads them.
+func (s *Service) notTaken(in Init) []string {
+	var left []string
+	restored := s.cb.InitLiveUpdate != nil || s.cb.LUStateRestore != nil
+	if st := in.State; st != nil && !restored && (st.Size > 0 || len(st.FDs) > 0) {
+		left = append(left, msg.NotTakenState)
+		for _, f := range st.FDs {
+			f.Close()
+		}
+	}
+	if len(in.FDs) > 0 && !restored && s.cb.InitFresh == nil {
+		left = append(left, msg.NotTakenFDs)
+	}
+	return left
 }
 
 // readChannel turns packets from rs into events for the main loop. It
