@@ -19,6 +19,9 @@ const (
 	MaxFDs    = 253 // SCM_MAX_FD
 	MaxString = 4096
 	MaxNames  = MaxFDs
+	// MaxStoredFDs bounds a service's fd store in rs; sef refuses to
+	// store more, rs takes a service that does for faulty.
+	MaxStoredFDs = 64
 )
 
 // Kind says what a message is. Each request kind has its reply kind next

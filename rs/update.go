@@ -129,7 +129,7 @@ func (s *Server) updateHello(u *update) {
 // stateReady: the old instance reached the state and handed over its
 // state and fds (files, ours to close once they are on their way).
 func (s *Server) stateReady(u *update, names []string, files []*os.File) {
-	defer s.closeFiles(files...)
+	defer s.closeHeld(u.svc, files...)
 	u.readyAt = time.Now()
 	s.disarm(u, tUpdate) // from here the new instance's own init deadline rules
 	u.progress(fmt.Sprintf("ready: old instance quiescent after %v, handing over state and %d fds",
@@ -173,7 +173,7 @@ func (s *Server) commit(u *update) {
 		}
 		svc.fdstore[name] = f
 	}
-	s.closeFiles(replaced...)
+	s.closeHeld(svc, replaced...)
 	old.role = roleRetired
 	u.new.role = rolePrimary
 	svc.primary = u.new
@@ -196,7 +196,7 @@ func (s *Server) rollback(u *update, why string) {
 	svc.update = nil
 	u.new.role = roleRetired // its end is expected, not a crash
 	s.dropInstance(u.new)
-	s.closeFiles(slices.Collect(maps.Values(u.pending))...)
+	s.closeHeld(svc, slices.Collect(maps.Values(u.pending))...)
 	if u.old.phase < phaseGone {
 		if err := u.old.drv.cancel(); err != nil {
 			s.sendFailed(u.old, err)

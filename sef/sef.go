@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -105,6 +106,9 @@ type Service struct {
 	closed   bool     // main loop only: we closed the channel on purpose
 	lu       *luState // main loop only: a live update being prepared
 	stopReq  chan struct{}
+
+	storeMu sync.Mutex
+	stored  map[string]struct{} // the names of the fd store in rs
 }
 
 type event struct {
@@ -124,6 +128,7 @@ func Startup(cb Callbacks) (*Service, error) {
 		work:    make(chan any, workQueue),
 		events:  make(chan event, 16),
 		stopReq: make(chan struct{}, 1),
+		stored:  map[string]struct{}{},
 	}
 	conn, err := channelFromEnv()
 	if err != nil {
@@ -217,6 +222,9 @@ func (s *Service) receiveInit() (Init, error) {
 		err = fmt.Errorf("%w: %w", ErrProtocol, err)
 		s.conn.Send(&msg.Message{Kind: msg.KindInitResult, Err: err.Error()})
 		return Init{}, err
+	}
+	for name := range in.FDs { // the fd store, as rs holds it
+		s.stored[name] = struct{}{}
 	}
 	return in, nil
 }
@@ -405,14 +413,29 @@ func (s *Service) send(m *msg.Message) {
 // name. rs gives it back in Init.FDs on every restart, so a listening
 // socket stays open, with its backlog, while the service is reincarnated.
 // The caller keeps f. Standalone, it does nothing.
+// rs keeps at most msg.MaxStoredFDs names per service and takes one
+// more for a fault; StoreFD refuses it instead.
 func (s *Service) StoreFD(name string, f *os.File) error {
 	if s.conn == nil {
 		return nil
 	}
+	s.storeMu.Lock()
+	defer s.storeMu.Unlock()
+	if _, ok := s.stored[name]; !ok && len(s.stored) >= msg.MaxStoredFDs {
+		return fmt.Errorf("store fd %q: the fd store is full (%d fds)", name, msg.MaxStoredFDs)
+	}
 	if err := s.conn.Send(&msg.Message{Kind: msg.KindFDStore, Names: []string{name}}, f); err != nil {
 		return fmt.Errorf("store fd %q: %w", name, err)
 	}
+	s.stored[name] = struct{}{}
 	return nil
+}
+
+// storedFDs is how many names the fd store holds in rs.
+func (s *Service) storedFDs() int {
+	s.storeMu.Lock()
+	defer s.storeMu.Unlock()
+	return len(s.stored)
 }
 
 // Standalone tells whether the service runs without rs.

@@ -127,6 +127,48 @@ func runRole(role string, args []string) int {
 			return 1
 		}
 		return serveForever(s)
+	case "store-300-on-update": // as an update's new instance, stores 300 fds before its init-result
+		return rawService(func(c *msg.Conn, in msg.Message) {
+			if in.InitType == msg.InitLiveUpdate {
+				storePipes(c, "new", 300)
+			}
+		}, 0)
+	case "store-64-hand-252": // fills its fd store; at lu-ready hands 252 fds with its state
+		return rawService(func(c *msg.Conn, in msg.Message) { storePipes(c, "p", 64) }, 252)
+	case "sef-hand-300": // a sef service that fills its fd store and tries to hand 300 fds with its state
+		var keep []*os.File // the old instance keeps its ends
+		s, err := sef.Startup(sef.Callbacks{
+			InitFresh: func(s *sef.Service, in sef.Init) error {
+				for i := 0; i <= msg.MaxStoredFDs; i++ {
+					r, w, _ := os.Pipe()
+					err := s.StoreFD(fmt.Sprint("p", i), r)
+					r.Close()
+					w.Close()
+					if i < msg.MaxStoredFDs && err != nil {
+						return err
+					}
+					if i == msg.MaxStoredFDs && err == nil {
+						return errors.New("sef stored one fd more than rs keeps")
+					}
+				}
+				return nil
+			},
+			LUStateSave: func(s *sef.Service, w *sef.StateWriter) error {
+				for i := 0; i < 300; i++ {
+					r, wr, _ := os.Pipe()
+					keep = append(keep, wr)
+					if err := w.AddFD(fmt.Sprint("h", i), r); err != nil {
+						r.Close()
+						return err
+					}
+				}
+				return nil
+			},
+		})
+		if err != nil {
+			return 1
+		}
+		return serveForever(s)
 	case "plain": // the smallest well-behaved service
 		s, err := sef.Startup(sef.Callbacks{})
 		if err != nil {
@@ -153,6 +195,69 @@ func rawInit() *msg.Conn {
 	}
 	c.Send(&msg.Message{Kind: msg.KindInitResult})
 	return c
+}
+
+// rawService speaks the protocol by hand, for roles that do what sef
+// never would: hello, init (onInit runs before the init-result), then a
+// pong for each ping, on lu-prepare an lu-ready with an empty state and
+// hand more fds, and exit 0 on stop or when rs goes.
+func rawService(onInit func(*msg.Conn, msg.Message), hand int) int {
+	c, err := msg.FromEnv()
+	if err != nil || c == nil {
+		return 1
+	}
+	c.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion})
+	in, files, err := c.Recv()
+	if err != nil {
+		return 1
+	}
+	msg.CloseFiles(files)
+	onInit(c, in)
+	c.Send(&msg.Message{Kind: msg.KindInitResult})
+	for {
+		m, files, err := c.Recv()
+		msg.CloseFiles(files)
+		if err != nil {
+			return 0
+		}
+		switch m.Kind {
+		case msg.KindPing:
+			c.Send(&msg.Message{Kind: msg.KindPong, Seq: m.Seq})
+		case msg.KindStop:
+			return 0
+		case msg.KindLUPrepare:
+			fd, err := unix.MemfdCreate("state", unix.MFD_CLOEXEC)
+			if err != nil {
+				return 1
+			}
+			names := []string{"state"}
+			send := []*os.File{os.NewFile(uintptr(fd), "state")}
+			for i := 0; i < hand; i++ {
+				r, w, _ := os.Pipe()
+				defer w.Close()
+				names = append(names, fmt.Sprint("h", i))
+				send = append(send, r)
+			}
+			if err := c.Send(&msg.Message{Kind: msg.KindLUReady, State: m.State, Names: names}, send...); err != nil {
+				fmt.Fprintln(os.Stderr, "lu-ready:", err)
+			}
+			msg.CloseFiles(send)
+		}
+	}
+}
+
+// storePipes stores n pipes under prefix0, prefix1, ... until rs stops
+// taking them.
+func storePipes(c *msg.Conn, prefix string, n int) {
+	for i := 0; i < n; i++ {
+		r, w, _ := os.Pipe()
+		err := c.Send(&msg.Message{Kind: msg.KindFDStore, Names: []string{fmt.Sprint(prefix, i)}}, r)
+		r.Close()
+		w.Close()
+		if err != nil {
+			return
+		}
+	}
 }
 
 var spin uint64
