@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/proc"
 	"github.com/reincarnation/rs/rs/control"
@@ -203,7 +205,7 @@ func (s *Server) onPackets(ps evPackets) {
 			continue
 		}
 		if err := overBudget(inst.svc, len(p.files)); err != nil {
-			s.closeHeld(inst.svc, p.files...)
+			s.closeHeld(inst.svc, abortive(p.files)...)
 			s.fault(inst, "faulty", fmt.Errorf("%s: %w", p.m.Kind, err))
 			continue
 		}
@@ -362,6 +364,22 @@ var errStoreFull = fmt.Errorf("fd store full (%d fds, the most rs keeps for a se
 // service over it makes its sender faulty: rs's own fd table stays
 // bounded whatever a service sends.
 const fdBudget = msg.MaxFDs
+
+// abortive makes the sockets among files reset at their close, not
+// linger: fds over a service's budget are closed at once, so a faulty
+// service cannot fill rs's fd table with closes that wait out a linger
+// time while its queued packets drain. (A socket that is not one
+// ignores it.) It returns files.
+func abortive(files []*os.File) []*os.File {
+	for _, f := range files {
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+			})
+		}
+	}
+	return files
+}
 
 // heldFDs is what rs holds for svc now, in its budget.
 func (svc *service) heldFDs() int {

@@ -1,12 +1,16 @@
 package tests
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/rs/control"
@@ -181,4 +185,60 @@ init_timeout = "1m"
 	if soft, _ := nofile(t, st.Pid); soft != low {
 		t.Errorf("the service runs with a soft open files limit of %d, want %d, the one rs was started with", soft, low)
 	}
+}
+
+// TestFDBudgetCountsClosing: a service that replaces a lingering socket
+// in its fd store again and again leaves rs a close that takes a minute
+// each time. Those fds count in its budget until they are closed: past
+// it the service is faulty, and rs holds no more than the budget for it.
+// (Before, each replacement left rs one more fd and one more goroutine
+// for a minute, without bound.)
+func TestFDBudgetCountsClosing(t *testing.T) {
+	// A peer that never accepts nor reads, with a small window.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRS(t, fmt.Sprintf(`
+[service.s]
+binary = "$BIN/roles"
+args = ["-role", "linger-flood", %q]
+period = "0s"
+restart = "never"
+`, ln.Addr().String()))
+	// Last cleanup first: closing the listener resets the connections in
+	// its backlog, which ends the lingering closes before rs is stopped.
+	t.Cleanup(func() { ln.Close() })
+	st := r.waitFor2("s", func(st control.Status) bool { return st.State == control.StateDown || st.State == control.StateFailed })
+	if want := fmt.Sprintf("over its fd budget of %d", msg.MaxFDs); !strings.Contains(st.LastExit, want) {
+		t.Fatalf("last_exit %q, want it faulty for going %s", st.LastExit, want)
+	}
+	rep, err := r.client().Do(control.Request{Op: control.OpStatus}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Daemon.Closing > msg.MaxFDs {
+		t.Errorf("rs is closing %d fds of the service, more than its budget of %d", rep.Daemon.Closing, msg.MaxFDs)
+	}
+}
+
+// TestFDStoreCountsEachNameOnce: an update's new instance that stores
+// again, under the same names, the 64 fds it was given is within the cap
+// (each name counts once); the commit replaces the old store with its
+// own, and rs is back to the fds it held before.
+func TestFDStoreCountsEachNameOnce(t *testing.T) {
+	r := startRS(t, fdRoleConfig("store-64"))
+	st := r.waitState("s", control.StateRunning, 0)
+	base := r.daemonFDs()
+	for i := 0; i < 3; i++ {
+		if _, errOut, code := r.service("update", "s"); code != 0 {
+			t.Fatalf("update %d: exit %d, stderr %q", i, code, errOut)
+		}
+		st = r.waitState("s", control.StateRunning, st.Pid)
+	}
+	r.daemonFDsBackTo(base+fdSlack, "after the updates")
+	r.restartWorks("s")
 }

@@ -133,6 +133,8 @@ func runRole(role string, args []string) int {
 				storePipes(c, "new", 300)
 			}
 		}, 0)
+	case "store-64": // fills its fd store on every init, an update's too
+		return rawService(func(c *msg.Conn, in msg.Message) { storePipes(c, "p", 64) }, 0)
 	case "store-64-hand-252": // fills its fd store; at lu-ready hands 252 fds with its state
 		return rawService(func(c *msg.Conn, in msg.Message) { storePipes(c, "p", 64) }, 252)
 	case "sef-hand-300": // a sef service that fills its fd store and tries to hand 300 fds with its state
@@ -167,6 +169,24 @@ func runRole(role string, args []string) int {
 		})
 		if err != nil {
 			return 1
+		}
+		return serveForever(s)
+	case "linger-flood": // replaces a lingering socket in its fd store, 300 times
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		for i := 0; i < 300; i++ {
+			f, err := lingeringSocket(args[0])
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "linger-flood:", err)
+				return 1
+			}
+			err = s.StoreFD("sock", f)
+			f.Close()
+			if err != nil {
+				break // rs ended it
+			}
 		}
 		return serveForever(s)
 	case "plain": // the smallest well-behaved service
@@ -276,32 +296,9 @@ func serveForever(s *sef.Service) int {
 // the same name. rs closes the socket, the last reference to it: a close
 // that waits out the linger time, a minute.
 func storeLingering(s *sef.Service, addr string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	f, err := lingeringSocket(addr)
 	if err != nil {
 		return err
-	}
-	f := os.NewFile(uintptr(fd), "lingering")
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return err
-	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
-		return err
-	}
-	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 60}); err != nil {
-		return err
-	}
-	unix.SetNonblock(fd, true)
-	// Until the send buffer is full: the peer's window is small and it
-	// does not read, so this much stays unsent.
-	buf := make([]byte, 64<<10)
-	for sent := 0; sent < 64<<20; {
-		n, err := unix.Write(fd, buf)
-		if err != nil {
-			break // EAGAIN
-		}
-		sent += n
 	}
 	if err := s.StoreFD("sock", f); err != nil {
 		return err
@@ -314,4 +311,41 @@ func storeLingering(s *sef.Service, addr string) error {
 	defer r.Close()
 	defer w.Close()
 	return s.StoreFD("sock", r)
+}
+
+// lingeringSocket connects to addr (a peer that never reads), fills the
+// socket's send buffer and sets SO_LINGER to a minute: its last close
+// waits out the linger time.
+func lingeringSocket(addr string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "lingering")
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 60}); err != nil {
+		f.Close()
+		return nil, err
+	}
+	unix.SetNonblock(fd, true)
+	// Until the send buffer is full: the peer's window is small and it
+	// does not read, so this much stays unsent.
+	buf := make([]byte, 64<<10)
+	for sent := 0; sent < 64<<20; {
+		n, err := unix.Write(fd, buf)
+		if err != nil {
+			break // EAGAIN
+		}
+		sent += n
+	}
+	return f, nil
 }
