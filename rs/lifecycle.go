@@ -253,6 +253,11 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 				s.rollback(u, why)
 				return
 			}
+			if len(sig.left) > 0 {
+				s.log.Warn("update: the new instance did not take what it was handed; dropped, as asked",
+					"label", inst.label(), "not_taken", sig.left)
+				u.progress(fmt.Sprintf("discarding what the new instance did not take: %v (--discard-state)", sig.left))
+			}
 			s.commit(u)
 			return
 		}
