@@ -46,11 +46,22 @@
 //	 |                   (quiescent)      |
 //	 | -- init {type: live-update} + fd store, "lu:state", --------> |
 //	 |    "lu:<name>" for each handed-over fd                        |
-//	 | <-- init-result {err} --------------------------------------- |
+//	 | <-- init-result {err, nottaken} ------------------------------ |
 //	 | -- stop --> |  commit: the old instance exits
 //	 | -- lu-cancel --> |  or rollback: the new one is killed, the old
 //	 |                     one resumes with its state and fds untouched
 //	 (not ready within maxtime: lu-cancel, the old instance resumes)
+//
+// nottaken lists what the new instance was handed and did not take:
+// "state" when the old instance handed a state (bytes or fds) and no
+// restore ran (neither an InitLiveUpdate nor an LUStateRestore callback),
+// "fds" when the fd store was not empty and no init callback ran at all.
+// Unless the update was asked to discard the state, rs rolls it back
+// then: a new binary that never reads the old one's state must not
+// commit and lose it. Compatibility: the field is sent only when not
+// empty; a sef that predates it never sends it, which rs reads as
+// everything taken (as before); an rs that predates it finds an unknown
+// field, a malformed message, and rolls the update back, the safe side.
 //
 // lu-commit and standby are reserved for later exchanges (commit notice,
 // warm standby take-over).

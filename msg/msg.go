@@ -19,6 +19,9 @@ const (
 	MaxFDs    = 253 // SCM_MAX_FD
 	MaxString = 4096
 	MaxNames  = MaxFDs
+	// MaxStoredFDs bounds a service's fd store in rs; sef refuses to
+	// store more, rs takes a service that does for faulty.
+	MaxStoredFDs = 64
 )
 
 // Kind says what a message is. Each request kind has its reply kind next
@@ -106,7 +109,17 @@ type Message struct {
 	MaxTime  int64    `msgpack:"m,omitempty"` // nanoseconds
 	Err      string   `msgpack:"e,omitempty"`
 	Names    []string `msgpack:"n,omitempty"`
+	// NotTaken, in a live update's init-result: what the new instance was
+	// handed and did not take (NotTakenState, NotTakenFDs). Absent from
+	// a sef that predates it, which rs reads as everything taken.
+	NotTaken []string `msgpack:"u,omitempty"`
 }
+
+// What a live update's init-result may list in NotTaken.
+const (
+	NotTakenState = "state" // the state memfd and the fds handed with it: no restore ran
+	NotTakenFDs   = "fds"   // the fd store's fds: no init callback ran
+)
 
 // Errors of decoding and of the channel. All of them make the sender faulty.
 var (
@@ -165,6 +178,11 @@ func decodeGeneral(b []byte, nfds int) (Message, error) {
 	if r.Len() != 0 {
 		return Message{}, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Len())
 	}
+	// msgpack truncates an integer to its field's width: 65537 would
+	// read as version 1, kind 260 as a pong.
+	if err := CheckFit(b, &m); err != nil {
+		return Message{}, err
+	}
 	if err := m.Validate(nfds); err != nil {
 		return Message{}, err
 	}
@@ -186,6 +204,16 @@ func (m *Message) Validate(nfds int) error {
 	for _, n := range m.Names {
 		if n == "" || len(n) > 255 {
 			return fmt.Errorf("%w: %s: bad fd name", ErrMalformed, m.Kind)
+		}
+	}
+	if len(m.NotTaken) > 0 {
+		if m.Kind != KindInitResult || len(m.NotTaken) > 2 {
+			return fmt.Errorf("%w: %s: not-taken list", ErrMalformed, m.Kind)
+		}
+		for _, w := range m.NotTaken {
+			if w != NotTakenState && w != NotTakenFDs {
+				return fmt.Errorf("%w: %s: not-taken %q", ErrMalformed, m.Kind, w)
+			}
 		}
 	}
 	if nfds >= 0 && nfds != len(m.Names) {
@@ -239,7 +267,7 @@ func (m *Message) heartbeat() (uint64, bool) {
 		return 0, false
 	}
 	if m.Version != 0 || m.InitType != 0 || m.Label != "" || m.Restarts != 0 ||
-		m.State != 0 || m.MaxTime != 0 || m.Err != "" || m.Names != nil {
+		m.State != 0 || m.MaxTime != 0 || m.Err != "" || m.Names != nil || m.NotTaken != nil {
 		return 0, false
 	}
 	return m.Seq, true

@@ -316,3 +316,66 @@ func TestScanRefusesImpossibleLengths(t *testing.T) {
 		}
 	}
 }
+
+// An integer that does not fit its field is malformed: msgpack would cut
+// it to the field's width and say nothing.
+func TestDecodeRejectsIntegersThatDoNotFit(t *testing.T) {
+	cases := map[string]map[string]any{
+		"hello version 65537":   {"k": KindHello, "v": 65537},
+		"hello version -1":      {"k": KindHello, "v": -1},
+		"hello version 1.0":     {"k": KindHello, "v": 1.0},
+		"pong kind 260":         {"k": 260, "q": 1},
+		"pong kind -252":        {"k": -252, "q": 1},
+		"pong seq -1":           {"k": KindPong, "q": -1},
+		"init type 259":         {"k": KindInit, "v": 1, "t": 259},
+		"init restarts 2^32+1":  {"k": KindInit, "v": 1, "t": 1, "r": uint64(1<<32 + 1)},
+		"lu-prepare state 2^32": {"k": KindLUPrepare, "s": uint64(1 << 32), "m": 1},
+		"lu-prepare maxtime":    {"k": KindLUPrepare, "s": 1, "m": uint64(1 << 63)},
+	}
+	for name, fields := range cases {
+		t.Run(name, func(t *testing.T) {
+			b, err := msgpack.Marshal(fields)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := Decode(b, 0)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("decoded as %+v, %v; want ErrMalformed", m, err)
+			}
+		})
+	}
+	// What fits still decodes, at each field's widest.
+	for _, fields := range []map[string]any{
+		{"k": KindHello, "v": 65535},
+		{"k": uint64(KindPong), "q": uint64(1<<64 - 1)},
+		{"k": KindInit, "v": 1, "t": 3, "r": uint64(1<<32 - 1)},
+		{"k": KindLUPrepare, "s": uint64(1<<32 - 1), "m": int64(1<<63 - 1)},
+	} {
+		b, _ := msgpack.Marshal(fields)
+		if _, err := Decode(b, 0); err != nil {
+			t.Errorf("%v: %v", fields, err)
+		}
+	}
+}
+
+// Only an init-result lists what it did not take, and only known words.
+func TestNotTaken(t *testing.T) {
+	m := Message{Kind: KindInitResult, NotTaken: []string{NotTakenState, NotTakenFDs}}
+	b, err := Encode(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Decode(b, 0); err != nil || !reflect.DeepEqual(got, m) {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	for _, bad := range []Message{
+		{Kind: KindHello, Version: 1, NotTaken: []string{NotTakenState}},
+		{Kind: KindInitResult, NotTaken: []string{"everything"}},
+		{Kind: KindInitResult, NotTaken: []string{NotTakenState, NotTakenFDs, NotTakenState}},
+	} {
+		b, _ := msgpack.Marshal(&bad)
+		if _, err := Decode(b, 0); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%+v: %v, want ErrMalformed", bad, err)
+		}
+	}
+}

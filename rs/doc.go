@@ -69,6 +69,28 @@
 // timer cut into up to four slots; a round trip ends at the kernel's
 // timestamp of the pong.
 //
+// # Fds a service hands rs (lifecycle.go)
+//
+// One budget holds on every path. A service's fd store keeps at most
+// msg.MaxStoredFDs (64) names, whether its instance stores them or an
+// update's new one does (its store is the one it was given in its init
+// with what it stores on top, each name counted once; it replaces the old
+// store at the commit). Everything rs holds for a service at once (its
+// store, an update's new entries, the state and fds handed over at
+// lu-ready, and its fds still being closed off the loop) stays within
+// fdBudget, msg.MaxFDs (253): what one init can carry, so the store and a
+// hand-over always fit the new instance's init. A packet that would take
+// a service over either bound makes its sender faulty, with the reason in
+// last_exit; its fds are closed. sef refuses the same on its side
+// (StoreFD, StateWriter.AddFD), so a service built on it is told by an
+// error, not a kill.
+//
+// rs's own soft RLIMIT_NOFILE: Go's runtime raises it to the hard limit
+// (less one) before main, and gives the processes it starts the soft
+// limit rs was started with (syscall.StartProcess, proc's path). rs must
+// not call setrlimit(RLIMIT_NOFILE) itself, or its services would inherit
+// the raised limit (TestNofileLimits).
+//
 // # One Spec path (validate.go)
 //
 // The config file (config.go) and `service up` both make a Spec with

@@ -79,7 +79,16 @@ type signal struct {
 	names  []string
 	files  []*os.File // the lifecycle's from here on
 	at     time.Time
+	// sigReady after a live update's init: what it was handed and did not
+	// take (leftState, leftFDs).
+	left []string
 }
+
+// What an instance can leave untaken of a live update's init.
+const (
+	leftState = "state" // the old instance's state and handed-over fds
+	leftFDs   = "fds"   // the fd store
+)
 
 // What a driver's send can fail with, beyond a fault of its own.
 var (

@@ -9,6 +9,9 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/proc"
 	"github.com/reincarnation/rs/rs/control"
 )
@@ -193,12 +196,17 @@ func (s *Server) onPackets(ps evPackets) {
 	for _, p := range ps {
 		inst := p.drv.inst
 		if inst.phase == phaseGone {
-			s.closeFiles(p.files...)
+			s.closeHeld(inst.svc, p.files...)
 			continue
 		}
 		if p.err != nil {
-			s.closeFiles(p.files...)
+			s.closeHeld(inst.svc, p.files...)
 			s.onEnded(inst, p.err, p.exiting)
+			continue
+		}
+		if err := overBudget(inst.svc, len(p.files)); err != nil {
+			s.closeHeld(inst.svc, abortive(p.files)...)
+			s.fault(inst, "faulty", fmt.Errorf("%s: %w", p.m.Kind, err))
 			continue
 		}
 		s.onSignal(inst, p.drv.handle(p.m, p.files, p.at))
@@ -210,7 +218,7 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 	u := inst.svc.update
 	incoming := inst.role == roleIncoming && u != nil && u.new == inst
 	if sig.kind == sigFault {
-		s.closeFiles(sig.files...)
+		s.closeHeld(inst.svc, sig.files...)
 		if inst.role != roleRetired || inst.phase == phaseStopping {
 			s.fault(inst, sig.reason, sig.err) // a stopping one is killed at once
 		}
@@ -219,12 +227,12 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 	if inst.phase >= phaseStopping || inst.reason != "" || inst.role == roleRetired {
 		// On its way out (stopped, killed for a fault, replaced): what it
 		// says is moot.
-		s.closeFiles(sig.files...)
+		s.closeHeld(inst.svc, sig.files...)
 		return
 	}
 	switch sig.kind {
 	case sigNone:
-		s.closeFiles(sig.files...)
+		s.closeHeld(inst.svc, sig.files...)
 	case sigHello:
 		if inst.phase == phaseSpawned {
 			inst.phase = phaseHello
@@ -234,17 +242,22 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 		}
 	case sigStoreFD:
 		if incoming {
-			// Kept aside: it replaces the stored fd only if the update commits.
-			if old, ok := u.pending[sig.names[0]]; ok {
-				s.closeFiles(old)
-			}
-			u.pending[sig.names[0]] = sig.files[0]
+			s.storePending(u, sig.names[0], sig.files[0])
 			return
 		}
 		s.storeFD(inst, sig.names[0], sig.files[0])
 	case sigReady:
 		s.disarm(inst, tInit)
 		if incoming {
+			if why := u.notTaken(sig.left); why != "" {
+				s.rollback(u, why)
+				return
+			}
+			if len(sig.left) > 0 {
+				s.log.Warn("update: the new instance did not take what it was handed; dropped, as asked",
+					"label", inst.label(), "not_taken", sig.left)
+				u.progress(fmt.Sprintf("discarding what the new instance did not take: %v (--discard-state)", sig.left))
+			}
 			s.commit(u)
 			return
 		}
@@ -260,13 +273,13 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 		s.alive(inst, sig.at)
 	case sigState:
 		if u == nil || u.old != inst {
-			s.closeFiles(sig.files...)
+			s.closeHeld(inst.svc, sig.files...)
 			s.fault(inst, "faulty", errors.New("unexpected lu-ready"))
 			return
 		}
 		s.stateReady(u, sig.names, sig.files)
 	case sigRefused:
-		s.closeFiles(sig.files...)
+		s.closeHeld(inst.svc, sig.files...)
 		if u != nil && u.old == inst {
 			s.rollback(u, "refused by the old instance: "+sig.err.Error())
 		}
@@ -301,20 +314,97 @@ func (s *Server) alive(inst *instance, at time.Time) {
 // storeFD keeps f in the fd store under name, replacing (and closing,
 // off the loop) what was there.
 func (s *Server) storeFD(inst *instance, name string, f *os.File) {
-	store := inst.svc.fdstore
+	svc := inst.svc
+	store := svc.fdstore
 	if old, ok := store[name]; ok {
-		s.closeFiles(old)
+		s.closeHeld(svc, old)
 	} else if len(store) >= maxStoredFDs {
-		s.closeFiles(f)
-		s.fault(inst, "faulty", fmt.Errorf("fd store full (%d)", maxStoredFDs))
+		s.closeHeld(svc, f)
+		s.fault(inst, "faulty", errStoreFull)
 		return
 	}
 	store[name] = f
 	s.log.Debug("fd stored", "label", inst.label(), "name", name)
 }
 
-// maxStoredFDs bounds a service's fd store.
-const maxStoredFDs = 64
+// storePending keeps an fd an update's new instance stores aside: it
+// joins the fd store only if the update commits. The new instance's store
+// is the one it was given in its init with what it stores on top, each
+// name once; it is bound by the same cap as any other.
+func (s *Server) storePending(u *update, name string, f *os.File) {
+	svc := u.svc
+	if old, ok := u.pending[name]; ok {
+		s.closeHeld(svc, old)
+	} else if _, ok := svc.fdstore[name]; !ok && storeSize(svc.fdstore, u.pending) >= maxStoredFDs {
+		s.closeHeld(svc, f)
+		s.fault(u.new, "faulty", errStoreFull)
+		return
+	}
+	u.pending[name] = f
+	s.log.Debug("fd stored by the update's new instance", "label", svc.spec.Label, "name", name)
+}
+
+// storeSize counts the names of store and pending together, once each.
+func storeSize(store, pending map[string]*os.File) int {
+	n := len(store)
+	for name := range pending {
+		if _, ok := store[name]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// maxStoredFDs bounds a service's fd store, on every path: stored by its
+// instance, or by an update's new one on top of what it was given.
+const maxStoredFDs = msg.MaxStoredFDs
+
+var errStoreFull = fmt.Errorf("fd store full (%d fds, the most rs keeps for a service)", maxStoredFDs)
+
+// fdBudget bounds the fds rs holds for one service at any time: its fd
+// store, an update's new entries, what a packet brings (the state and
+// fds handed over at lu-ready) and those still being closed (closeHeld).
+// It is what one init can carry, so that the store and a hand-over
+// always fit the new instance's init. A packet that would take the
+// service over it makes its sender faulty: rs's own fd table stays
+// bounded whatever a service sends.
+const fdBudget = msg.MaxFDs
+
+// abortive makes the sockets among files reset at their close, not
+// linger: fds over a service's budget are closed at once, so a faulty
+// service cannot fill rs's fd table with closes that wait out a linger
+// time while its queued packets drain. (A socket that is not one
+// ignores it.) It returns files.
+func abortive(files []*os.File) []*os.File {
+	for _, f := range files {
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+			})
+		}
+	}
+	return files
+}
+
+// heldFDs is what rs holds for svc now, in its budget.
+func (svc *service) heldFDs() int {
+	n := len(svc.fdstore) + int(svc.closing.Load())
+	if u := svc.update; u != nil {
+		n += len(u.pending)
+	}
+	return n
+}
+
+// overBudget: n more fds for svc would take it over its budget.
+func overBudget(svc *service, n int) error {
+	if n == 0 {
+		return nil
+	}
+	if held := svc.heldFDs(); held+n > fdBudget {
+		return fmt.Errorf("%d fds on top of the %d rs holds for %s: over its fd budget of %d", n, held, svc.spec.Label, fdBudget)
+	}
+	return nil
+}
 
 // fault kills the instance's group; its end, when it comes, carries
 // reason into last_exit. Only the first reason counts.

@@ -100,7 +100,16 @@ func (d *sefDriver) handle(m msg.Message, files []*os.File, at time.Time) signal
 		if m.Err != "" {
 			return signal{kind: sigInitFailed, err: errors.New(m.Err)}
 		}
-		return signal{kind: sigReady}
+		var left []string
+		for _, w := range m.NotTaken {
+			switch w {
+			case msg.NotTakenState:
+				left = append(left, leftState)
+			case msg.NotTakenFDs:
+				left = append(left, leftFDs)
+			}
+		}
+		return signal{kind: sigReady, left: left}
 	case msg.KindPong:
 		if !d.pingOut || m.Seq != d.pingSeq {
 			return fault(fmt.Errorf("pong %d out of sequence (expected %d)", m.Seq, d.pingSeq))

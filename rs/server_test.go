@@ -64,13 +64,25 @@ func hostile(what string) int {
 	if err != nil || c == nil {
 		return 1
 	}
+	enc := func(v any) []byte { b, _ := msgpack.Marshal(v); return b }
+	if what == "hello-65537" { // version 1, were it cut to 16 bits
+		c.SendRaw(enc(map[string]any{"k": int(msg.KindHello), "v": 65537}), nil, false)
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
 	c.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion})
 	if _, _, err := c.Recv(); err != nil {
 		return 1
 	}
 	c.Send(&msg.Message{Kind: msg.KindInitResult})
-	enc := func(v any) []byte { b, _ := msgpack.Marshal(v); return b }
 	switch what {
+	case "pong-260": // answers the first ping with kind 260, a pong were it cut to 8 bits
+		m, _, err := c.Recv()
+		if err != nil || m.Kind != msg.KindPing {
+			return 1
+		}
+		c.SendRaw(enc(map[string]any{"k": 260, "q": m.Seq}), nil, false)
 	case "garbage":
 		c.SendRaw([]byte{0xc1, 0x00}, nil, false)
 	case "unknown-kind":
@@ -225,13 +237,17 @@ func TestHostileMessagesMakeServiceFaulty(t *testing.T) {
 		"lu-ready-unasked":   "faulty: unexpected lu-ready",
 		"fds-unasked":        "faulty: fds do not match their names",
 		"second-hello":       "faulty: hello out of sequence",
+		"hello-65537":        "faulty: malformed message",
 	}
 	s, _ := newServer(t)
 	fdsBefore := countFDs(t)
 	for what, want := range cases {
 		t.Run(what, func(t *testing.T) {
 			upSpec(t, s, selfSpec(t, what, "send:"+what))
-			st := waitStatus(t, s, what, func(st control.Status) bool { return st.State == control.StateDown && st.LastExit != "" })
+			// Down, or failed when it never came up (a bad hello).
+			st := waitStatus(t, s, what, func(st control.Status) bool {
+				return (st.State == control.StateDown || st.State == control.StateFailed) && st.LastExit != ""
+			})
 			if !strings.HasPrefix(st.LastExit, want) {
 				t.Fatalf("last_exit %q, want prefix %q", st.LastExit, want)
 			}
@@ -296,6 +312,19 @@ func inLoop(s *Server, f func()) {
 	done := make(chan struct{})
 	s.post(evProbe{f: f, done: done})
 	<-done
+}
+
+// A pong of kind 260 is not a pong: msgpack would cut the kind to 8
+// bits, 4; rs takes it for malformed.
+func TestPongOfKind260IsMalformed(t *testing.T) {
+	s, clk := newServer(t)
+	upSpec(t, s, selfSpec(t, "pong260", "send:pong-260"))
+	waitStatus(t, s, "pong260", func(st control.Status) bool { return st.State == control.StateRunning })
+	clk.Advance(time.Second) // the first ping
+	st := waitStatus(t, s, "pong260", func(st control.Status) bool { return st.State == control.StateDown })
+	if !strings.HasPrefix(st.LastExit, "faulty: malformed message") {
+		t.Fatalf("last_exit %q, want faulty: malformed message", st.LastExit)
+	}
 }
 
 func TestPingAnsweredKeepsRunning(t *testing.T) {

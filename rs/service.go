@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/reincarnation/rs/rs/control"
@@ -36,6 +37,7 @@ type service struct {
 	lastStandbyErr string // why the last standby ended
 	rtt            time.Duration
 	fdstore        map[string]*os.File
+	closing        atomic.Int64 // its fds being closed off the loop (closeHeld)
 
 	// Who waits for what.
 	upWaiters      []chan<- control.Reply // replied when an instance runs or fails to start
@@ -245,6 +247,6 @@ func (s *Server) serviceTimer(svc *service, k timerKind) {
 
 func (s *Server) dropFDStore(svc *service) {
 	s.releaseListeners(svc)
-	s.closeFiles(slices.Collect(maps.Values(svc.fdstore))...)
+	s.closeHeld(svc, slices.Collect(maps.Values(svc.fdstore))...)
 	clear(svc.fdstore)
 }

@@ -70,15 +70,28 @@ func checkBinary(path string) error {
 
 // closeFiles closes fds that came from a service, off the loop, in one
 // goroutine that ends when the last close returns.
-func (s *Server) closeFiles(files ...*os.File) {
+func (s *Server) closeFiles(files ...*os.File) { s.closeHeld(nil, files...) }
+
+// closeHeld is closeFiles for fds of svc: until they are closed they
+// count in its fd budget (a socket with SO_LINGER set can take its linger
+// time to close, and a service replacing such sockets in a loop must not
+// pile them up in rs).
+func (s *Server) closeHeld(svc *service, files ...*os.File) {
 	if len(files) == 0 {
 		return
 	}
-	s.closing.Add(int64(len(files)))
+	n := int64(len(files))
+	s.closing.Add(n)
+	if svc != nil {
+		svc.closing.Add(n)
+	}
 	go func() {
 		for _, f := range files {
 			f.Close()
 			s.closing.Add(-1)
+			if svc != nil {
+				svc.closing.Add(-1)
+			}
 		}
 	}()
 }

@@ -34,6 +34,7 @@ type update struct {
 	reply              chan<- control.Reply
 	prog               chan<- string
 	pending            map[string]*os.File // fd-store entries from the new instance, kept until commit
+	discard            bool                // commit even if the new instance leaves the state untaken
 	t                  timers              // tUpdate
 }
 
@@ -64,8 +65,8 @@ func (s *Server) startUpdate(ev evRequest) {
 	if state == 0 {
 		state = 1
 	}
-	if state < 0 {
-		fail(ev.reply, control.Errorf(control.CodeInvalid, "state %d: must be positive", state))
+	if state < 0 || state > control.MaxState {
+		fail(ev.reply, control.Errorf(control.CodeInvalid, "state %d: out of range (1 to %d)", state, control.MaxState))
 		return
 	}
 	maxTime := req.MaxTime
@@ -82,7 +83,8 @@ func (s *Server) startUpdate(ev evRequest) {
 	}
 	s.dropStandby(svc) // it runs the old binary; a new one follows the update
 	u := &update{svc: svc, old: svc.primary, spec: spec, state: state, maxTime: maxTime,
-		begin: time.Now(), reply: ev.reply, prog: ev.prog, pending: map[string]*os.File{}}
+		begin: time.Now(), reply: ev.reply, prog: ev.prog, pending: map[string]*os.File{},
+		discard: req.DiscardState}
 	svc.update = u
 	// The new instance's init waits until the old one's state is ready;
 	// until then it does exec and runtime start-up, nothing more.
@@ -127,7 +129,7 @@ func (s *Server) updateHello(u *update) {
 // stateReady: the old instance reached the state and handed over its
 // state and fds (files, ours to close once they are on their way).
 func (s *Server) stateReady(u *update, names []string, files []*os.File) {
-	defer s.closeFiles(files...)
+	defer s.closeHeld(u.svc, files...)
 	u.readyAt = time.Now()
 	s.disarm(u, tUpdate) // from here the new instance's own init deadline rules
 	u.progress(fmt.Sprintf("ready: old instance quiescent after %v, handing over state and %d fds",
@@ -137,6 +139,24 @@ func (s *Server) stateReady(u *update, names []string, files []*os.File) {
 		lu[i] = "lu:" + n
 	}
 	s.giveInit(u.new, initUpdate, lu, files)
+}
+
+// notTaken: why the update must roll back although the new instance's
+// init succeeded, from what it left untaken; "" when it may commit. A new
+// binary that never reads the old one's state would lose it for good.
+func (u *update) notTaken(left []string) string {
+	if u.discard {
+		return ""
+	}
+	for _, w := range left {
+		if w == leftState {
+			return "new instance did not take the state (use --discard-state to drop it)"
+		}
+	}
+	if len(left) > 0 {
+		return "new instance did not take the fds it was handed (use --discard-state to drop them)"
+	}
+	return ""
 }
 
 // commit: the new instance runs; the old one is stopped.
@@ -153,7 +173,7 @@ func (s *Server) commit(u *update) {
 		}
 		svc.fdstore[name] = f
 	}
-	s.closeFiles(replaced...)
+	s.closeHeld(svc, replaced...)
 	old.role = roleRetired
 	u.new.role = rolePrimary
 	svc.primary = u.new
@@ -176,7 +196,7 @@ func (s *Server) rollback(u *update, why string) {
 	svc.update = nil
 	u.new.role = roleRetired // its end is expected, not a crash
 	s.dropInstance(u.new)
-	s.closeFiles(slices.Collect(maps.Values(u.pending))...)
+	s.closeHeld(svc, slices.Collect(maps.Values(u.pending))...)
 	if u.old.phase < phaseGone {
 		if err := u.old.drv.cancel(); err != nil {
 			s.sendFailed(u.old, err)

@@ -70,7 +70,12 @@
 // rollback (the new version failed, or maxtime passed) rs sends lu-cancel:
 // LUStateChanged(N, 0) is called and work resumes exactly where it
 // stopped. In the new instance, Init.State reads the saved bytes and
-// Init.State.FDs holds the handed-over fds. A sketch:
+// Init.State.FDs holds the handed-over fds. A new version with neither
+// InitLiveUpdate nor LUStateRestore does not take the state: its
+// init-result says so, and rs rolls the update back rather than lose the
+// state, unless `service update --discard-state` was given (then sef
+// closes the handed-over fds nobody took). The same holds for a non-empty
+// fd store and a new version with no init callback at all. A sketch:
 //
 //	sef.Callbacks{
 //		LUStateChanged: func(s *sef.Service, old, state int) {

@@ -35,6 +35,7 @@ type StateWriter struct {
 	*bufio.Writer
 	names []string
 	files []*os.File
+	max   int // fds it may carry: the new instance's init holds them, the state and the fd store
 }
 
 // AddFD hands f to the new instance under name and takes ownership of
@@ -45,8 +46,10 @@ func (w *StateWriter) AddFD(name string, f *os.File) error {
 	if name == "" || name == stateName || len(name) > 200 {
 		return fmt.Errorf("hand over fd: bad name %q", name)
 	}
-	if len(w.files)+2 > msg.MaxFDs {
-		return fmt.Errorf("hand over fd %q: more than %d fds", name, msg.MaxFDs-1)
+	if len(w.files) >= w.max {
+		// rs would take the service for faulty: one init carries the
+		// state, these and the fd store, at most msg.MaxFDs.
+		return fmt.Errorf("hand over fd %q: more than %d fds (an init carries %d, with the state and the fd store)", name, w.max, msg.MaxFDs)
 	}
 	w.names = append(w.names, name)
 	w.files = append(w.files, f)
@@ -162,7 +165,7 @@ func (s *Service) luSave() error {
 	}
 	mem := os.NewFile(uintptr(fd), "sef-state")
 	defer mem.Close() // rs and the new instance hold their own references
-	w := &StateWriter{Writer: bufio.NewWriterSize(mem, 1<<20)}
+	w := &StateWriter{Writer: bufio.NewWriterSize(mem, 1<<20), max: msg.MaxFDs - 1 - s.storedFDs()}
 	defer func() { msg.CloseFiles(w.files) }()
 	if s.cb.LUStateSave != nil {
 		if err := s.cb.LUStateSave(s, w); err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -105,6 +106,9 @@ type Service struct {
 	closed   bool     // main loop only: we closed the channel on purpose
 	lu       *luState // main loop only: a live update being prepared
 	stopReq  chan struct{}
+
+	storeMu sync.Mutex
+	stored  map[string]struct{} // the names of the fd store in rs
 }
 
 type event struct {
@@ -124,6 +128,7 @@ func Startup(cb Callbacks) (*Service, error) {
 		work:    make(chan any, workQueue),
 		events:  make(chan event, 16),
 		stopReq: make(chan struct{}, 1),
+		stored:  map[string]struct{}{},
 	}
 	conn, err := channelFromEnv()
 	if err != nil {
@@ -158,6 +163,8 @@ func Startup(cb Callbacks) (*Service, error) {
 	res := &msg.Message{Kind: msg.KindInitResult}
 	if initErr != nil {
 		res.Err = initErr.Error()
+	} else if in.Type == InitLiveUpdate {
+		res.NotTaken = s.notTaken(in)
 	}
 	if err := conn.Send(res); err != nil {
 		return nil, fmt.Errorf("send init result: %w", err)
@@ -216,6 +223,9 @@ func (s *Service) receiveInit() (Init, error) {
 		s.conn.Send(&msg.Message{Kind: msg.KindInitResult, Err: err.Error()})
 		return Init{}, err
 	}
+	for name := range in.FDs { // the fd store, as rs holds it
+		s.stored[name] = struct{}{}
+	}
 	return in, nil
 }
 
@@ -248,6 +258,27 @@ func (s *Service) callInit(in Init) error {
 		return nil
 	}
 	return fn(s, in)
+}
+
+// notTaken says what a live update's init did not take, for rs to roll
+// the update back rather than lose it: the old instance's state (bytes
+// or fds) when no restore callback ran, the fd store when no init
+// callback ran at all. Handed-over fds nobody took are closed, so that
+// the connections they are do not hang open in a process that never
+// reads them.
+func (s *Service) notTaken(in Init) []string {
+	var left []string
+	restored := s.cb.InitLiveUpdate != nil || s.cb.LUStateRestore != nil
+	if st := in.State; st != nil && !restored && (st.Size > 0 || len(st.FDs) > 0) {
+		left = append(left, msg.NotTakenState)
+		for _, f := range st.FDs {
+			f.Close()
+		}
+	}
+	if len(in.FDs) > 0 && !restored && s.cb.InitFresh == nil {
+		left = append(left, msg.NotTakenFDs)
+	}
+	return left
 }
 
 // readChannel turns packets from rs into events for the main loop. It
@@ -382,14 +413,29 @@ func (s *Service) send(m *msg.Message) {
 // name. rs gives it back in Init.FDs on every restart, so a listening
 // socket stays open, with its backlog, while the service is reincarnated.
 // The caller keeps f. Standalone, it does nothing.
+// rs keeps at most msg.MaxStoredFDs names per service and takes one
+// more for a fault; StoreFD refuses it instead.
 func (s *Service) StoreFD(name string, f *os.File) error {
 	if s.conn == nil {
 		return nil
 	}
+	s.storeMu.Lock()
+	defer s.storeMu.Unlock()
+	if _, ok := s.stored[name]; !ok && len(s.stored) >= msg.MaxStoredFDs {
+		return fmt.Errorf("store fd %q: the fd store is full (%d fds)", name, msg.MaxStoredFDs)
+	}
 	if err := s.conn.Send(&msg.Message{Kind: msg.KindFDStore, Names: []string{name}}, f); err != nil {
 		return fmt.Errorf("store fd %q: %w", name, err)
 	}
+	s.stored[name] = struct{}{}
 	return nil
+}
+
+// storedFDs is how many names the fd store holds in rs.
+func (s *Service) storedFDs() int {
+	s.storeMu.Lock()
+	defer s.storeMu.Unlock()
+	return len(s.stored)
 }
 
 // Standalone tells whether the service runs without rs.

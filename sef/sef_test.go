@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -198,5 +199,58 @@ func TestStandalone(t *testing.T) {
 	s.Stop()
 	if _, err := s.Receive(); !errors.Is(err, ErrStopped) {
 		t.Fatalf("after Stop: %v", err)
+	}
+}
+
+// A live update's init-result says what the new instance did not take:
+// the state, when no restore callback ran; the fd store, when no init
+// callback ran at all.
+func TestLiveUpdateInitReportsWhatItDidNotTake(t *testing.T) {
+	restore := func(*Service, Init) error { return nil }
+	cases := []struct {
+		name  string
+		cb    Callbacks
+		state string // the old instance's saved bytes
+		want  []string
+	}{
+		{"no callbacks", Callbacks{}, "data", []string{msg.NotTakenState, msg.NotTakenFDs}},
+		{"init only", Callbacks{InitFresh: restore}, "data", []string{msg.NotTakenState}},
+		{"restore", Callbacks{LUStateRestore: restore}, "data", nil},
+		{"own live-update init", Callbacks{InitLiveUpdate: restore}, "data", nil},
+		{"empty state, init only", Callbacks{InitFresh: restore}, "", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ours, theirs, _ := msg.Pair()
+			setChannelEnv(t, theirs)
+			conn, _ := msg.NewConn(ours)
+			defer conn.Close()
+			f := &fakeRS{t: t, c: conn}
+			done := make(chan error, 1)
+			go func() {
+				_, err := Startup(c.cb)
+				done <- err
+			}()
+			f.recv() // hello
+			fd, err := unix.MemfdCreate("state", unix.MFD_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mem := os.NewFile(uintptr(fd), "state")
+			defer mem.Close()
+			mem.WriteString(c.state)
+			r, w, _ := os.Pipe()
+			defer r.Close()
+			defer w.Close()
+			f.send(&msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: msg.InitLiveUpdate,
+				Names: []string{"listener", "lu:state"}}, r, mem)
+			m, _ := f.recv()
+			if m.Kind != msg.KindInitResult || m.Err != "" || !slices.Equal(m.NotTaken, c.want) {
+				t.Fatalf("init result %+v, want not taken %q", m, c.want)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

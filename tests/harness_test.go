@@ -21,7 +21,7 @@ import (
 	"github.com/reincarnation/rs/rs/control"
 )
 
-// binDir holds rs, service and kv, built once by TestMain.
+// binDir holds rs, service, kv and idle, built once by TestMain.
 var binDir string
 
 func TestMain(m *testing.M) {
@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	os.Chmod(dir, 0o755) // the foreign-uid test runs `service` as nobody
 	builds := [][]string{
-		{"-o", dir + "/", "github.com/reincarnation/rs/cmd/rs", "github.com/reincarnation/rs/cmd/service", "github.com/reincarnation/rs/servers/kv"},
+		{"-o", dir + "/", "github.com/reincarnation/rs/cmd/rs", "github.com/reincarnation/rs/cmd/service", "github.com/reincarnation/rs/servers/kv", "github.com/reincarnation/rs/servers/idle"},
 		// Two versions for live updates, and three that fail theirs.
 		{"-o", dir + "/kv-a", "-ldflags", "-X main.version=a", "github.com/reincarnation/rs/servers/kv"},
 		{"-o", dir + "/kv-b", "-ldflags", "-X main.version=b", "github.com/reincarnation/rs/servers/kv"},

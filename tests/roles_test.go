@@ -127,6 +127,68 @@ func runRole(role string, args []string) int {
 			return 1
 		}
 		return serveForever(s)
+	case "store-300-on-update": // as an update's new instance, stores 300 fds before its init-result
+		return rawService(func(c *msg.Conn, in msg.Message) {
+			if in.InitType == msg.InitLiveUpdate {
+				storePipes(c, "new", 300)
+			}
+		}, 0)
+	case "store-64": // fills its fd store on every init, an update's too
+		return rawService(func(c *msg.Conn, in msg.Message) { storePipes(c, "p", 64) }, 0)
+	case "store-64-hand-252": // fills its fd store; at lu-ready hands 252 fds with its state
+		return rawService(func(c *msg.Conn, in msg.Message) { storePipes(c, "p", 64) }, 252)
+	case "sef-hand-300": // a sef service that fills its fd store and tries to hand 300 fds with its state
+		var keep []*os.File // the old instance keeps its ends
+		s, err := sef.Startup(sef.Callbacks{
+			InitFresh: func(s *sef.Service, in sef.Init) error {
+				for i := 0; i <= msg.MaxStoredFDs; i++ {
+					r, w, _ := os.Pipe()
+					err := s.StoreFD(fmt.Sprint("p", i), r)
+					r.Close()
+					w.Close()
+					if i < msg.MaxStoredFDs && err != nil {
+						return err
+					}
+					if i == msg.MaxStoredFDs && err == nil {
+						return errors.New("sef stored one fd more than rs keeps")
+					}
+				}
+				return nil
+			},
+			LUStateSave: func(s *sef.Service, w *sef.StateWriter) error {
+				for i := 0; i < 300; i++ {
+					r, wr, _ := os.Pipe()
+					keep = append(keep, wr)
+					if err := w.AddFD(fmt.Sprint("h", i), r); err != nil {
+						r.Close()
+						return err
+					}
+				}
+				return nil
+			},
+		})
+		if err != nil {
+			return 1
+		}
+		return serveForever(s)
+	case "linger-flood": // replaces a lingering socket in its fd store, 300 times
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		for i := 0; i < 300; i++ {
+			f, err := lingeringSocket(args[0])
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "linger-flood:", err)
+				return 1
+			}
+			err = s.StoreFD("sock", f)
+			f.Close()
+			if err != nil {
+				break // rs ended it
+			}
+		}
+		return serveForever(s)
 	case "crash-if": // runs, but dies right after its init while the file args[0] exists
 		s, err := sef.Startup(sef.Callbacks{})
 		if err != nil {
@@ -164,6 +226,69 @@ func rawInit() *msg.Conn {
 	return c
 }
 
+// rawService speaks the protocol by hand, for roles that do what sef
+// never would: hello, init (onInit runs before the init-result), then a
+// pong for each ping, on lu-prepare an lu-ready with an empty state and
+// hand more fds, and exit 0 on stop or when rs goes.
+func rawService(onInit func(*msg.Conn, msg.Message), hand int) int {
+	c, err := msg.FromEnv()
+	if err != nil || c == nil {
+		return 1
+	}
+	c.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion})
+	in, files, err := c.Recv()
+	if err != nil {
+		return 1
+	}
+	msg.CloseFiles(files)
+	onInit(c, in)
+	c.Send(&msg.Message{Kind: msg.KindInitResult})
+	for {
+		m, files, err := c.Recv()
+		msg.CloseFiles(files)
+		if err != nil {
+			return 0
+		}
+		switch m.Kind {
+		case msg.KindPing:
+			c.Send(&msg.Message{Kind: msg.KindPong, Seq: m.Seq})
+		case msg.KindStop:
+			return 0
+		case msg.KindLUPrepare:
+			fd, err := unix.MemfdCreate("state", unix.MFD_CLOEXEC)
+			if err != nil {
+				return 1
+			}
+			names := []string{"state"}
+			send := []*os.File{os.NewFile(uintptr(fd), "state")}
+			for i := 0; i < hand; i++ {
+				r, w, _ := os.Pipe()
+				defer w.Close()
+				names = append(names, fmt.Sprint("h", i))
+				send = append(send, r)
+			}
+			if err := c.Send(&msg.Message{Kind: msg.KindLUReady, State: m.State, Names: names}, send...); err != nil {
+				fmt.Fprintln(os.Stderr, "lu-ready:", err)
+			}
+			msg.CloseFiles(send)
+		}
+	}
+}
+
+// storePipes stores n pipes under prefix0, prefix1, ... until rs stops
+// taking them.
+func storePipes(c *msg.Conn, prefix string, n int) {
+	for i := 0; i < n; i++ {
+		r, w, _ := os.Pipe()
+		err := c.Send(&msg.Message{Kind: msg.KindFDStore, Names: []string{fmt.Sprint(prefix, i)}}, r)
+		r.Close()
+		w.Close()
+		if err != nil {
+			return
+		}
+	}
+}
+
 var spin uint64
 
 func serveForever(s *sef.Service) int {
@@ -180,32 +305,9 @@ func serveForever(s *sef.Service) int {
 // the same name. rs closes the socket, the last reference to it: a close
 // that waits out the linger time, a minute.
 func storeLingering(s *sef.Service, addr string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	f, err := lingeringSocket(addr)
 	if err != nil {
 		return err
-	}
-	f := os.NewFile(uintptr(fd), "lingering")
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return err
-	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
-		return err
-	}
-	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 60}); err != nil {
-		return err
-	}
-	unix.SetNonblock(fd, true)
-	// Until the send buffer is full: the peer's window is small and it
-	// does not read, so this much stays unsent.
-	buf := make([]byte, 64<<10)
-	for sent := 0; sent < 64<<20; {
-		n, err := unix.Write(fd, buf)
-		if err != nil {
-			break // EAGAIN
-		}
-		sent += n
 	}
 	if err := s.StoreFD("sock", f); err != nil {
 		return err
@@ -218,4 +320,41 @@ func storeLingering(s *sef.Service, addr string) error {
 	defer r.Close()
 	defer w.Close()
 	return s.StoreFD("sock", r)
+}
+
+// lingeringSocket connects to addr (a peer that never reads), fills the
+// socket's send buffer and sets SO_LINGER to a minute: its last close
+// waits out the linger time.
+func lingeringSocket(addr string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "lingering")
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 60}); err != nil {
+		f.Close()
+		return nil, err
+	}
+	unix.SetNonblock(fd, true)
+	// Until the send buffer is full: the peer's window is small and it
+	// does not read, so this much stays unsent.
+	buf := make([]byte, 64<<10)
+	for sent := 0; sent < 64<<20; {
+		n, err := unix.Write(fd, buf)
+		if err != nil {
+			break // EAGAIN
+		}
+		sent += n
+	}
+	return f, nil
 }

@@ -304,3 +304,48 @@ func TestUpdateUnsupportedStateAndConcurrent(t *testing.T) {
 		t.Fatalf("after the update: %+v", now)
 	}
 }
+
+// TestUpdateMustNotLoseTheState: a new binary that never reads the old
+// one's state (idle, for kv) is rolled back, kv keeps its data and its
+// port; only --discard-state lets such an update commit. A state that
+// does not fit the wire's 32 bits is refused, not cut to state 1.
+func TestUpdateMustNotLoseTheState(t *testing.T) {
+	addr := freeAddr(t)
+	r := startRS(t, updateConfig(addr))
+	st := r.waitState("kv", control.StateRunning, 0)
+	persistent := dialKV(t, addr)
+	loadKeys(t, persistent, 100)
+
+	_, errOut, code := r.service("update", "--state", "4294967297", "kv")
+	if code == 0 || !strings.Contains(errOut, "out of range") {
+		t.Fatalf("update --state 4294967297: exit %d, stderr %q", code, errOut)
+	}
+
+	_, errOut, code = r.service("update", "--binary", bin("idle"), "kv")
+	want := "rolled back: new instance did not take the state (use --discard-state to drop it)"
+	if code == 0 || !strings.Contains(errOut, want) {
+		t.Fatalf("update to idle: exit %d, stderr %q, want %q", code, errOut, want)
+	}
+	if now := r.status("kv"); now.Pid != st.Pid || now.State != control.StateRunning || now.Binary != bin("kv-a") {
+		t.Fatalf("after the rolled-back update: %+v, want pid %d running %s", now, st.Pid, bin("kv-a"))
+	}
+	checkKeys(t, persistent, 100)
+	fresh := dialKV(t, addr) // the port answers: the listener is kv's again
+	checkKeys(t, fresh, 100)
+	if pid := kvInfo(t, fresh, "process_id"); pid != strconv.Itoa(st.Pid) {
+		t.Fatalf("served by pid %s, want %d", pid, st.Pid)
+	}
+	// A later restart still runs kv, not idle.
+	r.mustService("restart", "kv")
+	st = r.waitState("kv", control.StateRunning, st.Pid)
+	if st.Binary != bin("kv-a") {
+		t.Fatalf("after a restart: binary %s, want %s", st.Binary, bin("kv-a"))
+	}
+
+	if _, errOut, code = r.service("update", "--discard-state", "--binary", bin("idle"), "kv"); code != 0 {
+		t.Fatalf("update --discard-state to idle: exit %d, stderr %q", code, errOut)
+	}
+	if now := r.status("kv"); now.Pid == st.Pid || now.State != control.StateRunning || now.Binary != bin("idle") {
+		t.Fatalf("after update --discard-state: %+v, want idle running under a new pid", now)
+	}
+}

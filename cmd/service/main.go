@@ -38,8 +38,9 @@ func main() {
 				Name: "update", Usage: "live update to a new binary", ArgsUsage: "<label>",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "binary", Usage: "new binary (default: the current one)"},
-					&cli.IntFlag{Name: "state", Value: 1, Usage: "state to reach first: 1 work-free, 2 request-free, 3 protocol-free, 4+ custom"},
+					&cli.Int64Flag{Name: "state", Value: 1, Usage: "state to reach first: 1 work-free, 2 request-free, 3 protocol-free, 4+ custom"},
 					&cli.DurationFlag{Name: "maxtime", Value: 2 * time.Second, Usage: "how long the service may take to get ready"},
+					&cli.BoolFlag{Name: "discard-state", Usage: "commit even if the new instance does not take the state and fds it is handed"},
 					&cli.BoolFlag{Name: "quiet", Usage: "do not print the update's steps"},
 				},
 				Action: update,
@@ -144,7 +145,12 @@ func update(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	req := control.Request{Op: control.OpUpdate, Label: l, State: c.Int("state"), MaxTime: c.Duration("maxtime")}
+	st := c.Int64("state")
+	if st < 1 || st > control.MaxState {
+		return fmt.Errorf("update: --state %d: out of range (1 to %d)", st, control.MaxState)
+	}
+	req := control.Request{Op: control.OpUpdate, Label: l, State: int(st), MaxTime: c.Duration("maxtime"),
+		DiscardState: c.Bool("discard-state")}
 	if b := c.String("binary"); b != "" {
 		if req.Binary, err = filepath.Abs(b); err != nil {
 			return err

@@ -39,6 +39,34 @@ func TestRequestDecoding(t *testing.T) {
 	}
 }
 
+// An integer that does not fit its field is invalid, not cut to fit:
+// state 4294967297 is not state 1.
+func TestRequestIntegersMustFit(t *testing.T) {
+	enc := func(v any) []byte { b, _ := msgpack.Marshal(v); return b }
+	bad := map[string]map[string]any{
+		"state 2^32+1":          {"op": OpUpdate, "label": "kv", "state": uint64(1<<32 + 1)},
+		"state 2^64-1":          {"op": OpUpdate, "label": "kv", "state": uint64(1<<64 - 1)},
+		"state -1":              {"op": OpUpdate, "label": "kv", "state": -1},
+		"state 1.5":             {"op": OpUpdate, "label": "kv", "state": 1.5},
+		"maxtime 2^63":          {"op": OpUpdate, "label": "kv", "maxtime": uint64(1 << 63)},
+		"maxtime -1":            {"op": OpUpdate, "label": "kv", "maxtime": -1},
+		"memory -1":             {"op": OpUp, "label": "kv", "spec": map[string]any{"memory": -1}},
+		"max_restarts 2^63":     {"op": OpUp, "label": "kv", "spec": map[string]any{"max_restarts": uint64(1 << 63)}},
+		"period 2^64-1":         {"op": OpUp, "label": "kv", "spec": map[string]any{"period": uint64(1<<64 - 1)}},
+		"open_files float 10.5": {"op": OpUp, "label": "kv", "spec": map[string]any{"open_files": 10.5}},
+	}
+	for name, fields := range bad {
+		r, err := DecodeRequest(enc(fields))
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: decoded as %+v, %v; want ErrInvalid", name, r, err)
+		}
+	}
+	good := enc(map[string]any{"op": OpUpdate, "label": "kv", "state": uint64(1<<32 - 1), "maxtime": int64(1<<63 - 1)})
+	if r, err := DecodeRequest(good); err != nil || r.State != 1<<32-1 || r.MaxTime != 1<<63-1 {
+		t.Errorf("widest values that fit: %+v, %v", r, err)
+	}
+}
+
 func FuzzDecodeRequest(f *testing.F) {
 	args := []string{"a"}
 	bin := "/bin/kv"

@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -46,6 +47,9 @@ type Request struct {
 	Binary  string        `msgpack:"binary,omitempty"`
 	State   int           `msgpack:"state,omitempty"`
 	MaxTime time.Duration `msgpack:"maxtime,omitempty"`
+	// DiscardState: for update, commit even if the new instance does not
+	// take the state and fds it is handed (else that rolls the update back).
+	DiscardState bool `msgpack:"discard_state,omitempty"`
 }
 
 // Reply is rs's answer. Err empty means success; then Code is empty too.
@@ -98,6 +102,10 @@ type Status struct {
 	StandbyPid int      `msgpack:"standby_pid" json:"standby_pid"` // 0 when none runs
 }
 
+// MaxState is the largest update state: the wire to the services
+// carries it in 32 bits.
+const MaxState = math.MaxUint32
+
 // MaxRequest bounds a request packet; MaxReply bounds what a client
 // reassembles of one reply.
 const (
@@ -119,6 +127,17 @@ func DecodeRequest(b []byte) (Request, error) {
 	}
 	if err := msgpack.NewDecoder(bytes.NewReader(b)).Decode(&r); err != nil {
 		return Request{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	// An integer that does not fit its field is not silently cut to it:
+	// state 4294967297 is not state 1.
+	if err := msg.CheckFit(b, &r); err != nil {
+		return Request{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if r.State < 0 || r.State > MaxState {
+		return Request{}, fmt.Errorf("%w: state %d out of range (1 to %d)", ErrInvalid, r.State, MaxState)
+	}
+	if r.MaxTime < 0 {
+		return Request{}, fmt.Errorf("%w: maxtime %v: must be positive", ErrInvalid, r.MaxTime)
 	}
 	switch r.Op {
 	case OpStatus, OpShutdown:
