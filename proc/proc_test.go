@@ -16,7 +16,9 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("PROC_TEST_ROLE") {
 	case "":
-		os.Exit(m.Run())
+		code := m.Run()
+		ReleaseContainment()
+		os.Exit(code)
 	case "exit":
 		n, _ := strconv.Atoi(os.Getenv("PROC_TEST_ARG"))
 		os.Exit(n)
@@ -35,6 +37,20 @@ func TestMain(m *testing.M) {
 		self, _ := os.Executable()
 		c := exec.Command(self)
 		c.Env = []string{"PROC_TEST_ROLE=sleep"}
+		if err := c.Start(); err != nil {
+			os.Exit(2)
+		}
+		fmt.Println(c.Process.Pid)
+		os.Stdout.Sync()
+		for {
+			time.Sleep(time.Hour) // block forever, without tripping deadlock detection
+		}
+	case "setsid":
+		// A child that leaves the group and the session.
+		self, _ := os.Executable()
+		c := exec.Command(self)
+		c.Env = []string{"PROC_TEST_ROLE=sleep"}
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := c.Start(); err != nil {
 			os.Exit(2)
 		}
