@@ -621,8 +621,9 @@ func (l *leaf) finish() (oomKills int) {
 func (l *leaf) remove() {
 	l.closeFD()
 	for _, d := range []string{l.v2, l.v1mem, l.v1pids} {
-		if d != "" {
-			_ = unix.Rmdir(d)
+		if d != "" && unix.Rmdir(d) == unix.EBUSY {
+			// A service with the rights made cgroups of its own inside.
+			_ = removeTree(d)
 		}
 	}
 }

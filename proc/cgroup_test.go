@@ -126,23 +126,21 @@ func (c *cgroups) v1memRel() string {
 func TestLimitsWithoutPtrace(t *testing.T) {
 	noPtrace = true
 	defer func() { noPtrace = false }()
-	prog := buildC(t, "first", firstSrc)
-	r, w := pipe(t)
-	p, err := Start(Spec{Path: prog, Stdout: w, Limits: []Limit{{unix.RLIMIT_NOFILE, 64}}})
+	self, _ := os.Executable()
+	p, err := Start(Spec{Path: self, Env: []string{"PROC_TEST_ROLE=sleep"}, Name: "late", Pids: 20, Limits: []Limit{{unix.RLIMIT_NOFILE, 64}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	readLine(t, r)
-	waitDone(t, p)
-	p = start(t, "sleep", "", nil)
+	defer func() { p.Kill(); waitDone(t, p) }()
 	var rl unix.Rlimit
-	p2, err := Start(Spec{Path: os.Args[0], Env: []string{"PROC_TEST_ROLE=sleep"}, Limits: []Limit{{unix.RLIMIT_NOFILE, 64}}})
-	if err != nil {
-		t.Fatal(err)
+	if err := unix.Prlimit(p.Pid(), unix.RLIMIT_NOFILE, nil, &rl); err != nil || rl.Cur != 64 || rl.Max != 64 {
+		t.Fatalf("nofile of an untraced start: %+v %v", rl, err)
 	}
-	defer func() { p2.Kill(); waitDone(t, p2) }()
-	if err := unix.Prlimit(p2.Pid(), unix.RLIMIT_NOFILE, nil, &rl); err != nil || rl.Cur != 64 {
-		t.Fatalf("nofile of an untraced start: %v %v", rl, err)
+	if Containment().Pids == ctlV1 {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid()))
+		if !strings.Contains(string(b), "pids:") || !strings.Contains(string(b), "/late.") {
+			t.Fatalf("untraced start not in its v1 pids cgroup: %q", b)
+		}
 	}
 }
 

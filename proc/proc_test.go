@@ -233,6 +233,25 @@ func TestStartMissingBinary(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("Start of a missing binary: %v", err)
 	}
+	// Traced for its limits, and with a cgroup: the same error, no leaf left.
+	_, err = Start(Spec{Path: "/nonexistent/binary", Name: "missing", Memory: 1 << 30, Limits: []Limit{{Resource: 7, Value: 64}}})
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("Start of a missing binary with limits: %v", err)
+	}
+	if cg.v2 != "" {
+		if ents, _ := os.ReadDir(cg.v2); hasLeaf(ents, "missing.") {
+			t.Fatal("a failed start left its cgroup")
+		}
+	}
+}
+
+func hasLeaf(ents []os.DirEntry, prefix string) bool {
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func TestStatFlags(t *testing.T) {

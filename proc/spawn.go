@@ -74,11 +74,16 @@ func spawnOne(r spawnReq) spawnRes {
 		if !errors.Is(err, syscall.EPERM) {
 			return spawnRes{pid, err}
 		}
-		// The child failed at PTRACE_TRACEME or at execve itself; the
-		// untraced try below tells them apart.
+		// The child failed at PTRACE_TRACEME or at execve itself: an
+		// untraced try tells them apart.
+		pid, _, err = syscall.StartProcess(r.path, r.argv, r.attr)
+		if err != nil {
+			return spawnRes{pid, err}
+		}
 		if !ptraceRefused.Swap(true) {
 			slog.Warn("proc: ptrace refused (EPERM): limits and cgroups are applied right after exec, racing the program's first instructions", "binary", r.path)
 		}
+		return spawnRes{pid, r.atExec(pid)}
 	}
 	pid, _, err := syscall.StartProcess(r.path, r.argv, r.attr)
 	if err != nil {
