@@ -8,13 +8,60 @@
 // PR_SET_PDEATHSIG SIGKILL from a fork thread that never exits, so a
 // service dies with rs even when rs is SIGKILLed.
 //
+// Limits from the first instruction. A child with rlimits to set (or v1
+// cgroups to join) calls PTRACE_TRACEME just before execve; a successful
+// execve stops it with SIGTRAP before the new program's first
+// instruction. The fork thread, its tracer, waits for that stop
+// (waitid WSTOPPED|__WALL, WNOWAIT for exits), sets the rlimits with
+// prlimit, writes the pid into the v1 cgroups and detaches with no
+// signal. So neither a big mmap at the program's start nor a child it
+// forks at once runs unlimited. Where PTRACE_TRACEME is refused (EPERM:
+// Yama ptrace_scope 3, a seccomp filter) Start logs it once and from then
+// on applies them right after exec, as a fallback that a program can race.
+// The stop costs one wait and one ptrace call on the fork thread
+// (BenchmarkStart).
+//
+// Containment. InitContainment (rs calls it at start; Start does on
+// first use) reads /proc/self/mountinfo and /proc/self/cgroup. Where
+// cgroup v2 is mounted and rs can make a directory in its own v2 cgroup
+// (the 0:: line), rs's subtree is <own cgroup>/rs-<pid>-<start time>,
+// the start time being field 22 of /proc/<pid>/stat: a pid reused by a
+// later process does not match, so a subtree whose rs is gone is known
+// as such, and one whose rs is alive is never touched. Before making its
+// own, rs kills (cgroup.kill) and removes every subtree there of an rs
+// that is gone: the orphans an rs that was SIGKILLed left behind (its
+// leaders died by PDEATHSIG, their groups with them, but a setsid
+// grandchild did not). Each instance is then born into a leaf
+// <subtree>/<name>.<n> (clone3 CLONE_INTO_CGROUP, Process.Cgroup), so
+// none of its descendants can leave it. Without cgroup v2, cgroup.kill
+// (Linux 5.14) or write access, containment is by process group alone
+// (Info.Mode says which). v2's rule against processes in a cgroup with
+// controllers does not bite: rs's subtree holds none, and it enables
+// there only the memory and pids controllers its parent hands down.
+//
+// Limits by cgroup. Spec.Memory and Spec.Pids bound the whole tree: in
+// the v2 leaf (memory.max with memory.swap.max 0, pids.max) where the
+// subtree has those controllers, else in per-instance cgroups of the same
+// name under rs's own cgroup in the v1 memory and pids hierarchies
+// (memory.limit_in_bytes, pids.max), which the child joins at its exec
+// stop. Without a controller the limit is not set there; the caller
+// still has rlimits. Exit.OOMKills is the memory controller's own count
+// (v2 memory.events oom_kill, v1 memory.oom_control oom_kill), read by
+// the waiter once the instance is gone.
+//
 // Each Process has exactly one waiter, a goroutine started by Start that
 // ends when the child is reaped. Where the kernel has pidfds the waiter
 // sleeps in the runtime's poller on the pidfd, so a thousand children
 // cost a thousand parked goroutines, not a thousand threads. When the
 // leader exits the waiter first sends SIGKILL to the rest of its group,
 // while the leader, still a zombie, keeps the group id from being reused,
-// and only then reaps it: a service's children never outlive it.
+// and writes cgroup.kill of its leaf; it reaps the leader, then waits
+// (poll on cgroup.events, bounded) for `populated 0`, reads the OOM
+// count and removes the instance's cgroups. Only then is Done closed: a
+// service's children, setsid or not, never outlive it. The cgroup work
+// is all on the spawning goroutine, the fork thread and the waiter,
+// never on the caller's loop. ReleaseContainment, at rs's end, kills
+// and removes whatever is left of its subtree.
 //
 // Signals. Every signal rs sends a service goes to its whole process
 // group with kill(-pgid) (SignalGroup, Kill, Stop), and only while the

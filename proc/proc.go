@@ -33,9 +33,16 @@ type Spec struct {
 	Files  []*os.File // become fds FirstFD, FirstFD+1, ... in the child
 	Stdout *os.File   // nil: this process's stdout
 	Stderr *os.File   // nil: this process's stderr
-	// Limits are set on the child right after it has exec'd (the fork is
-	// a vfork, so Start returns only then): soft and hard alike.
+	// Limits are set on the child after its execve and before the
+	// program's first instruction (see Start): soft and hard alike.
 	Limits []Limit
+	// Name names the process's cgroups (any text; it is made safe).
+	Name string
+	// Memory (bytes) and Pids (processes) limit the process and all its
+	// descendants together, by cgroup, where a memory or pids controller
+	// is available to rs (Containment tells); 0: no limit.
+	Memory uint64
+	Pids   int
 	// Exited, if set, is called by the process's waiter once the process
 	// is reaped, after Done is closed: a way to hear of the end without a
 	// goroutine of one's own waiting on Done.
@@ -61,6 +68,12 @@ type Process struct {
 	pidfd  *os.File // nil when the kernel has no pidfd
 
 	exited func(Exit)
+
+	// Cgroup is the process's cgroup v2 leaf, relative to the v2 mount,
+	// as the 0:: line of /proc/<pid>/cgroup shows it; "" when it has
+	// none (containment by process group).
+	Cgroup string
+	leaf   *leaf
 }
 
 // Exit is how a process ended.
@@ -69,6 +82,9 @@ type Exit struct {
 	Signal syscall.Signal // the signal that killed it, or 0
 	Core   bool
 	CPU    time.Duration // user and system CPU time it used
+	// OOMKills is how many of its processes the memory controller of its
+	// cgroup killed (0 without one).
+	OOMKills int
 }
 
 // Success is a clean exit 0.
@@ -91,8 +107,27 @@ func (e Exit) String() string {
 // Start starts the process described by spec in a new process group, with
 // stdin on /dev/null, spec.Files from FirstFD on and nothing else
 // inherited (every fd this process opens is close-on-exec). The child gets SIGKILL
-// if rs dies, so no service outlives rs unsupervised.
+// if rs dies, so no service outlives rs unsupervised. Where rs has cgroup
+// v2 the child is born into a leaf cgroup of its own (Process.Cgroup).
+// Its rlimits, and its v1 cgroups where those hold its limits, are in
+// place before the program's first instruction.
 func Start(spec Spec) (*Process, error) {
+	InitContainment(nil)
+	leaf, err := newLeaf(spec.Name, spec.Memory, spec.Pids)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
+	}
+	p, err := startIn(spec, leaf)
+	if err != nil {
+		if leaf != nil {
+			leaf.remove()
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+func startIn(spec Spec, leaf *leaf) (*Process, error) {
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
@@ -120,27 +155,51 @@ func Start(spec Spec) (*Process, error) {
 			PidFD:     &pidfd,
 		},
 	}
+	if leaf != nil && leaf.v2fd >= 0 {
+		// CLONE_INTO_CGROUP: the child is in its leaf from birth.
+		attr.Sys.UseCgroupFD = true
+		attr.Sys.CgroupFD = leaf.v2fd
+	}
+	var atExec func(int) error
+	if len(spec.Limits) > 0 || leaf.needsJoin() {
+		atExec = func(pid int) error {
+			for _, l := range spec.Limits {
+				rl := unix.Rlimit{Cur: l.Value, Max: l.Value}
+				if err := unix.Prlimit(pid, l.Resource, &rl, nil); err != nil {
+					return fmt.Errorf("limit %d: %w", l.Resource, err)
+				}
+			}
+			if leaf != nil {
+				return leaf.join(pid)
+			}
+			return nil
+		}
+	}
 	argv := append([]string{spec.Path}, spec.Args...)
-	pid, err := startLocked(spec.Path, argv, attr)
+	pid, err := startLocked(spec.Path, argv, attr, atExec)
 	runtime.KeepAlive(spec.Files)
 	runtime.KeepAlive(stdout)
 	runtime.KeepAlive(stderr)
+	leaf.closeFD()
 	if err != nil {
+		if pid > 0 {
+			unix.Kill(-pid, syscall.SIGKILL)
+			leaf.kill()
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, unix.WALL, nil)
+			if leaf != nil && leaf.v2 != "" {
+				waitEmpty(leaf.v2, emptyBound)
+			}
+		}
+		if pidfd >= 0 {
+			unix.Close(pidfd)
+		}
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
 	}
-	for _, l := range spec.Limits {
-		rl := unix.Rlimit{Cur: l.Value, Max: l.Value}
-		if err := unix.Prlimit(pid, l.Resource, &rl, nil); err != nil {
-			unix.Kill(-pid, syscall.SIGKILL)
-			var ws unix.WaitStatus
-			unix.Wait4(pid, &ws, 0, nil)
-			if pidfd >= 0 {
-				unix.Close(pidfd)
-			}
-			return nil, fmt.Errorf("start %s: limit %d: %w", spec.Path, l.Resource, err)
-		}
+	p := &Process{pid: pid, done: make(chan struct{}), exited: spec.Exited, leaf: leaf}
+	if leaf != nil {
+		p.Cgroup = leaf.rel
 	}
-	p := &Process{pid: pid, done: make(chan struct{}), exited: spec.Exited}
 	if pidfd >= 0 {
 		if err := unix.SetNonblock(pidfd, true); err == nil {
 			p.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
@@ -278,6 +337,9 @@ func (p *Process) wait() {
 	} else {
 		p.waitPid()
 	}
+	// cgroup.kill went out with the group's SIGKILL; populated 0 says
+	// the last of the tree is gone.
+	p.exit.OOMKills = p.leaf.finish()
 	close(p.done)
 	if p.exited != nil {
 		p.exited(p.exit)
@@ -304,6 +366,7 @@ func (p *Process) waitPidfd() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_ = unix.Kill(-p.pid, syscall.SIGKILL) // stragglers of the group
+	p.leaf.kill()                          // and of the cgroup, setsid or not
 	_ = unix.SetNonblock(int(p.pidfd.Fd()), false)
 	var info unix.Siginfo
 	var ru unix.Rusage
@@ -338,6 +401,7 @@ func (p *Process) waitPid() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_ = unix.Kill(-p.pid, syscall.SIGKILL)
+	p.leaf.kill()
 	for {
 		_, e := unix.Wait4(p.pid, &ws, 0, &ru)
 		if e != unix.EINTR {

@@ -16,7 +16,9 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("PROC_TEST_ROLE") {
 	case "":
-		os.Exit(m.Run())
+		code := m.Run()
+		ReleaseContainment()
+		os.Exit(code)
 	case "exit":
 		n, _ := strconv.Atoi(os.Getenv("PROC_TEST_ARG"))
 		os.Exit(n)
@@ -35,6 +37,20 @@ func TestMain(m *testing.M) {
 		self, _ := os.Executable()
 		c := exec.Command(self)
 		c.Env = []string{"PROC_TEST_ROLE=sleep"}
+		if err := c.Start(); err != nil {
+			os.Exit(2)
+		}
+		fmt.Println(c.Process.Pid)
+		os.Stdout.Sync()
+		for {
+			time.Sleep(time.Hour) // block forever, without tripping deadlock detection
+		}
+	case "setsid":
+		// A child that leaves the group and the session.
+		self, _ := os.Executable()
+		c := exec.Command(self)
+		c.Env = []string{"PROC_TEST_ROLE=sleep"}
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := c.Start(); err != nil {
 			os.Exit(2)
 		}
@@ -217,6 +233,25 @@ func TestStartMissingBinary(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("Start of a missing binary: %v", err)
 	}
+	// Traced for its limits, and with a cgroup: the same error, no leaf left.
+	_, err = Start(Spec{Path: "/nonexistent/binary", Name: "missing", Memory: 1 << 30, Limits: []Limit{{Resource: 7, Value: 64}}})
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("Start of a missing binary with limits: %v", err)
+	}
+	if cg.v2 != "" {
+		if ents, _ := os.ReadDir(cg.v2); hasLeaf(ents, "missing.") {
+			t.Fatal("a failed start left its cgroup")
+		}
+	}
+}
+
+func hasLeaf(ents []os.DirEntry, prefix string) bool {
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func TestStatFlags(t *testing.T) {

@@ -2,10 +2,14 @@ package proc
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -18,10 +22,13 @@ import (
 // on one thread that is locked for the life of the process and never
 // exits: the spawner below. It is started once and lives as long as rs.
 type spawnReq struct {
-	path  string
-	argv  []string
-	attr  *syscall.ProcAttr
-	reply chan spawnRes
+	path string
+	argv []string
+	attr *syscall.ProcAttr
+	// atExec, if set, runs once the child has exec'd and before it runs
+	// its first instruction (see spawnOne).
+	atExec func(pid int) error
+	reply  chan spawnRes
 }
 
 type spawnRes struct {
@@ -32,23 +39,98 @@ type spawnRes struct {
 var (
 	spawnOnce sync.Once
 	spawnCh   = make(chan spawnReq)
+	// ptraceRefused is set once PTRACE_TRACEME failed with EPERM (Yama
+	// ptrace_scope 3, a seccomp filter): from then on atExec runs right
+	// after exec instead, racing the program's first instructions.
+	ptraceRefused atomic.Bool
+	// noPtrace, for tests, makes spawns act as if ptrace were refused.
+	noPtrace bool
 )
 
 func spawner() {
 	runtime.LockOSThread() // never unlocked: this thread must not exit
 	for r := range spawnCh {
-		pid, _, err := syscall.StartProcess(r.path, r.argv, r.attr)
-		r.reply <- spawnRes{pid, err}
+		r.reply <- spawnOne(r)
 	}
 }
 
-func startLocked(path string, argv []string, attr *syscall.ProcAttr) (int, error) {
+// spawnOne forks and execs on the spawner thread. With atExec the child
+// calls PTRACE_TRACEME just before execve: a successful execve then stops
+// it with SIGTRAP before its first instruction, this thread (its tracer)
+// runs atExec (rlimits, cgroups), and detaches with no signal, so the
+// program starts with everything already in force.
+func spawnOne(r spawnReq) spawnRes {
+	if r.atExec == nil {
+		pid, _, err := syscall.StartProcess(r.path, r.argv, r.attr)
+		return spawnRes{pid, err}
+	}
+	if !ptraceRefused.Load() && !noPtrace {
+		r.attr.Sys.Ptrace = true
+		pid, _, err := syscall.StartProcess(r.path, r.argv, r.attr)
+		r.attr.Sys.Ptrace = false
+		if err == nil {
+			return spawnRes{pid, atExecStop(pid, r.atExec)}
+		}
+		if !errors.Is(err, syscall.EPERM) {
+			return spawnRes{pid, err}
+		}
+		// The child failed at PTRACE_TRACEME or at execve itself: an
+		// untraced try tells them apart.
+		pid, _, err = syscall.StartProcess(r.path, r.argv, r.attr)
+		if err != nil {
+			return spawnRes{pid, err}
+		}
+		if !ptraceRefused.Swap(true) {
+			slog.Warn("proc: ptrace refused (EPERM): limits and cgroups are applied right after exec, racing the program's first instructions", "binary", r.path)
+		}
+		return spawnRes{pid, r.atExec(pid)}
+	}
+	pid, _, err := syscall.StartProcess(r.path, r.argv, r.attr)
+	if err != nil {
+		return spawnRes{pid, err}
+	}
+	return spawnRes{pid, r.atExec(pid)}
+}
+
+// atExecStop waits for the traced child's stop after execve, runs f and
+// detaches. If f fails the child is killed; Start reaps it.
+func atExecStop(pid int, f func(int) error) error {
+	var info unix.Siginfo
+	var err error
+	for {
+		// WNOWAIT: an exit (it was killed) stays for the reaper.
+		err = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WSTOPPED|unix.WNOWAIT|unix.WALL, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("wait for exec stop: %w", err)
+	}
+	if code := siginfoCode(&info); code != cldTrapped && code != cldStopped {
+		return fmt.Errorf("ended before its first instruction: %v", exitFromSiginfo(&info))
+	}
+	// Take the stop off the wait queue; exits stay there.
+	var consumed unix.Siginfo
+	_ = unix.Waitid(unix.P_PID, pid, &consumed, unix.WSTOPPED|unix.WNOHANG|unix.WALL, nil)
+	err = f(pid)
+	if err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+	}
+	if e := unix.PtraceDetach(pid); e != nil && err == nil && e != unix.ESRCH {
+		unix.Kill(pid, unix.SIGKILL)
+		err = fmt.Errorf("ptrace detach: %w", e)
+	}
+	return err
+}
+
+func startLocked(path string, argv []string, attr *syscall.ProcAttr, atExec func(int) error) (int, error) {
 	spawnOnce.Do(func() {
 		closeOnExecInherited()
 		go spawner()
 	})
 	reply := make(chan spawnRes, 1)
-	spawnCh <- spawnReq{path, argv, attr, reply}
+	spawnCh <- spawnReq{path, argv, attr, atExec, reply}
 	r := <-reply
 	return r.pid, r.err
 }
@@ -73,6 +155,10 @@ func siginfoBytes(info *unix.Siginfo) []byte {
 	return (*[unsafe.Sizeof(unix.Siginfo{})]byte)(unsafe.Pointer(info))[:]
 }
 
+func siginfoCode(info *unix.Siginfo) int32 {
+	return int32(binary.NativeEndian.Uint32(siginfoBytes(info)[8:]))
+}
+
 func siginfoPid(info *unix.Siginfo) int {
 	return int(int32(binary.NativeEndian.Uint32(siginfoBytes(info)[16:])))
 }
@@ -93,6 +179,8 @@ func exitFromSiginfo(info *unix.Siginfo) Exit {
 
 // si_code values of SIGCHLD (asm-generic/siginfo.h).
 const (
-	cldExited = 1
-	cldDumped = 3
+	cldExited  = 1
+	cldDumped  = 3
+	cldTrapped = 4
+	cldStopped = 5
 )

@@ -110,6 +110,17 @@ func exitReason(spec Spec, exit proc.Exit) string {
 		exit.CPU >= spec.CPUTime.Truncate(time.Second)/2 {
 		return fmt.Sprintf("cpu-limit: %s after %v of CPU (cpu_time %v)", exit, exit.CPU.Round(10*time.Millisecond), spec.CPUTime)
 	}
+	if exit.OOMKills > 0 {
+		// The memory controller counted it: no guess.
+		lim := ""
+		if spec.Memory > 0 {
+			lim = fmt.Sprintf(" (memory limit %d MiB in force)", spec.Memory>>20)
+		}
+		if exit.Signal == syscall.SIGKILL {
+			return "oom-killed: " + exit.String() + lim
+		}
+		return fmt.Sprintf("terminated: %s (oom-killed %d of its processes)%s", exit, exit.OOMKills, lim)
+	}
 	reason := "terminated: " + exit.String()
 	if spec.Memory > 0 && !exit.Success() {
 		// The kernel does not say that an allocation failed; name the

@@ -8,10 +8,10 @@ import (
 	"github.com/reincarnation/rs/proc"
 )
 
-// What could block stays off the loop: starting a process (stat, fork,
-// exec, prlimit) happens in a goroutine per spawn, and closing fds a
-// service handed over (a socket with SO_LINGER set waits out its linger
-// time in close) in a goroutine per batch.
+// What could block stays off the loop: starting a process (stat, cgroup
+// mkdir and limits, fork, exec, prlimit) happens in a goroutine per
+// spawn, and closing fds a service handed over (a socket with SO_LINGER
+// set waits out its linger time in close) in a goroutine per batch.
 
 // startProcess starts inst's process off the loop, in a goroutine that
 // posts evSpawned and ends. The process's own waiter (package proc) posts
@@ -20,6 +20,9 @@ func (s *Server) startProcess(inst *instance) {
 	spec := inst.spec
 	env := append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+spec.Label)
 	go func() {
+		if spec.Pids > 0 && proc.Containment().Pids == "" {
+			s.log.Warn("pids limit not enforced: rs has no pids controller", "label", spec.Label, "pids", spec.Pids)
+		}
 		posted := make(chan struct{})
 		p, drv, err := startSef(spec, env, func(exit proc.Exit) {
 			<-posted
@@ -46,6 +49,9 @@ func startSef(spec Spec, env []string, exited func(proc.Exit)) (*proc.Process, *
 		Env:    append(env, chanEnv),
 		Files:  []*os.File{child},
 		Limits: spec.limits(),
+		Name:   spec.Label,
+		Memory: spec.Memory,
+		Pids:   spec.Pids,
 		Exited: exited,
 	})
 	child.Close()

@@ -75,14 +75,20 @@ type Spec struct {
 	// `service clone`) that replaces a crashed one at once.
 	Standby bool
 
-	// Resource limits, set on each instance right after exec (prlimit;
-	// soft and hard alike). Zero: no limit. Memory is RLIMIT_DATA (heap
-	// and private writable mappings: what a program really uses; a Go
-	// program needs about 100 MiB of it to start); OpenFiles is
-	// RLIMIT_NOFILE; CPUTime is RLIMIT_CPU, whole seconds.
+	// Resource limits, set on each instance after its execve and before
+	// its first instruction (soft and hard alike). Zero: no limit. Memory
+	// is RLIMIT_DATA (heap and private writable mappings: what a program
+	// really uses; a Go program needs about 100 MiB of it to start) and,
+	// where rs has a memory controller, the limit of the service's cgroup
+	// (all its processes together); OpenFiles is RLIMIT_NOFILE; CPUTime
+	// is RLIMIT_CPU, whole seconds.
 	Memory    uint64
 	OpenFiles uint64
 	CPUTime   time.Duration
+	// Pids is the most processes the service may have, by its cgroup's
+	// pids controller (config `pids`); zero: no limit. Without a pids
+	// controller it is not enforced, and each start logs so.
+	Pids int
 
 	// File and Line name where the service was configured ("" for `service up`).
 	File string

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/reincarnation/rs/proc"
 	"github.com/reincarnation/rs/rs/control"
 )
 
@@ -71,6 +72,7 @@ func (s *Server) daemon() *control.Daemon {
 		Goroutines:    runtime.NumGoroutine(),
 		UnknownEvents: s.unknownEvents.Load(),
 		Closing:       s.closing.Load(),
+		Containment:   proc.Containment().Mode,
 	}
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 		d.FDs = len(ents) - 1 // less the one reading the directory

@@ -123,6 +123,11 @@ func (s Spec) Apply(p *control.Patch) (Spec, error) {
 				bad("open_files: want a positive integer, got 0")
 				return
 			}
+		case "pids":
+			if v.(int) <= 0 {
+				bad("pids %d: want a positive number of processes", v.(int))
+				return
+			}
 		case "memory":
 			if v.(uint64) == 0 {
 				bad("memory 0: want a positive number of bytes")

@@ -33,6 +33,7 @@ func TestApply(t *testing.T) {
 		"max_restarts": `service "kv": max_restarts 0: want a positive number`,
 		"open_files":   `service "kv": open_files: want a positive integer, got 0`,
 		"memory":       `service "kv": memory 0: want a positive number of bytes`,
+		"pids":         `service "kv": pids 0: want a positive number of processes`,
 	} {
 		var p control.Patch
 		if err := p.SetFlag(k, "0"); err != nil {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -198,6 +200,43 @@ func runRole(role string, args []string) int {
 			return 4
 		}
 		return serveForever(s)
+	case "setsider": // leaves a child outside its group and session, writes its pid to args[0]
+		self, _ := os.Executable()
+		child := exec.Command(self, "-role", "sleeper")
+		child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := child.Start(); err != nil {
+			return 1
+		}
+		if err := writeAtomic(args[0], fmt.Sprint(child.Process.Pid)); err != nil {
+			return 1
+		}
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		return serveForever(s)
+	case "many": // args[1] children of `sleep` in its group and one setsid; their pids to args[0]
+		n, _ := strconv.Atoi(args[1])
+		var pids []string
+		for i := 0; i <= n; i++ {
+			c := exec.Command("sleep", "1000")
+			if i == n {
+				c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			}
+			if err := c.Start(); err != nil {
+				fmt.Fprintln(os.Stderr, "many:", err)
+				return 1
+			}
+			pids = append(pids, fmt.Sprint(c.Process.Pid))
+		}
+		if err := writeAtomic(args[0], strings.Join(pids, "\n")); err != nil {
+			return 1
+		}
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		return serveForever(s)
 	case "plain": // the smallest well-behaved service
 		s, err := sef.Startup(sef.Callbacks{})
 		if err != nil {
@@ -207,6 +246,14 @@ func runRole(role string, args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "unknown role", role)
 	return 2
+}
+
+// writeAtomic writes a file that a reader sees whole or not at all.
+func writeAtomic(path, text string) error {
+	if err := os.WriteFile(path+".tmp", []byte(text), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }
 
 // rawInit does the start-up handshake by hand, for roles that then say

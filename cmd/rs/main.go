@@ -17,6 +17,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/reincarnation/rs/proc"
 	"github.com/reincarnation/rs/rs"
 	"github.com/reincarnation/rs/rs/control"
 )
@@ -98,6 +99,10 @@ func run(c *cli.Context) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP)
 
+	// Before the first service: the cgroups an rs that was SIGKILLed left
+	// behind are emptied here.
+	proc.InitContainment(log)
+	defer proc.ReleaseContainment()
 	srv := rs.New(rs.Options{Logger: log})
 	ctl := &control.Server{Handler: srv.Handle, Log: log}
 	go srv.Run()

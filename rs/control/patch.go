@@ -34,9 +34,10 @@ type Patch struct {
 	MaxRestarts   *int           `msgpack:"max_restarts,omitempty" usage:"restarts after runs shorter than backoff_reset, within restart_window, before failed; negative: unlimited (default 10)"`
 	RestartWindow *time.Duration `msgpack:"restart_window,omitempty" usage:"window of max_restarts (default 1m)"`
 	FailedRetry   *time.Duration `msgpack:"failed_retry,omitempty" usage:"a failed service is tried again after this long; 0s: never (default 1m)"`
-	Memory        *uint64        `msgpack:"memory,omitempty" unit:"bytes" usage:"memory limit (RLIMIT_DATA), e.g. 256MiB"`
+	Memory        *uint64        `msgpack:"memory,omitempty" unit:"bytes" usage:"memory limit (RLIMIT_DATA, and the cgroup's where rs has a memory controller), e.g. 256MiB"`
 	OpenFiles     *uint64        `msgpack:"open_files,omitempty" usage:"open files limit (RLIMIT_NOFILE)"`
 	CPUTime       *time.Duration `msgpack:"cpu_time,omitempty" usage:"CPU time limit (RLIMIT_CPU), e.g. 10m"`
+	Pids          *int           `msgpack:"pids,omitempty" usage:"most processes the service may have (cgroup pids controller)"`
 }
 
 // Kind is the type of a setting's value.

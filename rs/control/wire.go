@@ -83,6 +83,10 @@ type Daemon struct {
 	// Closing counts fds a service handed over that rs is closing off its
 	// loop (a socket with SO_LINGER set can take its linger time).
 	Closing int64 `msgpack:"closing" json:"closing"`
+	// Containment is how rs holds each service's processes together:
+	// "cgroup" (a cgroup v2 leaf per instance, killed with cgroup.kill)
+	// or "process-group".
+	Containment string `msgpack:"containment" json:"containment"`
 }
 
 // Status is one row of `service status`; its JSON form is the SPEC's.
