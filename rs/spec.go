@@ -73,6 +73,10 @@ type Spec struct {
 	OpenFiles uint64
 	CPUTime   time.Duration
 
+	// Control lets the service's own processes send control requests
+	// (config `control = true`); without it rs refuses them.
+	Control bool
+
 	// File and Line name where the service was configured ("" for `service up`).
 	File string
 	Line int

@@ -82,7 +82,7 @@ func TestRepliesOfAnySize(t *testing.T) {
 		rows[i] = Status{Label: fmt.Sprintf("s%05d", i), State: StateRunning, Args: []string{arg}}
 	}
 	rows[17].Args = []string{strings.Repeat("y", 3*maxPiece)}
-	c := serve(t, func(req Request, progress func(string)) Reply {
+	c := serve(t, func(req Request, _ Peer, progress func(string)) Reply {
 		progress("one")
 		progress(strings.Repeat("p", 2*maxPiece))
 		return Reply{Services: rows}
@@ -116,7 +116,7 @@ func TestErrorCodes(t *testing.T) {
 		{ErrShutdown, ErrShutdown, "rs is shutting down"},
 	}
 	for _, tc := range cases {
-		c := serve(t, func(Request, func(string)) Reply { return Failure(tc.err) })
+		c := serve(t, func(Request, Peer, func(string)) Reply { return Failure(tc.err) })
 		_, err := c.Do(Request{Op: OpStatus}, nil)
 		if !errors.Is(err, tc.is) || err.Error() != tc.text {
 			t.Errorf("%v: client got %v (is %v: %v)", tc.err, err, tc.is, errors.Is(err, tc.is))
@@ -131,7 +131,7 @@ func TestErrorCodes(t *testing.T) {
 
 // A request that does not decode gets a bad-request reply, not silence.
 func TestBadRequestAnswered(t *testing.T) {
-	c := serve(t, func(Request, func(string)) Reply { t.Error("handler called"); return Reply{} })
+	c := serve(t, func(Request, Peer, func(string)) Reply { t.Error("handler called"); return Reply{} })
 	conn, err := net.Dial("unixpacket", c.Socket)
 	if err != nil {
 		t.Fatal(err)
