@@ -48,13 +48,17 @@ func PrivateDir(dir string) error {
 		}
 		created = false
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	switch {
-	case errors.Is(err, unix.ELOOP):
-		return fmt.Errorf("runtime dir %s: is a symlink, not rs's own directory (remove it, or give --socket)", dir)
-	case errors.Is(err, unix.ENOTDIR):
-		return fmt.Errorf("runtime dir %s: is not a directory (remove it, or give --socket)", dir)
-	case err != nil:
+	// O_PATH: a directory of another uid is looked at, not entered.
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		var lst unix.Stat_t
+		switch {
+		case unix.Lstat(dir, &lst) != nil:
+		case lst.Mode&unix.S_IFMT == unix.S_IFLNK:
+			return fmt.Errorf("runtime dir %s: is a symlink, not rs's own directory (remove it, or give --socket)", dir)
+		case lst.Mode&unix.S_IFMT != unix.S_IFDIR:
+			return fmt.Errorf("runtime dir %s: is not a directory (remove it, or give --socket)", dir)
+		}
 		return fmt.Errorf("runtime dir %s: %w", dir, err)
 	}
 	defer unix.Close(fd)
@@ -66,8 +70,8 @@ func PrivateDir(dir string) error {
 		return fmt.Errorf("runtime dir %s: owned by uid %d, not by rs's uid %d (remove it, or give --socket)", dir, st.Uid, uid)
 	}
 	if created && st.Mode&0o7777 != 0o700 {
-		// Ours, just made: a umask cannot widen it, but be exact.
-		if err := unix.Fchmod(fd, 0o700); err != nil {
+		// Ours, just made (a umask without the owner's bits): be exact.
+		if err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), 0o700, 0); err != nil {
 			return fmt.Errorf("runtime dir %s: %w", dir, err)
 		}
 		st.Mode = st.Mode&^0o7777 | 0o700
