@@ -18,16 +18,18 @@ type Client struct {
 	// Timeout bounds the whole call, from connecting to the final reply;
 	// 0: DefaultTimeout of the request.
 	Timeout time.Duration
+	// Silence bounds the wait for each packet; 0: DefaultSilence.
+	Silence time.Duration
 }
 
-// Silence is the longest a client waits for any packet from rs: while it
-// works on a request that takes long (an up waiting for an init, a down
-// waiting for a graceful stop), rs's connection says it is alive every
-// Keepalive. An rs that says nothing for this long is stopped (SIGSTOP)
-// or wedged.
+// DefaultSilence is the longest a client waits for any packet from rs:
+// while it works on a request that takes long (an up waiting for an
+// init, a down waiting for a graceful stop), rs's connection says it is
+// alive every DefaultKeepalive. An rs that says nothing for this long is
+// stopped (SIGSTOP) or wedged.
 const (
-	Silence   = 5 * time.Second
-	Keepalive = time.Second
+	DefaultSilence   = 5 * time.Second
+	DefaultKeepalive = time.Second
 )
 
 // DefaultTimeout is how long a call of req may take in all: 10s for what
@@ -71,21 +73,25 @@ func (c Client) Do(req Request, progress func(string)) (Reply, error) {
 	if err := checkServer(conn, c.Socket); err != nil {
 		return Reply{}, err
 	}
+	silence := c.Silence
+	if silence <= 0 {
+		silence = DefaultSilence
+	}
 	conn.SetWriteDeadline(deadline)
 	if _, err := conn.Write(b); err != nil {
-		return Reply{}, c.ioError("send to rs", err, deadline, timeout)
+		return Reply{}, c.ioError("send to rs", err, deadline, timeout, silence)
 	}
 	rr := newReplyReader(conn)
 	for {
-		// Each packet within Silence, the whole within the timeout.
-		next := time.Now().Add(Silence)
+		// Each packet within the silence bound, the whole within the timeout.
+		next := time.Now().Add(silence)
 		if deadline.Before(next) {
 			next = deadline
 		}
 		conn.SetReadDeadline(next)
 		r, err := rr.next()
 		if err != nil {
-			return Reply{}, c.ioError("read from rs", err, deadline, timeout)
+			return Reply{}, c.ioError("read from rs", err, deadline, timeout, silence)
 		}
 		if !r.Done {
 			if progress != nil && r.Progress != "" {
@@ -123,11 +129,11 @@ func (c Client) dial(deadline time.Time) (*net.UnixConn, error) {
 	}
 }
 
-func (c Client) ioError(what string, err error, deadline time.Time, timeout time.Duration) error {
+func (c Client) ioError(what string, err error, deadline time.Time, timeout, silence time.Duration) error {
 	switch {
 	case !errors.Is(err, os.ErrDeadlineExceeded):
 	case time.Now().Before(deadline):
-		return fmt.Errorf("%w: rs at %s said nothing for %v (is it stopped?)", ErrTimeout, c.Socket, Silence)
+		return fmt.Errorf("%w: rs at %s said nothing for %v (is it stopped?)", ErrTimeout, c.Socket, silence)
 	default:
 		return fmt.Errorf("%w: rs at %s gave no reply within %v", ErrTimeout, c.Socket, timeout)
 	}

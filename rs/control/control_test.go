@@ -57,12 +57,17 @@ func FuzzDecodeRequest(f *testing.F) {
 // serve runs a Server with h on a socket in a temporary directory.
 func serve(t *testing.T, h Handler) Client {
 	t.Helper()
+	return serveWith(t, &Server{Handler: h})
+}
+
+// serveWith runs srv on a socket in a temporary directory.
+func serveWith(t *testing.T, srv *Server) Client {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "rs.sock")
 	ln, err := Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &Server{Handler: h}
 	done := make(chan struct{})
 	go func() { srv.Serve(ln); close(done) }()
 	t.Cleanup(func() {

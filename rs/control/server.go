@@ -81,6 +81,9 @@ type Server struct {
 	Handler  Handler
 	Log      *slog.Logger
 	MaxConns int // 0: DefaultMaxConns
+	// Keepalive: how often a connection whose request is in progress
+	// tells the client that rs lives; 0: DefaultKeepalive.
+	Keepalive time.Duration
 
 	conns sync.WaitGroup
 
@@ -255,9 +258,14 @@ func (s *Server) serveConn(cn *conn) {
 		send(Failure(err))
 		return
 	}
-	stop := make(chan struct{})
+	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
-		t := time.NewTicker(Keepalive)
+		defer close(stopped)
+		every := s.Keepalive
+		if every <= 0 {
+			every = DefaultKeepalive
+		}
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
@@ -270,6 +278,7 @@ func (s *Server) serveConn(cn *conn) {
 	}()
 	r := s.Handler(req, peer, func(p string) { send(Reply{Progress: p}) })
 	close(stop)
+	<-stopped // no keepalive after the reply
 	r.Done = true
 	send(r)
 }
