@@ -110,8 +110,9 @@ func TestSocketSquatting(t *testing.T) {
 	if err := rsCmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- rsCmd.Wait() }()
+	done := make(chan struct{})
+	var rsErr error
+	go func() { rsErr = rsCmd.Wait(); close(done) }()
 	defer func() {
 		rsCmd.Process.Signal(syscall.SIGTERM)
 		<-done
@@ -139,8 +140,8 @@ func TestSocketSquatting(t *testing.T) {
 			break
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("rs of uid %d with a squatter on %s: exited (%v)", victimUID, old, err)
+		case <-done:
+			t.Fatalf("rs of uid %d with a squatter on %s: exited (%v)", victimUID, old, rsErr)
 		case <-ctx.Done():
 			t.Fatalf("no socket at %s", sock)
 		default:
@@ -160,7 +161,6 @@ func TestSocketSquatting(t *testing.T) {
 	}
 	rsCmd.Process.Signal(syscall.SIGTERM)
 	<-done
-	done <- nil
 
 	// Planted where the directory goes.
 	own := func(p string, uid, mode int) {
@@ -394,10 +394,10 @@ func TestOperatorIO(t *testing.T) {
 		{[]string{"--timeout", "x", "status"}, `invalid value "x" for flag -timeout`},
 	}
 	for _, c := range cases {
-		_, errs, code := runService(t, none, nil, c.args...)
+		out, errs, code := runService(t, none, nil, c.args...)
 		lines := strings.Split(strings.TrimSpace(errs), "\n")
-		if code == 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "service: ") || !strings.Contains(lines[0], c.want) {
-			t.Errorf("service %q: exit %d, stderr %q; want one line with %q", c.args, code, errs, c.want)
+		if code == 0 || out != "" || len(lines) != 1 || !strings.HasPrefix(lines[0], "service: ") || !strings.Contains(lines[0], c.want) {
+			t.Errorf("service %q: exit %d, stdout %d lines, stderr %q; want one line with %q", c.args, code, strings.Count(out, "\n"), errs, c.want)
 		}
 	}
 	if out, _, code := runService(t, none, nil, "help"); code != 0 || !strings.Contains(out, "COMMANDS") {
