@@ -316,6 +316,11 @@ func peerOf(c *net.UnixConn) (Peer, error) {
 		return Peer{}, fmt.Errorf("%w: uid %d may not control this rs", ErrPermission, cred.Uid)
 	}
 	p := Peer{Pid: int(cred.Pid), Uid: int(cred.Uid)}
+	if p.Pid <= 0 {
+		// Its pid has no number here (another pid namespace); and
+		// getpgid(0) would answer rs's own group.
+		return Peer{}, fmt.Errorf("%w: cannot tell which process asked (no pid in rs's pid namespace)", ErrPermission)
+	}
 	if p.Pgid, err = unix.Getpgid(p.Pid); err != nil {
 		return Peer{}, fmt.Errorf("%w: cannot tell which process asked (pid %d: %v)", ErrPermission, p.Pid, err)
 	}
