@@ -299,6 +299,7 @@ args = ["-role", "controller", "$DIR/up.out", "$BIN/service", "--socket", "$DIR/
 	}
 	// The operator is still served, from outside any service.
 	r.mustService("status")
+
 	// With control = true the same service may.
 	r2 := startRS(t, strings.Replace(strings.Split(cfg, "[service.ctl2]")[0], "\"down\", \"other\"]\n", "\"down\", \"other\"]\ncontrol = true\n", 1))
 	r2.waitFor("ctl's command", func() bool {
