@@ -22,6 +22,7 @@ type (
 	// progress lines to prog.
 	evRequest struct {
 		req   control.Request
+		peer  control.Peer // who asked; zero for rs's own callers
 		reply chan<- control.Reply
 		prog  chan<- string
 	}

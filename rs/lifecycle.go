@@ -87,6 +87,10 @@ type instance struct {
 
 	proc *proc.Process // nil while spawning
 	drv  driver        // nil while spawning
+	// cgroup is the instance's own cgroup v2 path, as /proc/<pid>/cgroup
+	// spells it, where it has one: a control request from a process in
+	// it is the service's (inInstance). "" without cgroup containment.
+	cgroup string
 	// reason: why rs ended it (a fault), for last_exit; empty when it
 	// ended on its own.
 	reason       string

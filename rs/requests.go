@@ -13,13 +13,13 @@ import (
 // connection's goroutine: what may block (a look at a new binary, rs's
 // own /proc figures for status) happens here; the request goes to the
 // loop, whose progress lines it relays until the loop's reply.
-func (s *Server) Handle(req control.Request, progress func(string)) control.Reply {
+func (s *Server) Handle(req control.Request, peer control.Peer, progress func(string)) control.Reply {
 	if err := precheck(req); err != nil {
 		return control.Failure(err)
 	}
 	prog := make(chan string, 16)
 	reply := make(chan control.Reply, 1)
-	s.post(evRequest{req: req, reply: reply, prog: prog})
+	s.post(evRequest{req: req, peer: peer, reply: reply, prog: prog})
 	final := func(r control.Reply) control.Reply {
 		// Progress sent before the reply is in prog already.
 		for {
@@ -68,6 +68,32 @@ func precheck(req control.Request) error {
 	return nil
 }
 
+// instanceOf returns the live instance whose processes peer is one of,
+// or nil: the peer is not in any service's tree.
+func (s *Server) instanceOf(peer control.Peer) *instance {
+	for inst := range s.live {
+		if inInstance(peer, inst.pid(), inst.cgroup) {
+			return inst
+		}
+	}
+	return nil
+}
+
+// inInstance tells whether peer is one of an instance's processes: in
+// the process group the instance leads (pgid, its pid; 0 while it
+// spawns), or, where the instance has a cgroup of its own (cgroup, as
+// /proc/<pid>/cgroup spells it), in that cgroup or one below it. A peer
+// without a pid is rs's own caller, not a process.
+func inInstance(peer control.Peer, pgid int, cgroup string) bool {
+	if peer.Pid <= 0 {
+		return false
+	}
+	if pgid > 0 && peer.Pgid == pgid {
+		return true
+	}
+	return cgroup != "" && (peer.Cgroup == cgroup || strings.HasPrefix(peer.Cgroup, cgroup+"/"))
+}
+
 func fail(r chan<- control.Reply, err error) { answer(r, control.Failure(err)) }
 
 // answer sends the loop's reply to a request. Every request gets one,
@@ -87,6 +113,12 @@ func answer(r chan<- control.Reply, rep control.Reply) {
 // answer then.
 func (s *Server) request(ev evRequest) {
 	req := ev.req
+	if inst := s.instanceOf(ev.peer); inst != nil && !inst.spec.Control {
+		fail(ev.reply, control.Errorf(control.CodePermission,
+			"%s refused: pid %d is a process of service %s, which may not control rs (its config has no control = true)",
+			req.Op, ev.peer.Pid, inst.label()))
+		return
+	}
 	if s.shutdown != nil && req.Op != control.OpStatus {
 		if req.Op == control.OpShutdown {
 			s.shutdown.replies = append(s.shutdown.replies, ev.reply)

@@ -103,7 +103,7 @@ func (s *Server) Shutdown() {
 
 // Do runs one control request; progress lines go to prog (may be nil).
 func (s *Server) Do(req control.Request, prog chan<- string) control.Reply {
-	return s.Handle(req, func(p string) {
+	return s.Handle(req, control.Peer{}, func(p string) {
 		if prog != nil {
 			prog <- p
 		}

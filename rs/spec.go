@@ -90,6 +90,10 @@ type Spec struct {
 	// controller it is not enforced, and each start logs so.
 	Pids int
 
+	// Control lets the service's own processes send control requests
+	// (config `control = true`); without it rs refuses them.
+	Control bool
+
 	// File and Line name where the service was configured ("" for `service up`).
 	File string
 	Line int

@@ -28,9 +28,8 @@ var (
 // MaxLabelLen is the longest label rs accepts.
 const MaxLabelLen = 64
 
-// MinPeriod is the shortest ping period and ping timeout rs accepts: a
-// period of a nanosecond would cost rs a whole core.
-const MinPeriod = 10 * time.Millisecond
+// MinPeriod is the shortest ping period and ping timeout rs accepts.
+const MinPeriod = control.MinPeriod
 
 // CheckLabel reports whether label is a valid service label: a letter or
 // digit, then letters, digits, '_', '.' or '-', at most MaxLabelLen bytes.
@@ -79,8 +78,8 @@ func specErrorf(label string, keys []string, format string, args ...any) *SpecEr
 }
 
 // Apply returns s with the settings p gives. It refuses values that have
-// no meaning (a Spec's zero means "default", so an explicit zero where
-// that would surprise is an error). A new period without a new ping
+// no meaning with control.CheckValue, the check `service up` makes
+// before it sends a Patch. A new period without a new ping
 // timeout lets the timeout follow the period again.
 func (s Spec) Apply(p *control.Patch) (Spec, error) {
 	if p == nil {
@@ -93,46 +92,19 @@ func (s Spec) Apply(p *control.Patch) (Spec, error) {
 			return
 		}
 		bad := func(format string, args ...any) { err = specErrorf(s.Label, []string{f.Key}, format, args...) }
-		switch f.Key {
-		case "restart":
-			var r RestartPolicy
-			if r, err = ParseRestart(v.(string)); err != nil {
-				bad("%v", err)
-				return
-			}
-			s.Restart = r
+		if e := control.CheckValue(f.Key, v); e != nil {
+			bad("%v", e)
 			return
-		case "max_restarts":
-			if v.(int) == 0 {
-				bad("max_restarts 0: want a positive number, a negative one for unlimited, or restart = %q", RestartNever)
-				return
-			}
-		case "failed_retry":
+		}
+		if f.Key == "restart" {
+			s.Restart, _ = ParseRestart(v.(string)) // checked
+			return
+		}
+		if f.Key == "failed_retry" && v.(time.Duration) == 0 {
 			// Zero would mean "default" in a Spec; said explicitly it
 			// means never.
-			switch d := v.(time.Duration); {
-			case d < 0:
-				bad("failed_retry %q: negative duration", d.String())
-				return
-			case d == 0:
-				s.FailedRetry = FailedRetryNever
-				return
-			}
-		case "open_files":
-			if v.(uint64) == 0 {
-				bad("open_files: want a positive integer, got 0")
-				return
-			}
-		case "pids":
-			if v.(int) <= 0 {
-				bad("pids %d: want a positive number of processes", v.(int))
-				return
-			}
-		case "memory":
-			if v.(uint64) == 0 {
-				bad("memory 0: want a positive number of bytes")
-				return
-			}
+			s.FailedRetry = FailedRetryNever
+			return
 		}
 		sv.FieldByName(f.Name).Set(reflect.ValueOf(v))
 	})

@@ -3,6 +3,7 @@ package tests
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -243,6 +244,13 @@ func runRole(role string, args []string) int {
 			return 1
 		}
 		return serveForever(s)
+	case "fail-init-msg": // init fails with args[0] as its error
+		sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error { return errors.New(args[0]) }})
+		return 1
+	case "controller": // before its init, runs args[1:] and writes "exit N\n<stderr>" to args[0]
+		return controller(args[0], args[1:])
+	case "squat": // listens on unixpacket args[0] as whoever runs it; says "got N" per connection
+		return squat(args[0])
 	}
 	fmt.Fprintln(os.Stderr, "unknown role", role)
 	return 2
@@ -404,4 +412,51 @@ func lingeringSocket(addr string) (*os.File, error) {
 		sent += n
 	}
 	return f, nil
+}
+// controller is a service that drives rs from inside: the command runs
+// in its process group, as any child of a service would.
+func controller(out string, argv []string) int {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		code = -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+	}
+	if err := os.WriteFile(out+".tmp", fmt.Appendf(nil, "exit %d\n%s", code, stderr.String()), 0o644); err != nil {
+		return 1
+	}
+	os.Rename(out+".tmp", out)
+	s, err := sef.Startup(sef.Callbacks{})
+	if err != nil {
+		return 1
+	}
+	return serveForever(s)
+}
+
+// squat takes a socket path another user's rs or service would use, and
+// reports what each client sent it before hanging up.
+func squat(path string) int {
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		fmt.Println("listen:", err)
+		return 1
+	}
+	os.Chmod(path, 0o666)
+	fmt.Println("ready")
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return 1
+		}
+		buf := make([]byte, 1<<16)
+		n, _ := c.Read(buf) // until the client sends, or hangs up
+		fmt.Printf("got %d\n", n)
+		c.Close()
+	}
 }

@@ -29,7 +29,8 @@ func main() {
 		UsageText: "rs [--config FILE] [--socket PATH] [--log-format text|json] [--log-level L]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "TOML file of services to start"},
-			&cli.StringFlag{Name: "socket", Usage: "control socket (default $RS_SOCKET, else " + control.DefaultSocket() + ")"},
+			&cli.StringFlag{Name: "socket", Usage: "control socket (default: $RS_SOCKET, else rs.sock in rs's private directory, mode 0700: " +
+				"$XDG_RUNTIME_DIR/rs, else /run/rs for root, else $TMPDIR/rs-<uid>; here " + control.DefaultSocket() + ")"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
@@ -84,6 +85,13 @@ func run(c *cli.Context) error {
 		}
 	}
 	sock := c.String("socket")
+	if sock == "" && os.Getenv("RS_SOCKET") == "" {
+		// The default place: a directory of rs's own, so that no other
+		// local user can take the socket's name first.
+		if err := control.PrivateDir(control.RuntimeDir()); err != nil {
+			return err
+		}
+	}
 	if sock == "" {
 		sock = control.DefaultSocket()
 	}

@@ -8,8 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
@@ -20,11 +24,18 @@ func main() {
 	app := &cli.App{
 		Name:      "service",
 		Usage:     "control the services of rs",
-		UsageText: "service [--socket PATH] <command> [flags] <label>",
+		UsageText: "service [--socket PATH] [--timeout D] <command> [flags] <label>",
+		Description: "Flags come before the label. The socket is --socket, else $RS_SOCKET, else rs.sock in\n" +
+			"$XDG_RUNTIME_DIR/rs, else /run/rs for root, else $TMPDIR/rs-<uid> (/tmp/rs-<uid>).\n" +
+			"service talks only to an rs of its own uid or root (SO_PEERCRED). Without --timeout a command\n" +
+			"waits 10s (status, clone, unclone), 1m (up, down, restart, shutdown) or 1m plus --maxtime\n" +
+			"(update), and gives up on an rs that says nothing for 5s (stopped).",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "socket", Usage: "rs control socket (default $RS_SOCKET, else " + control.DefaultSocket() + ")"},
+			&cli.StringFlag{Name: "socket", Usage: "rs control socket (default: " + control.DefaultSocket() + ")"},
+			&cli.DurationFlag{Name: "timeout", Usage: "give up waiting for rs after this long", DefaultText: "10s, 1m or 1m plus --maxtime: see above"},
 		},
-		HideHelpCommand: true,
+		OnUsageError: usageError,
+		Action:       unknownCommand,
 		Commands: []*cli.Command{
 			{
 				Name: "up", Usage: "start a service; returns when its init succeeded", ArgsUsage: "<label>",
@@ -55,10 +66,51 @@ func main() {
 			{Name: "shutdown", Usage: "stop every service, then rs exits", Action: shutdown},
 		},
 	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = usageError
+	}
 	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "service:", err)
+		fmt.Fprintln(os.Stderr, "service:", escape(err.Error()))
 		os.Exit(1)
 	}
+}
+
+// usageError makes a bad flag one line, not the line and the usage.
+func usageError(c *cli.Context, err error, isSub bool) error {
+	if isSub {
+		return fmt.Errorf("%s: %w (see service %s --help)", c.Command.Name, err, c.Command.Name)
+	}
+	return fmt.Errorf("%w (see service --help)", err)
+}
+
+// unknownCommand runs when the first argument names no command.
+func unknownCommand(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return cli.ShowAppHelp(c)
+	}
+	return fmt.Errorf("unknown command: %s (see service --help)", c.Args().First())
+}
+
+// escape shows text that came from rs, and through it from a service (an
+// init error, last_exit, a message), with every character that is not
+// printable escaped as Go would quote it: no escape sequence, carriage
+// return or newline of a service reaches the operator's terminal raw.
+func escape(s string) string {
+	var b strings.Builder
+	for i, w := 0, 0; i < len(s); i += w {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		w = n
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }
 
 func client(c *cli.Context) control.Client {
@@ -66,7 +118,7 @@ func client(c *cli.Context) control.Client {
 	if sock == "" {
 		sock = control.DefaultSocket()
 	}
-	return control.Client{Socket: sock}
+	return control.Client{Socket: sock, Timeout: c.Duration("timeout")}
 }
 
 // label returns the one positional argument, the label.
@@ -77,7 +129,18 @@ func label(c *cli.Context) (string, error) {
 	case 0:
 		return "", fmt.Errorf("%s: missing <label>", c.Command.Name)
 	}
-	return "", fmt.Errorf("%s: one <label> expected, got %q (flags go before the label)", c.Command.Name, c.Args().Slice())
+	return "", afterLabel(c, 1)
+}
+
+// afterLabel is the error for arguments beyond the first want.
+func afterLabel(c *cli.Context, want int) error {
+	extra := c.Args().Slice()[want:]
+	for _, a := range extra {
+		if strings.HasPrefix(a, "-") {
+			return fmt.Errorf("%s: flags go before the label: %q after %q", c.Command.Name, a, c.Args().Slice()[:want])
+		}
+	}
+	return fmt.Errorf("%s: one <label> expected, got %q (flags go before the label)", c.Command.Name, c.Args().Slice())
 }
 
 func do(c *cli.Context, req control.Request, progress func(string)) error {
@@ -86,7 +149,7 @@ func do(c *cli.Context, req control.Request, progress func(string)) error {
 		return err
 	}
 	if r.Message != "" {
-		fmt.Println(r.Message)
+		fmt.Println(escape(r.Message))
 	}
 	return nil
 }
@@ -137,6 +200,10 @@ func up(c *cli.Context) error {
 			return err
 		}
 	}
+	// The checks the config file makes, before anything is sent.
+	if err := p.Check(); err != nil {
+		return fmt.Errorf("service %q: %w", l, err)
+	}
 	return do(c, control.Request{Op: control.OpUp, Label: l, Spec: &p}, nil)
 }
 
@@ -156,7 +223,7 @@ func update(c *cli.Context) error {
 			return err
 		}
 	}
-	progress := func(p string) { fmt.Fprintln(os.Stderr, p) }
+	progress := func(p string) { fmt.Fprintln(os.Stderr, escape(p)) }
 	if c.Bool("quiet") {
 		progress = nil
 	}
@@ -165,6 +232,9 @@ func update(c *cli.Context) error {
 
 func shutdown(c *cli.Context) error {
 	if c.NArg() > 0 {
+		if strings.HasPrefix(c.Args().First(), "-") {
+			return fmt.Errorf("shutdown: unknown flag %q", c.Args().First())
+		}
 		return fmt.Errorf("shutdown takes no label")
 	}
 	return do(c, control.Request{Op: control.OpShutdown}, nil)
@@ -172,7 +242,7 @@ func shutdown(c *cli.Context) error {
 
 func status(c *cli.Context) error {
 	if c.NArg() > 1 {
-		return fmt.Errorf("status: at most one <label>")
+		return afterLabel(c, 1)
 	}
 	r, err := client(c).Do(control.Request{Op: control.OpStatus, Label: c.Args().First()}, nil)
 	if err != nil {
@@ -206,11 +276,11 @@ func table(w io.Writer, services []control.Status) error {
 		if s.PingRTTUs > 0 {
 			rtt = fmt.Sprintf("%dµs", s.PingRTTUs)
 		}
-		last := s.LastExit
+		last := escape(s.LastExit)
 		if last == "" {
 			last = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Label, s.State, pid, uptime, s.Restarts, rtt, last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", escape(s.Label), escape(s.State), pid, uptime, s.Restarts, rtt, last)
 	}
 	return tw.Flush()
 }

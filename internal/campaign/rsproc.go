@@ -20,7 +20,7 @@ import (
 
 // Bounds of the waits on rs itself.
 const (
-	controlTimeout = 10 * time.Second // one control reply
+	controlTimeout = 30 * time.Second // one whole control call (a restart waits for a graceful stop and an init)
 	startTimeout   = 15 * time.Second // rs up and every service running
 	exitTimeout    = 15 * time.Second // rs gone after SIGTERM
 )

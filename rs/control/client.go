@@ -5,39 +5,53 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
 )
-
-// DefaultSocket is where rs listens when neither --socket nor $RS_SOCKET
-// says: $XDG_RUNTIME_DIR/rs.sock, else /run/rs.sock for root, else
-// /tmp/rs-<uid>.sock.
-func DefaultSocket() string {
-	if p := os.Getenv("RS_SOCKET"); p != "" {
-		return p
-	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "rs.sock")
-	}
-	if os.Getuid() == 0 {
-		return "/run/rs.sock"
-	}
-	return "/tmp/rs-" + strconv.Itoa(os.Getuid()) + ".sock"
-}
 
 // Client talks to a running rs.
 type Client struct {
-	Socket  string
-	Timeout time.Duration // for connecting and for each reply; 0: 5s to connect, replies unbounded
+	Socket string
+	// Timeout bounds the whole call, from connecting to the final reply;
+	// 0: DefaultTimeout of the request.
+	Timeout time.Duration
+	// Silence bounds the wait for each packet; 0: DefaultSilence.
+	Silence time.Duration
+}
+
+// DefaultSilence is the longest a client waits for any packet from rs:
+// while it works on a request that takes long (an up waiting for an
+// init, a down waiting for a graceful stop), rs's connection says it is
+// alive every DefaultKeepalive. An rs that says nothing for this long is
+// stopped (SIGSTOP) or wedged.
+const (
+	DefaultSilence   = 5 * time.Second
+	DefaultKeepalive = time.Second
+)
+
+// DefaultTimeout is how long a call of req may take in all: 10s for what
+// rs answers at once (status, clone, unclone); a minute for what waits
+// on services (up and restart wait for an init, down and shutdown for
+// graceful stops); for update, a minute more than its maxtime. The
+// timeout ends the wait, not the operation: rs carries on.
+func DefaultTimeout(req Request) time.Duration {
+	switch req.Op {
+	case OpStatus, OpClone, OpUnclone:
+		return 10 * time.Second
+	case OpUpdate:
+		return time.Minute + max(req.MaxTime, 0)
+	}
+	return time.Minute
 }
 
 // Do sends req and returns the final reply; progress replies go to
 // progress (which may be nil). A reply that reports a failure comes back
-// as an *Error too.
+// as an *Error too. Before it sends anything, Do checks that the socket
+// is served by its own uid or root (SO_PEERCRED): anyone else there is
+// an impostor, and gets nothing.
 func (c Client) Do(req Request, progress func(string)) (Reply, error) {
 	b, err := msgpack.Marshal(&req)
 	if err != nil {
@@ -47,28 +61,37 @@ func (c Client) Do(req Request, progress func(string)) (Reply, error) {
 		return Reply{}, fmt.Errorf("%w: the request takes %d bytes, more than %d", ErrInvalid, len(b), MaxRequest)
 	}
 	timeout := c.Timeout
-	if timeout == 0 {
-		timeout = 5 * time.Second
+	if timeout <= 0 {
+		timeout = DefaultTimeout(req)
 	}
-	conn, err := net.DialTimeout("unixpacket", c.Socket, timeout)
+	deadline := time.Now().Add(timeout)
+	conn, err := c.dial(deadline)
 	if err != nil {
-		if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
-			return Reply{}, fmt.Errorf("%w (%s): %w", ErrPermission, c.Socket, err)
-		}
-		return Reply{}, fmt.Errorf("%w (%s): %w", ErrUnreachable, c.Socket, err)
+		return Reply{}, err
 	}
 	defer conn.Close()
+	if err := checkServer(conn, c.Socket); err != nil {
+		return Reply{}, err
+	}
+	silence := c.Silence
+	if silence <= 0 {
+		silence = DefaultSilence
+	}
+	conn.SetWriteDeadline(deadline)
 	if _, err := conn.Write(b); err != nil {
-		return Reply{}, fmt.Errorf("send to rs: %w", err)
+		return Reply{}, c.ioError("send to rs", err, deadline, timeout, silence)
 	}
 	rr := newReplyReader(conn)
 	for {
-		if c.Timeout > 0 {
-			conn.SetReadDeadline(time.Now().Add(c.Timeout))
+		// Each packet within the silence bound, the whole within the timeout.
+		next := time.Now().Add(silence)
+		if deadline.Before(next) {
+			next = deadline
 		}
+		conn.SetReadDeadline(next)
 		r, err := rr.next()
 		if err != nil {
-			return Reply{}, fmt.Errorf("read from rs: %w", err)
+			return Reply{}, c.ioError("read from rs", err, deadline, timeout, silence)
 		}
 		if !r.Done {
 			if progress != nil && r.Progress != "" {
@@ -81,4 +104,65 @@ func (c Client) Do(req Request, progress func(string)) (Reply, error) {
 		}
 		return r, nil
 	}
+}
+
+// dial connects by the deadline. A full backlog (EAGAIN: rs is taking
+// many connections) is retried until then.
+func (c Client) dial(deadline time.Time) (*net.UnixConn, error) {
+	delay := time.Millisecond
+	for {
+		d := net.Dialer{Deadline: deadline}
+		conn, err := d.Dial("unixpacket", c.Socket)
+		switch {
+		case err == nil:
+			return conn.(*net.UnixConn), nil
+		case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+			return nil, fmt.Errorf("%w (%s): %w", ErrPermission, c.Socket, err)
+		case errors.Is(err, syscall.EAGAIN) && time.Now().Add(delay).Before(deadline):
+			time.Sleep(delay)
+			delay = min(2*delay, 100*time.Millisecond)
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EAGAIN):
+			return nil, fmt.Errorf("%w: %s: could not connect in time (rs's backlog is full)", ErrTimeout, c.Socket)
+		}
+		return nil, fmt.Errorf("%w (%s): %w", ErrUnreachable, c.Socket, err)
+	}
+}
+
+func (c Client) ioError(what string, err error, deadline time.Time, timeout, silence time.Duration) error {
+	switch {
+	case !errors.Is(err, os.ErrDeadlineExceeded):
+	case time.Now().Before(deadline):
+		return fmt.Errorf("%w: rs at %s said nothing for %v (is it stopped?)", ErrTimeout, c.Socket, silence)
+	default:
+		return fmt.Errorf("%w: rs at %s gave no reply within %v", ErrTimeout, c.Socket, timeout)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// checkServer refuses a server that is not of our uid or root.
+func checkServer(c *net.UnixConn, path string) error {
+	cred, err := peerCred(c)
+	if err != nil {
+		return fmt.Errorf("%s: who serves it: %w", path, err)
+	}
+	if uid := os.Getuid(); cred.Uid != 0 && int(cred.Uid) != uid {
+		return fmt.Errorf("%w: %s is served by uid %d, not by our uid %d or root: nothing sent to it", ErrPermission, path, cred.Uid, uid)
+	}
+	return nil
+}
+
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
 }

@@ -85,12 +85,17 @@ func FuzzDecodeRequest(f *testing.F) {
 // serve runs a Server with h on a socket in a temporary directory.
 func serve(t *testing.T, h Handler) Client {
 	t.Helper()
+	return serveWith(t, &Server{Handler: h})
+}
+
+// serveWith runs srv on a socket in a temporary directory.
+func serveWith(t *testing.T, srv *Server) Client {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "rs.sock")
 	ln, err := Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &Server{Handler: h}
 	done := make(chan struct{})
 	go func() { srv.Serve(ln); close(done) }()
 	t.Cleanup(func() {
@@ -110,7 +115,7 @@ func TestRepliesOfAnySize(t *testing.T) {
 		rows[i] = Status{Label: fmt.Sprintf("s%05d", i), State: StateRunning, Args: []string{arg}}
 	}
 	rows[17].Args = []string{strings.Repeat("y", 3*maxPiece)}
-	c := serve(t, func(req Request, progress func(string)) Reply {
+	c := serve(t, func(req Request, _ Peer, progress func(string)) Reply {
 		progress("one")
 		progress(strings.Repeat("p", 2*maxPiece))
 		return Reply{Services: rows}
@@ -144,7 +149,7 @@ func TestErrorCodes(t *testing.T) {
 		{ErrShutdown, ErrShutdown, "rs is shutting down"},
 	}
 	for _, tc := range cases {
-		c := serve(t, func(Request, func(string)) Reply { return Failure(tc.err) })
+		c := serve(t, func(Request, Peer, func(string)) Reply { return Failure(tc.err) })
 		_, err := c.Do(Request{Op: OpStatus}, nil)
 		if !errors.Is(err, tc.is) || err.Error() != tc.text {
 			t.Errorf("%v: client got %v (is %v: %v)", tc.err, err, tc.is, errors.Is(err, tc.is))
@@ -159,7 +164,7 @@ func TestErrorCodes(t *testing.T) {
 
 // A request that does not decode gets a bad-request reply, not silence.
 func TestBadRequestAnswered(t *testing.T) {
-	c := serve(t, func(Request, func(string)) Reply { t.Error("handler called"); return Reply{} })
+	c := serve(t, func(Request, Peer, func(string)) Reply { t.Error("handler called"); return Reply{} })
 	conn, err := net.Dial("unixpacket", c.Socket)
 	if err != nil {
 		t.Fatal(err)

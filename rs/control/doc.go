@@ -3,13 +3,22 @@
 // client, and the serving side of the socket. It knows nothing of the
 // supervisor: cmd/service links it without rs.
 //
-// The socket is a SOCK_SEQPACKET unix socket, mode 0600, and the server
-// answers only peers of its own uid or root (SO_PEERCRED). One connection
-// carries one exchange:
+// The socket is a SOCK_SEQPACKET unix socket, mode 0600, by default in a
+// directory of rs's own, mode 0700 (RuntimeDir, checked by PrivateDir),
+// so no other local user can take its name first. The server answers only
+// peers of its own uid or root (SO_PEERCRED) and hands the handler the
+// Peer (pid, process group, cgroup) so rs can tell a service's own
+// processes; the client, before it sends anything, checks that the
+// server is of its own uid or root. The server holds at most MaxConns
+// connections: the oldest one that has sent nothing makes room for a new
+// one. Every client call is bounded: by its timeout in all, and by
+// DefaultSilence for each packet, while the server sends an empty
+// keepalive reply every DefaultKeepalive until the real one. One
+// connection carries one exchange:
 //
 //	client                                   rs
 //	  | -- Request (one packet, msgpack) ---> |
-//	  | <-- Reply {progress} ----------------- |  zero or more (update's steps)
+//	  | <-- Reply {progress} ----------------- |  zero or more (update's steps, keepalives)
 //	  | <-- Reply {done, ...} ---------------- |  the answer; the server closes
 //
 // Each Reply travels as one or more packets: the first byte of a packet

@@ -30,6 +30,8 @@ var (
 
 	// ErrUnreachable: no rs answers on the socket.
 	ErrUnreachable = errors.New("rs is not running")
+	// ErrTimeout: rs did not answer in time (stopped, or swamped).
+	ErrTimeout = errors.New("timed out")
 )
 
 var sentinels = map[Code]error{

@@ -38,6 +38,70 @@ type Patch struct {
 	OpenFiles     *uint64        `msgpack:"open_files,omitempty" usage:"open files limit (RLIMIT_NOFILE)"`
 	CPUTime       *time.Duration `msgpack:"cpu_time,omitempty" usage:"CPU time limit (RLIMIT_CPU), e.g. 10m"`
 	Pids          *int           `msgpack:"pids,omitempty" usage:"most processes the service may have (cgroup pids controller)"`
+	Control       *bool          `msgpack:"control,omitempty" usage:"let the service's own processes use rs's control socket"`
+}
+
+// MinPeriod is the shortest ping period and ping timeout rs accepts: a
+// period of a nanosecond would cost rs a whole core.
+const MinPeriod = 10 * time.Millisecond
+
+// CheckValue refuses a value of a setting that has no meaning, whether it
+// comes from the config file or from `service up` (a Spec's zero means
+// "default", so an explicit zero where that would surprise is an error).
+// v has the Go type of the key's kind.
+func CheckValue(key string, v any) error {
+	f, ok := byKey[key]
+	if !ok {
+		return fmt.Errorf("unknown key %q", key)
+	}
+	switch key {
+	case "restart":
+		switch r := v.(string); r {
+		case "", "always", "on-failure", "never":
+		default:
+			return fmt.Errorf("restart %q: want always, on-failure or never", r)
+		}
+	case "max_restarts":
+		if v.(int) == 0 {
+			return fmt.Errorf(`max_restarts 0: want a positive number, a negative one for unlimited, or restart = "never"`)
+		}
+	case "open_files":
+		if v.(uint64) == 0 {
+			return fmt.Errorf("open_files: want a positive integer, got 0")
+		}
+	case "pids":
+		if v.(int) <= 0 {
+			return fmt.Errorf("pids %d: want a positive number of processes", v.(int))
+		}
+	case "memory":
+		if v.(uint64) == 0 {
+			return fmt.Errorf("memory 0: want a positive number of bytes")
+		}
+	}
+	if f.Kind != KindDuration {
+		return nil
+	}
+	d := v.(time.Duration)
+	switch {
+	case d < 0:
+		return fmt.Errorf("%s %q: negative duration", key, d.String())
+	case key == "period" && d > 0 && d < MinPeriod:
+		return fmt.Errorf(`period %v: shorter than %v, the least rs accepts ("0s" disables pings)`, d, MinPeriod)
+	case key == "ping_timeout" && d > 0 && d < MinPeriod:
+		return fmt.Errorf("ping_timeout %v: shorter than %v, the least rs accepts", d, MinPeriod)
+	}
+	return nil
+}
+
+// Check is CheckValue of every setting p gives, in Patch's order.
+func (p *Patch) Check() error {
+	var err error
+	p.Given(func(f Field, v any) {
+		if err == nil {
+			err = CheckValue(f.Key, v)
+		}
+	})
+	return err
 }
 
 // Kind is the type of a setting's value.

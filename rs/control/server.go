@@ -1,26 +1,37 @@
 package control
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// Listen creates the control socket, mode 0600. A stale socket file from a
-// dead rs is replaced; a live rs on the same path is an error.
+// Listen creates the control socket, mode 0600. A stale socket from a
+// dead rs is replaced; a live rs on the same path, or anything there that
+// is not a socket, is an error.
 func Listen(path string) (*net.UnixListener, error) {
 	if c, err := net.DialTimeout("unixpacket", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("listen %s: another rs is running there", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("listen %s: %w", path, err)
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("listen %s: something that is not a socket is there (%s); not removing it", path, fi.Mode().Type())
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("listen %s: %w", path, err)
+		}
 	}
 	old := unix.Umask(0o177) // no window in which the socket is open to others
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
@@ -35,25 +46,67 @@ func Listen(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
-// Handler answers one request: it returns the final reply and may call
-// progress, from its own goroutine, until then. It runs on the
+// Peer is the process at the other end of a control connection: its pid
+// and uid as the kernel says (SO_PEERCRED), and its process group and
+// cgroup as they were when its request came, looked up off rs's loop.
+type Peer struct {
+	Pid, Uid, Pgid int
+	// Cgroup is its cgroup v2 path (the "0::" line of /proc/<pid>/cgroup),
+	// "" where there is none.
+	Cgroup string
+}
+
+// Handler answers one request from peer: it returns the final reply and
+// may call progress, from its own goroutine, until then. It runs on the
 // connection's goroutine, so it may wait.
-type Handler func(req Request, progress func(string)) Reply
+type Handler func(req Request, peer Peer, progress func(string)) Reply
 
 // requestTimeout bounds how long a client may take to send its request,
 // and each reply packet to be taken.
 const requestTimeout = 5 * time.Second
 
+// DefaultMaxConns bounds the control connections a Server holds at once.
+const DefaultMaxConns = 64
+
 // Server serves the control socket: one goroutine per connection, each
 // bounded by deadlines, so a client that sends nothing blocks nobody.
+//
+// It holds at most MaxConns connections. When a new one comes and all
+// are held, the oldest that has not sent its request yet is closed to
+// make room (a flood of silent connections only pushes out its own);
+// if every one held has a request in progress, new ones wait in the
+// listen backlog until one ends. A connection's buffer is the size of
+// its request, known before it is read.
 type Server struct {
-	Handler Handler
-	Log     *slog.Logger
-	conns   sync.WaitGroup
+	Handler  Handler
+	Log      *slog.Logger
+	MaxConns int // 0: DefaultMaxConns
+	// Keepalive: how often a connection whose request is in progress
+	// tells the client that rs lives; 0: DefaultKeepalive.
+	Keepalive time.Duration
+
+	conns sync.WaitGroup
+
+	mu    sync.Mutex
+	room  *sync.Cond // signalled when a held connection ends
+	held  int
+	idle  []*conn // held, waiting for their request; oldest first
+	evict int64   // connections closed to make room, for the log
+}
+
+// conn is one held connection.
+type conn struct {
+	c       *net.UnixConn
+	evicted bool // closed to make room: no longer counted
 }
 
 // Serve accepts connections until ln is closed.
 func (s *Server) Serve(ln *net.UnixListener) error {
+	s.mu.Lock()
+	if s.room == nil {
+		s.room = sync.NewCond(&s.mu)
+	}
+	s.mu.Unlock()
 	var delay time.Duration
 	for {
 		c, err := ln.AcceptUnix()
@@ -69,12 +122,68 @@ func (s *Server) Serve(ln *net.UnixListener) error {
 			continue
 		}
 		delay = 0
+		cn := s.admit(c)
 		s.conns.Add(1)
 		go func() {
 			defer s.conns.Done()
-			s.serveConn(c)
+			defer s.release(cn)
+			s.serveConn(cn)
 		}()
 	}
+}
+
+// admit holds c, making room first: it closes the oldest connection that
+// has sent nothing yet, or waits until a held one ends.
+func (s *Server) admit(c *net.UnixConn) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	limit := s.MaxConns
+	if limit <= 0 {
+		limit = DefaultMaxConns
+	}
+	for s.held >= limit {
+		if len(s.idle) == 0 {
+			s.room.Wait()
+			continue
+		}
+		old := s.idle[0]
+		s.idle = s.idle[1:]
+		old.evicted = true
+		old.c.Close() // its Read returns; its goroutine ends
+		s.held--
+		if s.evict++; s.evict&(s.evict-1) == 0 { // 1, 2, 4, 8...: not a line per connection
+			s.log().Warn("control socket: too many connections; closed ones that sent nothing", "held", limit, "closed", s.evict)
+		}
+	}
+	cn := &conn{c: c}
+	s.held++
+	s.idle = append(s.idle, cn)
+	return cn
+}
+
+// busy takes cn off the idle list: its request came. It reports false if
+// cn was closed to make room meanwhile.
+func (s *Server) busy(cn *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i := slices.Index(s.idle, cn); i >= 0 {
+		s.idle = slices.Delete(s.idle, i, i+1)
+	}
+	return !cn.evicted
+}
+
+func (s *Server) release(cn *conn) {
+	cn.c.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cn.evicted {
+		return
+	}
+	if i := slices.Index(s.idle, cn); i >= 0 {
+		s.idle = slices.Delete(s.idle, i, i+1)
+	}
+	s.held--
+	s.room.Signal()
 }
 
 // Wait waits, at most d, for the connections in progress to get their
@@ -101,10 +210,11 @@ func (s *Server) log() *slog.Logger {
 	return s.Log
 }
 
-// serveConn answers one connection: check the peer, read one request,
-// hand it to the handler, send progress and the final reply.
-func (s *Server) serveConn(c *net.UnixConn) {
-	defer c.Close()
+// serveConn answers one connection: read one request, check the peer,
+// hand the request to the handler, send progress (and keepalives while
+// the handler works) and the final reply.
+func (s *Server) serveConn(cn *conn) {
+	c := cn.c
 	var mu sync.Mutex // progress may come from another goroutine than the final reply
 	send := func(r Reply) {
 		mu.Lock()
@@ -115,11 +225,22 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		}
 	}
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	buf := make([]byte, MaxRequest+1)
-	n, err := c.Read(buf)
-	// The request is read even from a refused peer: closing a socket with
-	// unread data resets it, and the peer would never see why.
-	if perr := checkPeer(c); perr != nil {
+	size, err := packetSize(c)
+	if !s.busy(cn) {
+		return // closed to make room for another
+	}
+	var buf []byte
+	if err == nil {
+		// The request is read even from a peer to be refused, and even
+		// when too large (the kernel drops the rest): closing a socket
+		// with unread data resets it, and the peer would never see why.
+		buf = make([]byte, min(max(size, 1), MaxRequest+1))
+		var n int
+		n, err = c.Read(buf)
+		buf = buf[:n]
+	}
+	peer, perr := peerOf(c)
+	if perr != nil {
 		s.log().Warn("control client refused", "err", perr)
 		send(Failure(perr))
 		return
@@ -128,34 +249,97 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		send(Failure(fmt.Errorf("%w: %v", ErrInvalid, err)))
 		return
 	}
-	req, err := DecodeRequest(buf[:n])
+	if size > MaxRequest {
+		send(Failure(fmt.Errorf("%w: %d bytes, more than %d", ErrInvalid, size, MaxRequest)))
+		return
+	}
+	req, err := DecodeRequest(buf)
 	if err != nil {
 		send(Failure(err))
 		return
 	}
-	r := s.Handler(req, func(p string) { send(Reply{Progress: p}) })
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		every := s.Keepalive
+		if every <= 0 {
+			every = DefaultKeepalive
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				send(Reply{}) // not done, no progress: the client only notes that rs lives
+			case <-stop:
+				return
+			}
+		}
+	}()
+	r := s.Handler(req, peer, func(p string) { send(Reply{Progress: p}) })
+	close(stop)
+	<-stopped // no keepalive after the reply
 	r.Done = true
 	send(r)
 }
 
-// checkPeer lets in only our own uid and root.
-func checkPeer(c *net.UnixConn) error {
+// packetSize waits (within the read deadline) for the request packet and
+// returns its size without reading it: no buffer is held for a client
+// that has sent nothing. 0 is an empty packet or the end of the
+// connection.
+func packetSize(c *net.UnixConn) (int, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	var n int
+	var rerr error
+	if err := raw.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), nil, unix.MSG_PEEK|unix.MSG_TRUNC|unix.MSG_DONTWAIT)
+		return rerr != unix.EAGAIN
 	}); err != nil {
-		return err
+		return 0, err
 	}
-	if cerr != nil {
-		return cerr
+	return n, rerr
+}
+
+// peerOf lets in only our own uid and root, and says which process asked:
+// its process group (a service's processes are in the group its instance
+// leads) and cgroup. A peer whose group cannot be looked up has gone, or
+// hides: it is refused, as rs cannot tell whether it is a service's.
+func peerOf(c *net.UnixConn) (Peer, error) {
+	cred, err := peerCred(c)
+	if err != nil {
+		return Peer{}, err
 	}
 	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
-		return fmt.Errorf("%w: uid %d may not control this rs", ErrPermission, cred.Uid)
+		return Peer{}, fmt.Errorf("%w: uid %d may not control this rs", ErrPermission, cred.Uid)
 	}
-	return nil
+	p := Peer{Pid: int(cred.Pid), Uid: int(cred.Uid)}
+	if p.Pid <= 0 {
+		// Its pid has no number here (another pid namespace); and
+		// getpgid(0) would answer rs's own group.
+		return Peer{}, fmt.Errorf("%w: cannot tell which process asked (no pid in rs's pid namespace)", ErrPermission)
+	}
+	if p.Pgid, err = unix.Getpgid(p.Pid); err != nil {
+		return Peer{}, fmt.Errorf("%w: cannot tell which process asked (pid %d: %v)", ErrPermission, p.Pid, err)
+	}
+	p.Cgroup = cgroupOf(p.Pid)
+	return p, nil
+}
+
+// cgroupOf reads the cgroup v2 path of pid, "" if it has none.
+func cgroupOf(pid int) string {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if path, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+			return path
+		}
+	}
+	return ""
 }
