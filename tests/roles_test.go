@@ -413,6 +413,7 @@ func lingeringSocket(addr string) (*os.File, error) {
 	}
 	return f, nil
 }
+
 // controller is a service that drives rs from inside: the command runs
 // in its process group, as any child of a service would.
 func controller(out string, argv []string) int {
