@@ -143,6 +143,7 @@ func (s *Server) onSpawned(ev evSpawned) {
 		return
 	}
 	inst.proc, inst.drv = ev.proc, ev.drv
+	inst.cgroup = ev.proc.Cgroup
 	if err := ev.drv.attach(s.mux, s.muxErr, inst); err != nil {
 		inst.ended = true // no channel to wait for
 		inst.phase = phaseSpawned

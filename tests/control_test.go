@@ -276,9 +276,20 @@ args = ["-role", "controller", "$DIR/down.out", "$BIN/service", "--socket", "$DI
 binary = "$BIN/roles"
 args = ["-role", "controller", "$DIR/up.out", "$BIN/service", "--socket", "$DIR/rs.sock", "up", "--binary", "$BIN/roles", "--args", "-role plain", "intruder"]
 `
+	outs := []string{"down.out", "up.out"}
+	if hostHasCgroup2(t) {
+		// A child that left the service's process group is still in
+		// its cgroup.
+		cfg += `
+[service.ctl3]
+binary = "$BIN/roles"
+args = ["-role", "controller-setsid", "$DIR/setsid.out", "$BIN/service", "--socket", "$DIR/rs.sock", "down", "other"]
+`
+		outs = append(outs, "setsid.out")
+	}
 	r := startRS(t, cfg)
 	r.waitState("other", control.StateRunning, 0)
-	for _, out := range []string{"down.out", "up.out"} {
+	for _, out := range outs {
 		var got []byte
 		r.waitFor(out, func() bool {
 			var err error

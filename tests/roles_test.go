@@ -248,7 +248,9 @@ func runRole(role string, args []string) int {
 		sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error { return errors.New(args[0]) }})
 		return 1
 	case "controller": // before its init, runs args[1:] and writes "exit N\n<stderr>" to args[0]
-		return controller(args[0], args[1:])
+		return controller(args[0], args[1:], false)
+	case "controller-setsid": // as controller, but the command runs in a session of its own
+		return controller(args[0], args[1:], true)
 	case "squat": // listens on unixpacket args[0] as whoever runs it; says "got N" per connection
 		return squat(args[0])
 	}
@@ -415,9 +417,11 @@ func lingeringSocket(addr string) (*os.File, error) {
 }
 
 // controller is a service that drives rs from inside: the command runs
-// in its process group, as any child of a service would.
-func controller(out string, argv []string) int {
+// in its process group, as any child of a service would, or with setsid
+// in a session and group of its own, as a child trying to escape would.
+func controller(out string, argv []string, setsid bool) int {
 	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: setsid}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	err := cmd.Run()
