@@ -2,6 +2,7 @@ package control
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -219,8 +220,7 @@ func (s *Server) serveConn(cn *conn) {
 	send := func(r Reply) {
 		mu.Lock()
 		defer mu.Unlock()
-		c.SetWriteDeadline(time.Now().Add(requestTimeout))
-		if err := writeReply(c, &r); err != nil {
+		if err := writeReply(pieceWriter{c}, &r); err != nil {
 			s.log().Warn("control socket: reply lost", "err", err)
 		}
 	}
@@ -241,7 +241,11 @@ func (s *Server) serveConn(cn *conn) {
 	}
 	peer, perr := peerOf(c)
 	if perr != nil {
-		s.log().Warn("control client refused", "err", perr)
+		lvl := slog.LevelWarn
+		if errors.Is(perr, unix.ESRCH) {
+			lvl = slog.LevelDebug // it gave up and went before rs read it
+		}
+		s.log().Log(context.Background(), lvl, "control client refused", "err", perr)
 		send(Failure(perr))
 		return
 	}
@@ -342,4 +346,14 @@ func cgroupOf(pid int) string {
 		}
 	}
 	return ""
+}
+
+// pieceWriter bounds each piece of a reply, not the whole: a client that
+// stops reading is dropped after requestTimeout, one that reads a large
+// reply slowly (a loaded machine) gets all of it.
+type pieceWriter struct{ c *net.UnixConn }
+
+func (w pieceWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(requestTimeout))
+	return w.c.Write(p)
 }
