@@ -326,7 +326,7 @@ func peerOf(c *net.UnixConn) (Peer, error) {
 		return Peer{}, fmt.Errorf("%w: cannot tell which process asked (no pid in rs's pid namespace)", ErrPermission)
 	}
 	if p.Pgid, err = unix.Getpgid(p.Pid); err != nil {
-		return Peer{}, fmt.Errorf("%w: cannot tell which process asked (pid %d: %v)", ErrPermission, p.Pid, err)
+		return Peer{}, fmt.Errorf("%w: cannot tell which process asked (pid %d: %w)", ErrPermission, p.Pid, err)
 	}
 	p.Cgroup = cgroupOf(p.Pid)
 	return p, nil
