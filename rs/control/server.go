@@ -90,7 +90,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	room  *sync.Cond // signalled when a held connection ends
-	held  int
+	held  int     // connections whose goroutine has not ended
+	leave int     // of them, closed to make room and on their way out
 	idle  []*conn // held, waiting for their request; oldest first
 	evict int64   // connections closed to make room, for the log
 }
@@ -142,8 +143,10 @@ func (s *Server) admit(c *net.UnixConn) *conn {
 	if limit <= 0 {
 		limit = DefaultMaxConns
 	}
+	// A closed connection counts until its goroutine has ended, so that
+	// a flood is bounded in goroutines as well as in fds.
 	for s.held >= limit {
-		if len(s.idle) == 0 {
+		if s.leave > 0 || len(s.idle) == 0 {
 			s.room.Wait()
 			continue
 		}
@@ -151,7 +154,7 @@ func (s *Server) admit(c *net.UnixConn) *conn {
 		s.idle = s.idle[1:]
 		old.evicted = true
 		old.c.Close() // its Read returns; its goroutine ends
-		s.held--
+		s.leave++
 		if s.evict++; s.evict&(s.evict-1) == 0 { // 1, 2, 4, 8...: not a line per connection
 			s.log().Warn("control socket: too many connections; closed ones that sent nothing", "held", limit, "closed", s.evict)
 		}
@@ -178,9 +181,8 @@ func (s *Server) release(cn *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cn.evicted {
-		return
-	}
-	if i := slices.Index(s.idle, cn); i >= 0 {
+		s.leave--
+	} else if i := slices.Index(s.idle, cn); i >= 0 {
 		s.idle = slices.Delete(s.idle, i, i+1)
 	}
 	s.held--
