@@ -90,10 +90,10 @@ type Server struct {
 
 	mu    sync.Mutex
 	room  *sync.Cond // signalled when a held connection ends
-	held  int     // connections whose goroutine has not ended
-	leave int     // of them, closed to make room and on their way out
-	idle  []*conn // held, waiting for their request; oldest first
-	evict int64   // connections closed to make room, for the log
+	held  int        // connections whose goroutine has not ended
+	leave int        // of them, closed to make room and on their way out
+	idle  []*conn    // held, waiting for their request; oldest first
+	evict int64      // connections closed to make room, for the log
 }
 
 // conn is one held connection.
