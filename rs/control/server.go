@@ -226,7 +226,12 @@ func (s *Server) serveConn(cn *conn) {
 		mu.Lock()
 		defer mu.Unlock()
 		err := writeReply(pieceWriter{c}, &r)
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET):
+			// The client went: the usual end of a follow.
+			s.log().Debug("control socket: client gone before its reply", "err", err)
+		default:
 			s.log().Warn("control socket: reply lost", "err", err)
 		}
 		return err
