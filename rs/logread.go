@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/reincarnation/rs/rs/control"
@@ -37,6 +38,12 @@ import (
 //
 // A line longer than maxLogLine (the writer cuts its lines at 64 KiB, so
 // only a file someone else wrote) is sent in pieces of that size.
+
+// The bounds of what logs sends before it follows (tests lower them).
+var (
+	maxLogLines = control.MaxLogLines
+	maxLogBytes = control.MaxLogBytes
+)
 
 // logPoll is how often a follow looks at its files.
 const logPoll = 100 * time.Millisecond
@@ -154,6 +161,21 @@ func emitLine(b []byte, prev time.Time, each func(logLine)) time.Time {
 	return prev
 }
 
+// openLog opens a log file to read. Anything but a regular file under
+// the name (a FIFO, whose open would wait for a writer; a device) is
+// refused without waiting.
+func openLog(name string) (*os.File, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file", name)
+	}
+	return f, nil
+}
+
 // logSource is one file of a service's log, open.
 type logSource struct {
 	f    *os.File
@@ -179,7 +201,7 @@ func openLogs(dir, label string) (cur *os.File, rotated []logSource, err error) 
 		return fi, true
 	}
 	base := logPath(dir, label)
-	if f, err := os.Open(base); err == nil {
+	if f, err := openLog(base); err == nil {
 		if _, ok := once(f); ok {
 			cur = f
 		} else {
@@ -190,10 +212,10 @@ func openLogs(dir, label string) (cur *os.File, rotated []logSource, err error) 
 	}
 	for n := 1; n <= maxRotated; n++ {
 		name := base + "." + strconv.Itoa(n)
-		f, err := os.Open(name)
+		f, err := openLog(name)
 		gz := false
 		if errors.Is(err, os.ErrNotExist) {
-			f, err = os.Open(name + ".gz")
+			f, err = openLog(name + ".gz")
 			gz = true
 		}
 		if errors.Is(err, os.ErrNotExist) {
@@ -327,9 +349,9 @@ func (fw *follower) poll(each func(string) error) error {
 
 func (fw *follower) reopen(each func(string) error) error {
 	fw.close()
-	f, err := os.Open(fw.path)
+	f, err := openLog(fw.path)
 	if err != nil {
-		return nil // gone again: the next poll looks
+		return nil // gone again (or not a file): the next poll looks
 	}
 	fw.f, fw.off = f, 0
 	return fw.read(each, logChunk)
@@ -456,7 +478,7 @@ func streamLogs(dir string, labels []string, req control.Request, out *control.S
 	case req.Lines != nil:
 		n = *req.Lines
 	case req.SinceUs > 0:
-		n, countCut = control.MaxLogLines, true
+		n, countCut = maxLogLines, true
 	}
 	var since time.Time
 	if req.SinceUs > 0 {
@@ -473,17 +495,17 @@ func streamLogs(dir string, labels []string, req control.Request, out *control.S
 	per := make([][]logLine, len(labels))
 	cut := false
 	for i, l := range labels {
-		lines, cur, off, c, err := initialLogs(dir, l, n, since, control.MaxLogBytes, countCut)
+		lines, cur, off, c, err := initialLogs(dir, l, n, since, maxLogBytes, countCut)
 		fws[i] = &follower{label: l, path: logPath(dir, l), f: cur, off: off}
-		if err != nil {
+		if err != nil && len(labels) == 1 {
 			return control.Failure(err)
 		}
 		per[i], cut = lines, cut || c
 	}
-	first, c := mergeLogs(labels, per, n, control.MaxLogBytes, countCut)
+	first, c := mergeLogs(labels, per, n, maxLogBytes, countCut)
 	per = nil
 	if cut || c {
-		note := fmt.Sprintf("only the latest lines are sent: at most %d lines and %d MiB", control.MaxLogLines, control.MaxLogBytes>>20)
+		note := fmt.Sprintf("only the latest lines are sent: at most %d lines and %d KiB", maxLogLines, maxLogBytes>>10)
 		if err := out.Send(control.Reply{Message: note}); err != nil {
 			return control.Failure(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -400,5 +401,90 @@ func TestLogsFollowEndsWithClient(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the follow did not end with rs")
+	}
+}
+
+// What is under a log file's name is not trusted: a FIFO there does not
+// hang logs (its open would wait for a writer), an endless line comes in
+// pieces, and bytes that are not text pass as data.
+func TestLogsHostileFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.log"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 3*maxLogLine+5)
+	junk := "2026-12-02T03:45:00.000001Z out \x00\xff\x1b]0;title\x07"
+	os.WriteFile(filepath.Join(dir, "big.log.1"), []byte(long), 0o600)
+	os.WriteFile(filepath.Join(dir, "big.log"), []byte(junk+"\n"), 0o600)
+	_, c := logServer(t, dir, "fifo", "big")
+	if _, err := logsOf(t, c, control.Request{Label: "fifo"}); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a FIFO: %v, want an error saying so", err)
+	}
+	got, err := logsOf(t, c, control.Request{Lines: lines(100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := labelled("big", long[:maxLogLine], long[maxLogLine:2*maxLogLine], long[2*maxLogLine:3*maxLogLine], long[3*maxLogLine:], junk)
+	if len(got) != len(want) {
+		t.Fatalf("%d lines, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("line %d: %d bytes %.40q, want %d bytes %.40q", i, len(got[i]), got[i], len(want[i]), want[i])
+		}
+	}
+}
+
+// What is sent before following is bounded in lines and bytes (the
+// latest are kept), and a note says so; a count the caller gave is not
+// a cut.
+func TestLogsBounded(t *testing.T) {
+	oldLines, oldBytes := maxLogLines, maxLogBytes
+	maxLogLines, maxLogBytes = 5, 2000
+	t.Cleanup(func() { maxLogLines, maxLogBytes = oldLines, oldBytes })
+	dir := t.TempDir()
+	w := newFakeLog(t, dir, "kv", t0)
+	var all []string
+	for i := range 20 {
+		all = append(all, w.line("out", fmt.Sprint("line ", i, strings.Repeat(".", i*5))))
+	}
+	_, c := logServer(t, dir, "kv")
+	ask := func(req control.Request) ([]string, []string) {
+		var got, notes []string
+		_, err := c.Stream(context.Background(), req, func(r control.Reply) error {
+			if r.Message != "" {
+				notes = append(notes, r.Message)
+			}
+			for _, l := range r.Logs {
+				got = append(got, l.Line)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, notes
+	}
+	// --since alone: every line since, but at most 5.
+	got, notes := ask(control.Request{Op: control.OpLogs, Label: "kv", SinceUs: t0.UnixMicro()})
+	sameLines(t, "--since, 5 at most", got, all[15:])
+	if len(notes) != 1 || !strings.Contains(notes[0], "only the latest lines") {
+		t.Errorf("notes %q", notes)
+	}
+	// -n 3: three lines, within the bytes, no note.
+	got, notes = ask(control.Request{Op: control.OpLogs, Label: "kv", Lines: lines(3)})
+	sameLines(t, "-n 3", got, all[17:])
+	if len(notes) != 0 {
+		t.Errorf("-n 3: notes %q", notes)
+	}
+	// -n 5 of the longest lines: 400 bytes hold only some of them.
+	maxLogBytes = 400
+	got, notes = ask(control.Request{Op: control.OpLogs, Label: "kv", Lines: lines(5)})
+	size := 0
+	for _, l := range got {
+		size += len(l)
+	}
+	if len(got) == 0 || len(got) >= 5 || size > 400 || got[len(got)-1] != all[19] || len(notes) != 1 {
+		t.Errorf("-n 5 within 400 bytes: %d lines, %d bytes, notes %q", len(got), size, notes)
 	}
 }

@@ -69,12 +69,13 @@ func (c Client) Do(req Request, progress func(string)) (Reply, error) {
 }
 
 // Stream sends req, whose reply is streamed (logs), and hands each piece
-// to each as it comes, then returns the final reply. It returns when
+// (lines, or a note in Message) to each as it comes, then returns the
+// final reply. It returns when
 // each returns an error (that error), or when ctx ends (ctx's error):
 // it closes the connection, and rs stops sending.
 func (c Client) Stream(ctx context.Context, req Request, each func(Reply) error) (Reply, error) {
 	return c.exchange(ctx, req, func(r Reply) error {
-		if len(r.Logs) == 0 {
+		if len(r.Logs) == 0 && r.Message == "" {
 			return nil // a keepalive
 		}
 		return each(r)

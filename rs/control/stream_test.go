@@ -145,7 +145,7 @@ func TestStreamQuietFollow(t *testing.T) {
 	c := serveWith(t, &Server{Keepalive: 10 * time.Millisecond, Stream: func(req Request, _ Peer, out *Stream) Reply {
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		for range 40 { // 400ms of nothing
+		for range 250 { // 2.5s of nothing: more than twice the silence bound
 			select {
 			case <-tick.C:
 			case <-out.Gone():
@@ -155,7 +155,7 @@ func TestStreamQuietFollow(t *testing.T) {
 		out.Send(Reply{Logs: []LogLine{{Label: "kv", Line: "late"}}})
 		return Reply{}
 	}})
-	c.Timeout, c.Silence = 0, 100*time.Millisecond
+	c.Timeout, c.Silence = 0, time.Second
 	var lines []string
 	_, err := c.Stream(context.Background(), Request{Op: OpLogs, Follow: true}, func(r Reply) error {
 		lines = append(lines, r.Logs[0].Line)
