@@ -34,7 +34,7 @@ func main() {
 			"$XDG_RUNTIME_DIR/rs, else /run/rs for root, else $TMPDIR/rs-<uid> (/tmp/rs-<uid>).\n" +
 			"service talks only to an rs of its own uid or root (SO_PEERCRED). Without --timeout a command\n" +
 			"waits 10s (status, clone, unclone), 1m (up, down, restart, shutdown) or 1m plus --maxtime\n" +
-			"(update), and gives up on an rs that says nothing for 5s (stopped).",
+			"(update), logs -f without limit, and gives up on an rs that says nothing for 5s (stopped).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "socket", Usage: "rs control socket (default: " + control.DefaultSocket() + ")"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up waiting for rs after this long", DefaultText: "10s, 1m or 1m plus --maxtime: see above"},
