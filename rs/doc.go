@@ -10,7 +10,9 @@
 // timer. Handlers never block: a process is started by its instance's own
 // goroutine (spawn.go), an fd a service handed over is closed off the
 // loop, rs's own log lines go through a LogQueue, /proc is read by the
-// Mux's goroutine or the control connection's. Every timer goes through
+// Mux's goroutine or the control connection's, and so are the services'
+// log files for `service logs` (logread.go: the loop only says which
+// labels and where). Every timer goes through
 // one mechanism with one staleness check (timer.go).
 //
 // # An instance's life (lifecycle.go)

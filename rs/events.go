@@ -26,6 +26,13 @@ type (
 		reply chan<- control.Reply
 		prog  chan<- string
 	}
+	// evLogTargets asks which services' logs a logs request reads, and
+	// where (the reading is the connection's, off the loop).
+	evLogTargets struct {
+		req   control.Request
+		peer  control.Peer
+		reply chan<- logTargets
+	}
 	// evShutdown stops everything; reply gets the answer when rs stops.
 	evShutdown struct{ reply chan<- control.Reply }
 	// evSpawned: an instance's process has been started, or could not be
@@ -70,11 +77,12 @@ type packet struct {
 	exiting bool
 }
 
-func (evStart) isEvent()    {}
-func (evRequest) isEvent()  {}
-func (evShutdown) isEvent() {}
-func (evSpawned) isEvent()  {}
-func (evReaped) isEvent()   {}
-func (evPackets) isEvent()  {}
-func (evTimer) isEvent()    {}
-func (evProbe) isEvent()    {}
+func (evStart) isEvent()      {}
+func (evRequest) isEvent()    {}
+func (evShutdown) isEvent()   {}
+func (evLogTargets) isEvent() {}
+func (evSpawned) isEvent()    {}
+func (evReaped) isEvent()     {}
+func (evPackets) isEvent()    {}
+func (evTimer) isEvent()      {}
+func (evProbe) isEvent()      {}

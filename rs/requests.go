@@ -113,10 +113,8 @@ func answer(r chan<- control.Reply, rep control.Reply) {
 // answer then.
 func (s *Server) request(ev evRequest) {
 	req := ev.req
-	if inst := s.instanceOf(ev.peer); inst != nil && !inst.spec.Control {
-		fail(ev.reply, control.Errorf(control.CodePermission,
-			"%s refused: pid %d is a process of service %s, which may not control rs (its config has no control = true)",
-			req.Op, ev.peer.Pid, inst.label()))
+	if err := s.refused(req.Op, ev.peer); err != nil {
+		fail(ev.reply, err)
 		return
 	}
 	if s.shutdown != nil && req.Op != control.OpStatus {
@@ -150,6 +148,17 @@ func (s *Server) request(ev evRequest) {
 	default:
 		fail(ev.reply, fmt.Errorf("%w: %q", control.ErrInvalid, req.Op))
 	}
+}
+
+// refused says why peer may not ask for op: it is a process of a service
+// whose config does not let it control rs.
+func (s *Server) refused(op string, peer control.Peer) error {
+	if inst := s.instanceOf(peer); inst != nil && !inst.spec.Control {
+		return control.Errorf(control.CodePermission,
+			"%s refused: pid %d is a process of service %s, which may not control rs (its config has no control = true)",
+			op, peer.Pid, inst.label())
+	}
+	return nil
 }
 
 // up starts a service, adding it to the table if it is new. The reply

@@ -17,6 +17,9 @@ type Options struct {
 	Clock  Clock
 	// Env is the environment every service starts with (default: rs's).
 	Env []string
+	// LogDir holds the services' log files, LogDir/<label>.log ("": rs
+	// keeps none, and `service logs` says so).
+	LogDir string
 }
 
 // Server is rs: the service table and the loop that owns it. Everything
@@ -27,6 +30,7 @@ type Server struct {
 	log    *slog.Logger
 	clock  Clock
 	env    []string
+	logDir string
 	events chan event
 	done   chan struct{} // closed when Run returns: senders give up
 
@@ -58,6 +62,7 @@ func New(opts Options) *Server {
 		log:        opts.Logger,
 		clock:      opts.Clock,
 		env:        opts.Env,
+		logDir:     opts.LogDir,
 		events:     make(chan event, 256),
 		done:       make(chan struct{}),
 		services:   make(map[string]*service),
@@ -142,6 +147,8 @@ func (s *Server) handle(ev event) {
 		s.addConfigured(ev.specs)
 	case evRequest:
 		s.request(ev)
+	case evLogTargets:
+		s.logTargets(ev)
 	case evShutdown:
 		s.beginShutdown(ev.reply)
 	case evSpawned:

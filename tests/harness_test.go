@@ -104,14 +104,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startRS starts rs with config (TOML, may be empty) in a fresh directory.
-// "$BIN" in config is replaced by the directory of the built binaries and
-// "$DIR" by the test's directory.
-func startRS(t *testing.T, config string) *rsProc {
+// startRS starts rs with config (TOML, may be empty) in a fresh directory,
+// with extra flags if any. "$BIN" in config is replaced by the directory
+// of the built binaries and "$DIR" by the test's directory (in extra too).
+func startRS(t *testing.T, config string, extra ...string) *rsProc {
 	t.Helper()
 	dir := t.TempDir()
 	r := &rsProc{t: t, dir: dir, sock: filepath.Join(dir, "rs.sock"), log: &syncBuffer{}, done: make(chan struct{})}
 	args := []string{"--socket", r.sock, "--log-level", "debug"}
+	for _, a := range extra {
+		args = append(args, strings.ReplaceAll(a, "$DIR", dir))
+	}
 	if config != "" {
 		cfg := filepath.Join(dir, "system.toml")
 		config = strings.ReplaceAll(config, "$BIN", binDir)

@@ -244,6 +244,14 @@ func runRole(role string, args []string) int {
 			return 1
 		}
 		return serveForever(s)
+	case "say": // says its pid on stdout and stderr once its init is done, every instance
+		s, err := sef.Startup(sef.Callbacks{})
+		if err != nil {
+			return 1
+		}
+		fmt.Printf("say out pid=%d\n", os.Getpid())
+		fmt.Fprintf(os.Stderr, "say err pid=%d\n", os.Getpid())
+		return serveForever(s)
 	case "fail-init-msg": // init fails with args[0] as its error
 		sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error { return errors.New(args[0]) }})
 		return 1

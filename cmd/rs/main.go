@@ -112,7 +112,7 @@ func run(c *cli.Context) error {
 	proc.InitContainment(log)
 	defer proc.ReleaseContainment()
 	srv := rs.New(rs.Options{Logger: log})
-	ctl := &control.Server{Handler: srv.Handle, Log: log}
+	ctl := &control.Server{Handler: srv.Handle, Stream: srv.HandleStream, Log: log}
 	go srv.Run()
 	go ctl.Serve(ln)
 	log.Info("rs started", "socket", sock, "services", len(specs), "pid", os.Getpid())

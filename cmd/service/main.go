@@ -3,13 +3,18 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 	"unicode"
@@ -29,7 +34,7 @@ func main() {
 			"$XDG_RUNTIME_DIR/rs, else /run/rs for root, else $TMPDIR/rs-<uid> (/tmp/rs-<uid>).\n" +
 			"service talks only to an rs of its own uid or root (SO_PEERCRED). Without --timeout a command\n" +
 			"waits 10s (status, clone, unclone), 1m (up, down, restart, shutdown) or 1m plus --maxtime\n" +
-			"(update), and gives up on an rs that says nothing for 5s (stopped).",
+			"(update), logs -f without limit, and gives up on an rs that says nothing for 5s (stopped).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "socket", Usage: "rs control socket (default: " + control.DefaultSocket() + ")"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up waiting for rs after this long", DefaultText: "10s, 1m or 1m plus --maxtime: see above"},
@@ -63,6 +68,7 @@ func main() {
 				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 				Action: status,
 			},
+			logsCommand(),
 			{Name: "shutdown", Usage: "stop every service, then rs exits", Action: shutdown},
 		},
 	}
@@ -283,4 +289,114 @@ func table(w io.Writer, services []control.Status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", escape(s.Label), escape(s.State), pid, uptime, s.Restarts, rtt, last)
 	}
 	return tw.Flush()
+}
+
+func logsCommand() *cli.Command {
+	return &cli.Command{
+		Name: "logs", Usage: "show a service's log lines (every service's without a label)", ArgsUsage: "[<label>]",
+		Description: "Prints the last lines of LOGDIR/<label>.log (and of its rotated files when it holds fewer),\n" +
+			"as `<time> <out|err> <text>`; without a label every service's, merged by time, each line as\n" +
+			"`<label> | <time> <out|err> <text>`. Control characters are escaped. With -f it goes on with\n" +
+			"new lines as they come, across restarts, updates and rotation, until interrupted.",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "then print new lines as they come"},
+			&cli.StringFlag{Name: "lines", Aliases: []string{"n"}, Usage: "how many of the last lines (default 10; every line since --since)"},
+			&cli.StringFlag{Name: "since", Usage: "only lines since then: a duration back from now (10m, 2h) or an RFC 3339 time"},
+			&cli.BoolFlag{Name: "reopen", Usage: "have rs reopen every log file (after an external logrotate), print nothing"},
+		},
+		Action: logs,
+	}
+}
+
+// logsRequest builds the logs request of the command line; now is the
+// time --since counts back from.
+func logsRequest(c *cli.Context, now time.Time) (control.Request, error) {
+	if c.NArg() > 1 {
+		return control.Request{}, afterLabel(c, 1)
+	}
+	req := control.Request{Op: control.OpLogs, Label: c.Args().First(), Follow: c.Bool("follow")}
+	if c.IsSet("lines") {
+		n, err := strconv.Atoi(c.String("lines"))
+		if err != nil || n < 0 || n > control.MaxLogLines {
+			return req, fmt.Errorf("logs: -n %q: want a number of lines from 0 to %d", c.String("lines"), control.MaxLogLines)
+		}
+		req.Lines = &n
+	}
+	if c.IsSet("since") {
+		t, err := parseSince(c.String("since"), now)
+		if err != nil {
+			return req, fmt.Errorf("logs: --since: %w", err)
+		}
+		req.SinceUs = t.UnixMicro()
+	}
+	return req, nil
+}
+
+// parseSince reads --since: a duration back from now, or a time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("%q: a duration back from now is positive", s)
+		}
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			if t.Unix() < 0 {
+				return time.Time{}, fmt.Errorf("%q: before 1970", s)
+			}
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q: want a duration (10m, 2h) or a time (2026-12-02T03:45:00Z, 2026-12-02 03:45:00)", s)
+}
+
+// logLine is how one line shows: escaped, after its label when several
+// services' lines are interleaved.
+func logLine(l control.LogLine, labelled bool) string {
+	if labelled {
+		return escape(l.Label) + " | " + escape(l.Line)
+	}
+	return escape(l.Line)
+}
+
+func logs(c *cli.Context) error {
+	if c.Bool("reopen") {
+		for _, f := range []string{"follow", "lines", "since"} {
+			if c.IsSet(f) {
+				return fmt.Errorf("logs: --reopen takes no --%s", f)
+			}
+		}
+		if c.NArg() > 0 {
+			return fmt.Errorf("logs: --reopen reopens every service's file: no label")
+		}
+		return do(c, control.Request{Op: control.OpReopenLogs}, nil)
+	}
+	req, err := logsRequest(c, time.Now())
+	if err != nil {
+		return err
+	}
+	// Interrupted (the usual end of -f): the connection closes, rs stops
+	// sending, and that is a success.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	w := bufio.NewWriterSize(os.Stdout, 64<<10)
+	defer w.Flush()
+	r, err := client(c).Stream(ctx, req, func(r control.Reply) error {
+		if r.Message != "" {
+			fmt.Fprintln(os.Stderr, "service: logs:", escape(r.Message))
+		}
+		for _, l := range r.Logs {
+			w.WriteString(logLine(l, req.Label == ""))
+			w.WriteByte('\n')
+		}
+		return w.Flush()
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	if err == nil && r.Message != "" {
+		fmt.Fprintln(os.Stderr, "service: logs:", escape(r.Message))
+	}
+	return err
 }

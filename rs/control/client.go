@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -35,12 +36,18 @@ const (
 // DefaultTimeout is how long a call of req may take in all: 10s for what
 // rs answers at once (status, clone, unclone); a minute for what waits
 // on services (up and restart wait for an init, down and shutdown for
-// graceful stops); for update, a minute more than its maxtime. The
-// timeout ends the wait, not the operation: rs carries on.
+// graceful stops); for update, a minute more than its maxtime; none for
+// logs -f, which goes on until the caller ends it (but the silence bound
+// holds). The timeout ends the wait, not the operation: rs carries on.
 func DefaultTimeout(req Request) time.Duration {
 	switch req.Op {
-	case OpStatus, OpClone, OpUnclone:
+	case OpStatus, OpClone, OpUnclone, OpReopenLogs:
 		return 10 * time.Second
+	case OpLogs:
+		if req.Follow {
+			return 0
+		}
+		return time.Minute
 	case OpUpdate:
 		return time.Minute + max(req.MaxTime, 0)
 	}
@@ -53,6 +60,31 @@ func DefaultTimeout(req Request) time.Duration {
 // is served by its own uid or root (SO_PEERCRED): anyone else there is
 // an impostor, and gets nothing.
 func (c Client) Do(req Request, progress func(string)) (Reply, error) {
+	return c.exchange(context.Background(), req, func(r Reply) error {
+		if progress != nil && r.Progress != "" {
+			progress(r.Progress)
+		}
+		return nil
+	})
+}
+
+// Stream sends req, whose reply is streamed (logs), and hands each piece
+// (lines, or a note in Message) to each as it comes, then returns the
+// final reply. It returns when
+// each returns an error (that error), or when ctx ends (ctx's error):
+// it closes the connection, and rs stops sending.
+func (c Client) Stream(ctx context.Context, req Request, each func(Reply) error) (Reply, error) {
+	return c.exchange(ctx, req, func(r Reply) error {
+		if len(r.Logs) == 0 && r.Message == "" {
+			return nil // a keepalive
+		}
+		return each(r)
+	})
+}
+
+// exchange sends req and hands every reply that is not the final one to
+// each.
+func (c Client) exchange(ctx context.Context, req Request, each func(Reply) error) (Reply, error) {
 	b, err := msgpack.Marshal(&req)
 	if err != nil {
 		return Reply{}, err
@@ -64,12 +96,22 @@ func (c Client) Do(req Request, progress func(string)) (Reply, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout(req)
 	}
-	deadline := time.Now().Add(timeout)
-	conn, err := c.dial(deadline)
+	var deadline time.Time // zero: none (logs -f)
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	dialBy := deadline
+	if dialBy.IsZero() {
+		dialBy = time.Now().Add(time.Minute)
+	}
+	conn, err := c.dial(dialBy)
 	if err != nil {
 		return Reply{}, err
 	}
 	defer conn.Close()
+	// ctx's end wakes any read or write at once.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	if err := checkServer(conn, c.Socket); err != nil {
 		return Reply{}, err
 	}
@@ -77,25 +119,31 @@ func (c Client) Do(req Request, progress func(string)) (Reply, error) {
 	if silence <= 0 {
 		silence = DefaultSilence
 	}
-	conn.SetWriteDeadline(deadline)
+	conn.SetWriteDeadline(dialBy)
 	if _, err := conn.Write(b); err != nil {
+		if ctx.Err() != nil {
+			return Reply{}, ctx.Err()
+		}
 		return Reply{}, c.ioError("send to rs", err, deadline, timeout, silence)
 	}
 	rr := newReplyReader(conn)
 	for {
 		// Each packet within the silence bound, the whole within the timeout.
 		next := time.Now().Add(silence)
-		if deadline.Before(next) {
+		if !deadline.IsZero() && deadline.Before(next) {
 			next = deadline
 		}
 		conn.SetReadDeadline(next)
 		r, err := rr.next()
+		if ctx.Err() != nil {
+			return Reply{}, ctx.Err()
+		}
 		if err != nil {
 			return Reply{}, c.ioError("read from rs", err, deadline, timeout, silence)
 		}
 		if !r.Done {
-			if progress != nil && r.Progress != "" {
-				progress(r.Progress)
+			if err := each(r); err != nil {
+				return Reply{}, err
 			}
 			continue
 		}
@@ -132,7 +180,7 @@ func (c Client) dial(deadline time.Time) (*net.UnixConn, error) {
 func (c Client) ioError(what string, err error, deadline time.Time, timeout, silence time.Duration) error {
 	switch {
 	case !errors.Is(err, os.ErrDeadlineExceeded):
-	case time.Now().Before(deadline):
+	case deadline.IsZero() || time.Now().Before(deadline):
 		return fmt.Errorf("%w: rs at %s said nothing for %v (is it stopped?)", ErrTimeout, c.Socket, silence)
 	default:
 		return fmt.Errorf("%w: rs at %s gave no reply within %v", ErrTimeout, c.Socket, timeout)

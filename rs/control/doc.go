@@ -21,6 +21,10 @@
 //	  | <-- Reply {progress} ----------------- |  zero or more (update's steps, keepalives)
 //	  | <-- Reply {done, ...} ---------------- |  the answer; the server closes
 //
+// A streamed reply (logs, stream.go) is the same exchange with pieces
+// (Reply {logs}) before the answer; with logs -f they go on, between
+// keepalives, until the client closes its end, which the server watches.
+//
 // Each Reply travels as one or more packets: the first byte of a packet
 // says whether more of the same Reply follow, the rest is a piece of its
 // msgpack encoding. A reply of any size (the status of ten thousand

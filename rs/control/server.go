@@ -79,7 +79,10 @@ const DefaultMaxConns = 64
 // listen backlog until one ends. A connection's buffer is the size of
 // its request, known before it is read.
 type Server struct {
-	Handler  Handler
+	Handler Handler
+	// Stream answers the requests whose reply is streamed (logs); nil:
+	// they are refused.
+	Stream   StreamHandler
 	Log      *slog.Logger
 	MaxConns int // 0: DefaultMaxConns
 	// Keepalive: how often a connection whose request is in progress
@@ -219,13 +222,21 @@ func (s *Server) log() *slog.Logger {
 func (s *Server) serveConn(cn *conn) {
 	c := cn.c
 	var mu sync.Mutex // progress may come from another goroutine than the final reply
-	send := func(r Reply) {
+	sendErr := func(r Reply) error {
 		mu.Lock()
 		defer mu.Unlock()
-		if err := writeReply(pieceWriter{c}, &r); err != nil {
+		err := writeReply(pieceWriter{c}, &r)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET):
+			// The client went: the usual end of a follow.
+			s.log().Debug("control socket: client gone before its reply", "err", err)
+		default:
 			s.log().Warn("control socket: reply lost", "err", err)
 		}
+		return err
 	}
+	send := func(r Reply) { sendErr(r) }
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	size, err := packetSize(c)
 	if !s.busy(cn) {
@@ -282,11 +293,37 @@ func (s *Server) serveConn(cn *conn) {
 			}
 		}
 	}()
-	r := s.Handler(req, peer, func(p string) { send(Reply{Progress: p}) })
+	var r Reply
+	switch {
+	case !Streams(req.Op):
+		r = s.Handler(req, peer, func(p string) { send(Reply{Progress: p}) })
+	case s.Stream == nil:
+		r = Failure(fmt.Errorf("%w: this rs does not answer %s", ErrInvalid, req.Op))
+	default:
+		r = s.serveStream(c, req, peer, sendErr)
+	}
 	close(stop)
 	<-stopped // no keepalive after the reply
 	r.Done = true
 	send(r)
+}
+
+// serveStream runs the stream handler while it watches the connection:
+// a client sends nothing after its request, so a read that returns says
+// it went away. The watching goroutine ends before this returns.
+func (s *Server) serveStream(c *net.UnixConn, req Request, peer Peer, send func(Reply) error) Reply {
+	gone, watched := make(chan struct{}), make(chan struct{})
+	c.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(watched)
+		defer close(gone)
+		var b [1]byte
+		c.Read(b[:]) // EOF, a packet, or the deadline below
+	}()
+	r := s.Stream(req, peer, NewStream(send, gone))
+	c.SetReadDeadline(time.Now()) // ends the read if the client is still there
+	<-watched
+	return r
 }
 
 // packetSize waits (within the read deadline) for the request packet and

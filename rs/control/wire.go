@@ -21,6 +21,11 @@ const (
 	OpUnclone  = "unclone"
 	OpStatus   = "status"
 	OpShutdown = "shutdown"
+	// OpLogs streams services' log lines (a streamed reply: see Stream).
+	OpLogs = "logs"
+	// OpReopenLogs has rs reopen every service's log file (after an
+	// external logrotate).
+	OpReopenLogs = "reopen-logs"
 )
 
 // Service states, as `service status` shows them.
@@ -50,17 +55,26 @@ type Request struct {
 	// DiscardState: for update, commit even if the new instance does not
 	// take the state and fds it is handed (else that rolls the update back).
 	DiscardState bool `msgpack:"discard_state,omitempty"`
+	// For logs (Label "" for every service): Lines, how many of the last
+	// lines to send first (nil: DefaultLogLines, or every line since
+	// Since when that is set; at most MaxLogLines); SinceUs, only lines
+	// stamped at or after this time (Unix microseconds; 0: any); Follow,
+	// then send new lines as they come until the client goes.
+	Lines   *int  `msgpack:"lines,omitempty"`
+	SinceUs int64 `msgpack:"since_us,omitempty"`
+	Follow  bool  `msgpack:"follow,omitempty"`
 }
 
 // Reply is rs's answer. Err empty means success; then Code is empty too.
 type Reply struct {
-	Code     Code     `msgpack:"code,omitempty"`
-	Err      string   `msgpack:"err,omitempty"`
-	Message  string   `msgpack:"message,omitempty"` // a line for the operator
-	Progress string   `msgpack:"progress,omitempty"`
-	Services []Status `msgpack:"services,omitempty"`
-	Daemon   *Daemon  `msgpack:"daemon,omitempty"` // with status
-	Done     bool     `msgpack:"done"`
+	Code     Code      `msgpack:"code,omitempty"`
+	Err      string    `msgpack:"err,omitempty"`
+	Message  string    `msgpack:"message,omitempty"` // a line for the operator
+	Progress string    `msgpack:"progress,omitempty"`
+	Services []Status  `msgpack:"services,omitempty"`
+	Daemon   *Daemon   `msgpack:"daemon,omitempty"` // with status
+	Logs     []LogLine `msgpack:"logs,omitempty"`   // with logs, in pieces before the final reply
+	Done     bool      `msgpack:"done"`
 }
 
 // Failure is the final reply for err: its code and its text.
@@ -106,6 +120,24 @@ type Status struct {
 	StandbyPid int      `msgpack:"standby_pid" json:"standby_pid"` // 0 when none runs
 }
 
+// LogLine is one line of a service's log file as the file holds it
+// (`<RFC 3339 UTC time> <stream> <text>`, without its newline), and the
+// service it is of. It is data: the text is the service's, and may hold
+// anything but a newline.
+type LogLine struct {
+	Label string `msgpack:"label"`
+	Line  string `msgpack:"line"`
+}
+
+// DefaultLogLines is how many of the last lines logs sends without
+// Lines; MaxLogLines and MaxLogBytes bound what it sends before it
+// follows (the latest lines are kept).
+const (
+	DefaultLogLines = 10
+	MaxLogLines     = 100000
+	MaxLogBytes     = 64 << 20
+)
+
 // MaxState is the largest update state: the wire to the services
 // carries it in 32 bits.
 const MaxState = math.MaxUint32
@@ -144,7 +176,14 @@ func DecodeRequest(b []byte) (Request, error) {
 		return Request{}, fmt.Errorf("%w: maxtime %v: must be positive", ErrInvalid, r.MaxTime)
 	}
 	switch r.Op {
-	case OpStatus, OpShutdown:
+	case OpStatus, OpShutdown, OpReopenLogs:
+	case OpLogs:
+		if r.Lines != nil && (*r.Lines < 0 || *r.Lines > MaxLogLines) {
+			return Request{}, fmt.Errorf("%w: lines %d out of range (0 to %d)", ErrInvalid, *r.Lines, MaxLogLines)
+		}
+		if r.SinceUs < 0 {
+			return Request{}, fmt.Errorf("%w: since %d: before 1970", ErrInvalid, r.SinceUs)
+		}
 	case OpUp, OpDown, OpRestart, OpUpdate, OpClone, OpUnclone:
 		if r.Label == "" {
 			return Request{}, fmt.Errorf("%w: %s needs a label", ErrInvalid, r.Op)
