@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/reincarnation/rs/rs/control"
+	"github.com/reincarnation/rs/rs/logs"
 )
 
 // service is one row of the table, living across instances. Its state is
@@ -37,7 +38,10 @@ type service struct {
 	lastStandbyErr string // why the last standby ended
 	rtt            time.Duration
 	fdstore        map[string]*os.File
-	closing        atomic.Int64 // its fds being closed off the loop (closeHeld)
+	// logFiles are every instance's stdout and stderr (package logs
+	// owns them): the same pipes across restarts and updates.
+	logFiles logs.Files
+	closing  atomic.Int64 // its fds being closed off the loop (closeHeld)
 
 	// Who waits for what.
 	upWaiters      []chan<- control.Reply // replied when an instance runs or fails to start
@@ -84,9 +88,23 @@ func (svc *service) state() string {
 
 func (s *Server) add(spec Spec) *service {
 	svc := &service{spec: spec.withDefaults(), fdstore: map[string]*os.File{}, wantStandby: spec.Standby}
+	s.setLog(svc)
 	s.services[spec.Label] = svc
 	s.order = append(s.order, spec.Label)
 	return svc
+}
+
+// setLog asks the log writer for the files of svc's output as its spec
+// says (pipes made now, no I/O: it never blocks the loop).
+func (s *Server) setLog(svc *service) {
+	if s.logs == nil {
+		return
+	}
+	f, err := s.logs.Add(svc.spec.Label, svc.spec.logConfig())
+	if err != nil {
+		s.log.Error("service output goes to /dev/null", "label", svc.spec.Label, "err", err)
+	}
+	svc.logFiles = f
 }
 
 func (s *Server) addConfigured(specs []Spec) {

@@ -386,7 +386,7 @@ depends = ["db"]
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(dir, "bad.toml")
 			os.WriteFile(path, []byte(c.cfg), 0o644)
-			out, err := exec.Command(bin("rs"), "--config", path, "--socket", filepath.Join(dir, "s.sock")).CombinedOutput()
+			out, err := exec.Command(bin("rs"), "--config", path, "--socket", filepath.Join(dir, "s.sock"), "--log-dir", filepath.Join(dir, "log")).CombinedOutput()
 			if err == nil {
 				t.Fatalf("rs accepted a bad config: %s", out)
 			}

@@ -79,12 +79,13 @@ const waitTimeout = 20 * time.Second
 
 // rsProc is a running rs under test.
 type rsProc struct {
-	t    *testing.T
-	dir  string
-	sock string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{}
+	t      *testing.T
+	dir    string
+	sock   string
+	logDir string // services' <label>.log
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	done   chan struct{}
 }
 
 type syncBuffer struct {
@@ -110,8 +111,9 @@ func (s *syncBuffer) String() string {
 func startRS(t *testing.T, config string) *rsProc {
 	t.Helper()
 	dir := t.TempDir()
-	r := &rsProc{t: t, dir: dir, sock: filepath.Join(dir, "rs.sock"), log: &syncBuffer{}, done: make(chan struct{})}
-	args := []string{"--socket", r.sock, "--log-level", "debug"}
+	r := &rsProc{t: t, dir: dir, sock: filepath.Join(dir, "rs.sock"), logDir: filepath.Join(dir, "log"),
+		log: &syncBuffer{}, done: make(chan struct{})}
+	args := []string{"--socket", r.sock, "--log-level", "debug", "--log-dir", r.logDir}
 	if config != "" {
 		cfg := filepath.Join(dir, "system.toml")
 		config = strings.ReplaceAll(config, "$BIN", binDir)
@@ -150,6 +152,15 @@ func startRS(t *testing.T, config string) *rsProc {
 		}
 		if t.Failed() {
 			t.Logf("rs log:\n%s", r.log.String())
+			logs, _ := filepath.Glob(filepath.Join(r.logDir, "*.log"))
+			for _, l := range logs {
+				if b, err := os.ReadFile(l); err == nil {
+					if len(b) > 4096 {
+						b = b[len(b)-4096:]
+					}
+					t.Logf("%s (its end):\n%s", filepath.Base(l), b)
+				}
+			}
 		}
 	})
 	r.waitFor("control socket", func() bool {

@@ -21,6 +21,9 @@ const (
 	OpUnclone  = "unclone"
 	OpStatus   = "status"
 	OpShutdown = "shutdown"
+	// OpReopenLogs closes every service's log file, to be opened again
+	// at its next line (for an external logrotate; SIGUSR1 does the same).
+	OpReopenLogs = "reopen-logs"
 )
 
 // Service states, as `service status` shows them.
@@ -104,6 +107,9 @@ type Status struct {
 	Depends    []string `msgpack:"depends" json:"depends"`
 	Standby    bool     `msgpack:"standby" json:"standby"`         // a standby is wanted
 	StandbyPid int      `msgpack:"standby_pid" json:"standby_pid"` // 0 when none runs
+	// LogError says why its output cannot be written to its log file now
+	// (the service blocks on its full pipe meanwhile); "" when it can.
+	LogError string `msgpack:"log_error" json:"log_error"`
 }
 
 // MaxState is the largest update state: the wire to the services
@@ -144,7 +150,7 @@ func DecodeRequest(b []byte) (Request, error) {
 		return Request{}, fmt.Errorf("%w: maxtime %v: must be positive", ErrInvalid, r.MaxTime)
 	}
 	switch r.Op {
-	case OpStatus, OpShutdown:
+	case OpStatus, OpShutdown, OpReopenLogs:
 	case OpUp, OpDown, OpRestart, OpUpdate, OpClone, OpUnclone:
 		if r.Label == "" {
 			return Request{}, fmt.Errorf("%w: %s needs a label", ErrInvalid, r.Op)

@@ -297,3 +297,19 @@ func (w *Writer) setStat(s *sink, f func(*Stat)) {
 	f(s.stat)
 	w.mu.Unlock()
 }
+
+// DefaultDir is rs's log directory when --log-dir is not given:
+// /var/log/rs for root; else $XDG_STATE_HOME/rs/log, else
+// ~/.local/state/rs/log.
+func DefaultDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/log/rs"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "rs", "log")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "rs", "log")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("rs-%d", os.Getuid()), "log")
+}
