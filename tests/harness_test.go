@@ -110,6 +110,12 @@ func (s *syncBuffer) String() string {
 // "$DIR" by the test's directory.
 func startRS(t *testing.T, config string) *rsProc {
 	t.Helper()
+	return startRSTo(t, config, nil)
+}
+
+// startRSTo is startRS with rs's stdout and stderr on out (nil: r.log).
+func startRSTo(t *testing.T, config string, out *os.File) *rsProc {
+	t.Helper()
 	dir := t.TempDir()
 	r := &rsProc{t: t, dir: dir, sock: filepath.Join(dir, "rs.sock"), logDir: filepath.Join(dir, "log"),
 		log: &syncBuffer{}, done: make(chan struct{})}
@@ -125,6 +131,9 @@ func startRS(t *testing.T, config string) *rsProc {
 	}
 	r.cmd = exec.Command(bin("rs"), args...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
+	if out != nil {
+		r.cmd.Stdout, r.cmd.Stderr = out, out
+	}
 	// If the test binary dies (a -timeout panic, say) rs goes with it,
 	// and its services with rs.
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
