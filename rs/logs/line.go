@@ -72,6 +72,9 @@ func (s *splitter) feed(out, ts, data []byte) []byte {
 		}
 		out = appendPieces(out, ts, s.name, line)
 		s.partial = s.partial[:0]
+		if cap(s.partial) > 4<<10 {
+			s.partial = nil // a long line once: not kept for good
+		}
 		data = data[i+1:]
 	}
 	return out

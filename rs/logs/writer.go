@@ -92,6 +92,10 @@ type loop struct {
 	byFD  map[int32]*stream
 	buf   []byte
 	ts    []byte
+	// spare is the buffer of lines read: a sink holds one only while it
+	// has lines not yet written, so a thousand quiet services do not each
+	// keep the few hundred KiB a flood once needed.
+	spare []byte
 }
 
 func (w *Writer) run() {
@@ -222,6 +226,9 @@ func (l *loop) read(st *stream, n int) {
 			l.ts = stamp(l.ts, time.Now())
 			stamped = true
 		}
+		if s.out == nil {
+			s.out, l.spare = l.spare, nil
+		}
 		s.out = st.split.feed(s.out, l.ts, l.buf[:k])
 		if k < len(l.buf) {
 			return
@@ -298,7 +305,10 @@ func (l *loop) retry(s *sink) {
 func (l *loop) flush(s *sink) error {
 	defer func() {
 		if s.off == len(s.out) {
-			s.out, s.off = s.out[:0], 0
+			if cap(s.out) > cap(l.spare) {
+				l.spare = s.out[:0]
+			}
+			s.out, s.off = nil, 0
 		}
 	}()
 	for s.off < len(s.out) {
