@@ -128,6 +128,7 @@ func (inst *instance) pid() int {
 func (s *Server) spawnInstance(svc *service, r role, spec Spec) *instance {
 	inst := &instance{svc: svc, spec: spec, role: r, phase: phaseSpawning}
 	s.live[inst] = struct{}{}
+	svc.instances++
 	s.startProcess(inst)
 	return inst
 }
@@ -562,6 +563,7 @@ func (s *Server) gone(inst *instance) {
 	was := inst.phase
 	inst.phase = phaseGone
 	delete(s.live, inst)
+	inst.svc.instances--
 	s.pingLeave(inst)
 	s.disarmAll(inst)
 	if inst.drv != nil {
@@ -590,6 +592,7 @@ func (s *Server) gone(inst *instance) {
 	default:
 		s.primaryGone(inst, out, reason)
 	}
+	s.releaseLog(svc)
 	s.startWaiting() // a start slot may be free
 	s.stopStep()     // a dependent may be gone
 	s.checkDowns()

@@ -208,7 +208,9 @@ func (s *Server) up(req control.Request, r chan<- control.Reply) {
 	} else {
 		s.dropStandby(svc) // it runs the old spec
 		svc.spec = spec.withDefaults()
-		s.setLog(svc)
+		if svc.logFiles.Stdout != nil {
+			s.setLog(svc) // new log settings for the pipes it still holds
+		}
 		if len(svc.downWaiters) > 0 {
 			s.answerDown(svc) // it is down; what it stopped with it may still be stopping
 		}

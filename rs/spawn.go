@@ -20,6 +20,9 @@ import (
 func (s *Server) startProcess(inst *instance) {
 	spec := inst.spec
 	env := append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+spec.Label)
+	if inst.svc.logFiles.Stdout == nil {
+		s.setLog(inst.svc)
+	}
 	out := inst.svc.logFiles
 	go func() {
 		if spec.Pids > 0 && proc.Containment().Pids == "" {
