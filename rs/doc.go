@@ -99,10 +99,11 @@
 //
 // # Service output (package logs)
 //
-// Each service's stdout and stderr are pipes of package logs, made when
-// the service enters the table (setLog, and again on an `up` that changes
-// its log settings) and handed to every instance it starts: the same
-// pipes across restarts, standbys and updates. logs' one goroutine reads
+// Each service's stdout and stderr are pipes of package logs, made at
+// its first spawn (setLog) and handed to every instance it starts: the
+// same pipes across restarts, standbys and updates. A service left down
+// or failed with no instance at all gives them back (releaseLog: what
+// they hold is written first), so a down service holds no fds. logs' one goroutine reads
 // them into LOGDIR/<label>.log; the loop only sends it messages (Add,
 // Ended when an instance is reaped and no other of its service lives,
 // Reopen) and reads its Status for log_error, none of which waits on
