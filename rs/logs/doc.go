@@ -47,7 +47,9 @@
 // <label>.log.rotated-N, and a goroutine of the service's own gzips it,
 // shifts the older ones (.1.gz to .2.gz, ...) and names it
 // <label>.log.1.gz, one rotation after the other: reading the pipes
-// never waits for a compression. Reopen closes every
+// never waits for a compression. If the compressor falls 16 files
+// behind, rotation waits for it and the file grows past MaxSize
+// meanwhile. Reopen closes every
 // file, to be opened again (created if gone) at the next line: for an
 // external logrotate. rs calls it on SIGUSR1 and on the control op
 // "reopen-logs".

@@ -177,7 +177,9 @@ func TestRotation(t *testing.T) {
 						t.Fatalf("%s: %v", name, err)
 					}
 				}
-				if len(b) > max || len(b) == 0 || b[len(b)-1] != '\n' {
+				// A compressor that falls behind (16 files) holds rotation
+				// back, and the file grows past max meanwhile.
+				if (len(b) > max && !compress) || len(b) == 0 || b[len(b)-1] != '\n' {
 					t.Errorf("%s: %d bytes (max %d), last byte %q", name, len(b), max, b[len(b)-1:])
 				}
 				all = append(all, strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")...)
