@@ -8,9 +8,10 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
 
-# Start rs in the foreground with the demo configuration.
+# Start rs in the foreground with the demo configuration; the services'
+# logs go to var/log/<label>.log in the checkout.
 run: build
-	$(BIN)/rs --config examples/system.toml
+	$(BIN)/rs --config examples/system.toml --log-dir var/log
 
 # Vet and every test, race detector on.
 test:

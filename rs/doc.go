@@ -99,6 +99,18 @@
 // Spec.Apply of a control.Patch, and both check the table it would make
 // with Validate. down and shutdown stop in dependency order (stop.go).
 //
+// # Service output (package logs)
+//
+// Each service's stdout and stderr are pipes of package logs, made at
+// its first spawn (setLog) and handed to every instance it starts: the
+// same pipes across restarts, standbys and updates. A service left down
+// or failed with no instance at all gives them back (releaseLog: what
+// they hold is written first), so a down service holds no fds. logs' one goroutine reads
+// them into LOGDIR/<label>.log; the loop only sends it messages (Add,
+// Ended when an instance is reaped and no other of its service lives,
+// Reopen) and reads its Status for log_error, none of which waits on
+// I/O. No service gets rs's own fds 0-2.
+//
 // rs runs on one P (cmd/rs): the loop is the work, and a second P only
 // adds wake-ups between rs's own threads.
 package rs

@@ -128,6 +128,7 @@ func (inst *instance) pid() int {
 func (s *Server) spawnInstance(svc *service, r role, spec Spec) *instance {
 	inst := &instance{svc: svc, spec: spec, role: r, phase: phaseSpawning}
 	s.live[inst] = struct{}{}
+	svc.instances++
 	s.startProcess(inst)
 	return inst
 }
@@ -503,12 +504,34 @@ func (s *Server) onEnded(inst *instance, err error, exiting bool) {
 // onReaped: the instance's process is reaped.
 func (s *Server) onReaped(inst *instance, exit proc.Exit) {
 	inst.reaped, inst.exit = true, exit
+	if s.logs != nil && !othersAlive(inst) {
+		// What it wrote last is in the pipes; a line it left without its
+		// newline is written now (with another instance alive it may be
+		// that one's, and waits).
+		s.logs.Ended(inst.label())
+	}
 	if inst.ended {
 		s.gone(inst)
 		return
 	}
 	s.pingLeave(inst)
 	s.arm(inst, tReaped, reapGrace)
+}
+
+// othersAlive tells whether an instance of inst's service other than
+// inst is alive (its output shares inst's pipes).
+func othersAlive(inst *instance) bool {
+	svc := inst.svc
+	others := []*instance{svc.primary, svc.standby}
+	if u := svc.update; u != nil {
+		others = append(others, u.old, u.new)
+	}
+	for _, o := range others {
+		if o != nil && o != inst && !o.reaped && o.phase != phaseGone {
+			return true
+		}
+	}
+	return false
 }
 
 // instanceTimer: one of an instance's deadlines passed.
@@ -540,6 +563,7 @@ func (s *Server) gone(inst *instance) {
 	was := inst.phase
 	inst.phase = phaseGone
 	delete(s.live, inst)
+	inst.svc.instances--
 	s.pingLeave(inst)
 	s.disarmAll(inst)
 	if inst.drv != nil {
@@ -568,6 +592,7 @@ func (s *Server) gone(inst *instance) {
 	default:
 		s.primaryGone(inst, out, reason)
 	}
+	s.releaseLog(svc)
 	s.startWaiting() // a start slot may be free
 	s.stopStep()     // a dependent may be gone
 	s.checkDowns()

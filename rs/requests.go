@@ -135,6 +135,9 @@ func (s *Server) request(ev evRequest) {
 		answer(ev.reply, control.Reply{Services: st})
 	case control.OpShutdown:
 		s.beginShutdown(ev.reply)
+	case control.OpReopenLogs:
+		s.ReopenLogs()
+		answer(ev.reply, control.Reply{Message: "log files reopened"})
 	case control.OpUp:
 		s.up(req, ev.reply)
 	case control.OpDown:
@@ -214,6 +217,9 @@ func (s *Server) up(req control.Request, r chan<- control.Reply) {
 	} else {
 		s.dropStandby(svc) // it runs the old spec
 		svc.spec = spec.withDefaults()
+		if svc.logFiles.Stdout != nil {
+			s.setLog(svc) // new log settings for the pipes it still holds
+		}
 		if len(svc.downWaiters) > 0 {
 			s.answerDown(svc) // it is down; what it stopped with it may still be stopping
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/reincarnation/rs/msg"
 	"github.com/reincarnation/rs/rs/control"
+	"github.com/reincarnation/rs/rs/logs"
 )
 
 // Options configure a Server. Zero fields mean defaults.
@@ -17,8 +18,9 @@ type Options struct {
 	Clock  Clock
 	// Env is the environment every service starts with (default: rs's).
 	Env []string
-	// LogDir holds the services' log files, LogDir/<label>.log ("": rs
-	// keeps none, and `service logs` says so).
+	// LogDir is where services with log = "file" write <label>.log
+	// (package logs); "": nowhere, their output goes to rs's own stdout
+	// and stderr as with log = "inherit".
 	LogDir string
 }
 
@@ -37,6 +39,8 @@ type Server struct {
 	started time.Time
 	mux     *msg.Mux // reads every channel, from Run on
 	muxErr  error    // why there is no mux: every spawn fails with it
+	logs    *logs.Writer
+	logsErr error // why there is no log writer
 
 	unknownEvents atomic.Int64 // events the loop had no case for (a bug)
 	closing       atomic.Int64 // service fds being closed off the loop
@@ -74,6 +78,11 @@ func New(opts Options) *Server {
 		s.log = slog.Default()
 	}
 	s.mux, s.muxErr = msg.NewMux()
+	var err error
+	if s.logs, err = logs.New(opts.LogDir, s.log); err != nil {
+		s.logsErr = err // no /dev/null, epoll or eventfd: every spawn fails with it
+		s.log.Error("no log writer: no service can start", "err", err)
+	}
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
@@ -115,6 +124,14 @@ func (s *Server) Do(req control.Request, prog chan<- string) control.Reply {
 	})
 }
 
+// ReopenLogs closes every service's log file, to be opened again at its
+// next line (SIGUSR1, for an external logrotate). It never waits.
+func (s *Server) ReopenLogs() {
+	if s.logs != nil {
+		s.logs.Reopen()
+	}
+}
+
 // Done is closed when Run has returned.
 func (s *Server) Done() <-chan struct{} { return s.done }
 
@@ -122,6 +139,10 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // every instance is gone.
 func (s *Server) Run() {
 	defer close(s.done)
+	if s.logs != nil {
+		// After the last instance: what the pipes hold is written out.
+		defer s.logs.Close(2 * time.Second)
+	}
 	if s.mux != nil {
 		go s.mux.Run(s.deliver)
 		defer s.mux.Close()

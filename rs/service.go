@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/reincarnation/rs/rs/control"
+	"github.com/reincarnation/rs/rs/logs"
 )
 
 // service is one row of the table, living across instances. Its state is
@@ -37,7 +38,11 @@ type service struct {
 	lastStandbyErr string // why the last standby ended
 	rtt            time.Duration
 	fdstore        map[string]*os.File
-	closing        atomic.Int64 // its fds being closed off the loop (closeHeld)
+	// logFiles are every instance's stdout and stderr (package logs
+	// owns them): the same pipes across restarts and updates.
+	logFiles  logs.Files
+	instances int          // its instances in s.live, spawning to gone
+	closing   atomic.Int64 // its fds being closed off the loop (closeHeld)
 
 	// Who waits for what.
 	upWaiters      []chan<- control.Reply // replied when an instance runs or fails to start
@@ -87,6 +92,36 @@ func (s *Server) add(spec Spec) *service {
 	s.services[spec.Label] = svc
 	s.order = append(s.order, spec.Label)
 	return svc
+}
+
+// setLog asks the log writer for the files of svc's output as its spec
+// says (pipes made now, no I/O: it never blocks the loop). A service
+// gets them at its first spawn and keeps them while it has instances or
+// may get one by itself (backoff, a restart); releaseLog gives them back.
+func (s *Server) setLog(svc *service) {
+	if s.logs == nil {
+		return
+	}
+	f, err := s.logs.Add(svc.spec.Label, svc.spec.logConfig())
+	if err != nil {
+		s.log.Error("service output goes to /dev/null", "label", svc.spec.Label, "err", err)
+	}
+	svc.logFiles = f
+}
+
+// releaseLog gives back svc's pipes and closes its file (what the pipes
+// hold is written first) once it has no instance, not even one still
+// spawning or stopping, and stays down or failed: a service that is down
+// holds no fds. Its next spawn gets new pipes.
+func (s *Server) releaseLog(svc *service) {
+	if s.logs == nil || svc.logFiles.Stdout == nil || svc.instances > 0 {
+		return
+	}
+	if st := svc.state(); st != control.StateDown && st != control.StateFailed {
+		return
+	}
+	s.logs.Remove(svc.spec.Label)
+	svc.logFiles = logs.Files{}
 }
 
 func (s *Server) addConfigured(specs []Spec) {

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/reincarnation/rs/proc"
+	"github.com/reincarnation/rs/rs/logs"
 )
 
 // What could block stays off the loop: starting a process (stat, cgroup
@@ -19,12 +20,16 @@ import (
 func (s *Server) startProcess(inst *instance) {
 	spec := inst.spec
 	env := append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+spec.Label)
+	if inst.svc.logFiles.Stdout == nil {
+		s.setLog(inst.svc)
+	}
+	out := inst.svc.logFiles
 	go func() {
 		if spec.Pids > 0 && proc.Containment().Pids == "" {
 			s.log.Warn("pids limit not enforced: rs has no pids controller", "label", spec.Label, "pids", spec.Pids)
 		}
 		posted := make(chan struct{})
-		p, drv, err := startSef(spec, env, func(exit proc.Exit) {
+		p, drv, err := startSef(spec, env, out, s.logsErr, func(exit proc.Exit) {
 			<-posted
 			s.post(evReaped{inst: inst, exit: exit})
 		})
@@ -34,8 +39,11 @@ func (s *Server) startProcess(inst *instance) {
 }
 
 // startSef starts spec's binary as a sef service: its channel is the
-// first of its files.
-func startSef(spec Spec, env []string, exited func(proc.Exit)) (*proc.Process, *sefDriver, error) {
+// first of its files, its stdout and stderr are out's (never rs's own).
+func startSef(spec Spec, env []string, out logs.Files, logsErr error, exited func(proc.Exit)) (*proc.Process, *sefDriver, error) {
+	if out.Stdout == nil || out.Stderr == nil {
+		return nil, nil, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
+	}
 	if err := checkBinary(spec.Binary); err != nil {
 		return nil, nil, err
 	}
@@ -48,6 +56,8 @@ func startSef(spec Spec, env []string, exited func(proc.Exit)) (*proc.Process, *
 		Args:   spec.Args,
 		Env:    append(env, chanEnv),
 		Files:  []*os.File{child},
+		Stdout: out.Stdout,
+		Stderr: out.Stderr,
 		Limits: spec.limits(),
 		Name:   spec.Label,
 		Memory: spec.Memory,

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reincarnation/rs/proc"
+	"github.com/reincarnation/rs/rs/logs"
 )
 
 // Restart policies, as spelled in the config and on the command line.
@@ -94,6 +95,15 @@ type Spec struct {
 	// (config `control = true`); without it rs refuses them.
 	Control bool
 
+	// Log is where the service's stdout and stderr go (config `log`):
+	// "file" (LOGDIR/<label>.log, the default), "inherit" (rs's own),
+	// "null". LogMaxSize, LogKeep and LogCompress rotate the file
+	// (package logs; zero: logs' defaults).
+	Log         string
+	LogMaxSize  uint64
+	LogKeep     int
+	LogCompress bool
+
 	// File and Line name where the service was configured ("" for `service up`).
 	File string
 	Line int
@@ -123,6 +133,11 @@ func (s Spec) withDefaults() Spec {
 		s.MaxRestarts = DefaultMaxRestarts
 	}
 	return s
+}
+
+// logConfig is how the service's output is kept, for package logs.
+func (s Spec) logConfig() logs.Config {
+	return logs.Config{Mode: s.Log, MaxSize: s.LogMaxSize, Keep: s.LogKeep, Compress: s.LogCompress}
 }
 
 // limits returns the spec's resource limits for proc.

@@ -28,6 +28,9 @@ func (s *Server) statusOf(svc *service) control.Status {
 		PeriodMs:  svc.spec.Period.Milliseconds(),
 		Depends:   svc.spec.Depends,
 	}
+	if s.logs != nil {
+		st.LogError = s.logs.Status(svc.spec.Label).Err
+	}
 	if st.Args == nil {
 		st.Args = []string{}
 	}

@@ -103,7 +103,7 @@ func TestSocketSquatting(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	rsCmd := exec.CommandContext(ctx, bin("rs"))
+	rsCmd := exec.CommandContext(ctx, bin("rs"), "--log-dir", filepath.Join(tmp, "log"))
 	rsCmd.Env, rsCmd.SysProcAttr = env, asUID(victimUID)
 	var log syncBuffer
 	rsCmd.Stdout, rsCmd.Stderr = &log, &log
@@ -192,7 +192,7 @@ func TestSocketSquatting(t *testing.T) {
 			syscall.Lstat(p, &before)
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, bin("rs"))
+			cmd := exec.CommandContext(ctx, bin("rs"), "--log-dir", filepath.Join(tmp, "log"))
 			cmd.Env, cmd.SysProcAttr = userEnv(tmp), asUID(victimUID)
 			var errb bytes.Buffer
 			cmd.Stderr = &errb

@@ -79,12 +79,13 @@ const waitTimeout = 20 * time.Second
 
 // rsProc is a running rs under test.
 type rsProc struct {
-	t    *testing.T
-	dir  string
-	sock string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{}
+	t      *testing.T
+	dir    string
+	sock   string
+	logDir string // services' <label>.log
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	done   chan struct{}
 }
 
 type syncBuffer struct {
@@ -109,9 +110,16 @@ func (s *syncBuffer) String() string {
 // of the built binaries and "$DIR" by the test's directory (in extra too).
 func startRS(t *testing.T, config string, extra ...string) *rsProc {
 	t.Helper()
+	return startRSTo(t, config, nil, extra...)
+}
+
+// startRSTo is startRS with rs's stdout and stderr on out (nil: r.log).
+func startRSTo(t *testing.T, config string, out *os.File, extra ...string) *rsProc {
+	t.Helper()
 	dir := t.TempDir()
-	r := &rsProc{t: t, dir: dir, sock: filepath.Join(dir, "rs.sock"), log: &syncBuffer{}, done: make(chan struct{})}
-	args := []string{"--socket", r.sock, "--log-level", "debug"}
+	r := &rsProc{t: t, dir: dir, sock: filepath.Join(dir, "rs.sock"), logDir: filepath.Join(dir, "log"),
+		log: &syncBuffer{}, done: make(chan struct{})}
+	args := []string{"--socket", r.sock, "--log-level", "debug", "--log-dir", r.logDir}
 	for _, a := range extra {
 		args = append(args, strings.ReplaceAll(a, "$DIR", dir))
 	}
@@ -126,6 +134,9 @@ func startRS(t *testing.T, config string, extra ...string) *rsProc {
 	}
 	r.cmd = exec.Command(bin("rs"), args...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
+	if out != nil {
+		r.cmd.Stdout, r.cmd.Stderr = out, out
+	}
 	// If the test binary dies (a -timeout panic, say) rs goes with it,
 	// and its services with rs.
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -153,6 +164,15 @@ func startRS(t *testing.T, config string, extra ...string) *rsProc {
 		}
 		if t.Failed() {
 			t.Logf("rs log:\n%s", r.log.String())
+			logs, _ := filepath.Glob(filepath.Join(r.logDir, "*.log"))
+			for _, l := range logs {
+				if b, err := os.ReadFile(l); err == nil {
+					if len(b) > 4096 {
+						b = b[len(b)-4096:]
+					}
+					t.Logf("%s (its end):\n%s", filepath.Base(l), b)
+				}
+			}
 		}
 	})
 	r.waitFor("control socket", func() bool {

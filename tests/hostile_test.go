@@ -174,7 +174,7 @@ func TestStuckStderrDoesNotStallRS(t *testing.T) {
 	if _, err := unix.FcntlInt(pw.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin("rs"), "--socket", sock, "--log-level", "debug")
+	cmd := exec.Command(bin("rs"), "--socket", sock, "--log-level", "debug", "--log-dir", filepath.Join(dir, "log"))
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

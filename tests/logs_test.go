@@ -4,12 +4,17 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/reincarnation/rs/rs/control"
 )
@@ -98,5 +103,301 @@ args = ["-role", "say"]
 	out := r.mustService("logs", "-n", "1")
 	if !regexp.MustCompile(`^say \| \S+ (out|err) say (out|err) pid=\d+\n$`).MatchString(out) {
 		t.Errorf("logs of every service: %q", out)
+	}
+}
+
+// A line of a service's log file: time, stream, text.
+var logLineRE = regexp.MustCompile(`^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) (out|err)(\+?) (.*)$`)
+
+// logLines reads a service's log file as (stream, text) pairs; lines not
+// in the format fail the test.
+func (r *rsProc) logLines(label string) [][2]string {
+	r.t.Helper()
+	b, err := os.ReadFile(filepath.Join(r.logDir, label+".log"))
+	if err != nil {
+		return nil
+	}
+	var out [][2]string
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if l == "" {
+			continue
+		}
+		if !strings.HasSuffix(l, "\n") {
+			return out // being written
+		}
+		m := logLineRE.FindStringSubmatch(strings.TrimSuffix(l, "\n"))
+		if m == nil {
+			r.t.Fatalf("%s.log: line %.100q is not in the format", label, l)
+		}
+		out = append(out, [2]string{m[2] + m[3], m[4]})
+	}
+	return out
+}
+
+// waitLog waits until label's log lines satisfy ok, and returns them.
+func (r *rsProc) waitLog(label string, ok func([][2]string) bool) [][2]string {
+	r.t.Helper()
+	var lines [][2]string
+	r.waitFor(label+"'s log", func() bool {
+		lines = r.logLines(label)
+		return ok(lines)
+	})
+	return lines
+}
+
+// TestLastWordsKept: what a service writes on both streams just before
+// it is SIGKILLed is in its log file, a last line without a newline too.
+func TestLastWordsKept(t *testing.T) {
+	r := startRS(t, `
+[service.lw]
+binary = "$BIN/roles"
+args = ["-role", "last-words"]
+restart = "never"
+`)
+	want := map[[2]string]bool{{"out", "no newline at the end"}: true}
+	for i := range 200 {
+		want[[2]string{"out", fmt.Sprint("word ", i)}] = true
+		want[[2]string{"err", fmt.Sprint("eword ", i)}] = true
+	}
+	r.waitLog("lw", func(lines [][2]string) bool {
+		n := 0
+		for _, l := range lines {
+			if want[l] {
+				n++
+			}
+		}
+		return n == len(want)
+	})
+	if st := r.status("lw"); !strings.Contains(st.LastExit, "SIGKILL") {
+		t.Errorf("last_exit %q, want SIGKILL", st.LastExit)
+	}
+}
+
+// TestLogAcrossUpdates: a service writing a numbered line every
+// millisecond, updated live three times, writes on into the same file:
+// the numbers run on with no gap and no repeat.
+func TestLogAcrossUpdates(t *testing.T) {
+	r := startRS(t, `
+[service.counter]
+binary = "$BIN/roles"
+args = ["-role", "counter"]
+`)
+	numbers := func(lines [][2]string) []int {
+		var ns []int
+		for _, l := range lines {
+			if v, ok := strings.CutPrefix(l[1], "n "); ok && l[0] == "out" {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					t.Fatalf("line %q", l)
+				}
+				ns = append(ns, n)
+			}
+		}
+		return ns
+	}
+	r.waitState("counter", control.StateRunning, 0)
+	pids := map[int]bool{}
+	for u := range 3 {
+		before := len(numbers(r.logLines("counter")))
+		r.waitLog("counter", func(l [][2]string) bool { return len(numbers(l)) >= before+50 })
+		pids[r.status("counter").Pid] = true
+		if _, errOut, code := r.service("update", "counter"); code != 0 {
+			t.Fatalf("update %d: exit %d: %s", u, code, errOut)
+		}
+	}
+	st := r.waitState("counter", control.StateRunning, 0)
+	if pids[st.Pid] || len(pids) != 3 {
+		t.Fatalf("not three updates: pids %v, now %d", pids, st.Pid)
+	}
+	before := len(numbers(r.logLines("counter")))
+	ns := numbers(r.waitLog("counter", func(l [][2]string) bool { return len(numbers(l)) >= before+50 }))
+	for i, n := range ns {
+		if n != i {
+			t.Fatalf("line %d is n %d: a number lost or doubled (around: %v)", i, n, ns[max(0, i-3):min(len(ns), i+3)])
+		}
+	}
+	if st.Restarts != 0 {
+		t.Errorf("restarts %d: the count would start again", st.Restarts)
+	}
+}
+
+// TestFloodDoesNotStallOthers: rs's own stderr is a pipe nobody reads
+// (a paused terminal), one service floods lines of 64 KiB + 1, and an
+// innocent service that says a line at each init is SIGKILLed again
+// and again: it is reincarnated each time and status answers, since each
+// service writes into pipes of its own, read by rs's log writer.
+func TestFloodDoesNotStallOthers(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	r := startRSTo(t, `
+[service.flood]
+binary = "$BIN/roles"
+args = ["-role", "flood-lines"]
+
+[service.innocent]
+binary = "$BIN/roles"
+args = ["-role", "says-up"]
+backoff_base = "10ms"
+backoff_cap = "10ms"
+`, pw)
+	r.waitState("innocent", control.StateRunning, 0)
+	// The flood is under way: its file grows past a few lines of 64 KiB.
+	r.waitFor("the flood", func() bool {
+		fi, err := os.Stat(filepath.Join(r.logDir, "flood.log"))
+		return err == nil && fi.Size() > 4<<20
+	})
+	for i := range 5 {
+		st := r.status("innocent")
+		if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		r.waitState("innocent", control.StateRunning, st.Pid)
+		r.waitLog("innocent", func(l [][2]string) bool {
+			return len(l) > 0 && l[len(l)-1] == [2]string{"err", fmt.Sprint("up, restarts ", i+1)}
+		})
+	}
+	// Lines longer than 64 KiB come in two pieces, the first marked.
+	lines := r.logLines("flood")
+	if len(lines) < 4 {
+		t.Fatalf("flood.log: %d lines", len(lines))
+	}
+	for i, l := range lines[:len(lines)-len(lines)%2] {
+		if want := map[bool]string{true: "out+", false: "out"}[i%2 == 0]; l[0] != want || len(l[1]) != map[bool]int{true: 64 << 10, false: 1}[i%2 == 0] {
+			t.Fatalf("flood.log line %d: stream %q, %d bytes", i, l[0], len(l[1]))
+		}
+	}
+}
+
+// TestInheritCannotTouchRSStderr: with log = "inherit" a service writes
+// to rs's stderr through an open file description of its own: setting
+// O_NONBLOCK on it leaves rs's fd 2 as it was.
+func TestInheritCannotTouchRSStderr(t *testing.T) {
+	dir := t.TempDir()
+	done := filepath.Join(dir, "done")
+	r := startRS(t, fmt.Sprintf(`
+[service.nb]
+binary = "$BIN/roles"
+args = ["-role", "nonblock-stderr", %q]
+log = "inherit"
+`, done))
+	r.waitFor("the service to set O_NONBLOCK", func() bool { _, err := os.Stat(done); return err == nil })
+	r.waitFor("its line on rs's stderr", func() bool { return strings.Contains(r.log.String(), "stderr set non-blocking") })
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/2", r.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags int64 = -1
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "flags:"); ok {
+			flags, _ = strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+		}
+	}
+	if flags < 0 || flags&unix.O_NONBLOCK != 0 {
+		t.Fatalf("rs's fd 2 flags %o: O_NONBLOCK set by a service (fdinfo %q)", flags, b)
+	}
+	if _, err := os.Stat(filepath.Join(r.logDir, "nb.log")); err == nil {
+		t.Errorf("log = inherit made a log file")
+	}
+}
+
+// TestRotationUnderRS: a service's file is rotated at log_max_size into
+// log_keep gzipped files, with no restart.
+func TestRotationUnderRS(t *testing.T) {
+	r := startRS(t, `
+[service.rot]
+binary = "$BIN/roles"
+args = ["-role", "numbered", "200"]
+log_max_size = "16KiB"
+log_keep = 2
+log_compress = true
+`)
+	st := r.waitState("rot", control.StateRunning, 0)
+	base := filepath.Join(r.logDir, "rot.log")
+	r.waitFor("two gzipped rotations", func() bool {
+		_, e1 := os.Stat(base + ".1.gz")
+		_, e2 := os.Stat(base + ".2.gz")
+		return e1 == nil && e2 == nil
+	})
+	for _, gone := range []string{".3", ".3.gz"} {
+		if _, err := os.Stat(base + gone); err == nil {
+			t.Errorf("rot.log%s kept beyond log_keep = 2", gone)
+		}
+	}
+	out, err := exec.Command("gzip", "-dc", base+".2.gz").Output()
+	if err != nil {
+		t.Fatalf("gzip -dc rot.log.2.gz: %v", err)
+	}
+	if len(out) == 0 || len(out) > 16<<10 || !logLineRE.MatchString(strings.SplitN(string(out), "\n", 2)[0]) {
+		t.Errorf("rot.log.2.gz: %d bytes, starts %.80q", len(out), out)
+	}
+	if now := r.status("rot"); now.Pid != st.Pid || now.Restarts != 0 {
+		t.Errorf("rotation restarted the service: %+v, was pid %d", now, st.Pid)
+	}
+}
+
+// TestFullDiskRecovers: the log directory is a 1 MiB tmpfs. A service
+// writes numbered lines until it fills: rs goes on serving (status
+// answers, another service is reincarnated), status says logging fails
+// for the writer; when space returns writing resumes, and the numbers in
+// the file run on with none lost.
+func TestFullDiskRecovers(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip(needsRoot)
+	}
+	r := startRS(t, "")
+	if err := os.Mkdir(r.logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", r.logDir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", r.logDir).Run() })
+	r.mustService("up", "--binary", bin("roles"), "--args", "-role says-up", "innocent")
+	r.mustService("up", "--binary", bin("roles"), "--args", "-role numbered 1000", "filler")
+	st := r.waitFor2("filler", func(st control.Status) bool { return st.LogError != "" })
+	if !strings.Contains(st.LogError, "no space left") {
+		t.Errorf("log_error %q, want ENOSPC's", st.LogError)
+	}
+	// rs serves: another service is reincarnated, and status answers.
+	inn := r.status("innocent")
+	if inn.LogError != "" {
+		t.Errorf("innocent's log_error %q: its first line fitted", inn.LogError)
+	}
+	syscall.Kill(inn.Pid, syscall.SIGKILL)
+	r.waitState("innocent", control.StateRunning, inn.Pid)
+	if now := r.status("filler"); now.State != control.StateRunning || now.LogError == "" {
+		t.Errorf("filler while the disk is full: %+v", now)
+	}
+	fi, _ := os.Stat(filepath.Join(r.logDir, "filler.log"))
+	full := fi.Size()
+	if out, err := exec.Command("mount", "-o", "remount,size=4m", r.logDir).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v: %s", err, out)
+	}
+	r.waitFor2("filler", func(st control.Status) bool { return st.LogError == "" })
+	r.waitFor("the file to grow", func() bool {
+		fi, err := os.Stat(filepath.Join(r.logDir, "filler.log"))
+		return err == nil && fi.Size() > full+1<<20
+	})
+	lines := r.logLines("filler")
+	n := 0
+	for _, l := range lines {
+		if l[0] != "out" {
+			continue // sef's own lines
+		}
+		var k int
+		if _, err := fmt.Sscanf(l[1], "n %d ", &k); err != nil {
+			t.Fatalf("line %.80q: %v", l[1], err)
+		}
+		if k != n {
+			t.Fatalf("line n %d where n %d was due: lost or doubled", k, n)
+		}
+		n++
+	}
+	if n < 1000 {
+		t.Errorf("only %d lines", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -20,18 +21,21 @@ import (
 	"github.com/reincarnation/rs/proc"
 	"github.com/reincarnation/rs/rs"
 	"github.com/reincarnation/rs/rs/control"
+	"github.com/reincarnation/rs/rs/logs"
 )
 
 func main() {
 	app := &cli.App{
 		Name:      "rs",
 		Usage:     "reincarnation server: supervise sef services",
-		UsageText: "rs [--config FILE] [--socket PATH] [--log-format text|json] [--log-level L]",
+		UsageText: "rs [--config FILE] [--socket PATH] [--log-dir DIR] [--log-format text|json] [--log-level L]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "TOML file of services to start"},
 			&cli.StringFlag{Name: "socket", Usage: "control socket (default: $RS_SOCKET, else rs.sock in rs's private directory, mode 0700: " +
 				"$XDG_RUNTIME_DIR/rs, else /run/rs for root, else $TMPDIR/rs-<uid>; here " + control.DefaultSocket() + ")"},
-			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+			&cli.StringFlag{Name: "log-dir", Usage: "where services with log = \"file\" write <label>.log (default: /var/log/rs for root, " +
+				"else $XDG_STATE_HOME/rs/log, else ~/.local/state/rs/log; here " + logs.DefaultDir() + ")"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (rs's own log, on its stderr)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
 		HideHelpCommand: true,
@@ -105,23 +109,40 @@ func run(c *cli.Context) error {
 	// Signals before the first child, so none is missed.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	reopen := make(chan os.Signal, 1)
+	signal.Notify(reopen, syscall.SIGUSR1)
 	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP)
 
 	// Before the first service: the cgroups an rs that was SIGKILLed left
 	// behind are emptied here.
 	proc.InitContainment(log)
 	defer proc.ReleaseContainment()
-	srv := rs.New(rs.Options{Logger: log})
+	logDir := c.String("log-dir")
+	if logDir == "" {
+		logDir = logs.DefaultDir()
+	}
+	if logDir, err = filepath.Abs(logDir); err != nil {
+		return err
+	}
+	srv := rs.New(rs.Options{Logger: log, LogDir: logDir})
 	ctl := &control.Server{Handler: srv.Handle, Stream: srv.HandleStream, Log: log}
 	go srv.Run()
 	go ctl.Serve(ln)
-	log.Info("rs started", "socket", sock, "services", len(specs), "pid", os.Getpid())
+	log.Info("rs started", "socket", sock, "services", len(specs), "pid", os.Getpid(), "log_dir", logDir)
 	srv.Start(specs)
-	select {
-	case sig := <-sigs:
-		log.Info("signal, stopping every service", "signal", sig.String())
-		srv.Shutdown()
-	case <-srv.Done():
+wait:
+	for {
+		select {
+		case <-reopen:
+			log.Info("SIGUSR1: reopening the services' log files")
+			srv.ReopenLogs()
+		case sig := <-sigs:
+			log.Info("signal, stopping every service", "signal", sig.String())
+			srv.Shutdown()
+			break wait
+		case <-srv.Done():
+			break wait
+		}
 	}
 	ln.Close()
 	ctl.Wait(time.Second)

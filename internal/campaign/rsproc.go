@@ -100,7 +100,8 @@ func startRS(dir, bin, config, level string) (*rsProc, error) {
 		return nil, err
 	}
 	r.logFile = f
-	r.cmd = exec.Command(filepath.Join(bin, "rs"), "--config", config, "--socket", r.sock, "--log-level", level)
+	r.cmd = exec.Command(filepath.Join(bin, "rs"), "--config", config, "--socket", r.sock, "--log-level", level,
+		"--log-dir", filepath.Join(dir, "log"))
 	r.cmd.Stdout, r.cmd.Stderr = f, f
 	// rs (and with it its services) dies with the campaign, even killed.
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -39,6 +39,10 @@ type Patch struct {
 	CPUTime       *time.Duration `msgpack:"cpu_time,omitempty" usage:"CPU time limit (RLIMIT_CPU), e.g. 10m"`
 	Pids          *int           `msgpack:"pids,omitempty" usage:"most processes the service may have (cgroup pids controller)"`
 	Control       *bool          `msgpack:"control,omitempty" usage:"let the service's own processes use rs's control socket"`
+	Log           *string        `msgpack:"log,omitempty" usage:"where its stdout and stderr go: file (LOGDIR/<label>.log) | inherit (rs's own) | null (default file)"`
+	LogMaxSize    *uint64        `msgpack:"log_max_size,omitempty" unit:"bytes" usage:"its log file is rotated before it passes this size (default 10MiB)"`
+	LogKeep       *int           `msgpack:"log_keep,omitempty" usage:"rotated log files kept: <label>.log.1 to .log.N (default 5)"`
+	LogCompress   *bool          `msgpack:"log_compress,omitempty" usage:"gzip rotated log files (.log.1.gz, ...)"`
 }
 
 // MinPeriod is the shortest ping period and ping timeout rs accepts: a
@@ -76,6 +80,20 @@ func CheckValue(key string, v any) error {
 	case "memory":
 		if v.(uint64) == 0 {
 			return fmt.Errorf("memory 0: want a positive number of bytes")
+		}
+	case "log":
+		switch m := v.(string); m {
+		case "file", "inherit", "null":
+		default:
+			return fmt.Errorf("log %q: want file, inherit or null", m)
+		}
+	case "log_max_size":
+		if v.(uint64) == 0 {
+			return fmt.Errorf("log_max_size 0: want a positive number of bytes, e.g. 10MiB")
+		}
+	case "log_keep":
+		if n := v.(int); n <= 0 {
+			return fmt.Errorf("log_keep %d: want a positive number of rotated files", n)
 		}
 	}
 	if f.Kind != KindDuration {

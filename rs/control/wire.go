@@ -23,8 +23,8 @@ const (
 	OpShutdown = "shutdown"
 	// OpLogs streams services' log lines (a streamed reply: see Stream).
 	OpLogs = "logs"
-	// OpReopenLogs has rs reopen every service's log file (after an
-	// external logrotate).
+	// OpReopenLogs closes every service's log file, to be opened again
+	// at its next line (for an external logrotate; SIGUSR1 does the same).
 	OpReopenLogs = "reopen-logs"
 )
 
@@ -118,6 +118,9 @@ type Status struct {
 	Depends    []string `msgpack:"depends" json:"depends"`
 	Standby    bool     `msgpack:"standby" json:"standby"`         // a standby is wanted
 	StandbyPid int      `msgpack:"standby_pid" json:"standby_pid"` // 0 when none runs
+	// LogError says why its output cannot be written to its log file now
+	// (the service blocks on its full pipe meanwhile); "" when it can.
+	LogError string `msgpack:"log_error" json:"log_error"`
 }
 
 // LogLine is one line of a service's log file as the file holds it

@@ -1,0 +1,315 @@
+package logs
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Modes of a service's output (config key `log`).
+const (
+	ModeFile    = "file"    // LOGDIR/<label>.log (the default)
+	ModeInherit = "inherit" // rs's own stdout and stderr
+	ModeNull    = "null"    // /dev/null
+)
+
+// Defaults of Config's zero fields.
+const (
+	DefaultMaxSize = 10 << 20
+	DefaultKeep    = 5
+)
+
+// RetryEvery is how often a write that failed is tried again.
+var RetryEvery = 500 * time.Millisecond
+
+// ErrClosed: the Writer is closed.
+var ErrClosed = errors.New("log writer closed")
+
+// Config is how one service's output is kept. Zero fields mean defaults.
+type Config struct {
+	Mode     string // ModeFile, ModeInherit or ModeNull; "": ModeFile
+	MaxSize  uint64 // bytes a file may reach before it is rotated
+	Keep     int    // rotated files kept: <label>.log.1 to .log.<Keep>
+	Compress bool   // gzip rotated files
+}
+
+func (c Config) withDefaults() Config {
+	if c.Mode == "" {
+		c.Mode = ModeFile
+	}
+	if c.MaxSize == 0 {
+		c.MaxSize = DefaultMaxSize
+	}
+	if c.Keep <= 0 {
+		c.Keep = DefaultKeep
+	}
+	return c
+}
+
+// Files are what a service's instances get as their fds 1 and 2. They
+// belong to the Writer: the caller hands them to each instance it starts
+// (the child gets copies) and never closes them.
+type Files struct {
+	Stdout, Stderr *os.File
+}
+
+// Stat is how logging goes for one service.
+type Stat struct {
+	Written int64  // bytes written to its files
+	Err     string // why writing fails now; "" when it works
+}
+
+// Writer owns every service's pipes and log files; see the package doc.
+type Writer struct {
+	dir string
+	log *slog.Logger
+
+	// rs's stdout and stderr, opened anew, and /dev/null.
+	inherit Files
+	null    Files
+
+	epfd, wakefd int
+
+	mu     sync.Mutex
+	queue  []message
+	stats  map[string]*Stat // by label; updated by the goroutine under mu
+	files  map[string]*sinkFiles
+	closed bool
+
+	done      chan struct{}
+	compress  sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// sinkFiles is what Add remembers of a label: its mode and its Files.
+type sinkFiles struct {
+	mode  string
+	files Files
+}
+
+type msgKind int
+
+const (
+	mAdd msgKind = iota
+	mConfig
+	mRemove
+	mEnded
+	mReopen
+	mClose
+)
+
+type message struct {
+	kind  msgKind
+	label string
+	cfg   Config
+	sink  *sink // mAdd
+}
+
+// New returns a Writer into dir (made when the first file is opened) and
+// starts its goroutine. dir "" means no directory: log = "file" acts as
+// log = "inherit".
+func New(dir string, log *slog.Logger) (*Writer, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	w := &Writer{dir: dir, log: log, stats: map[string]*Stat{}, files: map[string]*sinkFiles{}, done: make(chan struct{})}
+	var err error
+	if w.null.Stdout, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
+		return nil, fmt.Errorf("logs: %w", err)
+	}
+	w.null.Stderr = w.null.Stdout
+	w.inherit.Stdout = reopenStd(1, "stdout", log)
+	w.inherit.Stderr = reopenStd(2, "stderr", log)
+	if w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("logs: epoll_create1: %w", err)
+	}
+	if w.wakefd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		unix.Close(w.epfd)
+		return nil, fmt.Errorf("logs: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(w.wakefd)}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, w.wakefd, &ev); err != nil {
+		unix.Close(w.epfd)
+		unix.Close(w.wakefd)
+		return nil, fmt.Errorf("logs: epoll_ctl: %w", err)
+	}
+	go w.run()
+	return w, nil
+}
+
+// reopenStd opens rs's fd n anew: a new open file description, whose
+// flags (O_NONBLOCK) a service may change without changing rs's. Where
+// that cannot be (a socket), a dup shares rs's, and that is logged.
+func reopenStd(fd int, name string, log *slog.Logger) *os.File {
+	path := fmt.Sprintf("/proc/self/fd/%d", fd)
+	if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+		return f
+	} else {
+		log.Warn("log = inherit: cannot open rs's "+name+" anew; services with log = inherit share its flags with rs",
+			"path", path, "err", err)
+	}
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		log.Warn("log = inherit: cannot dup rs's "+name+"; services with log = inherit get /dev/null", "err", err)
+		f, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		return f
+	}
+	return os.NewFile(uintptr(nfd), name)
+}
+
+// Dir is the directory of the log files ("" if none).
+func (w *Writer) Dir() string { return w.dir }
+
+// Path is the log file of label.
+func (w *Writer) Path(label string) string { return filepath.Join(w.dir, label+".log") }
+
+// Add sets how label's output is kept and returns the files its
+// instances get. For a label already added in the same mode it only
+// changes the rotation settings and returns the same files; in another
+// mode the old pipes are drained and closed (no instance must be
+// running or starting with them). It never waits on I/O. On an error
+// (no fds left for the pipes) it returns /dev/null's files with it.
+func (w *Writer) Add(label string, cfg Config) (Files, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Mode == ModeFile && w.dir == "" {
+		cfg.Mode = ModeInherit
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return w.null, ErrClosed
+	}
+	if old, ok := w.files[label]; ok {
+		if old.mode == cfg.Mode {
+			w.post(message{kind: mConfig, label: label, cfg: cfg})
+			return old.files, nil
+		}
+		w.post(message{kind: mRemove, label: label})
+		delete(w.files, label)
+		delete(w.stats, label)
+	}
+	var files Files
+	switch cfg.Mode {
+	case ModeInherit:
+		files = w.inherit
+	case ModeNull:
+		files = w.null
+	case ModeFile:
+		s, err := newSink(label, cfg)
+		if err != nil {
+			return w.null, fmt.Errorf("log of %s: %w", label, err)
+		}
+		files = Files{Stdout: s.outW, Stderr: s.errW}
+		w.stats[label] = s.stat
+		w.post(message{kind: mAdd, label: label, cfg: cfg, sink: s})
+	default:
+		return w.null, fmt.Errorf("log of %s: mode %q: want file, inherit or null", label, cfg.Mode)
+	}
+	w.files[label] = &sinkFiles{mode: cfg.Mode, files: files}
+	return files, nil
+}
+
+// Remove forgets label: what its pipes hold is written, then they and
+// its file are closed. No instance must be starting with its files.
+func (w *Writer) Remove(label string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.files[label]; ok && !w.closed {
+		delete(w.files, label)
+		delete(w.stats, label)
+		w.post(message{kind: mRemove, label: label})
+	}
+}
+
+// Ended tells that an instance of label is gone: what it left in the
+// pipes is written, and a last line without a newline with it.
+func (w *Writer) Ended(label string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.post(message{kind: mEnded, label: label})
+	}
+}
+
+// Reopen closes every log file; each is opened again (made if it is
+// gone) at its next line. For an external logrotate.
+func (w *Writer) Reopen() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.post(message{kind: mReopen})
+	}
+}
+
+// Status tells how logging goes for label (zero if it has no file).
+func (w *Writer) Status(label string) Stat {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if st, ok := w.stats[label]; ok {
+		return *st
+	}
+	return Stat{}
+}
+
+// Close writes out what the pipes hold and closes everything, waiting at
+// most d (for a disk that does not answer).
+func (w *Writer) Close(d time.Duration) {
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.post(message{kind: mClose})
+		w.closed = true
+		w.mu.Unlock()
+	})
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-w.done:
+	case <-t.C:
+		return
+	}
+	c := make(chan struct{})
+	go func() { w.compress.Wait(); close(c) }()
+	select {
+	case <-c:
+	case <-t.C:
+	}
+}
+
+// post queues m and wakes the goroutine; w.mu is held. An eventfd write
+// of 1 does not block (the counter would have to reach 2^64-1).
+func (w *Writer) post(m message) {
+	w.queue = append(w.queue, m)
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	unix.Write(w.wakefd, one[:])
+}
+
+// setStat updates a sink's Stat under the mutex.
+func (w *Writer) setStat(s *sink, f func(*Stat)) {
+	w.mu.Lock()
+	f(s.stat)
+	w.mu.Unlock()
+}
+
+// DefaultDir is rs's log directory when --log-dir is not given:
+// /var/log/rs for root; else $XDG_STATE_HOME/rs/log, else
+// ~/.local/state/rs/log.
+func DefaultDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/log/rs"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "rs", "log")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "rs", "log")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("rs-%d", os.Getuid()), "log")
+}

@@ -1,0 +1,239 @@
+package logs
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSplitLongLines: a line longer than MaxLine is cut into pieces of
+// MaxLine, every one but the last marked with '+'; none is dropped,
+// whether it arrives at once or a byte at a time, and a line without a
+// newline waits for flush.
+func TestSplitLongLines(t *testing.T) {
+	ts := []byte("T")
+	long := bytes.Repeat([]byte("x"), 2*MaxLine+10)
+	exact := bytes.Repeat([]byte("y"), MaxLine)
+	input := append(append(append([]byte("short\n"), long...), '\n'), exact...)
+	input = append(input, "\ntail"...)
+	want := "T out short\n" +
+		"T out+ " + string(long[:MaxLine]) + "\n" +
+		"T out+ " + string(long[MaxLine:2*MaxLine]) + "\n" +
+		"T out " + string(long[2*MaxLine:]) + "\n" +
+		"T out " + string(exact) + "\n"
+	for _, chunk := range []int{len(input), 1, 4096, MaxLine + 1} {
+		s := splitter{name: "out"}
+		var out []byte
+		for in := input; len(in) > 0; {
+			n := min(chunk, len(in))
+			out = s.feed(out, ts, in[:n])
+			in = in[n:]
+		}
+		if string(out) != want {
+			t.Errorf("chunk %d: got %d bytes, want %d (%q...)", chunk, len(out), len(want), trunc(out))
+		}
+		if len(s.partial) > MaxLine {
+			t.Errorf("chunk %d: holds %d bytes", chunk, len(s.partial))
+		}
+		out = s.flush(out[:0], ts)
+		if string(out) != "T out tail\n" {
+			t.Errorf("chunk %d: flush %q", chunk, out)
+		}
+		if out = s.flush(out[:0], ts); len(out) != 0 {
+			t.Errorf("chunk %d: second flush %q", chunk, out)
+		}
+	}
+}
+
+func trunc(b []byte) []byte {
+	if len(b) > 80 {
+		return b[:80]
+	}
+	return b
+}
+
+var lineRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (out|err)\+? `)
+
+// waitFile waits until path's lines satisfy ok.
+func waitFile(t *testing.T, path string, ok func(lines []string) bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		if len(b) == 0 {
+			lines = nil
+		}
+		if ok(lines) {
+			return lines
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: timed out; has %d lines: %q", path, len(lines), lines[max(0, len(lines)-3):])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestWriterFormat: both streams land in <label>.log in the documented
+// format; a last line without a newline is written when Ended says the
+// instance is gone.
+func TestWriterFormat(t *testing.T) {
+	dir := t.TempDir()
+	w, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(time.Second)
+	f, err := w.Add("svc", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(f.Stdout, "hello\nhalf")
+	fmt.Fprint(f.Stderr, "oops\n")
+	path := filepath.Join(dir, "svc.log")
+	waitFile(t, path, func(l []string) bool { return len(l) == 2 })
+	w.Ended("svc")
+	lines := waitFile(t, path, func(l []string) bool { return len(l) == 3 })
+	got := map[string]bool{}
+	for _, l := range lines {
+		if !lineRE.MatchString(l) {
+			t.Errorf("line %q not in the format", l)
+		}
+		got[l[len("2006-01-02T15:04:05.000000Z "):]] = true
+	}
+	for _, want := range []string{"out hello", "err oops", "out half"} {
+		if !got[want] {
+			t.Errorf("no line %q in %q", want, lines)
+		}
+	}
+	if st := w.Status("svc"); st.Err != "" || st.Written == 0 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// TestRotation: the file is rotated at line ends before it passes
+// MaxSize; Keep rotated files are kept, the oldest go; with Compress
+// they are gzipped and decompress to whole lines. Nothing is lost among
+// the files kept: the newest lines are all there, in order.
+func TestRotation(t *testing.T) {
+	for _, compress := range []bool{false, true} {
+		t.Run(fmt.Sprint("compress=", compress), func(t *testing.T) {
+			dir := t.TempDir()
+			w, err := New(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close(time.Second)
+			const max, keep = 4096, 3
+			f, err := w.Add("r", Config{MaxSize: max, Keep: keep, Compress: compress})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 2000
+			go func() {
+				for i := range n {
+					fmt.Fprintf(f.Stdout, "line %06d\n", i)
+				}
+			}()
+			path := filepath.Join(dir, "r.log")
+			waitFile(t, path, func(l []string) bool {
+				return len(l) > 0 && strings.HasSuffix(l[len(l)-1], fmt.Sprintf("line %06d", n-1))
+			})
+			ext := ""
+			if compress {
+				ext = ".gz"
+				// Wait for the last compression to end.
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					if m, _ := filepath.Glob(path + ".rotated-*"); len(m) == 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("rotated files still uncompressed")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			var all []string
+			for i := keep; i >= 1; i-- {
+				name := fmt.Sprintf("%s.%d%s", path, i, ext)
+				b, err := os.ReadFile(name)
+				if err != nil {
+					t.Fatalf("rotated file %d: %v", i, err)
+				}
+				if compress {
+					zr, err := gzip.NewReader(bytes.NewReader(b))
+					if err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+					if b, err = io.ReadAll(zr); err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+				}
+				// A compressor that falls behind (16 files) holds rotation
+				// back, and the file grows past max meanwhile.
+				if (len(b) > max && !compress) || len(b) == 0 || b[len(b)-1] != '\n' {
+					t.Errorf("%s: %d bytes (max %d), last byte %q", name, len(b), max, b[len(b)-1:])
+				}
+				all = append(all, strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")...)
+			}
+			for _, gone := range []string{fmt.Sprintf("%s.%d", path, keep+1), fmt.Sprintf("%s.%d.gz", path, keep+1)} {
+				if _, err := os.Stat(gone); err == nil {
+					t.Errorf("%s kept beyond keep = %d", gone, keep)
+				}
+			}
+			cur, _ := os.ReadFile(path)
+			all = append(all, strings.Split(strings.TrimSuffix(string(cur), "\n"), "\n")...)
+			first := -1
+			for i, l := range all {
+				var k int
+				if _, err := fmt.Sscanf(l[len("2006-01-02T15:04:05.000000Z out "):], "line %d", &k); err != nil {
+					t.Fatalf("line %q: %v", l, err)
+				}
+				if i == 0 {
+					first = k
+				} else if k != first+i {
+					t.Fatalf("line %d is %d, want %d: lost or doubled", i, k, first+i)
+				}
+			}
+			if first+len(all) != n {
+				t.Errorf("last line %d, want %d", first+len(all)-1, n-1)
+			}
+		})
+	}
+}
+
+// TestReopen: after the file is moved away (an external logrotate),
+// Reopen makes the writer start a new one.
+func TestReopen(t *testing.T) {
+	dir := t.TempDir()
+	w, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(time.Second)
+	f, _ := w.Add("x", Config{})
+	path := filepath.Join(dir, "x.log")
+	fmt.Fprintln(f.Stdout, "before")
+	waitFile(t, path, func(l []string) bool { return len(l) == 1 })
+	if err := os.Rename(path, path+".old"); err != nil {
+		t.Fatal(err)
+	}
+	w.Reopen()
+	fmt.Fprintln(f.Stdout, "after")
+	lines := waitFile(t, path, func(l []string) bool { return len(l) == 1 })
+	if !strings.HasSuffix(lines[0], " out after") {
+		t.Errorf("new file: %q", lines)
+	}
+	old, _ := os.ReadFile(path + ".old")
+	if strings.Contains(string(old), "after") {
+		t.Errorf("the moved file got the line written after Reopen: %q", old)
+	}
+}

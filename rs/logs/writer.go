@@ -1,0 +1,470 @@
+package logs
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// What the goroutine owns: a sink per label with log = "file".
+
+// stream is one pipe of a service: its read end and its held line.
+type stream struct {
+	sink  *sink
+	fd    int // read end, non-blocking
+	split splitter
+}
+
+type sink struct {
+	label      string
+	cfg        Config
+	outW, errW *os.File // the write ends: the instances' fds 1 and 2
+	streams    [2]*stream
+	stat       *Stat // under Writer.mu
+
+	f    *os.File // the current file; nil: open at the next write
+	size int64
+	out  []byte // lines read and not yet written
+	off  int    // of out, written already
+
+	failing bool // a write failed: not polled until a retry succeeds
+	retryAt time.Time
+
+	zq   chan rotated // to its compressor; nil until the first
+	zseq int
+}
+
+// readsPerWake bounds what one stream is read per wake-up, so that a
+// flooding service does not starve the others.
+const readsPerWake = 4
+
+func newSink(label string, cfg Config) (*sink, error) {
+	s := &sink{label: label, cfg: cfg, stat: &Stat{}}
+	for i, name := range []string{"out", "err"} {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			s.closePipes()
+			return nil, fmt.Errorf("pipe: %w", err)
+		}
+		if err := unix.SetNonblock(p[0], true); err != nil {
+			unix.Close(p[0])
+			unix.Close(p[1])
+			s.closePipes()
+			return nil, fmt.Errorf("pipe: %w", err)
+		}
+		s.streams[i] = &stream{sink: s, fd: p[0], split: splitter{name: name}}
+		f := os.NewFile(uintptr(p[1]), label+"."+name)
+		if i == 0 {
+			s.outW = f
+		} else {
+			s.errW = f
+		}
+	}
+	return s, nil
+}
+
+func (s *sink) closePipes() {
+	for i, st := range s.streams {
+		if st != nil {
+			unix.Close(st.fd)
+			s.streams[i] = nil
+		}
+	}
+	if s.outW != nil {
+		s.outW.Close()
+	}
+	if s.errW != nil {
+		s.errW.Close()
+	}
+}
+
+// loop is the goroutine's own state.
+type loop struct {
+	w     *Writer
+	sinks map[string]*sink
+	byFD  map[int32]*stream
+	buf   []byte
+	ts    []byte
+	// spare is the buffer of lines read: a sink holds one only while it
+	// has lines not yet written, so a thousand quiet services do not each
+	// keep the few hundred KiB a flood once needed.
+	spare []byte
+}
+
+func (w *Writer) run() {
+	defer close(w.done)
+	l := &loop{w: w, sinks: map[string]*sink{}, byFD: map[int32]*stream{}, buf: make([]byte, 64<<10)}
+	events := make([]unix.EpollEvent, 128)
+	for {
+		timeout := -1
+		now := time.Now()
+		for _, s := range l.sinks {
+			if s.failing {
+				ms := int(s.retryAt.Sub(now)/time.Millisecond) + 1
+				if ms < 1 {
+					ms = 1
+				}
+				if timeout < 0 || ms < timeout {
+					timeout = ms
+				}
+			}
+		}
+		n, err := unix.EpollWait(w.epfd, events, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			w.log.Error("logs: epoll_wait failed; service output is no longer read", "err", err)
+			return
+		}
+		closing := false
+		for _, ev := range events[:max(n, 0)] {
+			if ev.Fd == int32(w.wakefd) {
+				closing = l.messages() || closing
+				continue
+			}
+			if st := l.byFD[ev.Fd]; st != nil && !st.sink.failing {
+				l.read(st, readsPerWake)
+				l.write(st.sink)
+			}
+		}
+		now = time.Now()
+		for _, s := range l.sinks {
+			if s.failing && !now.Before(s.retryAt) {
+				l.retry(s)
+			}
+		}
+		if closing {
+			for _, s := range l.sinks {
+				l.drain(s)
+				l.drop(s)
+			}
+			unix.Close(w.epfd)
+			unix.Close(w.wakefd)
+			return
+		}
+	}
+}
+
+// messages handles what the API queued; true on Close.
+func (l *loop) messages() bool {
+	var b [8]byte
+	unix.Read(l.w.wakefd, b[:])
+	l.w.mu.Lock()
+	q := l.w.queue
+	l.w.queue = nil
+	l.w.mu.Unlock()
+	closing := false
+	for _, m := range q {
+		s := l.sinks[m.label]
+		switch m.kind {
+		case mAdd:
+			l.sinks[m.label] = m.sink
+			l.poll(m.sink, true)
+		case mConfig:
+			if s != nil {
+				s.cfg = m.cfg
+			}
+		case mRemove:
+			if s != nil {
+				l.drain(s)
+				l.drop(s)
+			}
+		case mEnded:
+			if s != nil {
+				l.drain(s)
+			}
+		case mReopen:
+			for _, s := range l.sinks {
+				if s.f != nil {
+					s.f.Close()
+					s.f = nil
+				}
+			}
+		case mClose:
+			closing = true
+		}
+	}
+	return closing
+}
+
+// poll adds s's pipes to the epoll set, or takes them out.
+func (l *loop) poll(s *sink, on bool) {
+	for _, st := range s.streams {
+		if on {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(st.fd)}
+			if err := unix.EpollCtl(l.w.epfd, unix.EPOLL_CTL_ADD, st.fd, &ev); err != nil {
+				l.w.log.Error("logs: epoll_ctl add", "label", s.label, "err", err)
+			}
+			l.byFD[int32(st.fd)] = st
+		} else {
+			unix.EpollCtl(l.w.epfd, unix.EPOLL_CTL_DEL, st.fd, nil)
+			delete(l.byFD, int32(st.fd))
+		}
+	}
+}
+
+// read reads st at most n times, up to what the pipe holds, into its
+// sink's pending lines.
+func (l *loop) read(st *stream, n int) {
+	s := st.sink
+	stamped := false
+	for i := 0; i < n; i++ {
+		k, err := unix.Read(st.fd, l.buf)
+		if errors.Is(err, unix.EINTR) {
+			i--
+			continue
+		}
+		if k <= 0 {
+			return
+		}
+		if !stamped {
+			l.ts = stamp(l.ts, time.Now())
+			stamped = true
+		}
+		if s.out == nil {
+			s.out, l.spare = l.spare, nil
+		}
+		s.out = st.split.feed(s.out, l.ts, l.buf[:k])
+		if k < len(l.buf) {
+			return
+		}
+	}
+}
+
+// drain writes out what s's pipes hold now, and the lines held without
+// their newline: an instance ended, or the sink goes.
+func (l *loop) drain(s *sink) {
+	if s.failing {
+		return // nowhere to write: the pipes keep it
+	}
+	for _, st := range s.streams {
+		l.read(st, 1<<10)
+	}
+	l.ts = stamp(l.ts, time.Now())
+	for _, st := range s.streams {
+		s.out = st.split.flush(s.out, l.ts)
+	}
+	l.write(s)
+}
+
+// drop closes s's file and pipes and forgets it.
+func (l *loop) drop(s *sink) {
+	if !s.failing {
+		l.poll(s, false)
+	}
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+	s.closePipes()
+	if s.zq != nil {
+		close(s.zq)
+	}
+	if len(s.out) > s.off {
+		l.w.log.Warn("log lines lost: the log file could not be written when the service went", "label", s.label, "bytes", len(s.out)-s.off)
+	}
+	if l.sinks[s.label] == s {
+		delete(l.sinks, s.label)
+	}
+}
+
+// write writes s's pending lines; a failure stops reading s until a
+// retry succeeds.
+func (l *loop) write(s *sink) {
+	if s.failing {
+		return
+	}
+	if err := l.flush(s); err != nil {
+		s.failing = true
+		s.retryAt = time.Now().Add(RetryEvery)
+		l.poll(s, false)
+		l.w.setStat(s, func(st *Stat) { st.Err = err.Error() })
+		l.w.log.Warn("log writing fails: the service's output waits in its pipe", "label", s.label, "err", err)
+	}
+}
+
+func (l *loop) retry(s *sink) {
+	if err := l.flush(s); err != nil {
+		s.retryAt = time.Now().Add(RetryEvery)
+		l.w.setStat(s, func(st *Stat) { st.Err = err.Error() })
+		return
+	}
+	s.failing = false
+	l.poll(s, true)
+	l.w.setStat(s, func(st *Stat) { st.Err = "" })
+	l.w.log.Info("log writing resumed", "label", s.label)
+}
+
+// flush writes s.out from s.off, rotating at line ends before the file
+// would pass MaxSize.
+func (l *loop) flush(s *sink) error {
+	defer func() {
+		if s.off == len(s.out) {
+			if cap(s.out) > cap(l.spare) {
+				l.spare = s.out[:0]
+			}
+			s.out, s.off = nil, 0
+		}
+	}()
+	for s.off < len(s.out) {
+		if s.f == nil {
+			if err := l.open(s); err != nil {
+				return err
+			}
+		}
+		seg := s.out[s.off:]
+		if limit := int64(s.cfg.MaxSize); s.size+int64(len(seg)) > limit {
+			cut := -1
+			if room := limit - s.size; room > 0 {
+				cut = bytes.LastIndexByte(seg[:room], '\n')
+			}
+			switch {
+			case cut >= 0:
+				seg = seg[:cut+1]
+			case s.size > 0 && l.rotate(s):
+				continue
+			case s.size == 0:
+				// A line longer than the whole file: alone in one.
+				seg = seg[:bytes.IndexByte(seg, '\n')+1]
+			}
+		}
+		n, err := s.f.Write(seg)
+		s.off += n
+		s.size += int64(n)
+		if n > 0 {
+			l.w.setStat(s, func(st *Stat) { st.Written += int64(n) })
+		}
+		if err != nil {
+			if u := errors.Unwrap(err); u != nil {
+				err = u
+			}
+			return fmt.Errorf("write %s: %w", s.f.Name(), err)
+		}
+	}
+	return nil
+}
+
+func (l *loop) open(s *sink) error {
+	if err := os.MkdirAll(l.w.dir, 0o750); err != nil {
+		return fmt.Errorf("log directory: %w", err)
+	}
+	f, err := os.OpenFile(l.w.Path(s.label), os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o640)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	s.f, s.size = f, fi.Size()
+	return nil
+}
+
+// rotate moves <label>.log to .log.1 (the older ones up, the last
+// beyond Keep removed); false if it cannot now (the rename failed, or
+// the compressor has a full queue): the file grows on. With Compress the
+// file goes to <label>.log.rotated-N and the sink's compressor gzips it,
+// shifts the older ones and names it .log.1.gz, in rotation order.
+func (l *loop) rotate(s *sink) bool {
+	base := l.w.Path(s.label)
+	if s.cfg.Compress {
+		if s.zq == nil {
+			s.zq = make(chan rotated, 16)
+			l.w.compress.Add(1)
+			go l.w.compressor(s.label, base, s.zq)
+		}
+		if len(s.zq) == cap(s.zq) {
+			return false
+		}
+		tmp := fmt.Sprintf("%s.rotated-%d", base, s.zseq)
+		if err := os.Rename(base, tmp); err != nil {
+			l.w.log.Warn("log rotation failed; the file grows on", "label", s.label, "err", err)
+			return false
+		}
+		s.zseq++
+		s.zq <- rotated{tmp, s.cfg.Keep}
+	} else {
+		shift(base, s.cfg.Keep)
+		if err := os.Rename(base, base+".1"); err != nil {
+			l.w.log.Warn("log rotation failed; the file grows on", "label", s.label, "err", err)
+			return false
+		}
+	}
+	s.f.Close()
+	s.f, s.size = nil, 0
+	return true
+}
+
+// rotated is a file the compressor is to gzip in as <base>.1.gz.
+type rotated struct {
+	path string
+	keep int
+}
+
+// shift makes room for base.1: base.i(.gz) becomes base.i+1(.gz), and
+// what would pass keep is removed.
+func shift(base string, keep int) {
+	name := func(i int, gz string) string { return fmt.Sprintf("%s.%d%s", base, i, gz) }
+	for _, gz := range []string{"", ".gz"} {
+		os.Remove(name(keep, gz))
+		for i := keep - 1; i >= 1; i-- {
+			os.Rename(name(i, gz), name(i+1, gz))
+		}
+	}
+}
+
+// compressor gzips one sink's rotated files, in order, off the reading
+// goroutine; it ends when q is closed.
+func (w *Writer) compressor(label, base string, q <-chan rotated) {
+	defer w.compress.Done()
+	for r := range q {
+		final := base + ".1.gz"
+		err := gzipFile(r.path, r.path+".gz")
+		if err == nil {
+			shift(base, r.keep)
+			err = os.Rename(r.path+".gz", final)
+		}
+		if err == nil {
+			err = os.Remove(r.path)
+		} else {
+			// Keep it, uncompressed, as .1.
+			shift(base, r.keep)
+			os.Rename(r.path, base+".1")
+			w.log.Warn("log compression failed; the rotated file stays uncompressed", "label", label, "path", base+".1", "err", err)
+		}
+	}
+}
+
+func gzipFile(path, dstPath string) error {
+	src, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp := dstPath + ".tmp"
+	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o640)
+	if err != nil {
+		return err
+	}
+	zw := gzip.NewWriter(dst)
+	_, err = io.Copy(zw, src)
+	if err == nil {
+		err = zw.Close()
+	}
+	if e := dst.Close(); err == nil {
+		err = e
+	}
+	if err == nil {
+		err = os.Rename(tmp, dstPath)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
