@@ -5,7 +5,7 @@
 //
 //	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
 //	go run ./tests/bench [-bin DIR] [-n 20] [-net tcp|unix] [-v]
-//	                     [-scenario ping,control,crash,update,redisbench,scale]
+//	                     [-scenario ping,control,crash,update,redisbench,logs,scale]
 //	                     [-keys 100000] [-updates 10] [-kvb PATH] [-rb-n 200000]
 //	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
 //	                     [-timeout 8m]
@@ -24,11 +24,19 @@
 //   - update (update.go, s6update.go): live updates under load with
 //     100k keys, beside s6-svc -r of the same kv under s6.
 //   - redisbench (redisbench.go): redis-benchmark through live updates.
+//   - logs (logs.go): a service's output into its log file, MB/s, under
+//     rs --log-dir beside svlogd (runsv), s6-log (s6-supervise) and the
+//     floor (flood | cat > file); then status and kv's crash → serving
+//     under that rs, quiet and while one service floods. Without
+//     --log-dir in bin/rs its rs columns say so and the rest runs.
 //   - scale (scale.go): a second rs with -scale idle services pinged
 //     every second: boot, rs CPU and memory, status time; runsv's and
 //     s6-supervise's memory per service beside it.
 //
-// runsv, s6-supervise, s6-svc and redis-benchmark are installed by
+// When bin/rs has --log-dir, every rs the bench starts keeps its
+// services' logs in the temp dir.
+//
+// runsv, svlogd, s6-supervise, s6-svc, s6-log and redis-benchmark are installed by
 // install-peers.sh (Debian packages runit, s6, redis-tools) when missing;
 // what cannot be had is skipped with a note. Every wait has a deadline,
 // and the whole run one (-timeout). At the end, even on failure, every
@@ -80,6 +88,8 @@ type bench struct {
 	verbose  bool
 	bad      bool  // something rs should not have done: show its log
 	killed   []int // kv pids this bench killed or saw, checked at the end
+	// logCapture: whether bin/rs has --log-dir (nil: not asked yet).
+	logCapture *bool
 }
 
 // options are the command's flags.
@@ -101,7 +111,7 @@ type options struct {
 }
 
 // scenarioNames are the scenarios, in the order they run.
-var scenarioNames = []string{"ping", "control", "crash", "update", "redisbench", "scale"}
+var scenarioNames = []string{"ping", "control", "crash", "update", "redisbench", "logs", "scale"}
 
 func parseScenarios(s string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -202,6 +212,11 @@ func run(ctx context.Context, o options) (err error) {
 			return err
 		}
 	}
+	if o.scenarios["logs"] {
+		if err := b.logs(); err != nil {
+			return err
+		}
+	}
 	if o.scenarios["scale"] {
 		return b.scale()
 	}
@@ -260,7 +275,7 @@ max_restarts = -1
 		logPath = filepath.Join(b.dir, "rs.log")
 	}
 	b.rsLog = logPath
-	p, err := b.startRS(cfg, b.ctl.Socket, logPath, nil, "--log-format", "json")
+	p, err := b.startRS(cfg, b.ctl.Socket, logPath, nil, append([]string{"--log-format", "json"}, b.logDirFlags("main-logs")...)...)
 	if err != nil {
 		return err
 	}

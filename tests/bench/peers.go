@@ -46,6 +46,8 @@ var peerPackages = []struct{ prog, pkg string }{
 	{"s6-supervise", "s6"},
 	{"s6-svc", "s6"},
 	{"s6-notifyoncheck", "s6"},
+	{"svlogd", "runit"},
+	{"s6-log", "s6"},
 	{"redis-benchmark", "redis-tools"},
 }
 
@@ -150,6 +152,17 @@ func (b *bench) superviseReady(kind, dir, ready string, argv ...string) (*superv
 	if err := os.WriteFile(filepath.Join(dir, "run"), []byte(run), 0o755); err != nil {
 		return nil, err
 	}
+	return b.startSupervisor(kind, dir, nil, nil)
+}
+
+// startSupervisor starts kind on dir, whose run script is written, with
+// stdin and stdout (nil: /dev/null and dir.log) for it and its service;
+// its stderr goes to dir.log.
+func (b *bench) startSupervisor(kind, dir string, stdin, stdout *os.File) (*supervised, error) {
+	prog := b.tools.path[kind]
+	if prog == "" {
+		return nil, errors.New(b.tools.missing[kind])
+	}
 	logf, err := os.Create(dir + ".log")
 	if err != nil {
 		return nil, err
@@ -157,6 +170,12 @@ func (b *bench) superviseReady(kind, dir, ready string, argv ...string) (*superv
 	defer logf.Close() // the child has its own copy
 	cmd := exec.Command(prog, dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
 	// No RS_CHANNEL_FD can leak in: the bench has none, and says so.
 	cmd.Env = withoutEnv(os.Environ(), "RS_CHANNEL_FD")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

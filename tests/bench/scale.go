@@ -63,7 +63,7 @@ func (b *bench) scale() (err error) {
 		env = append(env, "RS_CPUPROFILE="+b.opts.cpuprofile)
 	}
 	logPath := filepath.Join(dir, "rs.log")
-	p, err := b.startRS(cfgPath, ctl.Socket, logPath, env)
+	p, err := b.startRS(cfgPath, ctl.Socket, logPath, env, b.logDirFlags("scale/logs")...)
 	if err != nil {
 		return err
 	}
