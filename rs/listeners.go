@@ -98,10 +98,9 @@ func listening(fd int) (ok, tcp bool) {
 
 // pauseListeners makes the service's held listeners turn clients away.
 func (s *Server) pauseListeners(svc *service) {
-	if svc.listenersPaused {
-		return
+	if len(svc.paused) > 0 {
+		return // paused already (a store with no listener is looked at again: cheap)
 	}
-	svc.listenersPaused = true
 	names, files := storeNames(svc.fdstore)
 	for i, name := range names {
 		p := &pausedListener{name: name, f: files[i]}
@@ -203,10 +202,9 @@ func (p *pausedListener) endDrain() bool {
 // resumeListeners makes the paused listeners serve again, before an
 // instance gets them.
 func (s *Server) resumeListeners(svc *service) {
-	if !svc.listenersPaused {
+	if len(svc.paused) == 0 {
 		return
 	}
-	svc.listenersPaused = false
 	for _, p := range svc.paused {
 		err := withFD(p.f, func(fd int) error {
 			if !p.tcp {
@@ -241,5 +239,4 @@ func (s *Server) releaseListeners(svc *service) {
 		}
 	}
 	svc.paused = nil
-	svc.listenersPaused = false
 }

@@ -54,10 +54,9 @@ type service struct {
 
 	t timers // tBackoff, tStandby, tRetry
 
-	// Its held listeners turn clients away while it is failed or down
-	// (listeners.go).
-	listenersPaused bool
-	paused          []*pausedListener
+	// paused: its held listeners that turn clients away while it is
+	// failed or down (listeners.go); none otherwise.
+	paused []*pausedListener
 }
 
 func (svc *service) timerSlots() *timers { return &svc.t }
