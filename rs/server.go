@@ -22,6 +22,10 @@ type Options struct {
 	// (package logs); "": nowhere, their output goes to rs's own stdout
 	// and stderr as with log = "inherit".
 	LogDir string
+	// LogBusy, if not nil, is called from the log writer's goroutine with
+	// true when a service's output floods and false once it is quiet
+	// again (logs.New).
+	LogBusy func(busy bool)
 }
 
 // Server is rs: the service table and the loop that owns it. Everything
@@ -79,7 +83,7 @@ func New(opts Options) *Server {
 	}
 	s.mux, s.muxErr = msg.NewMux()
 	var err error
-	if s.logs, err = logs.New(opts.LogDir, s.log); err != nil {
+	if s.logs, err = logs.New(opts.LogDir, s.log, opts.LogBusy); err != nil {
 		s.logsErr = err // no /dev/null, epoll or eventfd: every spawn fails with it
 		s.log.Error("no log writer: no service can start", "err", err)
 	}

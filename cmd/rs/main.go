@@ -65,9 +65,22 @@ func run(c *cli.Context) error {
 	log := slog.New(handler(out))
 	// rs is one loop; more Ps only add wake-ups between its threads
 	// across CPUs: at 1000 services rs used ~22% less CPU on one P
-	// (BENCHMARKS.md). $GOMAXPROCS, when set, still decides.
+	// (BENCHMARKS.md). But while a service floods its log, the log
+	// writer needs a CPU of its own, or rs's loop waits behind it: rs
+	// takes a second P then and gives it back once the flood is over.
+	// $GOMAXPROCS, when set, decides alone.
+	var logBusy func(bool)
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
+		if runtime.NumCPU() > 1 {
+			logBusy = func(busy bool) {
+				if busy {
+					runtime.GOMAXPROCS(2)
+				} else {
+					runtime.GOMAXPROCS(1)
+				}
+			}
+		}
 	}
 	// $RS_CPUPROFILE: write a pprof CPU profile of the whole run there.
 	if path := os.Getenv("RS_CPUPROFILE"); path != "" {
@@ -124,7 +137,7 @@ func run(c *cli.Context) error {
 	if logDir, err = filepath.Abs(logDir); err != nil {
 		return err
 	}
-	srv := rs.New(rs.Options{Logger: log, LogDir: logDir})
+	srv := rs.New(rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy})
 	ctl := &control.Server{Handler: srv.Handle, Stream: srv.HandleStream, Log: log}
 	go srv.Run()
 	go ctl.Serve(ln)

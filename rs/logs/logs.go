@@ -83,6 +83,8 @@ type Writer struct {
 	files  map[string]*sinkFiles
 	closed bool
 
+	busy func(bool) // New's; nil: nobody asks
+
 	done      chan struct{}
 	compress  sync.WaitGroup
 	closeOnce sync.Once
@@ -114,12 +116,15 @@ type message struct {
 
 // New returns a Writer into dir (made when the first file is opened) and
 // starts its goroutine. dir "" means no directory: log = "file" acts as
-// log = "inherit".
-func New(dir string, log *slog.Logger) (*Writer, error) {
+// log = "inherit". busy, if not nil, is called on the Writer's goroutine
+// with true when a service's output floods (a read fills the Writer's
+// buffer) and with false once none has for a second: rs gives the
+// Writer a CPU of its own meanwhile.
+func New(dir string, log *slog.Logger, busy func(bool)) (*Writer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	w := &Writer{dir: dir, log: log, stats: map[string]*Stat{}, files: map[string]*sinkFiles{}, done: make(chan struct{})}
+	w := &Writer{dir: dir, log: log, busy: busy, stats: map[string]*Stat{}, files: map[string]*sinkFiles{}, done: make(chan struct{})}
 	var err error
 	if w.null.Stdout, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
 		return nil, fmt.Errorf("logs: %w", err)
@@ -142,6 +147,12 @@ func New(dir string, log *slog.Logger) (*Writer, error) {
 	}
 	go w.run()
 	return w, nil
+}
+
+func (w *Writer) setBusy(b bool) {
+	if w.busy != nil {
+		w.busy(b)
+	}
 }
 
 // reopenStd opens rs's fd n anew: a new open file description, whose

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestSplitLongLines: a line longer than MaxLine is cut into pieces of
@@ -86,7 +88,7 @@ func waitFile(t *testing.T, path string, ok func(lines []string) bool) []string 
 // instance is gone.
 func TestWriterFormat(t *testing.T) {
 	dir := t.TempDir()
-	w, err := New(dir, nil)
+	w, err := New(dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ func TestRotation(t *testing.T) {
 	for _, compress := range []bool{false, true} {
 		t.Run(fmt.Sprint("compress=", compress), func(t *testing.T) {
 			dir := t.TempDir()
-			w, err := New(dir, nil)
+			w, err := New(dir, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -214,7 +216,7 @@ func TestRotation(t *testing.T) {
 // Reopen makes the writer start a new one.
 func TestReopen(t *testing.T) {
 	dir := t.TempDir()
-	w, err := New(dir, nil)
+	w, err := New(dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,5 +237,68 @@ func TestReopen(t *testing.T) {
 	old, _ := os.ReadFile(path + ".old")
 	if strings.Contains(string(old), "after") {
 		t.Errorf("the moved file got the line written after Reopen: %q", old)
+	}
+}
+
+// TestBusy: a flood makes the Writer busy at once (its busy callback,
+// with which rs takes a second P), grows the flooding pipe, and the
+// Writer says it is quiet again once the flood is over; its goroutine's
+// thread runs at a lower priority than the rest of the process.
+func TestBusy(t *testing.T) {
+	busy := make(chan bool, 4)
+	w, err := New(t.TempDir(), nil, func(b bool) { busy <- b })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(time.Second)
+	f, err := w.Add("flood", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sz, err := unix.FcntlInt(f.Stdout.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil || sz >= floodPipe {
+		t.Fatalf("new pipe: size %d (%v), want under %d", sz, err, floodPipe)
+	}
+	// More than the pipe holds, in one write: the writer finds it full.
+	line := bytes.Repeat([]byte("x"), 99)
+	chunk := bytes.Repeat(append(line, '\n'), 20000)
+	if _, err := f.Stdout.Write(chunk); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-busy:
+		if !b {
+			t.Fatal("first call says quiet")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a flood did not make the writer busy")
+	}
+	if sz, err = unix.FcntlInt(f.Stdout.Fd(), unix.F_GETPIPE_SZ, 0); err != nil || sz != floodPipe {
+		t.Errorf("flooding pipe: size %d (%v), want %d", sz, err, floodPipe)
+	}
+	select {
+	case b := <-busy:
+		if b {
+			t.Fatal("busy twice")
+		}
+	case <-time.After(quietAfter + 10*time.Second):
+		t.Fatal("the writer never turned quiet")
+	}
+	// The writer's thread: the one whose nice value is writerNice.
+	tasks, _ := filepath.Glob("/proc/self/task/*/stat")
+	niced := 0
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// Field 19 (nice), counted after the ")" that ends field 2.
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) > 16 && fields[16] == fmt.Sprint(writerNice) {
+			niced++
+		}
+	}
+	if niced != 1 {
+		t.Errorf("%d threads at nice %d, want 1 (the writer's)", niced, writerNice)
 	}
 }

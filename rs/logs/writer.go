@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,6 +22,7 @@ type stream struct {
 	sink  *sink
 	fd    int // read end, non-blocking
 	split splitter
+	grown bool // its pipe was made floodPipe bytes
 }
 
 type sink struct {
@@ -44,6 +47,33 @@ type sink struct {
 // readsPerWake bounds what one stream is read per wake-up, so that a
 // flooding service does not starve the others.
 const readsPerWake = 4
+
+// readSize is one read's buffer, floodPipe the pipe size of a stream
+// that filled it: a bigger pipe lets a flooding service write on while
+// the goroutine writes its file, and wakes both less often. Its pages
+// are only used while they hold output.
+// A stream is grown to floodPipe once one read finds growAt bytes in it
+// (half of a new pipe: it fills faster than this goroutine reads).
+const (
+	readSize  = 256 << 10
+	floodPipe = 1 << 20
+	growAt    = 32 << 10
+)
+
+// The Writer is busy (New's busy) once one read finds growAt bytes or
+// it reads busyBytes within busyWindow (40 MB/s), and quiet after
+// quietAfter without either.
+const (
+	busyBytes  = 4 << 20
+	busyWindow = 100 * time.Millisecond
+	quietAfter = time.Second
+)
+
+// writerNice is how much lower than rs's the priority of the
+// goroutine's thread is: when the CPUs are short, a service's flood
+// waits on its full pipe, and rs's loop and the services it is starting
+// go first.
+const writerNice = 10
 
 func newSink(label string, cfg Config) (*sink, error) {
 	s := &sink{label: label, cfg: cfg, stat: &Stat{}}
@@ -96,15 +126,31 @@ type loop struct {
 	// has lines not yet written, so a thousand quiet services do not each
 	// keep the few hundred KiB a flood once needed.
 	spare []byte
+	// busy since a busyWindow read busyBytes, until quietAfter passes
+	// without one (fullAt is the last); recent is read since windowAt.
+	busy     bool
+	fullAt   time.Time
+	recent   int64
+	windowAt time.Time
 }
 
 func (w *Writer) run() {
 	defer close(w.done)
-	l := &loop{w: w, sinks: map[string]*sink{}, byFD: map[int32]*stream{}, buf: make([]byte, 64<<10)}
+	// A thread of its own, at a lower priority (writerNice). Threads the
+	// runtime starts while this one is locked are cloned from its
+	// template thread, never from this one, so they keep rs's priority.
+	runtime.LockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), writerNice); err != nil {
+		w.log.Warn("logs: the writer's thread keeps rs's priority", "err", err)
+	}
+	l := &loop{w: w, sinks: map[string]*sink{}, byFD: map[int32]*stream{}, buf: make([]byte, readSize)}
 	events := make([]unix.EpollEvent, 128)
 	for {
 		timeout := -1
 		now := time.Now()
+		if l.busy {
+			timeout = max(int(l.fullAt.Add(quietAfter).Sub(now)/time.Millisecond)+1, 1)
+		}
 		for _, s := range l.sinks {
 			if s.failing {
 				ms := int(s.retryAt.Sub(now)/time.Millisecond) + 1
@@ -133,6 +179,7 @@ func (w *Writer) run() {
 			}
 		}
 		now = time.Now()
+		l.measure(now)
 		for _, s := range l.sinks {
 			if s.failing && !now.Before(s.retryAt) {
 				l.retry(s)
@@ -214,7 +261,7 @@ func (l *loop) read(st *stream, n int) {
 	s := st.sink
 	stamped := false
 	for i := 0; i < n; i++ {
-		k, err := unix.Read(st.fd, l.buf)
+		k, err := readNonblock(st.fd, l.buf)
 		if errors.Is(err, unix.EINTR) {
 			i--
 			continue
@@ -230,10 +277,60 @@ func (l *loop) read(st *stream, n int) {
 			s.out, l.spare = l.spare, nil
 		}
 		s.out = st.split.feed(s.out, l.ts, l.buf[:k])
+		l.recent += int64(k)
+		if k >= growAt {
+			l.flooding(st)
+		}
 		if k < len(l.buf) {
 			return
 		}
 	}
+}
+
+// flooding: a read found growAt bytes or more in st: the Writer is busy
+// at once, and st's pipe grows.
+func (l *loop) flooding(st *stream) {
+	l.fullAt = time.Now()
+	if !l.busy {
+		l.busy = true
+		l.w.setBusy(true)
+	}
+	if !st.grown {
+		st.grown = true
+		unix.FcntlInt(uintptr(st.fd), unix.F_SETPIPE_SZ, floodPipe)
+	}
+}
+
+// measure turns busy when the last window (busyWindow or longer) read
+// at busyBytes per busyWindow or more,
+// and quiet once quietAfter passes without such a window.
+func (l *loop) measure(now time.Time) {
+	if d := now.Sub(l.windowAt); d >= busyWindow {
+		if l.recent >= int64(float64(busyBytes)*float64(d)/float64(busyWindow)) {
+			l.fullAt = now
+			if !l.busy {
+				l.busy = true
+				l.w.setBusy(true)
+			}
+		}
+		l.recent, l.windowAt = 0, now
+	}
+	if l.busy && now.Sub(l.fullAt) >= quietAfter {
+		l.busy = false
+		l.w.setBusy(false)
+	}
+}
+
+// readNonblock reads a non-blocking pipe without telling the scheduler:
+// it cannot block, and a read the runtime saw as a syscall would hand
+// this thread's P to another thread when it takes over 20 µs (a full
+// 256 KiB read does), a wake-up of a thread for nothing.
+func readNonblock(fd int, p []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
 }
 
 // drain writes out what s's pipes hold now, and the lines held without

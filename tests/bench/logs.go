@@ -58,9 +58,10 @@ import (
 )
 
 const (
-	logsBytes      = 16 << 20
+	logsBytes      = 48 << 20
 	logsRounds     = 3
 	logsRotate     = 10 << 20 // each logger's rotation size
+	logsKeep       = 20       // rs's log_keep: more files than one flood makes
 	logsPoll       = time.Millisecond
 	logsLimit      = 30 * time.Second // one flood, at most
 	logsPhases     = 3                // quiet + flooding pairs
@@ -210,7 +211,8 @@ func (r *logsRS) stop() {
 
 // up adds (or starts again) label running flood with args.
 func (r *logsRS) up(label, flood string, args ...string) (int, error) {
-	spec := &control.Patch{Binary: &flood, Args: &args}
+	keep := logsKeep
+	spec := &control.Patch{Binary: &flood, Args: &args, LogKeep: &keep}
 	if _, err := r.ctl.Do(control.Request{Op: control.OpUp, Label: label, Spec: spec}, nil); err != nil {
 		return 0, fmt.Errorf("up %s: %w", label, err)
 	}
