@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -250,7 +251,7 @@ func TestBusy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close(time.Second)
+	defer w.Close(10 * time.Second)
 	f, err := w.Add("flood", Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -284,21 +285,33 @@ func TestBusy(t *testing.T) {
 	case <-time.After(quietAfter + 10*time.Second):
 		t.Fatal("the writer never turned quiet")
 	}
-	// The writer's thread: the one whose nice value is writerNice.
+	// The writer's thread is the one whose nice value is writerNice,
+	// never the main thread, and it ends with the Writer.
+	if n := nicedThreads(); len(n) != 1 || n[0] == os.Getpid() {
+		t.Errorf("threads at nice %d: %v, want one, not the main thread (%d)", writerNice, n, os.Getpid())
+	}
+	w.Close(10 * time.Second)
+	for deadline := time.Now().Add(10 * time.Second); len(nicedThreads()) > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("threads at nice %d after Close: %v", writerNice, nicedThreads())
+		}
+	}
+}
+
+// nicedThreads returns the process's threads at nice writerNice.
+func nicedThreads() (tids []int) {
 	tasks, _ := filepath.Glob("/proc/self/task/*/stat")
-	niced := 0
 	for _, p := range tasks {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			continue
+			continue // gone
 		}
-		// Field 19 (nice), counted after the ")" that ends field 2.
+		// Field 19 (nice) is the 17th after the ")" that ends field 2.
 		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
 		if len(fields) > 16 && fields[16] == fmt.Sprint(writerNice) {
-			niced++
+			tid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			tids = append(tids, tid)
 		}
 	}
-	if niced != 1 {
-		t.Errorf("%d threads at nice %d, want 1 (the writer's)", niced, writerNice)
-	}
+	return tids
 }

@@ -135,14 +135,28 @@ type loop struct {
 }
 
 func (w *Writer) run() {
-	defer close(w.done)
 	// A thread of its own, at a lower priority (writerNice). Threads the
 	// runtime starts while this one is locked are cloned from its
 	// template thread, never from this one, so they keep rs's priority.
 	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// The main thread: the one ps shows as rs, and the runtime
+		// never ends it. Go on on another, locked before this one is
+		// let go.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			w.run()
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+		return
+	}
 	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), writerNice); err != nil {
 		w.log.Warn("logs: the writer's thread keeps rs's priority", "err", err)
 	}
+	defer close(w.done)
 	l := &loop{w: w, sinks: map[string]*sink{}, byFD: map[int32]*stream{}, buf: make([]byte, readSize)}
 	events := make([]unix.EpollEvent, 128)
 	for {
