@@ -1,7 +1,10 @@
 package rs
 
 import (
+	"fmt"
 	"io"
+	"os"
+	"syscall"
 	"sync/atomic"
 	"time"
 )
@@ -83,3 +86,54 @@ func (q *LogQueue) Close(d time.Duration) {
 	case <-t.C:
 	}
 }
+
+// LogFile is rs's own log file (rs --log-file), behind a LogQueue: only
+// the queue's goroutine writes it. Reopen, from anywhere, makes the next
+// write open the path anew, for an external logrotate that moved it.
+type LogFile struct {
+	path   string
+	f      *os.File
+	reopen atomic.Bool
+	failed bool // the last open failed: said once, until one succeeds
+}
+
+// OpenLogFile opens path for appending (made 0640 if missing).
+func OpenLogFile(path string) (*LogFile, error) {
+	f, err := openAppend(path)
+	if err != nil {
+		return nil, err
+	}
+	return &LogFile{path: path, f: f}, nil
+}
+
+func openAppend(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	return f, nil
+}
+
+// Reopen makes the next Write open the path anew.
+func (l *LogFile) Reopen() { l.reopen.Store(true) }
+
+// Write writes p to the file, reopened first if Reopen was called; if
+// that open fails the old file is written on and the failure is said
+// once, in the old file.
+func (l *LogFile) Write(p []byte) (int, error) {
+	if l.reopen.Swap(false) {
+		f, err := openAppend(l.path)
+		switch {
+		case err == nil:
+			l.f.Close()
+			l.f, l.failed = f, false
+		case !l.failed:
+			l.failed = true
+			fmt.Fprintf(l.f, "rs: reopening %s failed, writing on here: %v\n", l.path, err)
+		}
+	}
+	return l.f.Write(p)
+}
+
+// Close closes the file.
+func (l *LogFile) Close() error { return l.f.Close() }

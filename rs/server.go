@@ -26,6 +26,10 @@ type Options struct {
 	// true when a service's output floods and false once it is quiet
 	// again (logs.New).
 	LogBusy func(busy bool)
+	// Reopen, if not nil, is called when the operator asks for log files
+	// to be reopened (ReopenLogs: SIGUSR1, `service logs --reopen`), for
+	// rs's own log file; it must not block.
+	Reopen func()
 }
 
 // Server is rs: the service table and the loop that owns it. Everything
@@ -37,6 +41,7 @@ type Server struct {
 	clock  Clock
 	env    []string
 	logDir string
+	reopen func() // Options.Reopen
 	events chan event
 	done   chan struct{} // closed when Run returns: senders give up
 
@@ -71,6 +76,7 @@ func New(opts Options) *Server {
 		clock:      opts.Clock,
 		env:        opts.Env,
 		logDir:     opts.LogDir,
+		reopen:     opts.Reopen,
 		events:     make(chan event, 256),
 		done:       make(chan struct{}),
 		services:   make(map[string]*service),
@@ -131,6 +137,9 @@ func (s *Server) Do(req control.Request, prog chan<- string) control.Reply {
 // ReopenLogs closes every service's log file, to be opened again at its
 // next line (SIGUSR1, for an external logrotate). It never waits.
 func (s *Server) ReopenLogs() {
+	if s.reopen != nil {
+		s.reopen()
+	}
 	if s.logs != nil {
 		s.logs.Reopen()
 	}

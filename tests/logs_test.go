@@ -402,3 +402,54 @@ func TestFullDiskRecovers(t *testing.T) {
 		t.Errorf("only %d lines", n)
 	}
 }
+
+// TestRSLogFile: with --log-file rs's own lines go to that file, not to
+// its stderr; after the file is moved away, SIGUSR1 and then `service
+// logs --reopen` each make rs write a new one.
+func TestRSLogFile(t *testing.T) {
+	r := startRS(t, `
+[service.kv]
+binary = "$BIN/kv"
+args = ["--listen", "127.0.0.1:0"]
+`, "--log-file", "$DIR/rs.log")
+	path := filepath.Join(r.dir, "rs.log")
+	r.waitState("kv", control.StateRunning, 0)
+	r.waitFor("rs started in rs.log", func() bool {
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), `msg="rs started"`) && strings.Contains(string(b), "label=kv")
+	})
+	if s := r.log.String(); strings.Contains(s, "rs started") {
+		t.Errorf("rs's stderr has its log lines with --log-file:\n%s", s)
+	}
+	moved := func(n int) string {
+		old := fmt.Sprintf("%s.%d", path, n)
+		if err := os.Rename(path, old); err != nil {
+			t.Fatal(err)
+		}
+		return old
+	}
+	reopened := func(how string, old string) {
+		// Lines rs writes only after the reopen: kv's restart.
+		was := r.status("kv").Pid
+		r.mustService("restart", "kv")
+		spawned := fmt.Sprintf("msg=spawned label=kv pid=%d ", r.waitState("kv", control.StateRunning, was).Pid)
+		r.waitFor(how+": a new rs.log with the restart", func() bool {
+			b, _ := os.ReadFile(path)
+			return strings.Contains(string(b), spawned)
+		})
+		if b, _ := os.ReadFile(old); strings.Contains(string(b), spawned) {
+			t.Errorf("%s: the moved file got a line written after the reopen", how)
+		}
+	}
+	old := moved(1)
+	r.cmd.Process.Signal(syscall.SIGUSR1)
+	r.waitFor("SIGUSR1 logged", func() bool {
+		b1, _ := os.ReadFile(old)
+		b2, _ := os.ReadFile(path)
+		return strings.Contains(string(b1)+string(b2), "SIGUSR1")
+	})
+	reopened("SIGUSR1", old)
+	old = moved(2)
+	r.mustService("logs", "--reopen")
+	reopened("service logs --reopen", old)
+}

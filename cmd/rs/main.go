@@ -28,14 +28,15 @@ func main() {
 	app := &cli.App{
 		Name:      "rs",
 		Usage:     "reincarnation server: supervise sef services",
-		UsageText: "rs [--config FILE] [--socket PATH] [--log-dir DIR] [--log-format text|json] [--log-level L]",
+		UsageText: "rs [--config FILE] [--socket PATH] [--log-dir DIR] [--log-file FILE] [--log-format text|json] [--log-level L]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "TOML file of services to start"},
 			&cli.StringFlag{Name: "socket", Usage: "control socket (default: $RS_SOCKET, else rs.sock in rs's private directory, mode 0700: " +
 				"$XDG_RUNTIME_DIR/rs, else /run/rs for root, else $TMPDIR/rs-<uid>; here " + control.DefaultSocket() + ")"},
 			&cli.StringFlag{Name: "log-dir", Usage: "where services with log = \"file\" write <label>.log (default: /var/log/rs for root, " +
 				"else $XDG_STATE_HOME/rs/log, else ~/.local/state/rs/log; here " + logs.DefaultDir() + ")"},
-			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (rs's own log, on its stderr)"},
+			&cli.StringFlag{Name: "log-file", Usage: "rs's own log goes to this file (appended; reopened on SIGUSR1 and `service logs --reopen`) instead of its stderr"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (rs's own log, on its stderr or --log-file)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
 		HideHelpCommand: true,
@@ -57,7 +58,17 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	out := rs.NewLogQueue(os.Stderr, 4096)
+	var own io.Writer = os.Stderr
+	var reopenOwn func()
+	if path := c.String("log-file"); path != "" {
+		f, err := rs.OpenLogFile(path)
+		if err != nil {
+			return fmt.Errorf("--log-file: %w", err)
+		}
+		defer f.Close()
+		own, reopenOwn = f, f.Reopen
+	}
+	out := rs.NewLogQueue(own, 4096)
 	out.Notice = func(w io.Writer, n int64) {
 		slog.New(handler(w)).Warn("rs log lines dropped: the output did not keep up", "lines", n)
 	}
@@ -137,7 +148,7 @@ func run(c *cli.Context) error {
 	if logDir, err = filepath.Abs(logDir); err != nil {
 		return err
 	}
-	srv := rs.New(rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy})
+	srv := rs.New(rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy, Reopen: reopenOwn})
 	ctl := &control.Server{Handler: srv.Handle, Stream: srv.HandleStream, Log: log}
 	go srv.Run()
 	go ctl.Serve(ln)
@@ -147,7 +158,7 @@ wait:
 	for {
 		select {
 		case <-reopen:
-			log.Info("SIGUSR1: reopening the services' log files")
+			log.Info("SIGUSR1: reopening log files")
 			srv.ReopenLogs()
 		case sig := <-sigs:
 			log.Info("signal, stopping every service", "signal", sig.String())
