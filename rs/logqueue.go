@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
