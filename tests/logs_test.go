@@ -373,6 +373,10 @@ func TestFullDiskRecovers(t *testing.T) {
 	if now := r.status("filler"); now.State != control.StateRunning || now.LogError == "" {
 		t.Errorf("filler while the disk is full: %+v", now)
 	}
+	// The text status says so too, under the table.
+	if out := r.mustService("status"); !strings.Contains(out, "filler: log writing fails") || !strings.Contains(out, "no space left") {
+		t.Errorf("service status does not say filler's logging fails:\n%s", out)
+	}
 	fi, _ := os.Stat(filepath.Join(r.logDir, "filler.log"))
 	full := fi.Size()
 	if out, err := exec.Command("mount", "-o", "remount,size=4m", r.logDir).CombinedOutput(); err != nil {

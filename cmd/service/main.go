@@ -288,7 +288,16 @@ func table(w io.Writer, services []control.Status) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", escape(s.Label), escape(s.State), pid, uptime, s.Restarts, rtt, last)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// What is wrong beside the state, one line per service under the table.
+	for _, s := range services {
+		if s.LogError != "" {
+			fmt.Fprintf(w, "%s: log writing fails, its output waits in its pipe: %s\n", escape(s.Label), escape(s.LogError))
+		}
+	}
+	return nil
 }
 
 func logsCommand() *cli.Command {
