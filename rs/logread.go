@@ -48,6 +48,10 @@ var (
 // logPoll is how often a follow looks at its files.
 const logPoll = 100 * time.Millisecond
 
+// logNewEvery: a follow of every service looks this often for services
+// added since it began.
+const logNewEvery = time.Second
+
 const (
 	maxLogLine   = 1 << 20
 	logChunk     = 1 << 20   // read per file per poll while following
@@ -471,7 +475,11 @@ func mergeLogs(labels []string, per [][]logLine, n, maxBytes int, countCut bool)
 // streamLogs answers logs for labels (their files in dir): the initial
 // lines, then with req.Follow the new ones until the client goes or
 // stop is closed.
-func streamLogs(dir string, labels []string, req control.Request, out *control.Stream, stop <-chan struct{}) control.Reply {
+//
+// With more (a follow of every service) it asks more every logNewEvery
+// for the labels there are now, and follows the new ones too, from the
+// first of their lines written since the follow began.
+func streamLogs(dir string, labels []string, req control.Request, out *control.Stream, stop <-chan struct{}, more func() ([]string, error)) control.Reply {
 	n := control.DefaultLogLines
 	countCut := false // the count is not the caller's: say if it cut
 	switch {
@@ -522,9 +530,35 @@ func streamLogs(dir string, labels []string, req control.Request, out *control.S
 		}
 		return control.Reply{}
 	}
+	began := time.Now()
+	known := map[string]bool{}
+	for _, l := range labels {
+		known[l] = true
+	}
+	asked := began
 	tick := time.NewTimer(logPoll)
 	defer tick.Stop()
 	for {
+		if more != nil && time.Since(asked) >= logNewEvery {
+			asked = time.Now()
+			now, err := more()
+			if err != nil {
+				return control.Failure(err)
+			}
+			for _, l := range now {
+				if known[l] {
+					continue
+				}
+				known[l] = true
+				lines, cur, off, _, _ := initialLogs(dir, l, maxLogLines, began, maxLogBytes, true)
+				fws = append(fws, &follower{label: l, path: logPath(dir, l), f: cur, off: off})
+				for _, ln := range lines {
+					if err := b.add(l, ln.text); err != nil {
+						return control.Failure(err)
+					}
+				}
+			}
+		}
 		for _, fw := range fws {
 			if err := fw.poll(func(line string) error { return b.add(fw.label, line) }); err != nil {
 				return control.Failure(err)

@@ -21,18 +21,28 @@ func (s *Server) HandleStream(req control.Request, peer control.Peer, out *contr
 	if req.Op != control.OpLogs {
 		return control.Failure(fmt.Errorf("%w: %s is not streamed", control.ErrInvalid, req.Op))
 	}
-	reply := make(chan logTargets, 1)
-	s.post(evLogTargets{req: req, peer: peer, reply: reply})
-	var t logTargets
-	select {
-	case t = <-reply:
-	case <-s.done:
-		return control.Failure(control.ErrShutdown)
+	targets := func() (logTargets, error) {
+		reply := make(chan logTargets, 1)
+		s.post(evLogTargets{req: req, peer: peer, reply: reply})
+		select {
+		case t := <-reply:
+			return t, t.err
+		case <-s.done:
+			return logTargets{}, control.ErrShutdown
+		}
 	}
-	if t.err != nil {
-		return control.Failure(t.err)
+	t, err := targets()
+	if err != nil {
+		return control.Failure(err)
 	}
-	return streamLogs(t.dir, t.labels, req, out, s.done)
+	var more func() ([]string, error)
+	if req.Label == "" && req.Follow {
+		more = func() ([]string, error) {
+			t, err := targets()
+			return t.labels, err
+		}
+	}
+	return streamLogs(t.dir, t.labels, req, out, s.done, more)
 }
 
 // logTargets answers evLogTargets, in the loop: the label asked for, or

@@ -457,3 +457,64 @@ args = ["--listen", "127.0.0.1:0"]
 	r.mustService("logs", "--reopen")
 	reopened("service logs --reopen", old)
 }
+
+// TestLogsFollowEveryService: `service logs -f` without a label follows
+// the services there are, and also one added with `service up` after it
+// began, from that service's first line.
+func TestLogsFollowEveryService(t *testing.T) {
+	r := startRS(t, `
+[service.say]
+binary = "$BIN/roles"
+args = ["-role", "say"]
+`)
+	first := r.waitState("say", control.StateRunning, 0)
+	r.waitFor("say's line in its log", func() bool {
+		out, _, _ := r.service("logs", "-n", "5", "say")
+		return strings.Contains(out, fmt.Sprintf("pid=%d", first.Pid))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	follow := exec.CommandContext(ctx, bin("service"), "--socket", r.sock, "logs", "-f", "-n", "0")
+	stdout, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer follow.Wait()
+	defer follow.Process.Kill()
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	wait := func(re *regexp.Regexp) {
+		t.Helper()
+		timeout := time.After(waitTimeout)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("the follow ended before %v", re)
+				}
+				if re.MatchString(l) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no line matching %v", re)
+			}
+		}
+	}
+	// The follow runs: a new instance of say shows.
+	syscall.Kill(first.Pid, syscall.SIGKILL)
+	second := r.waitState("say", control.StateRunning, first.Pid)
+	wait(regexp.MustCompile(fmt.Sprintf(`^say \| \S+ out say out pid=%d$`, second.Pid)))
+	// A service added after the follow began: its first line shows.
+	r.mustService("up", "--binary", bin("roles"), "--args", "-role say", "later")
+	later := r.status("later")
+	wait(regexp.MustCompile(fmt.Sprintf(`^later \| \S+ out say out pid=%d$`, later.Pid)))
+}
