@@ -23,16 +23,24 @@ func (s *Server) startProcess(inst *instance) {
 	if inst.svc.logFiles.Stdout == nil {
 		s.setLog(inst.svc)
 	}
-	out := inst.svc.logFiles
+	// The goroutine's own copies: the log writer may close its own
+	// (a new log mode) while this start is under way.
+	out, dupErr := inst.svc.logFiles.Dup()
 	go func() {
 		if spec.Pids > 0 && proc.Containment().Pids == "" {
 			s.log.Warn("pids limit not enforced: rs has no pids controller", "label", spec.Label, "pids", spec.Pids)
 		}
 		posted := make(chan struct{})
-		p, drv, err := startSef(spec, env, out, s.logsErr, func(exit proc.Exit) {
-			<-posted
-			s.post(evReaped{inst: inst, exit: exit})
-		})
+		var p *proc.Process
+		var drv *sefDriver
+		err := dupErr
+		if err == nil {
+			p, drv, err = startSef(spec, env, out, s.logsErr, func(exit proc.Exit) {
+				<-posted
+				s.post(evReaped{inst: inst, exit: exit})
+			})
+			out.Close()
+		}
 		s.post(evSpawned{inst: inst, proc: p, drv: drv, err: err})
 		close(posted)
 	}()

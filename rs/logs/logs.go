@@ -60,6 +60,41 @@ type Files struct {
 	Stdout, Stderr *os.File
 }
 
+// Dup returns copies of f's fds (close-on-exec), for one process start:
+// the caller closes them once the process has its own. Of no files it
+// returns no files.
+func (f Files) Dup() (Files, error) {
+	if f.Stdout == nil || f.Stderr == nil {
+		return Files{}, nil
+	}
+	out, err := dupFile(f.Stdout)
+	if err != nil {
+		return Files{}, err
+	}
+	errF, err := dupFile(f.Stderr)
+	if err != nil {
+		out.Close()
+		return Files{}, err
+	}
+	return Files{Stdout: out, Stderr: errF}, nil
+}
+
+// Close closes both files (Dup's copies; never the Writer's own).
+func (f Files) Close() {
+	if f.Stdout != nil {
+		f.Stdout.Close()
+		f.Stderr.Close()
+	}
+}
+
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup %s: %w", f.Name(), err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
 // Stat is how logging goes for one service.
 type Stat struct {
 	Written int64  // bytes written to its files
@@ -102,6 +137,7 @@ const (
 	mAdd msgKind = iota
 	mConfig
 	mRemove
+	mRetire
 	mEnded
 	mReopen
 	mClose
@@ -184,8 +220,12 @@ func (w *Writer) Path(label string) string { return filepath.Join(w.dir, label+"
 // Add sets how label's output is kept and returns the files its
 // instances get. For a label already added in the same mode it only
 // changes the rotation settings and returns the same files; in another
-// mode the old pipes are drained and closed (no instance must be
-// running or starting with them). It never waits on I/O. On an error
+// mode the old pipes are retired: the Writer closes its write ends and
+// reads them on, into the file, until every process that holds them
+// (an instance still starting or stopping) has let go. Files the
+// caller hands to a process starting off its goroutine must be its own
+// dups (Dup): the Writer closes its own when it likes. It never waits
+// on I/O. On an error
 // (no fds left for the pipes) it returns /dev/null's files with it.
 func (w *Writer) Add(label string, cfg Config) (Files, error) {
 	cfg = cfg.withDefaults()
@@ -202,7 +242,9 @@ func (w *Writer) Add(label string, cfg Config) (Files, error) {
 			w.post(message{kind: mConfig, label: label, cfg: cfg})
 			return old.files, nil
 		}
-		w.post(message{kind: mRemove, label: label})
+		// Instances still starting or stopping may hold the old
+		// mode's pipes: they are read until those let go.
+		w.post(message{kind: mRetire, label: label})
 		delete(w.files, label)
 		delete(w.stats, label)
 	}

@@ -315,3 +315,55 @@ func nicedThreads() (tids []int) {
 	}
 	return tids
 }
+
+// TestRetire: a new mode for a label retires its old pipes: what a
+// process still holding them writes is still written to the file, and
+// the old pipes are closed once it lets go of them. A start's Dup is
+// its own: the Writer closing its files leaves the dup working.
+func TestRetire(t *testing.T) {
+	dir := t.TempDir()
+	w, err := New(dir, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(time.Second)
+	fdsBefore := openFDs(t)
+	f, err := w.Add("svc", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := f.Dup() // an instance still stopping holds these
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(held.Stdout, "before")
+	if _, err := w.Add("svc", Config{Mode: ModeNull}); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(held.Stdout, "after the new mode")
+	fmt.Fprintln(held.Stderr, "last words")
+	path := filepath.Join(dir, "svc.log")
+	lines := waitFile(t, path, func(l []string) bool { return len(l) == 3 })
+	for i, want := range []string{"out before", "out after the new mode", "err last words"} {
+		if !strings.HasSuffix(lines[i], " "+want) {
+			t.Errorf("line %d: %q, want %q", i, lines[i], want)
+		}
+	}
+	held.Close()
+	// The retired pipes' read ends go once nobody writes to them (the
+	// null mode's /dev/null was open before).
+	for deadline := time.Now().Add(10 * time.Second); openFDs(t) > fdsBefore; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fds %d, %d before the pipes: the retired pipes were not closed", openFDs(t), fdsBefore)
+		}
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}

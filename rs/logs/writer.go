@@ -23,6 +23,7 @@ type stream struct {
 	fd    int // read end, non-blocking
 	split splitter
 	grown bool // its pipe was made floodPipe bytes
+	eof   bool // every write end is closed: out of the epoll set
 }
 
 type sink struct {
@@ -39,6 +40,9 @@ type sink struct {
 
 	failing bool // a write failed: not polled until a retry succeeds
 	retryAt time.Time
+	// retired: its label has a sink of another mode now; it is read
+	// until every instance that holds its pipes has let them go (EOF).
+	retired bool
 
 	zq   chan rotated // to its compressor; nil until the first
 	zseq int
@@ -117,11 +121,12 @@ func (s *sink) closePipes() {
 
 // loop is the goroutine's own state.
 type loop struct {
-	w     *Writer
-	sinks map[string]*sink
-	byFD  map[int32]*stream
-	buf   []byte
-	ts    []byte
+	w       *Writer
+	sinks   map[string]*sink
+	retired map[*sink]struct{}
+	byFD    map[int32]*stream
+	buf     []byte
+	ts      []byte
 	// spare is the buffer of lines read: a sink holds one only while it
 	// has lines not yet written, so a thousand quiet services do not each
 	// keep the few hundred KiB a flood once needed.
@@ -157,7 +162,7 @@ func (w *Writer) run() {
 		w.log.Warn("logs: the writer's thread keeps rs's priority", "err", err)
 	}
 	defer close(w.done)
-	l := &loop{w: w, sinks: map[string]*sink{}, byFD: map[int32]*stream{}, buf: make([]byte, readSize)}
+	l := &loop{w: w, sinks: map[string]*sink{}, retired: map[*sink]struct{}{}, byFD: map[int32]*stream{}, buf: make([]byte, readSize)}
 	events := make([]unix.EpollEvent, 128)
 	for {
 		timeout := -1
@@ -192,6 +197,7 @@ func (w *Writer) run() {
 				l.write(st.sink)
 			}
 		}
+		l.endRetired()
 		now = time.Now()
 		l.measure(now)
 		for _, s := range l.sinks {
@@ -201,6 +207,10 @@ func (w *Writer) run() {
 		}
 		if closing {
 			for _, s := range l.sinks {
+				l.drain(s)
+				l.drop(s)
+			}
+			for s := range l.retired {
 				l.drain(s)
 				l.drop(s)
 			}
@@ -230,6 +240,10 @@ func (l *loop) messages() bool {
 			if s != nil {
 				s.cfg = m.cfg
 			}
+		case mRetire:
+			if s != nil {
+				l.retire(s)
+			}
 		case mRemove:
 			if s != nil {
 				l.drain(s)
@@ -256,6 +270,9 @@ func (l *loop) messages() bool {
 // poll adds s's pipes to the epoll set, or takes them out.
 func (l *loop) poll(s *sink, on bool) {
 	for _, st := range s.streams {
+		if on && st.eof {
+			continue
+		}
 		if on {
 			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(st.fd)}
 			if err := unix.EpollCtl(l.w.epfd, unix.EPOLL_CTL_ADD, st.fd, &ev); err != nil {
@@ -280,7 +297,11 @@ func (l *loop) read(st *stream, n int) {
 			i--
 			continue
 		}
-		if k <= 0 {
+		if k == 0 {
+			l.ended(st)
+			return
+		}
+		if k < 0 {
 			return
 		}
 		if !stamped {
@@ -347,6 +368,50 @@ func readNonblock(fd int, p []byte) (int, error) {
 	return int(n), nil
 }
 
+// retire: s's label has a sink of another mode now. rs's write ends
+// close, and s is read on until the instances that still hold its pipes
+// have gone (ended), so that what they write on their way out is kept.
+func (l *loop) retire(s *sink) {
+	delete(l.sinks, s.label)
+	s.retired = true
+	l.retired[s] = struct{}{}
+	if s.outW != nil {
+		s.outW.Close()
+		s.outW = nil
+	}
+	if s.errW != nil {
+		s.errW.Close()
+		s.errW = nil
+	}
+	for _, st := range s.streams {
+		l.read(st, readsPerWake)
+	}
+	l.write(s)
+	l.endRetired()
+}
+
+// ended: every write end of st's pipe is closed: it leaves the epoll
+// set (endRetired then drops a retired sink whose streams both ended).
+func (l *loop) ended(st *stream) {
+	if st.eof {
+		return
+	}
+	st.eof = true
+	unix.EpollCtl(l.w.epfd, unix.EPOLL_CTL_DEL, st.fd, nil)
+	delete(l.byFD, int32(st.fd))
+}
+
+// endRetired writes out and drops the retired sinks nobody writes to
+// any more.
+func (l *loop) endRetired() {
+	for s := range l.retired {
+		if s.streams[0].eof && s.streams[1].eof {
+			l.drain(s)
+			l.drop(s)
+		}
+	}
+}
+
 // drain writes out what s's pipes hold now, and the lines held without
 // their newline: an instance ended, or the sink goes.
 func (l *loop) drain(s *sink) {
@@ -382,6 +447,7 @@ func (l *loop) drop(s *sink) {
 	if l.sinks[s.label] == s {
 		delete(l.sinks, s.label)
 	}
+	delete(l.retired, s)
 }
 
 // write writes s's pending lines; a failure stops reading s until a
