@@ -21,6 +21,19 @@
 // fills and the service blocks on its own write, as under s6-log; rs
 // never does.
 //
+// The goroutine has a thread of its own (locked, never rs's main
+// thread) niced by writerNice, so that when the CPUs are short rs's loop
+// and the processes it starts go before a flood. It reads its
+// non-blocking pipes by raw syscalls (a read cannot block, and the
+// scheduler need not hand its P on), grows a pipe that floods to 1 MiB,
+// and tells New's busy callback when output floods and when it is quiet
+// again: rs, on one P otherwise, takes a second meanwhile.
+//
+// Add with a new mode for a label retires the old pipes: the Writer
+// closes its write ends and reads them on until every process holding
+// them has let go (end of file), so an instance still stopping loses no
+// line. Each process start hands the child its own Dup of the files.
+//
 // # The file
 //
 // One line per line of output:
