@@ -178,6 +178,18 @@ func TestSimpleProbeFails(t *testing.T) {
 	if err := pingPlain(addr); err != nil && r.status("web").Pid == st.Pid {
 		t.Errorf("reincarnated instance does not answer: %v", err)
 	}
+
+	// An exec probe that fails: its exit status and the last line it
+	// wrote.
+	addr2 := freeAddr(t)
+	r.mustService("up", "--binary", bin("plain"), "--type", "simple",
+		"--probe", "exec:"+bin("plain")+" -check "+addr2, "--probe-period", "20ms",
+		"--args", "-listen "+addr2+" -answers 2", "ex")
+	st = r.waitFor2("ex", func(st control.Status) bool { return st.Restarts >= 1 })
+	want = "probe-failed: exit status 1: check: dial tcp " + addr2 + ": connect: connection refused"
+	if st.LastExit != want {
+		t.Fatalf("last_exit %q, want %q", st.LastExit, want)
+	}
 }
 
 // TestSimpleHangingProbeKilled: an exec probe that hangs (and left a child
@@ -262,4 +274,42 @@ func TestSimpleConfigErrors(t *testing.T) {
 			t.Errorf("up %v: exit %d, %q; want one line with %q", c.args, code, errs, c.want)
 		}
 	}
+}
+
+// TestSimpleStopUpdateClone: `service down` sends a simple service its
+// stop signal at once (not after stop_grace, here longer than any wait of
+// the test); `service update` and `service clone` are refused with one
+// line, and the instance keeps running.
+func TestSimpleStopUpdateClone(t *testing.T) {
+	r := startRS(t, "")
+	sock := filepath.Join(r.dir, "s.sock")
+	r.mustService("up", "--binary", bin("plain"), "--type", "simple", "--ready", "exec:"+bin("plain")+" -check unix:"+sock,
+		"--stop-grace", "1m", "--args", "-listen unix:"+sock+" -trap", "s")
+	st := r.status("s")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"update", "s"}, "s: a simple service has no state transfer (live update needs type sef); use service restart"},
+		{[]string{"clone", "s"}, "s: a simple service cannot have a standby (it has no init to wait in)"},
+	} {
+		_, errs, code := r.service(c.args...)
+		if code == 0 || strings.Count(strings.TrimSpace(errs), "\n") != 0 || !strings.Contains(errs, c.want) {
+			t.Errorf("service %v: exit %d, %q; want one line with %q", c.args, code, errs, c.want)
+		}
+	}
+	if got := r.status("s"); got.State != control.StateRunning || got.Pid != st.Pid || got.StandbyPid != 0 {
+		t.Fatalf("after a refused update and clone: %+v; want running, pid %d", got, st.Pid)
+	}
+	if err := pingPlain("unix:" + sock); err != nil {
+		t.Fatalf("after a refused update: %v", err)
+	}
+	r.mustService("down", "s")
+	if alive(st.Pid) {
+		t.Errorf("pid %d alive after down", st.Pid)
+	}
+	r.waitFor("its stop line in its log", func() bool {
+		b, _ := os.ReadFile(filepath.Join(r.logDir, "s.log"))
+		return strings.Contains(string(b), " out stopping on terminated\n")
+	})
 }
