@@ -206,7 +206,16 @@ func TestSimpleHangingProbeKilled(t *testing.T) {
 		"--probe-period", "50ms", "--probe-timeout", "300ms", "--restart", "never",
 		"--args", "-listen "+addr+" -hang-accept", "hang")
 	r.waitFor("a probe to run", func() bool { return len(withMarker(marker)) >= 2 })
-	st := r.waitFor2("hang", func(st control.Status) bool { return st.State == control.StateDown })
+	// probe_timeout spans six probe periods: still one probe at a time
+	// (its command and the child it left: two processes).
+	most := 0
+	st := r.waitFor2("hang", func(st control.Status) bool {
+		most = max(most, len(withMarker(marker)))
+		return st.State == control.StateDown
+	})
+	if most > 2 {
+		t.Errorf("%d processes of probes at once; want one probe (2 processes) at a time", most)
+	}
 	want := "probe-failed: " + bin("plain") + ": no exit within 300ms, killed"
 	if st.LastExit != want {
 		t.Fatalf("last_exit %q, want %q", st.LastExit, want)
