@@ -285,7 +285,8 @@ func TestSimpleConfigErrors(t *testing.T) {
 	}
 }
 
-// TestSimpleStopUpdateClone: `service down` sends a simple service its
+// TestSimpleStopUpdateClone: a passing exec probe keeps a simple service
+// running and gives its ping round trip; `service down` sends a simple service its
 // stop signal at once (not after stop_grace, here longer than any wait of
 // the test); `service update` and `service clone` are refused with one
 // line, and the instance keeps running.
@@ -293,8 +294,15 @@ func TestSimpleStopUpdateClone(t *testing.T) {
 	r := startRS(t, "")
 	sock := filepath.Join(r.dir, "s.sock")
 	r.mustService("up", "--binary", bin("plain"), "--type", "simple", "--ready", "exec:"+bin("plain")+" -check unix:"+sock,
+		"--probe", "exec:"+bin("plain")+" -check unix:"+sock, "--probe-period", "20ms",
 		"--stop-grace", "1m", "--args", "-listen unix:"+sock+" -trap", "s")
 	st := r.status("s")
+	// A probe that passes answers rs's pings: its time is the round trip,
+	// and the instance stays.
+	got := r.waitFor2("s", func(st control.Status) bool { return st.PingRTTUs > 0 })
+	if got.Pid != st.Pid || got.Restarts != 0 || got.State != control.StateRunning {
+		t.Fatalf("with a passing probe: %+v; want running, pid %d, no restart", got, st.Pid)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
