@@ -67,7 +67,11 @@
 // The lifecycle speaks of hello, ready, alive, fds stored, state handed
 // over; a driver turns that into one protocol. The sef driver
 // (sefdriver.go) is the msg channel; a second protocol is a second
-// driver. Pinging (ping.go): instances with the same period share one
+// driver. The simple driver (simpledriver.go, type simple) has no wire:
+// its goroutine makes up hello at once, ready when the `ready` check
+// (check.go) succeeds, and answers each ping with one try of the
+// `probe`, posting them to the loop as evSignal; every check runs in
+// that goroutine, never on the loop, one at a time. Pinging (ping.go): instances with the same period share one
 // timer cut into up to four slots; a round trip ends at the kernel's
 // timestamp of the pong.
 //

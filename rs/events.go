@@ -40,8 +40,14 @@ type (
 	evSpawned struct {
 		inst *instance
 		proc *proc.Process
-		drv  *sefDriver
+		drv  driver
 		err  error
+	}
+	// evSignal is what a driver without a channel of its own (the
+	// simple driver) has to say of its instance, from its goroutine.
+	evSignal struct {
+		inst *instance
+		sig  signal
 	}
 	// evReaped: an instance's process has been reaped (its group killed).
 	// From the instance's process goroutine, after evSpawned.
@@ -83,6 +89,7 @@ func (evShutdown) isEvent()   {}
 func (evLogTargets) isEvent() {}
 func (evSpawned) isEvent()    {}
 func (evReaped) isEvent()     {}
+func (evSignal) isEvent()     {}
 func (evPackets) isEvent()    {}
 func (evTimer) isEvent()      {}
 func (evProbe) isEvent()      {}

@@ -145,7 +145,15 @@ func (s *Server) onSpawned(ev evSpawned) {
 	}
 	inst.proc, inst.drv = ev.proc, ev.drv
 	inst.cgroup = ev.proc.Cgroup
-	if err := ev.drv.attach(s.mux, s.muxErr, inst); err != nil {
+	var err error
+	switch d := ev.drv.(type) {
+	case *sefDriver:
+		err = d.attach(s.mux, s.muxErr, inst)
+	case *simpleDriver:
+		inst.ended = true // no channel: its end is its process's
+		d.attach(s, inst)
+	}
+	if err != nil {
 		inst.ended = true // no channel to wait for
 		inst.phase = phaseSpawned
 		s.fault(inst, "start", err)
@@ -539,11 +547,15 @@ func (s *Server) instanceTimer(inst *instance, k timerKind) {
 	switch k {
 	case tInit:
 		if inst.phase == phaseIniting {
-			s.fault(inst, "init-timeout", fmt.Errorf("no init result within %v", inst.spec.InitTimeout))
+			err := fmt.Errorf("no init result within %v", inst.spec.InitTimeout)
+			if d, ok := inst.drv.(interface{ notReady() error }); ok && d.notReady() != nil {
+				err = d.notReady() // why its driver did not find it ready
+			}
+			s.fault(inst, "init-timeout", err)
 		}
 	case tPing:
 		if inst.pingOut {
-			s.fault(inst, "no-heartbeat", fmt.Errorf("ping %d unanswered after %v", inst.pingSeq, inst.spec.PingTimeout))
+			s.fault(inst, "no-heartbeat", fmt.Errorf("ping %d unanswered after %v", inst.pingSeq, inst.spec.pingDeadline()))
 		}
 	case tEnded:
 		if !inst.reaped && inst.phase < phaseStopping {

@@ -119,7 +119,7 @@ func (g *pingGroup) visit(now time.Time) map[*instance]struct{} {
 
 // pingJoin starts pinging a running instance.
 func (s *Server) pingJoin(inst *instance) {
-	period := inst.spec.Period
+	period := inst.spec.pingPeriod()
 	if period <= 0 || inst.pingGroup != nil {
 		return
 	}
@@ -163,10 +163,10 @@ func (s *Server) pingTick(g *pingGroup) {
 
 // pingCheck judges the outstanding ping, if any, and sends the next.
 func (s *Server) pingCheck(inst *instance, now time.Time) {
-	spec := inst.spec
+	period, deadline := inst.spec.pingPeriod(), inst.spec.pingDeadline()
 	if inst.pingOut {
-		if spec.PingTimeout >= spec.Period && now.Sub(inst.pingAt) >= spec.PingTimeout {
-			s.fault(inst, "no-heartbeat", fmt.Errorf("ping %d unanswered after %v", inst.pingSeq, spec.PingTimeout))
+		if deadline >= period && now.Sub(inst.pingAt) >= deadline {
+			s.fault(inst, "no-heartbeat", fmt.Errorf("ping %d unanswered after %v", inst.pingSeq, deadline))
 		}
 		return // judged by its own deadline timer, or not late yet
 	}
@@ -178,7 +178,7 @@ func (s *Server) pingCheck(inst *instance, now time.Time) {
 		s.sendFailed(inst, err)
 		return
 	}
-	if spec.PingTimeout < spec.Period {
-		s.arm(inst, tPing, spec.PingTimeout)
+	if deadline < period {
+		s.arm(inst, tPing, deadline)
 	}
 }

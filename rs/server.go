@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,9 @@ type Server struct {
 
 	unknownEvents atomic.Int64 // events the loop had no case for (a bug)
 	closing       atomic.Int64 // service fds being closed off the loop
+
+	// drivers are the goroutines of drivers (simpledriver.go).
+	drivers sync.WaitGroup
 
 	// Owned by the loop.
 	services     map[string]*service
@@ -151,6 +155,9 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // Run is the loop that owns the table. It returns after a shutdown, once
 // every instance is gone.
 func (s *Server) Run() {
+	// Last: every instance is gone, so every driver's goroutine is
+	// ending; one blocked posting to the loop ends with done.
+	defer s.drivers.Wait()
 	defer close(s.done)
 	if s.logs != nil {
 		// After the last instance: what the pipes hold is written out.
@@ -189,6 +196,8 @@ func (s *Server) handle(ev event) {
 		s.onSpawned(ev)
 	case evReaped:
 		s.onReaped(ev.inst, ev.exit)
+	case evSignal:
+		s.onDriverSignal(ev)
 	case evPackets:
 		s.onPackets(ev)
 	case evTimer:

@@ -31,15 +31,26 @@ func (s *Server) startProcess(inst *instance) {
 			s.log.Warn("pids limit not enforced: rs has no pids controller", "label", spec.Label, "pids", spec.Pids)
 		}
 		posted := make(chan struct{})
-		var p *proc.Process
-		var drv *sefDriver
+		exited := func(exit proc.Exit) {
+			<-posted
+			s.post(evReaped{inst: inst, exit: exit})
+		}
+		var (
+			p   *proc.Process
+			drv driver
+		)
 		err := dupErr
 		if err == nil {
-			p, drv, err = startSef(spec, env, out, s.logsErr, func(exit proc.Exit) {
-				<-posted
-				s.post(evReaped{inst: inst, exit: exit})
-			})
+			switch spec.Type {
+			case TypeSimple:
+				p, drv, err = startSimple(spec, env, out, s.logsErr, exited)
+			default:
+				p, drv, err = startSef(spec, env, out, s.logsErr, exited)
+			}
 			out.Close()
+		}
+		if err != nil {
+			drv = nil // not a typed nil: there is no driver
 		}
 		s.post(evSpawned{inst: inst, proc: p, drv: drv, err: err})
 		close(posted)

@@ -32,6 +32,13 @@ const (
 	DefaultFailedRetry   = time.Minute
 )
 
+// Service types (config `type`).
+const (
+	TypeSef    = "sef"
+	TypeNotify = "notify"
+	TypeSimple = "simple"
+)
+
 // FailedRetryNever is Spec.FailedRetry for `failed_retry = "0s"`: a
 // failed service stays failed until `service restart` or `up`.
 const FailedRetryNever time.Duration = -1
@@ -47,6 +54,22 @@ type Spec struct {
 	Period  time.Duration
 	Restart RestartPolicy
 	Depends []string
+
+	// Type is the service's protocol: "sef" (default), "notify",
+	// "simple".
+	Type string
+
+	// Ready and Probe are checks of a simple service (check.go):
+	// "tcp:HOST:PORT" or "exec:CMD ARGS". Ready must succeed before it
+	// counts as running (tried until InitTimeout; "": running at once);
+	// Probe is tried every ProbePeriod (default Period), each try within
+	// ProbeTimeout (default PingTimeout), and a failure reincarnates it
+	// ("probe-failed"). Without a probe a simple service lives as long
+	// as its process.
+	Ready        string
+	Probe        string
+	ProbePeriod  time.Duration
+	ProbeTimeout time.Duration
 
 	// PingTimeout is how long a ping may stay unanswered; default Period.
 	PingTimeout time.Duration
@@ -113,6 +136,9 @@ type Spec struct {
 func (s Spec) withDefaults() Spec {
 	if s.Restart == "" {
 		s.Restart = RestartAlways
+	}
+	if s.Type == "" {
+		s.Type = TypeSef
 	}
 	if s.PingTimeout == 0 {
 		s.PingTimeout = s.Period

@@ -167,6 +167,9 @@ func validateSpec(s Spec) error {
 	if s.PingTimeout > 0 && s.PingTimeout < MinPeriod {
 		return specErrorf(s.Label, []string{"ping_timeout"}, "ping_timeout %v: shorter than %v, the least rs accepts", s.PingTimeout, MinPeriod)
 	}
+	if err := validateChecks(s); err != nil {
+		return err
+	}
 	if d := s.withDefaults(); d.BackoffBase > d.BackoffCap {
 		return specErrorf(s.Label, []string{"backoff_base", "backoff_cap"}, "backoff_base %v exceeds backoff_cap %v", d.BackoffBase, d.BackoffCap)
 	}

@@ -43,6 +43,11 @@ type Patch struct {
 	LogMaxSize    *uint64        `msgpack:"log_max_size,omitempty" unit:"bytes" usage:"its log file is rotated before it passes this size (default 10MiB)"`
 	LogKeep       *int           `msgpack:"log_keep,omitempty" usage:"rotated log files kept: <label>.log.1 to .log.N (default 5)"`
 	LogCompress   *bool          `msgpack:"log_compress,omitempty" usage:"gzip rotated log files (.log.1.gz, ...)"`
+	Type          *string        `msgpack:"type,omitempty" usage:"sef (default) | simple"`
+	Ready         *string        `msgpack:"ready,omitempty" usage:"simple: running once this succeeds: tcp:HOST:PORT | exec:CMD ARGS (default: at once)"`
+	Probe         *string        `msgpack:"probe,omitempty" usage:"simple: liveness check, tcp:HOST:PORT | exec:CMD ARGS; a failure reincarnates it"`
+	ProbePeriod   *time.Duration `msgpack:"probe_period,omitempty" usage:"simple: how often the probe runs (default: the period)"`
+	ProbeTimeout  *time.Duration `msgpack:"probe_timeout,omitempty" usage:"simple: how long one probe may take (default: the ping timeout)"`
 }
 
 // MinPeriod is the shortest ping period and ping timeout rs accepts: a
@@ -64,6 +69,12 @@ func CheckValue(key string, v any) error {
 		case "", "always", "on-failure", "never":
 		default:
 			return fmt.Errorf("restart %q: want always, on-failure or never", r)
+		}
+	case "type":
+		switch t := v.(string); t {
+		case "sef", "simple":
+		default:
+			return fmt.Errorf("type %q: want sef or simple", t)
 		}
 	case "max_restarts":
 		if v.(int) == 0 {
@@ -107,6 +118,8 @@ func CheckValue(key string, v any) error {
 		return fmt.Errorf(`period %v: shorter than %v, the least rs accepts ("0s" disables pings)`, d, MinPeriod)
 	case key == "ping_timeout" && d > 0 && d < MinPeriod:
 		return fmt.Errorf("ping_timeout %v: shorter than %v, the least rs accepts", d, MinPeriod)
+	case (key == "probe_period" || key == "probe_timeout") && d > 0 && d < MinPeriod:
+		return fmt.Errorf("%s %v: shorter than %v, the least rs accepts", key, d, MinPeriod)
 	}
 	return nil
 }
