@@ -49,26 +49,7 @@ args = ["-role", "say"]
 		out, _, _ := r.service("logs", "-n", "2", "say")
 		return strings.Contains(out, fmt.Sprintf("pid=%d", first.Pid))
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	follow := exec.CommandContext(ctx, bin("service"), "--socket", r.sock, "logs", "-f", "-n", "2", "say")
-	stdout, err := follow.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := follow.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer follow.Wait()
-	defer follow.Process.Kill()
-	lines := make(chan string, 100)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	lines := r.follow("logs", "-f", "-n", "2", "say")
 	// next waits for a line that matches re, skipping stderr lines (the
 	// role's own, and sef's log lines).
 	next := func(re *regexp.Regexp) {
@@ -105,6 +86,31 @@ args = ["-role", "say"]
 	if !regexp.MustCompile(`^say \| \S+ (out|err) .+\n$`).MatchString(out) {
 		t.Errorf("logs of every service: %q", out)
 	}
+}
+
+// follow runs `service args...` (a logs -f) until the test ends and
+// returns its output's lines.
+func (r *rsProc) follow(args ...string) <-chan string {
+	r.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin("service"), append([]string{"--socket", r.sock}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { cancel(); cmd.Wait() })
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return lines
 }
 
 // A line of a service's log file: time, stream, text.
@@ -472,26 +478,7 @@ args = ["-role", "say"]
 		out, _, _ := r.service("logs", "-n", "5", "say")
 		return strings.Contains(out, fmt.Sprintf("pid=%d", first.Pid))
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	follow := exec.CommandContext(ctx, bin("service"), "--socket", r.sock, "logs", "-f", "-n", "0")
-	stdout, err := follow.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := follow.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer follow.Wait()
-	defer follow.Process.Kill()
-	lines := make(chan string, 100)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	lines := r.follow("logs", "-f", "-n", "0")
 	wait := func(re *regexp.Regexp) {
 		t.Helper()
 		timeout := time.After(waitTimeout)
