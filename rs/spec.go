@@ -19,6 +19,14 @@ const (
 	RestartNever     RestartPolicy = "never"      // stays down after any exit
 )
 
+// Service types, as spelled in the config (key `type`) and on the
+// command line: the protocol the service speaks with rs.
+const (
+	TypeSef    = "sef"    // links sef: the msg channel (the default)
+	TypeNotify = "notify" // systemd's sd_notify protocol (notifydriver.go)
+	TypeSimple = "simple" // no protocol
+)
+
 // Defaults applied by Spec.withDefaults where a field is zero.
 const (
 	DefaultPeriod        = time.Second
@@ -41,7 +49,10 @@ const FailedRetryNever time.Duration = -1
 // Period, where zero means "no pings" (the config and the command line
 // fill in DefaultPeriod when the user said nothing).
 type Spec struct {
-	Label   string
+	Label string
+	// Type is the protocol the service speaks: "sef" (default), "notify",
+	// "simple".
+	Type    string
 	Binary  string   // absolute path
 	Args    []string // arguments after argv[0]
 	Period  time.Duration
@@ -113,6 +124,9 @@ type Spec struct {
 func (s Spec) withDefaults() Spec {
 	if s.Restart == "" {
 		s.Restart = RestartAlways
+	}
+	if s.Type == "" {
+		s.Type = TypeSef
 	}
 	if s.PingTimeout == 0 {
 		s.PingTimeout = s.Period

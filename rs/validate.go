@@ -155,6 +155,9 @@ func validateSpec(s Spec) error {
 			return specErrorf(s.Label, []string{"restart"}, "%v", err)
 		}
 	}
+	if err := control.CheckValue("type", s.Type); err != nil {
+		return specErrorf(s.Label, []string{"type"}, "%v", err)
+	}
 	sv := reflect.ValueOf(s)
 	for _, f := range durationFields {
 		if d := time.Duration(sv.Field(f.index).Int()); d < 0 && (f.key != "failed_retry" || d != FailedRetryNever) {

@@ -43,6 +43,7 @@ type Patch struct {
 	LogMaxSize    *uint64        `msgpack:"log_max_size,omitempty" unit:"bytes" usage:"its log file is rotated before it passes this size (default 10MiB)"`
 	LogKeep       *int           `msgpack:"log_keep,omitempty" usage:"rotated log files kept: <label>.log.1 to .log.N (default 5)"`
 	LogCompress   *bool          `msgpack:"log_compress,omitempty" usage:"gzip rotated log files (.log.1.gz, ...)"`
+	Type          *string        `msgpack:"type,omitempty" usage:"the service's protocol: sef | notify (systemd's sd_notify) (default sef)"`
 }
 
 // MinPeriod is the shortest ping period and ping timeout rs accepts: a
@@ -86,6 +87,12 @@ func CheckValue(key string, v any) error {
 		case "file", "inherit", "null":
 		default:
 			return fmt.Errorf("log %q: want file, inherit or null", m)
+		}
+	case "type":
+		switch t := v.(string); t {
+		case "", "sef", "notify":
+		default:
+			return fmt.Errorf("type %q: want sef or notify", t)
 		}
 	case "log_max_size":
 		if v.(uint64) == 0 {
