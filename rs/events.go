@@ -40,8 +40,25 @@ type (
 	evSpawned struct {
 		inst *instance
 		proc *proc.Process
-		drv  *sefDriver
+		drv  driver
 		err  error
+	}
+	// evNotify is one datagram of a notify instance, from its driver's
+	// reader (hello: the reader runs; nothing came yet). mainFD is the
+	// pidfd of a MAINPID= checked by the reader, or mainErr why not.
+	evNotify struct {
+		drv     *notifyDriver
+		hello   bool
+		m       notifyMsg
+		files   []*os.File
+		at      time.Time
+		mainFD  *os.File
+		mainErr error
+	}
+	// evMainExited: the MAINPID= of a notify instance exited.
+	evMainExited struct {
+		drv *notifyDriver
+		pid int
 	}
 	// evReaped: an instance's process has been reaped (its group killed).
 	// From the instance's process goroutine, after evSpawned.
@@ -86,3 +103,5 @@ func (evReaped) isEvent()     {}
 func (evPackets) isEvent()    {}
 func (evTimer) isEvent()      {}
 func (evProbe) isEvent()      {}
+func (evNotify) isEvent()     {}
+func (evMainExited) isEvent() {}

@@ -91,6 +91,14 @@ type instance struct {
 	// spells it, where it has one: a control request from a process in
 	// it is the service's (inInstance). "" without cgroup containment.
 	cgroup string
+	// The notify protocol's (notifydriver.go): it said STOPPING=1
+	// (selfStop, to be gone by stopBy), RELOADING=1, ERRNO=; its MAINPID=
+	// (0: its process is its main one); initBy is when its init deadline
+	// was first due (EXTEND_TIMEOUT_USEC= only moves it later).
+	selfStop, reloading bool
+	errno               int
+	mainPid             int
+	initBy, stopBy      time.Time
 	// reason: why rs ended it (a fault), for last_exit; empty when it
 	// ended on its own.
 	reason       string
@@ -145,11 +153,17 @@ func (s *Server) onSpawned(ev evSpawned) {
 	}
 	inst.proc, inst.drv = ev.proc, ev.drv
 	inst.cgroup = ev.proc.Cgroup
-	if err := ev.drv.attach(s.mux, s.muxErr, inst); err != nil {
-		inst.ended = true // no channel to wait for
-		inst.phase = phaseSpawned
-		s.fault(inst, "start", err)
-		return
+	switch drv := ev.drv.(type) {
+	case *sefDriver:
+		if err := drv.attach(s.mux, s.muxErr, inst); err != nil {
+			inst.ended = true // no channel to wait for
+			inst.phase = phaseSpawned
+			s.fault(inst, "start", err)
+			return
+		}
+	case *notifyDriver:
+		inst.ended = true // no channel: its reaping alone ends it
+		drv.attach(s, inst)
 	}
 	if inst.phase == phaseStopping {
 		// Not wanted any more (dropped, stopped, rolled back) while it
@@ -177,6 +191,7 @@ func (s *Server) giveInit(inst *instance, kind initKind, extraNames []string, ex
 	names = append(names, extraNames...)
 	files = append(files, extra...)
 	inst.phase = phaseIniting
+	inst.initBy = s.clock.Now().Add(inst.spec.InitTimeout)
 	s.arm(inst, tInit, inst.spec.InitTimeout)
 	if err := inst.drv.init(kind, inst.label(), inst.svc.restarts, names, files); err != nil {
 		s.sendFailed(inst, err)
@@ -289,6 +304,8 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 		if u != nil && u.old == inst {
 			s.rollback(u, "refused by the old instance: "+sig.err.Error())
 		}
+	default:
+		s.onNotifySignal(inst, sig)
 	}
 }
 
@@ -551,6 +568,10 @@ func (s *Server) instanceTimer(inst *instance, k timerKind) {
 		}
 	case tReaped:
 		s.gone(inst)
+	case tStopBy:
+		if inst.selfStop && inst.phase == phaseRunning {
+			s.fault(inst, "stop-timeout", fmt.Errorf("said STOPPING=1 and did not exit within %v", inst.spec.StopGrace))
+		}
 	}
 }
 
@@ -573,6 +594,9 @@ func (s *Server) gone(inst *instance) {
 	reason := inst.reason
 	if reason == "" {
 		reason = exitReason(inst.spec, inst.exit)
+	}
+	if inst.errno != 0 {
+		reason += fmt.Sprintf(" (ERRNO=%d: %v)", inst.errno, syscall.Errno(inst.errno))
 	}
 	out := exitOutcome(inst.role, was, inst.reason != "", inst.exit, svc.spec.Restart, s.shutdown != nil)
 	switch out {

@@ -54,6 +54,8 @@ type Server struct {
 	stopsPending bool // some service is to be stopped once its dependents are
 	downsPending int  // services with a `down` to answer
 	pingGroups   map[time.Duration]*pingGroup
+
+	notifyDir string // where notify services' sockets are made
 }
 
 type shutdownState struct {
@@ -67,6 +69,7 @@ func New(opts Options) *Server {
 		clock:      opts.Clock,
 		env:        opts.Env,
 		logDir:     opts.LogDir,
+		notifyDir:  control.RuntimeDir(),
 		events:     make(chan event, 256),
 		done:       make(chan struct{}),
 		services:   make(map[string]*service),
@@ -139,6 +142,7 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // every instance is gone.
 func (s *Server) Run() {
 	defer close(s.done)
+	defer bgWG.Wait() // the notify sockets are removed
 	if s.logs != nil {
 		// After the last instance: what the pipes hold is written out.
 		defer s.logs.Close(2 * time.Second)
@@ -178,6 +182,10 @@ func (s *Server) handle(ev event) {
 		s.onReaped(ev.inst, ev.exit)
 	case evPackets:
 		s.onPackets(ev)
+	case evNotify:
+		s.onNotify(ev)
+	case evMainExited:
+		s.onMainExited(ev)
 	case evTimer:
 		if fired(ev) {
 			s.timer(ev)

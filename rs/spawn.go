@@ -29,10 +29,19 @@ func (s *Server) startProcess(inst *instance) {
 			s.log.Warn("pids limit not enforced: rs has no pids controller", "label", spec.Label, "pids", spec.Pids)
 		}
 		posted := make(chan struct{})
-		p, drv, err := startSef(spec, env, out, s.logsErr, func(exit proc.Exit) {
+		exited := func(exit proc.Exit) {
 			<-posted
 			s.post(evReaped{inst: inst, exit: exit})
-		})
+		}
+		var p *proc.Process
+		var drv driver
+		var err error
+		switch spec.Type {
+		case TypeNotify:
+			p, drv, err = startNotify(spec, env, out, s.logsErr, s.notifyDir, exited)
+		default:
+			p, drv, err = startSef(spec, env, out, s.logsErr, exited)
+		}
 		s.post(evSpawned{inst: inst, proc: p, drv: drv, err: err})
 		close(posted)
 	}()
@@ -65,6 +74,39 @@ func startSef(spec Spec, env []string, out logs.Files, logsErr error, exited fun
 		Exited: exited,
 	})
 	child.Close()
+	if err != nil {
+		drv.close()
+		return nil, nil, err
+	}
+	drv.proc = p
+	return p, drv, nil
+}
+
+// startNotify starts spec's binary as a notify service: its notify
+// socket is made in dir and named by NOTIFY_SOCKET; it gets no channel.
+func startNotify(spec Spec, env []string, out logs.Files, logsErr error, dir string, exited func(proc.Exit)) (*proc.Process, *notifyDriver, error) {
+	if out.Stdout == nil || out.Stderr == nil {
+		return nil, nil, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
+	}
+	if err := checkBinary(spec.Binary); err != nil {
+		return nil, nil, err
+	}
+	drv, notifyEnvs, err := newNotifyDriver(dir, spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := proc.Start(proc.Spec{
+		Path:   spec.Binary,
+		Args:   spec.Args,
+		Env:    append(notifyEnv(env), notifyEnvs...),
+		Stdout: out.Stdout,
+		Stderr: out.Stderr,
+		Limits: spec.limits(),
+		Name:   spec.Label,
+		Memory: spec.Memory,
+		Pids:   spec.Pids,
+		Exited: exited,
+	})
 	if err != nil {
 		drv.close()
 		return nil, nil, err

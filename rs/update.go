@@ -53,6 +53,10 @@ func (s *Server) startUpdate(ev evRequest) {
 		fail(ev.reply, fmt.Errorf("%s: an update is already in progress: %w", req.Label, control.ErrBusy))
 		return
 	}
+	if svc.spec.Type == TypeNotify {
+		fail(ev.reply, control.Errorf(control.CodeRefused, "%s: a notify service has no live update (use service restart)", req.Label))
+		return
+	}
 	if st := svc.state(); st != control.StateRunning {
 		fail(ev.reply, control.Errorf(control.CodeRefused, "%s is %s: only a running service can be updated", req.Label, st))
 		return

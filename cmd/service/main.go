@@ -286,9 +286,33 @@ func table(w io.Writer, services []control.Status) error {
 		if last == "" {
 			last = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", escape(s.Label), escape(s.State), pid, uptime, s.Restarts, rtt, last)
+		state := escape(s.State)
+		if s.Reloading {
+			state += " (reloading)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", escape(s.Label), state, pid, uptime, s.Restarts, rtt, last)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// What a notify service says of itself, one line each, under the
+	// table: it is the service's text, escaped.
+	for _, s := range services {
+		if s.Type == "" || s.Type == "sef" {
+			continue
+		}
+		line := fmt.Sprintf("%s: type %s", escape(s.Label), escape(s.Type))
+		if s.StatusText != "" {
+			line += ", status: " + escape(s.StatusText)
+		}
+		if s.NotifyRejected > 0 {
+			line += fmt.Sprintf(", %d notify datagrams rejected", s.NotifyRejected)
+		}
+		if _, err := fmt.Fprintln(w, line); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func logsCommand() *cli.Command {
