@@ -627,6 +627,7 @@ func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
 	svc := inst.svc
 	svc.primary = nil
 	svc.rtt = 0
+	svc.statusText = "" // it spoke of an instance that is no more
 	if u := svc.update; u != nil && u.old == inst {
 		// The old instance died mid-update: the update is void, and the
 		// death is handled as any other.

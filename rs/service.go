@@ -199,7 +199,6 @@ func (s *Server) spawnPrimary(svc *service) {
 	if kind == initRestart && s.promoteStandby(svc) {
 		return
 	}
-	svc.statusText = "" // the new instance says its own
 	inst := s.spawnInstance(svc, rolePrimary, svc.spec)
 	inst.init = kind
 	svc.primary = inst
