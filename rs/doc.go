@@ -66,8 +66,11 @@
 //
 // The lifecycle speaks of hello, ready, alive, fds stored, state handed
 // over; a driver turns that into one protocol. The sef driver
-// (sefdriver.go) is the msg channel; a second protocol is a second
-// driver. Pinging (ping.go): instances with the same period share one
+// (sefdriver.go) is the msg channel; the notify driver (notifydriver.go,
+// `type = "notify"`) is systemd's sd_notify: a datagram socket per
+// instance read by a goroutine of its own, which checks each sender's
+// credentials (and reads /proc for them) off the loop and posts what is
+// the service's as evNotify; its lifecycle side is notifylife.go. Pinging (ping.go): instances with the same period share one
 // timer cut into up to four slots; a round trip ends at the kernel's
 // timestamp of the pong.
 //
