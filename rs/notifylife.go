@@ -34,8 +34,11 @@ func (s *Server) onNotifySignal(inst *instance, sig signal) {
 	svc := inst.svc
 	switch sig.kind {
 	case sigStatus:
-		if inst.role == rolePrimary {
+		switch u := svc.update; {
+		case inst.role == rolePrimary:
 			svc.statusText = sig.text
+		case u != nil && u.new == inst:
+			u.statusText = sig.text // shown once it replaces the old one
 		}
 	case sigErrno:
 		inst.errno = sig.n

@@ -226,3 +226,40 @@ init_timeout = "1s"
 		t.Errorf("slow: restarts %d, last_exit %q: EXTEND_TIMEOUT_USEC not honoured", sl.Restarts, sl.LastExit)
 	}
 }
+
+// TestNotifyUpdate: `service update` of a notify service starts the new
+// instance beside the old one and stops the old one once the new one is
+// ready; one that is not ready in time is stopped and the old one serves
+// on. The output says there is no state transfer.
+func TestNotifyUpdate(t *testing.T) {
+	r := startRS(t, `
+[service.n]
+type = "notify"
+binary = "$BIN/sdnotify"
+args = ["-status", "v", "-never-ready-if", "$DIR/broken"]
+init_timeout = "1s"
+`)
+	old := r.waitFor2("n", func(s control.Status) bool { return s.State == control.StateRunning && s.StatusText == "v" })
+	out := r.mustService("update", "n")
+	if !strings.Contains(out, "no state transfer") || !strings.Contains(out, "updated: pid "+strconv.Itoa(old.Pid)+" -> ") {
+		t.Errorf("update: %q", out)
+	}
+	st := r.status("n")
+	if st.State != control.StateRunning || st.Pid == old.Pid || st.Restarts != 0 {
+		t.Errorf("after update: %+v", st)
+	}
+	r.waitFor("the old instance gone", func() bool { return !alive(old.Pid) })
+	r.waitFor2("n", func(s control.Status) bool { return s.StatusText == "v" })
+
+	if err := os.WriteFile(filepath.Join(r.dir, "broken"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := r.service("update", "n")
+	if code == 0 || !strings.Contains(errs, "rolled back") || !strings.Contains(errs, "init-timeout") ||
+		!strings.Contains(errs, "pid "+strconv.Itoa(st.Pid)+" serves on") {
+		t.Errorf("update to a never-ready instance: exit %d, %q", code, errs)
+	}
+	if after := r.status("n"); after.State != control.StateRunning || after.Pid != st.Pid || after.Restarts != 0 {
+		t.Errorf("after the rolled-back update: %+v", after)
+	}
+}
