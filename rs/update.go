@@ -41,7 +41,7 @@ type update struct {
 	// No state moves. statusText is what the new one said meanwhile.
 	replace    bool
 	statusText string
-	t                  timers              // tUpdate
+	t          timers // tUpdate
 }
 
 func (u *update) timerSlots() *timers { return &u.t }
