@@ -35,13 +35,14 @@ type update struct {
 	prog               chan<- string
 	pending            map[string]*os.File // fd-store entries from the new instance, kept until commit
 	discard            bool                // commit even if the new instance leaves the state untaken
+	t                  timers              // tUpdate
+
 	// replace: the service's protocol has no live update (every type but
 	// sef): the new instance starts beside the old one, fresh, and
 	// replaces it once ready; the old one is then stopped gracefully.
 	// No state moves. statusText is what the new one said meanwhile.
 	replace    bool
 	statusText string
-	t          timers // tUpdate
 }
 
 func (u *update) timerSlots() *timers { return &u.t }
