@@ -49,10 +49,8 @@ const FailedRetryNever time.Duration = -1
 // Period, where zero means "no pings" (the config and the command line
 // fill in DefaultPeriod when the user said nothing).
 type Spec struct {
-	Label string
-	// Type is the protocol the service speaks: "sef" (default), "notify",
-	// "simple".
-	Type    string
+	Label   string
+	Type    string   // its protocol: "sef" (default), "notify", "simple"
 	Binary  string   // absolute path
 	Args    []string // arguments after argv[0]
 	Period  time.Duration
