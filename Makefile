@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build run test bench fuzz clean
+.PHONY: all build run test test-daemons bench fuzz clean
 
 all: build
 
@@ -17,6 +17,12 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m ./...
+
+# Real daemons under rs (redis-server as type notify), installed from
+# Debian when missing; a daemon that cannot be had is skipped, saying so.
+# Not part of make test.
+test-daemons:
+	GO=$(GO) sh tests/daemons.sh
 
 # Speed figures, beside runit and s6 (never part of make test): a few
 # minutes, bounded by the bench's own -timeout. Installs runit, s6 and

@@ -274,9 +274,9 @@ func validateChecks(s Spec) error {
 	switch typ {
 	case "":
 		typ = TypeSef
-	case TypeSef, TypeSimple:
+	case TypeSef, TypeNotify, TypeSimple:
 	default:
-		return specErrorf(s.Label, []string{"type"}, "type %q: want sef or simple", s.Type)
+		return specErrorf(s.Label, []string{"type"}, "type %q: want sef, notify or simple", s.Type)
 	}
 	if typ == TypeSimple && s.Standby {
 		return specErrorf(s.Label, []string{"standby", "type"}, "standby: %v", errSimpleStandby)

@@ -163,6 +163,10 @@ func TestConfigErrors(t *testing.T) {
 			`f.toml:3: service "kv": args: want an array of strings, got an array`, nil},
 		{"bad restart", "[service.kv]\nbinary = \"x\"\nrestart = \"sometimes\"\n",
 			`f.toml:3: service "kv": restart "sometimes": want always, on-failure or never`, nil},
+		{"bad type", "[service.kv]\nbinary = \"x\"\n\ntype = \"forking\"\n",
+			`f.toml:4: service "kv": type "forking": want sef or notify`, nil},
+		{"type not a string", "[service.kv]\nbinary = \"x\"\ntype = 1\n",
+			`f.toml:3: service "kv": type: want a string, got integer 1`, nil},
 		{"max_restarts not int", "[service.kv]\nbinary = \"x\"\nmax_restarts = \"5\"\n",
 			`f.toml:3: service "kv": max_restarts: want an integer, got string "5"`, nil},
 		{"max_restarts zero", "[service.kv]\nbinary = \"x\"\nmax_restarts = 0\n",
@@ -410,4 +414,20 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// The type key: sef when not said, notify when said; withDefaults fills
+// in sef for a Spec made without one.
+func TestConfigType(t *testing.T) {
+	specs, err := ParseConfig("f.toml", []byte("[service.a]\nbinary = \"/x\"\n[service.b]\nbinary = \"/x\"\ntype = \"notify\"\n[service.c]\nbinary = \"/x\"\ntype = \"sef\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{specs[0].withDefaults().Type, specs[1].Type, specs[2].Type}
+	if want := []string{TypeSef, TypeNotify, TypeSef}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("types %v, want %v", got, want)
+	}
+	if err := Validate([]Spec{{Label: "a", Binary: "/x", Type: "oneshot"}}); err == nil || !strings.Contains(err.Error(), `type "oneshot"`) {
+		t.Fatalf("Validate of type oneshot: %v", err)
+	}
 }

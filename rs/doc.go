@@ -66,9 +66,13 @@
 //
 // The lifecycle speaks of hello, ready, alive, fds stored, state handed
 // over; a driver turns that into one protocol. The sef driver
-// (sefdriver.go) is the msg channel; a second protocol is a second
-// driver. The simple driver (simpledriver.go, type simple) has no wire:
-// its goroutine makes up hello at once, ready when the `ready` check
+// (sefdriver.go) is the msg channel; the notify driver (notifydriver.go,
+// `type = "notify"`) is systemd's sd_notify: a datagram socket per
+// instance read by a goroutine of its own, which checks each sender's
+// credentials (and reads /proc for them) off the loop and posts what is
+// the service's as evNotify; its lifecycle side is notifylife.go. The
+// simple driver (simpledriver.go, type simple) has no wire: its
+// goroutine makes up hello at once, ready when the `ready` check
 // (check.go) succeeds, and answers each ping with one try of the
 // `probe`, posting them to the loop as evSignal; every check runs in
 // that goroutine, never on the loop, one at a time. Pinging (ping.go): instances with the same period share one

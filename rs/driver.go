@@ -70,6 +70,15 @@ const (
 	sigState                     // the state asked for is reached: state and fds in files, named
 	sigRefused                   // it will not prepare (err)
 	sigFault                     // it broke the protocol (reason, err)
+
+	// The notify protocol's (notifydriver.go).
+	sigStatus    // its status text is text
+	sigErrno     // it reports errno n
+	sigStopping  // it stops by itself
+	sigReloading // it reloads (n 1) or is done reloading (n 0)
+	sigExtend    // the deadline being waited is to be at least d from now
+	sigMainPID   // its main process is pid n (files[0] its pidfd), or err
+	sigRemoveFD  // drop text from the fd store
 )
 
 type signal struct {
@@ -82,6 +91,10 @@ type signal struct {
 	// sigReady after a live update's init: what it was handed and did not
 	// take (leftState, leftFDs).
 	left []string
+	// The notify protocol's signals.
+	text string
+	n    int
+	d    time.Duration
 }
 
 // What an instance can leave untaken of a live update's init.

@@ -49,6 +49,23 @@ type (
 		inst *instance
 		sig  signal
 	}
+	// evNotify is one datagram of a notify instance, from its driver's
+	// reader (hello: the reader runs; nothing came yet). mainFD is the
+	// pidfd of a MAINPID= checked by the reader, or mainErr why not.
+	evNotify struct {
+		drv     *notifyDriver
+		hello   bool
+		m       notifyMsg
+		files   []*os.File
+		at      time.Time
+		mainFD  *os.File
+		mainErr error
+	}
+	// evMainExited: the MAINPID= of a notify instance exited.
+	evMainExited struct {
+		drv *notifyDriver
+		pid int
+	}
 	// evReaped: an instance's process has been reaped (its group killed).
 	// From the instance's process goroutine, after evSpawned.
 	evReaped struct {
@@ -93,3 +110,5 @@ func (evSignal) isEvent()     {}
 func (evPackets) isEvent()    {}
 func (evTimer) isEvent()      {}
 func (evProbe) isEvent()      {}
+func (evNotify) isEvent()     {}
+func (evMainExited) isEvent() {}

@@ -91,6 +91,14 @@ type instance struct {
 	// spells it, where it has one: a control request from a process in
 	// it is the service's (inInstance). "" without cgroup containment.
 	cgroup string
+	// The notify protocol's (notifydriver.go): it said STOPPING=1
+	// (selfStop, to be gone by stopBy), RELOADING=1, ERRNO=; its MAINPID=
+	// (0: its process is its main one); initBy is when its init deadline
+	// was first due (EXTEND_TIMEOUT_USEC= only moves it later).
+	selfStop, reloading bool
+	errno               int
+	mainPid             int
+	initBy, stopBy      time.Time
 	// reason: why rs ended it (a fault), for last_exit; empty when it
 	// ended on its own.
 	reason       string
@@ -152,6 +160,9 @@ func (s *Server) onSpawned(ev evSpawned) {
 	case *simpleDriver:
 		inst.ended = true // no channel: its end is its process's
 		d.attach(s, inst)
+	case *notifyDriver:
+		inst.ended = true // no channel: its reaping alone ends it
+		d.attach(s, inst)
 	}
 	if err != nil {
 		inst.ended = true // no channel to wait for
@@ -185,6 +196,7 @@ func (s *Server) giveInit(inst *instance, kind initKind, extraNames []string, ex
 	names = append(names, extraNames...)
 	files = append(files, extra...)
 	inst.phase = phaseIniting
+	inst.initBy = s.clock.Now().Add(inst.spec.InitTimeout)
 	s.arm(inst, tInit, inst.spec.InitTimeout)
 	if err := inst.drv.init(kind, inst.label(), inst.svc.restarts, names, files); err != nil {
 		s.sendFailed(inst, err)
@@ -297,6 +309,8 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 		if u != nil && u.old == inst {
 			s.rollback(u, "refused by the old instance: "+sig.err.Error())
 		}
+	default:
+		s.onNotifySignal(inst, sig)
 	}
 }
 
@@ -563,6 +577,10 @@ func (s *Server) instanceTimer(inst *instance, k timerKind) {
 		}
 	case tReaped:
 		s.gone(inst)
+	case tStopBy:
+		if inst.selfStop && inst.phase == phaseRunning {
+			s.fault(inst, "stop-timeout", fmt.Errorf("said STOPPING=1 and did not exit within %v", inst.spec.StopGrace))
+		}
 	}
 }
 
@@ -585,6 +603,9 @@ func (s *Server) gone(inst *instance) {
 	reason := inst.reason
 	if reason == "" {
 		reason = exitReason(inst.spec, inst.exit)
+	}
+	if inst.errno != 0 {
+		reason += fmt.Sprintf(" (ERRNO=%d: %v)", inst.errno, syscall.Errno(inst.errno))
 	}
 	out := exitOutcome(inst.role, was, inst.reason != "", inst.exit, svc.spec.Restart, s.shutdown != nil)
 	switch out {
@@ -615,6 +636,7 @@ func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
 	svc := inst.svc
 	svc.primary = nil
 	svc.rtt = 0
+	svc.statusText = "" // it spoke of an instance that is no more
 	if u := svc.update; u != nil && u.old == inst {
 		// The old instance died mid-update: the update is void, and the
 		// death is handled as any other.

@@ -67,6 +67,8 @@ type Server struct {
 	stopsPending bool // some service is to be stopped once its dependents are
 	downsPending int  // services with a `down` to answer
 	pingGroups   map[time.Duration]*pingGroup
+
+	notifyDir string // where notify services' sockets are made
 }
 
 type shutdownState struct {
@@ -81,6 +83,7 @@ func New(opts Options) *Server {
 		env:        opts.Env,
 		logDir:     opts.LogDir,
 		reopen:     opts.Reopen,
+		notifyDir:  control.RuntimeDir(),
 		events:     make(chan event, 256),
 		done:       make(chan struct{}),
 		services:   make(map[string]*service),
@@ -159,6 +162,7 @@ func (s *Server) Run() {
 	// ending; one blocked posting to the loop ends with done.
 	defer s.drivers.Wait()
 	defer close(s.done)
+	defer bgWG.Wait() // the notify sockets are removed
 	if s.logs != nil {
 		// After the last instance: what the pipes hold is written out.
 		defer s.logs.Close(2 * time.Second)
@@ -200,6 +204,10 @@ func (s *Server) handle(ev event) {
 		s.onDriverSignal(ev)
 	case evPackets:
 		s.onPackets(ev)
+	case evNotify:
+		s.onNotify(ev)
+	case evMainExited:
+		s.onMainExited(ev)
 	case evTimer:
 		if fired(ev) {
 			s.timer(ev)

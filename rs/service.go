@@ -44,6 +44,11 @@ type service struct {
 	instances int          // its instances in s.live, spawning to gone
 	closing   atomic.Int64 // its fds being closed off the loop (closeHeld)
 
+	// The notify protocol's: the primary's STATUS=, and the datagrams
+	// ignored (not its own, malformed), counted by the drivers' readers.
+	statusText     string
+	notifyRejected atomic.Int64
+
 	// Who waits for what.
 	upWaiters      []chan<- control.Reply // replied when an instance runs or fails to start
 	downWaiters    []chan<- control.Reply // replied when it and downAlso are down
@@ -69,6 +74,9 @@ func (svc *service) state() string {
 	if p := svc.primary; p != nil {
 		switch p.phase {
 		case phaseRunning:
+			if p.selfStop {
+				return control.StateStopping // STOPPING=1
+			}
 			return control.StateRunning
 		case phaseStopping:
 			return control.StateStopping

@@ -44,6 +44,8 @@ func (s *Server) startProcess(inst *instance) {
 			switch spec.Type {
 			case TypeSimple:
 				p, drv, err = startSimple(spec, env, out, s.logsErr, exited)
+			case TypeNotify:
+				p, drv, err = startNotify(spec, env, out, s.logsErr, s.notifyDir, exited)
 			default:
 				p, drv, err = startSef(spec, env, out, s.logsErr, exited)
 			}
@@ -84,6 +86,39 @@ func startSef(spec Spec, env []string, out logs.Files, logsErr error, exited fun
 		Exited: exited,
 	})
 	child.Close()
+	if err != nil {
+		drv.close()
+		return nil, nil, err
+	}
+	drv.proc = p
+	return p, drv, nil
+}
+
+// startNotify starts spec's binary as a notify service: its notify
+// socket is made in dir and named by NOTIFY_SOCKET; it gets no channel.
+func startNotify(spec Spec, env []string, out logs.Files, logsErr error, dir string, exited func(proc.Exit)) (*proc.Process, *notifyDriver, error) {
+	if out.Stdout == nil || out.Stderr == nil {
+		return nil, nil, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
+	}
+	if err := checkBinary(spec.Binary); err != nil {
+		return nil, nil, err
+	}
+	drv, notifyEnvs, err := newNotifyDriver(dir, spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := proc.Start(proc.Spec{
+		Path:   spec.Binary,
+		Args:   spec.Args,
+		Env:    append(notifyEnv(env), notifyEnvs...),
+		Stdout: out.Stdout,
+		Stderr: out.Stderr,
+		Limits: spec.limits(),
+		Name:   spec.Label,
+		Memory: spec.Memory,
+		Pids:   spec.Pids,
+		Exited: exited,
+	})
 	if err != nil {
 		drv.close()
 		return nil, nil, err

@@ -19,6 +19,14 @@ const (
 	RestartNever     RestartPolicy = "never"      // stays down after any exit
 )
 
+// Service types, as spelled in the config (key `type`) and on the
+// command line: the protocol the service speaks with rs.
+const (
+	TypeSef    = "sef"    // links sef: the msg channel (the default)
+	TypeNotify = "notify" // systemd's sd_notify protocol (notifydriver.go)
+	TypeSimple = "simple" // no protocol
+)
+
 // Defaults applied by Spec.withDefaults where a field is zero.
 const (
 	DefaultPeriod        = time.Second
@@ -32,13 +40,6 @@ const (
 	DefaultFailedRetry   = time.Minute
 )
 
-// Service types (config `type`).
-const (
-	TypeSef    = "sef"
-	TypeNotify = "notify"
-	TypeSimple = "simple"
-)
-
 // FailedRetryNever is Spec.FailedRetry for `failed_retry = "0s"`: a
 // failed service stays failed until `service restart` or `up`.
 const FailedRetryNever time.Duration = -1
@@ -49,15 +50,12 @@ const FailedRetryNever time.Duration = -1
 // fill in DefaultPeriod when the user said nothing).
 type Spec struct {
 	Label   string
+	Type    string   // its protocol: "sef" (default), "notify", "simple"
 	Binary  string   // absolute path
 	Args    []string // arguments after argv[0]
 	Period  time.Duration
 	Restart RestartPolicy
 	Depends []string
-
-	// Type is the service's protocol: "sef" (default), "notify",
-	// "simple".
-	Type string
 
 	// Ready and Probe are checks of a simple service (check.go):
 	// "tcp:HOST:PORT" or "exec:CMD ARGS". Ready must succeed before it

@@ -94,6 +94,10 @@ func (s *Server) clone(label string, want bool, r chan<- control.Reply) {
 		fail(r, control.Errorf(control.CodeRefused, "%s: %v", label, errSimpleStandby))
 		return
 	}
+	if want && svc.spec.Type == TypeNotify {
+		fail(r, control.Errorf(control.CodeRefused, "%s: a notify service cannot be held as a warm standby", label))
+		return
+	}
 	svc.wantStandby = want
 	if !want {
 		s.dropStandby(svc)

@@ -27,6 +27,11 @@ func (s *Server) statusOf(svc *service) control.Status {
 		Standby:   svc.wantStandby,
 		PeriodMs:  svc.spec.Period.Milliseconds(),
 		Depends:   svc.spec.Depends,
+		Type:      svc.spec.Type,
+
+		StatusText:     svc.statusText,
+		NotifyRejected: svc.notifyRejected.Load(),
+		StoredFDs:      len(svc.fdstore),
 	}
 	if s.logs != nil {
 		st.LogError = s.logs.Status(svc.spec.Label).Err
@@ -42,6 +47,7 @@ func (s *Server) statusOf(svc *service) control.Status {
 	}
 	if p := svc.primary; p != nil {
 		st.Pid = p.pid()
+		st.Reloading = p.reloading
 		if p.phase == phaseRunning {
 			st.UptimeS = s.clock.Now().Sub(p.runningSince).Seconds()
 		}

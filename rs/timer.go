@@ -41,6 +41,7 @@ const (
 	tRetry                    // service: time to try a failed one again (failed_retry)
 	tUpdate                   // update: its present step must be done by then
 	tTick                     // ping group: its next slot is due
+	tStopBy                   // instance: it said STOPPING=1; it must be gone by then
 	nTimers
 )
 

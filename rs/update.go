@@ -36,6 +36,13 @@ type update struct {
 	pending            map[string]*os.File // fd-store entries from the new instance, kept until commit
 	discard            bool                // commit even if the new instance leaves the state untaken
 	t                  timers              // tUpdate
+
+	// replace: the service's protocol has no live update (every type but
+	// sef): the new instance starts beside the old one, fresh, and
+	// replaces it once ready; the old one is then stopped gracefully.
+	// No state moves. statusText is what the new one said meanwhile.
+	replace    bool
+	statusText string
 }
 
 func (u *update) timerSlots() *timers { return &u.t }
@@ -91,8 +98,12 @@ func (s *Server) startUpdate(ev evRequest) {
 	s.dropStandby(svc) // it runs the old binary; a new one follows the update
 	u := &update{svc: svc, old: svc.primary, spec: spec, state: state, maxTime: maxTime,
 		begin: time.Now(), reply: ev.reply, prog: ev.prog, pending: map[string]*os.File{},
-		discard: req.DiscardState}
+		discard: req.DiscardState, replace: spec.Type != TypeSef}
 	svc.update = u
+	if u.replace {
+		u.progress(fmt.Sprintf("no state transfer (type %s): a new instance starts beside the old one, which serves until the new one is ready (init_timeout %v)",
+			spec.Type, spec.InitTimeout))
+	}
 	// The new instance's init waits until the old one's state is ready;
 	// until then it does exec and runtime start-up, nothing more.
 	u.new = s.spawnInstance(svc, roleIncoming, spec)
@@ -110,6 +121,13 @@ func (u *update) progress(p string) {
 func (s *Server) updateSpawned(u *update) {
 	s.log.Info("update: new instance started", "label", u.svc.spec.Label, "pid", u.new.pid(), "binary", u.spec.Binary)
 	u.progress(fmt.Sprintf("new instance started: pid %d (%s)", u.new.pid(), u.spec.Binary))
+	if u.replace {
+		// Nothing to wait for from the old one: the new one's own start
+		// (its init deadline) decides.
+		s.disarm(u, tUpdate)
+		u.prepareAt, u.readyAt = time.Now(), time.Now()
+		s.giveInit(u.new, initRestart, nil, nil)
+	}
 }
 
 // updateTimer: a step of the update took too long.
@@ -124,6 +142,9 @@ func (s *Server) updateTimer(u *update) {
 
 // updateHello: the new instance is up to where it needs the state.
 func (s *Server) updateHello(u *update) {
+	if u.replace {
+		return // it was given its start at once (updateSpawned)
+	}
 	if err := u.old.drv.prepare(u.state, u.maxTime); err != nil {
 		s.rollback(u, "cannot ask the old instance to prepare: "+err.Error())
 		return
@@ -184,6 +205,9 @@ func (s *Server) commit(u *update) {
 	old.role = roleRetired
 	u.new.role = rolePrimary
 	svc.primary = u.new
+	if u.replace {
+		svc.statusText = u.statusText
+	}
 	s.ready(u.new)
 	s.stopInstance(old)
 	now := time.Now()
@@ -193,7 +217,11 @@ func (s *Server) commit(u *update) {
 		"prepare", u.readyAt.Sub(u.prepareAt).Round(time.Microsecond),
 		"init", now.Sub(u.readyAt).Round(time.Microsecond))
 	u.progress(fmt.Sprintf("committed: pid %d replaces pid %d", u.new.pid(), old.pid()))
-	answer(u.reply, control.Reply{Message: fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.pid(), u.new.pid(), gap)})
+	msg := fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.pid(), u.new.pid(), gap)
+	if u.replace {
+		msg += fmt.Sprintf("; no state transfer (type %s): the new instance started fresh, the old one is stopped gracefully", u.spec.Type)
+	}
+	answer(u.reply, control.Reply{Message: msg})
 }
 
 // rollback: the new instance is killed, the old one resumes untouched.
@@ -214,5 +242,8 @@ func (s *Server) rollback(u *update, why string) {
 	}
 	s.log.Warn("update rolled back", "label", svc.spec.Label, "reason", why, "pid", u.old.pid())
 	u.progress("rolled back: " + why)
+	if u.replace && svc.primary == u.old && u.old.phase == phaseRunning {
+		why += fmt.Sprintf("; the new instance was stopped, pid %d serves on", u.old.pid())
+	}
 	answer(u.reply, control.Failure(fmt.Errorf("update %s rolled back: %s", svc.spec.Label, why)))
 }

@@ -114,6 +114,12 @@ func (s Spec) Apply(p *control.Patch) (Spec, error) {
 	if p.Period != nil && p.PingTimeout == nil {
 		s.PingTimeout = 0
 	}
+	if p.Type != nil && *p.Type == TypeNotify && p.Period == nil {
+		// A notify service is watched only if it is asked to be (its
+		// period: the watchdog), as under systemd: a daemon that never
+		// sends WATCHDOG=1 would otherwise die of no-heartbeat.
+		s.Period, s.PingTimeout = 0, 0
+	}
 	return s, nil
 }
 
@@ -154,6 +160,12 @@ func validateSpec(s Spec) error {
 		if _, err := ParseRestart(string(s.Restart)); err != nil {
 			return specErrorf(s.Label, []string{"restart"}, "%v", err)
 		}
+	}
+	if err := control.CheckValue("type", s.Type); err != nil {
+		return specErrorf(s.Label, []string{"type"}, "%v", err)
+	}
+	if s.Type == TypeNotify && s.Standby {
+		return specErrorf(s.Label, []string{"standby", "type"}, "standby: a notify service cannot be held as a warm standby (it runs its own start-up at once)")
 	}
 	sv := reflect.ValueOf(s)
 	for _, f := range durationFields {

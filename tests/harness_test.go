@@ -43,6 +43,7 @@ func TestMain(m *testing.M) {
 		{"-o", dir + "/kv-b", "-ldflags", "-X main.version=b", "github.com/reincarnation/rs/servers/kv"},
 		{"-o", dir + "/kv-luexit", "-ldflags", "-X main.luFault=exit", "github.com/reincarnation/rs/servers/kv"},
 		{"-o", dir + "/kv-luhang", "-ldflags", "-X main.luFault=hang", "github.com/reincarnation/rs/servers/kv"},
+		{"-o", dir + "/sdnotify", "github.com/reincarnation/rs/tests/fixtures/sdnotify"},
 		{"-o", dir + "/kv-lurestore", "-ldflags", "-X main.luFault=restore", "github.com/reincarnation/rs/servers/kv"},
 		// A daemon that knows nothing of rs, for type simple.
 		{"-o", dir + "/plain", "github.com/reincarnation/rs/tests/fixtures/plain"},

@@ -286,15 +286,34 @@ func table(w io.Writer, services []control.Status) error {
 		if last == "" {
 			last = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", escape(s.Label), escape(s.State), pid, uptime, s.Restarts, rtt, last)
+		state := escape(s.State)
+		if s.Reloading {
+			state += " (reloading)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", escape(s.Label), state, pid, uptime, s.Restarts, rtt, last)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	// What is wrong beside the state, one line per service under the table.
+	// What a service says of itself (notify, simple) and what is wrong
+	// beside its state, one line each under the table, escaped.
 	for _, s := range services {
+		if s.Type != "" && s.Type != "sef" {
+			line := fmt.Sprintf("%s: type %s", escape(s.Label), escape(s.Type))
+			if s.StatusText != "" {
+				line += ", status: " + escape(s.StatusText)
+			}
+			if s.NotifyRejected > 0 {
+				line += fmt.Sprintf(", %d notify datagrams rejected", s.NotifyRejected)
+			}
+			if _, err := fmt.Fprintln(w, line); err != nil {
+				return err
+			}
+		}
 		if s.LogError != "" {
-			fmt.Fprintf(w, "%s: log writing fails, its output waits in its pipe: %s\n", escape(s.Label), escape(s.LogError))
+			if _, err := fmt.Fprintf(w, "%s: log writing fails, its output waits in its pipe: %s\n", escape(s.Label), escape(s.LogError)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

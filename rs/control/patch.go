@@ -43,7 +43,7 @@ type Patch struct {
 	LogMaxSize    *uint64        `msgpack:"log_max_size,omitempty" unit:"bytes" usage:"its log file is rotated before it passes this size (default 10MiB)"`
 	LogKeep       *int           `msgpack:"log_keep,omitempty" usage:"rotated log files kept: <label>.log.1 to .log.N (default 5)"`
 	LogCompress   *bool          `msgpack:"log_compress,omitempty" usage:"gzip rotated log files (.log.1.gz, ...)"`
-	Type          *string        `msgpack:"type,omitempty" usage:"sef (default) | simple"`
+	Type          *string        `msgpack:"type,omitempty" usage:"the service's protocol: sef | notify (systemd's sd_notify) | simple (none) (default sef)"`
 	Ready         *string        `msgpack:"ready,omitempty" usage:"simple: running once this succeeds: tcp:HOST:PORT | exec:CMD ARGS (default: at once)"`
 	Probe         *string        `msgpack:"probe,omitempty" usage:"simple: liveness check, tcp:HOST:PORT | exec:CMD ARGS; a failure reincarnates it"`
 	ProbePeriod   *time.Duration `msgpack:"probe_period,omitempty" usage:"simple: how often the probe runs (default: the period)"`
@@ -70,12 +70,6 @@ func CheckValue(key string, v any) error {
 		default:
 			return fmt.Errorf("restart %q: want always, on-failure or never", r)
 		}
-	case "type":
-		switch t := v.(string); t {
-		case "sef", "simple":
-		default:
-			return fmt.Errorf("type %q: want sef or simple", t)
-		}
 	case "max_restarts":
 		if v.(int) == 0 {
 			return fmt.Errorf(`max_restarts 0: want a positive number, a negative one for unlimited, or restart = "never"`)
@@ -97,6 +91,12 @@ func CheckValue(key string, v any) error {
 		case "file", "inherit", "null":
 		default:
 			return fmt.Errorf("log %q: want file, inherit or null", m)
+		}
+	case "type":
+		switch t := v.(string); t {
+		case "", "sef", "notify", "simple":
+		default:
+			return fmt.Errorf("type %q: want sef, notify or simple", t)
 		}
 	case "log_max_size":
 		if v.(uint64) == 0 {

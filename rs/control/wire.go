@@ -121,6 +121,18 @@ type Status struct {
 	// LogError says why its output cannot be written to its log file now
 	// (the service blocks on its full pipe meanwhile); "" when it can.
 	LogError string `msgpack:"log_error" json:"log_error"`
+	// Type is the service's protocol: sef, notify (config key type).
+	Type string `msgpack:"type" json:"type"`
+	// StatusText is what a notify service said last with STATUS= ("" if
+	// nothing, or not a notify service).
+	StatusText string `msgpack:"status_text" json:"status_text"`
+	// Reloading: a notify service said RELOADING=1 and not READY=1 since.
+	Reloading bool `msgpack:"reloading" json:"reloading"`
+	// NotifyRejected counts the datagrams on its notify sockets that rs
+	// ignored: from processes outside the service, oversized, malformed.
+	NotifyRejected int64 `msgpack:"notify_rejected" json:"notify_rejected"`
+	// StoredFDs is how many fds its fd store holds.
+	StoredFDs int `msgpack:"stored_fds" json:"stored_fds"`
 }
 
 // LogLine is one line of a service's log file as the file holds it
