@@ -42,6 +42,9 @@ type (
 		proc *proc.Process
 		drv  *sefDriver
 		err  error
+		// listeners: the service's `listen` sockets, made by this spawn
+		// (its first); the service holds them from now on.
+		listeners []heldListener
 	}
 	// evReaped: an instance's process has been reaped (its group killed).
 	// From the instance's process goroutine, after evSpawned.
