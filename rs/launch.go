@@ -200,7 +200,7 @@ func lookupGroup(name string) (uint32, error) {
 }
 
 // readEnvFile reads KEY=VALUE lines: blank lines and lines starting
-// with '#' are skipped, spaces around the line and the key trimmed, and
+// with '#' are skipped, spaces around the key and the value trimmed, and
 // one pair of matching quotes around the value taken off.
 func readEnvFile(path string) ([][2]string, error) {
 	f, err := os.Open(path)
@@ -217,7 +217,7 @@ func readEnvFile(path string) ([][2]string, error) {
 			continue
 		}
 		k, v, ok := strings.Cut(line, "=")
-		k = strings.TrimSpace(k)
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if !ok || control.CheckEnvKey(k) != nil || strings.ContainsRune(v, 0) {
 			return nil, fmt.Errorf("env_file %s:%d: want KEY=VALUE", path, n)
 		}

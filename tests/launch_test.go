@@ -346,3 +346,70 @@ func TestLaunchSefListenCrashRefusesNone(t *testing.T) {
 		t.Errorf("kv did not take rs's socket from its fd store:\n%s", b)
 	}
 }
+
+// The sockets of `listen` are held listeners like those of the fd store:
+// a service left down by its restart policy turns clients away (TCP
+// refused, unix closed at once), `service up` serves again on the
+// very same sockets; an update and a standby's take-over keep them.
+func TestLaunchListenHeldAcrossDownUpdateStandby(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "kv.sock")
+	addr := freeAddr(t)
+	r := startRS(t, `
+[service.kv]
+binary = "`+bin("kv")+`"
+args = ["--listen", "127.0.0.1:1"]
+listen = ["unix:`+sock+`", "tcp:`+addr+`"]
+listen_names = ["listener", "spare"]
+restart = "never"
+`)
+	st := r.waitState("kv", control.StateRunning, 0)
+	unixInode, tcpInode := listenerInode(t, "unix", sock), listenerInode(t, "tcp", addr)
+	if v := kvDoUnix(t, sock, "PING"); v != "PONG" {
+		t.Fatalf("PING: %q", v)
+	}
+	syscall.Kill(st.Pid, syscall.SIGKILL)
+	r.waitState("kv", control.StateDown, 0)
+	r.waitFor("the unix socket turning clients away", func() bool { return turnedAway(t, "unix", sock) == "closed" })
+	if how := turnedAway(t, "tcp", addr); how != "refused" {
+		t.Errorf("tcp while down: %s", how)
+	}
+	r.mustService("up", "--restart", "always", "kv") // and a standby may take over from now on
+	if v := kvDoUnix(t, sock, "PING"); v != "PONG" {
+		t.Fatalf("PING after up: %q", v)
+	}
+	r.mustService("update", "kv")
+	r.mustService("clone", "kv")
+	st = r.waitFor2("kv", func(s control.Status) bool { return s.StandbyPid != 0 })
+	standby := st.StandbyPid
+	if env := procEnv(t, standby); env["LISTEN_PID"] != strconv.Itoa(standby) || env["LISTEN_FDNAMES"] != "listener:spare" {
+		t.Errorf("standby's environ: LISTEN_PID %q (pid %d), LISTEN_FDNAMES %q", env["LISTEN_PID"], standby, env["LISTEN_FDNAMES"])
+	}
+	syscall.Kill(st.Pid, syscall.SIGKILL)
+	r.waitFor2("kv", func(s control.Status) bool { return s.State == control.StateRunning && s.Pid == standby })
+	if v := kvDoUnix(t, sock, "PING"); v != "PONG" {
+		t.Fatalf("PING after the standby took over: %q", v)
+	}
+	if u, tc := listenerInode(t, "unix", sock), listenerInode(t, "tcp", addr); u != unixInode || tc != tcpInode {
+		t.Errorf("listening sockets changed: unix %s -> %s, tcp %s -> %s", unixInode, u, tcpInode, tc)
+	}
+	r.mustService("down", "kv")
+	if _, err := net.DialTimeout("unix", sock, clientBound); err == nil {
+		t.Errorf("the unix socket still accepts after down")
+	}
+}
+
+func kvDoUnix(t *testing.T, sock string, args ...string) string {
+	t.Helper()
+	c, err := resp.Dial("unix", sock, waitTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: %v", sock, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	v, err := c.Do(args...)
+	if err != nil {
+		t.Fatalf("kv %v: %v", args, err)
+	}
+	return v.Str
+}
