@@ -2,6 +2,7 @@ package proc
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,9 +55,15 @@ func TestStartListenPIDUmaskCredential(t *testing.T) {
 
 // BenchmarkStartListenPID is BenchmarkStart's plain case with what a
 // service with `listen` or `umask` costs on top: the exec stop that
-// writes LISTEN_PID, and the umask set and put back around the fork.
+// writes LISTEN_PID, and the umask set and put back around the fork;
+// and, for comparison, the shim rs does not use: a second exec, of a Go
+// program that sets LISTEN_PID (testdata/goshim).
 func BenchmarkStartListenPID(b *testing.B) {
 	mask := 0o027
+	shim := filepath.Join(b.TempDir(), "goshim")
+	if out, err := exec.Command("go", "build", "-o", shim, "./testdata/goshim").CombinedOutput(); err != nil {
+		b.Fatalf("build goshim: %v\n%s", err, out)
+	}
 	for _, bc := range []struct {
 		name string
 		spec Spec
@@ -65,6 +72,7 @@ func BenchmarkStartListenPID(b *testing.B) {
 		{"listen-pid", Spec{Path: "/bin/true", ListenPID: true}},
 		{"umask", Spec{Path: "/bin/true", Umask: &mask}},
 		{"listen-pid+umask", Spec{Path: "/bin/true", ListenPID: true, Umask: &mask}},
+		{"go-shim", Spec{Path: shim, Args: []string{"/bin/true"}, Env: []string{"LISTEN_PID=0"}}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {

@@ -116,4 +116,8 @@ func TestCheckOwnIdentity(t *testing.T) {
 			t.Errorf("%+v: %v", s, err)
 		}
 	}
+	err := Validate([]Spec{{Label: "a", Binary: "/bin/a", User: "root"}})
+	if err == nil || err.Error() != `service "a": user "root": rs runs as uid 1000, not root, and cannot change a service's user` {
+		t.Errorf("Validate: %v", err)
+	}
 }
