@@ -455,9 +455,9 @@ func dupListeners(ls []heldListener) ([]heldListener, error) {
 
 // listenersChanged: a new spec asks for other sockets (or another owner
 // of them) than those rs holds for old.
-func listenersChanged(old, new Spec) bool {
-	return !slices.Equal(old.Listen, new.Listen) || !slices.Equal(listenNames(old), listenNames(new)) ||
-		old.User != new.User || old.Group != new.Group
+func listenersChanged(old, next Spec) bool {
+	return !slices.Equal(old.Listen, next.Listen) || !slices.Equal(listenNames(old), listenNames(next)) ||
+		old.User != next.User || old.Group != next.Group
 }
 
 // closeListeners lets go of svc's sockets (off the loop); a pause of
