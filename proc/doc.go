@@ -63,6 +63,15 @@
 // never on the caller's loop. ReleaseContainment, at rs's end, kills
 // and removes whatever is left of its subtree.
 //
+// What else the child gets. Spec.Credential (uid, gid, groups) through
+// SysProcAttr. Spec.Umask: the spawner thread has a filesystem context
+// of its own (unshare(CLONE_FS) when it starts; the runtime makes no
+// thread from a locked one), so it sets the child's umask around the
+// fork without touching rs's. Spec.ListenPID: LISTEN_PID is the child's
+// own pid, written at the exec stop over a placeholder in the new
+// program's environment (listenpid.go), so no shim exec is needed; where
+// ptrace is refused such a start fails.
+//
 // Signals. Every signal rs sends a service goes to its whole process
 // group with kill(-pgid) (SignalGroup, Kill, Stop), and only while the
 // leader is not yet reaped, so the group id cannot belong to anyone else.

@@ -47,6 +47,16 @@ type Spec struct {
 	// is reaped, after Done is closed: a way to hear of the end without a
 	// goroutine of one's own waiting on Done.
 	Exited func(Exit)
+
+	// Credential, if set, is the uid, gid and supplementary groups the
+	// child runs with (changing them needs root).
+	Credential *syscall.Credential
+	// Umask, if set (0 to 0777), is the child's umask; nil: rs's own.
+	Umask *int
+	// ListenPID adds LISTEN_PID=<the child's own pid> to its environment
+	// (sd_listen_fds(3)), written before its first instruction (see
+	// Start). The caller's Env must not hold LISTEN_PID.
+	ListenPID bool
 }
 
 // Limit is one resource limit (unix.RLIMIT_*).
@@ -145,14 +155,19 @@ func startIn(spec Spec, leaf *leaf) (*Process, error) {
 		files = append(files, f.Fd())
 	}
 	pidfd := -1
+	env := spec.Env
+	if spec.ListenPID {
+		env = append(env[:len(env):len(env)], listenPIDPlaceholder)
+	}
 	attr := &syscall.ProcAttr{
 		Dir:   spec.Dir,
-		Env:   spec.Env,
+		Env:   env,
 		Files: files,
 		Sys: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL,
-			PidFD:     &pidfd,
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL,
+			PidFD:      &pidfd,
+			Credential: spec.Credential,
 		},
 	}
 	if leaf != nil && leaf.v2fd >= 0 {
@@ -161,8 +176,13 @@ func startIn(spec Spec, leaf *leaf) (*Process, error) {
 		attr.Sys.CgroupFD = leaf.v2fd
 	}
 	var atExec func(int) error
-	if len(spec.Limits) > 0 || leaf.needsJoin() {
+	if len(spec.Limits) > 0 || leaf.needsJoin() || spec.ListenPID {
 		atExec = func(pid int) error {
+			if spec.ListenPID {
+				if err := writeListenPID(pid, env); err != nil {
+					return err
+				}
+			}
 			for _, l := range spec.Limits {
 				rl := unix.Rlimit{Cur: l.Value, Max: l.Value}
 				if err := unix.Prlimit(pid, l.Resource, &rl, nil); err != nil {
@@ -176,7 +196,11 @@ func startIn(spec Spec, leaf *leaf) (*Process, error) {
 		}
 	}
 	argv := append([]string{spec.Path}, spec.Args...)
-	pid, err := startLocked(spec.Path, argv, attr, atExec)
+	umask := -1
+	if spec.Umask != nil {
+		umask = *spec.Umask & 0o777
+	}
+	pid, err := startLocked(spec.Path, argv, attr, atExec, umask, spec.ListenPID)
 	runtime.KeepAlive(spec.Files)
 	runtime.KeepAlive(stdout)
 	runtime.KeepAlive(stderr)
@@ -300,16 +324,19 @@ func (p *Process) SignalGroup(sig syscall.Signal) error {
 func (p *Process) Kill() { _ = p.SignalGroup(syscall.SIGKILL) }
 
 // Stop ends the process within a bound: ask (a stop message, may be nil)
-// and wait grace, then SIGTERM to the group and wait grace, then SIGKILL.
-// It returns how the process ended.
-func (p *Process) Stop(ask func() error, grace time.Duration) Exit {
+// and wait grace, then sig (0: SIGTERM) to the group and wait grace, then
+// SIGKILL. It returns how the process ended.
+func (p *Process) Stop(ask func() error, sig syscall.Signal, grace time.Duration) Exit {
 	if ask != nil {
 		_ = ask()
 	}
 	if p.waitFor(grace) {
 		return p.exit
 	}
-	_ = p.SignalGroup(syscall.SIGTERM)
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	_ = p.SignalGroup(sig)
 	_ = p.SignalGroup(syscall.SIGCONT) // a stopped group cannot act on SIGTERM
 	if p.waitFor(grace) {
 		return p.exit

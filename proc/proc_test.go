@@ -176,7 +176,7 @@ func TestStopEscalates(t *testing.T) {
 	readLine(t, r)
 	asked := false
 	begin := time.Now()
-	got := p.Stop(func() error { asked = true; return nil }, 50*time.Millisecond)
+	got := p.Stop(func() error { asked = true; return nil }, 0, 50*time.Millisecond)
 	if !asked || got.String() != "SIGKILL" {
 		t.Fatalf("Stop: asked %v, exit %v", asked, got)
 	}
@@ -184,8 +184,12 @@ func TestStopEscalates(t *testing.T) {
 		t.Fatalf("SIGKILL came after %v, before two grace periods", d)
 	}
 	p2 := start(t, "sleep", "", nil)
-	if got := p2.Stop(nil, 5*time.Second); got.String() != "SIGTERM" {
+	if got := p2.Stop(nil, 0, 5*time.Second); got.String() != "SIGTERM" {
 		t.Fatalf("Stop of a process that obeys SIGTERM: %v", got)
+	}
+	p3 := start(t, "sleep", "", nil)
+	if got := p3.Stop(nil, syscall.SIGINT, 10*time.Millisecond); got.String() != "SIGINT" {
+		t.Fatalf("Stop with SIGINT as its signal: %v", got)
 	}
 }
 

@@ -28,7 +28,13 @@ type spawnReq struct {
 	// atExec, if set, runs once the child has exec'd and before it runs
 	// its first instruction (see spawnOne).
 	atExec func(pid int) error
-	reply  chan spawnRes
+	// umask, if not -1, is the child's umask (set on the spawner thread
+	// around the fork; see spawner).
+	umask int
+	// needStop: atExec must run at the exec stop, never after exec
+	// (it writes the child's environment).
+	needStop bool
+	reply    chan spawnRes
 }
 
 type spawnRes struct {
@@ -47,11 +53,36 @@ var (
 	noPtrace bool
 )
 
+// The spawner thread has a filesystem context (cwd, root, umask) of its
+// own (unshare(CLONE_FS)), so that it can set a child's umask around
+// the fork without touching rs's: a child copies its forking thread's
+// umask, and the runtime makes no thread from a locked one (newm hands
+// that to its template thread). Without the unshare (refused), a spawn
+// that asks for a umask fails.
+var spawnerFS error
+
 func spawner() {
 	runtime.LockOSThread() // never unlocked: this thread must not exit
-	for r := range spawnCh {
-		r.reply <- spawnOne(r)
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		spawnerFS = fmt.Errorf("unshare(CLONE_FS) of the spawner thread: %w", err)
 	}
+	for r := range spawnCh {
+		r.reply <- spawnUmask(r)
+	}
+}
+
+// spawnUmask is spawnOne with the child's umask in force on this thread
+// for the fork.
+func spawnUmask(r spawnReq) spawnRes {
+	if r.umask < 0 {
+		return spawnOne(r)
+	}
+	if spawnerFS != nil {
+		return spawnRes{0, fmt.Errorf("umask: %w", spawnerFS)}
+	}
+	old := unix.Umask(r.umask)
+	defer unix.Umask(old)
+	return spawnOne(r)
 }
 
 // spawnOne forks and execs on the spawner thread. With atExec the child
@@ -83,7 +114,14 @@ func spawnOne(r spawnReq) spawnRes {
 		if !ptraceRefused.Swap(true) {
 			slog.Warn("proc: ptrace refused (EPERM): limits and cgroups are applied right after exec, racing the program's first instructions", "binary", r.path)
 		}
+		if r.needStop {
+			unix.Kill(pid, unix.SIGKILL)
+			return spawnRes{pid, errNoExecStop}
+		}
 		return spawnRes{pid, r.atExec(pid)}
+	}
+	if r.needStop {
+		return spawnRes{0, errNoExecStop}
 	}
 	pid, _, err := syscall.StartProcess(r.path, r.argv, r.attr)
 	if err != nil {
@@ -124,13 +162,13 @@ func atExecStop(pid int, f func(int) error) error {
 	return err
 }
 
-func startLocked(path string, argv []string, attr *syscall.ProcAttr, atExec func(int) error) (int, error) {
+func startLocked(path string, argv []string, attr *syscall.ProcAttr, atExec func(int) error, umask int, needStop bool) (int, error) {
 	spawnOnce.Do(func() {
 		closeOnExecInherited()
 		go spawner()
 	})
 	reply := make(chan spawnRes, 1)
-	spawnCh <- spawnReq{path, argv, attr, atExec, reply}
+	spawnCh <- spawnReq{path: path, argv: argv, attr: attr, atExec: atExec, umask: umask, needStop: needStop, reply: reply}
 	r := <-reply
 	return r.pid, r.err
 }

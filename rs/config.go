@@ -338,8 +338,10 @@ func (c *configParser) service(label string, p toml.Primitive) (Spec, error) {
 	if err != nil {
 		return s, err
 	}
-	if s.Binary != "" && !filepath.IsAbs(s.Binary) {
-		s.Binary = filepath.Join(c.dir, s.Binary)
+	for _, p := range []*string{&s.Binary, &s.Workdir, &s.EnvFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(c.dir, *p)
+		}
 	}
 	return s, nil
 }
@@ -398,6 +400,20 @@ func tomlValue(f control.Field, v any) (any, error) {
 			return uint64(v), nil
 		}
 		return nil, fmt.Errorf(`%s: want a size such as "256MiB", got %s`, key, tomlKind(v))
+	case control.KindEnv:
+		t, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf(`%s: want a table such as { KEY = "value" }, got %s`, key, tomlKind(v))
+		}
+		m := make(map[string]string, len(t))
+		for k, e := range t {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("%s.%s: want a string, got %s", key, k, tomlKind(e))
+			}
+			m[k] = s
+		}
+		return m, nil
 	}
 	return nil, fmt.Errorf("%s: no conversion for it", key)
 }

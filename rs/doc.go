@@ -101,6 +101,21 @@
 // not call setrlimit(RLIMIT_NOFILE) itself, or its services would inherit
 // the raised limit (TestNofileLimits).
 //
+// # What a process gets at its exec (launch.go)
+//
+// For every type: the sockets of `listen`, made by a service's first
+// spawn in its goroutine and adopted by the loop with evSpawned, held in
+// service.listeners (in rs's fd budget) until `down` or an `up` that
+// changes them, paused like the fd store's listeners while the service
+// is failed or down (listeners.go); each spawn gets its own dups (made on
+// the loop, one fcntl each) at fd 3, 4, ... with LISTEN_FDS,
+// LISTEN_FDNAMES and LISTEN_PID (written by proc at the exec stop), and
+// a sef instance's init carries them too, under their names, after its
+// fd store; its channel is the fd after them. The credentials (the user
+// database), env_file and the workdir are read in the spawn's goroutine.
+// The environment's order is in launch.go. `service signal` sends to the
+// primary's main process alone.
+//
 // # One Spec path (validate.go)
 //
 // The config file (config.go) and `service up` both make a Spec with

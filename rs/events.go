@@ -42,6 +42,9 @@ type (
 		proc *proc.Process
 		drv  driver
 		err  error
+		// listeners: the service's `listen` sockets, made by this spawn
+		// (its first); the service holds them from now on.
+		listeners []heldListener
 	}
 	// evSignal is what a driver without a channel of its own (the
 	// simple driver) has to say of its instance, from its goroutine.

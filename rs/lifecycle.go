@@ -144,6 +144,13 @@ func (s *Server) spawnInstance(svc *service, r role, spec Spec) *instance {
 // onSpawned: the process runs (or could not be started).
 func (s *Server) onSpawned(ev evSpawned) {
 	inst := ev.inst
+	if len(ev.listeners) > 0 {
+		if svc := inst.svc; len(svc.listeners) == 0 {
+			svc.listeners = ev.listeners
+		} else {
+			s.closeListenerFiles(svc, ev.listeners) // made twice: a bug, but no leak
+		}
+	}
 	if ev.err != nil {
 		inst.ended, inst.reaped = true, true
 		inst.reason = "start: " + ev.err.Error()
@@ -193,6 +200,9 @@ func (s *Server) onSpawned(ev evSpawned) {
 // and arms the init deadline.
 func (s *Server) giveInit(inst *instance, kind initKind, extraNames []string, extra []*os.File) {
 	names, files := storeNames(inst.svc.fdstore)
+	for _, l := range inst.svc.listeners { // a sef service finds them by name too
+		names, files = append(names, l.name), append(files, l.f)
+	}
 	names = append(names, extraNames...)
 	files = append(files, extra...)
 	inst.phase = phaseIniting
@@ -344,6 +354,11 @@ func (s *Server) alive(inst *instance, at time.Time) {
 func (s *Server) storeFD(inst *instance, name string, f *os.File) {
 	svc := inst.svc
 	store := svc.fdstore
+	if svc.isListenName(name) {
+		s.closeHeld(svc, f)
+		s.log.Warn("fd not stored: the name is one of its listen sockets, which rs keeps", "label", inst.label(), "name", name)
+		return
+	}
 	if old, ok := store[name]; ok {
 		s.closeHeld(svc, old)
 	} else if len(store) >= maxStoredFDs {
@@ -361,6 +376,11 @@ func (s *Server) storeFD(inst *instance, name string, f *os.File) {
 // name once; it is bound by the same cap as any other.
 func (s *Server) storePending(u *update, name string, f *os.File) {
 	svc := u.svc
+	if svc.isListenName(name) {
+		s.closeHeld(svc, f)
+		s.log.Warn("fd not stored: the name is one of its listen sockets, which rs keeps", "label", svc.spec.Label, "name", name)
+		return
+	}
 	if old, ok := u.pending[name]; ok {
 		s.closeHeld(svc, old)
 	} else if _, ok := svc.fdstore[name]; !ok && storeSize(svc.fdstore, u.pending) >= maxStoredFDs {
@@ -416,7 +436,7 @@ func abortive(files []*os.File) []*os.File {
 
 // heldFDs is what rs holds for svc now, in its budget.
 func (svc *service) heldFDs() int {
-	n := len(svc.fdstore) + int(svc.closing.Load())
+	n := len(svc.fdstore) + len(svc.listeners) + int(svc.closing.Load())
 	if u := svc.update; u != nil {
 		n += len(u.pending)
 	}
@@ -481,7 +501,7 @@ func (s *Server) stopInstance(inst *instance) {
 	}
 	s.log.Info("stopping", "label", inst.label(), "pid", inst.pid(), "role", inst.role)
 	_ = inst.drv.stop()
-	go inst.proc.Stop(nil, inst.spec.StopGrace)
+	go inst.proc.Stop(nil, stopSignal(inst.spec), inst.spec.StopGrace)
 }
 
 // dropInstance ends an instance rs has no use for (a standby, an update's

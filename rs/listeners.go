@@ -102,6 +102,9 @@ func (s *Server) pauseListeners(svc *service) {
 		return // paused already (a store with no listener is looked at again: cheap)
 	}
 	names, files := storeNames(svc.fdstore)
+	for _, l := range svc.listeners { // and the sockets of its listen
+		names, files = append(names, l.name), append(files, l.f)
+	}
 	for i, name := range names {
 		p := &pausedListener{name: name, f: files[i]}
 		var isListener bool

@@ -65,6 +65,20 @@ func precheck(req control.Request) error {
 			return control.Errorf(control.CodeInvalid, "update %s: %w (nothing changed)", req.Label, err)
 		}
 	}
+	if req.Op == control.OpUp && req.Spec != nil && own.root {
+		// The user database, looked up here rather than on the loop; the
+		// start looks again.
+		if u := req.Spec.User; u != nil {
+			if _, err := lookupUser(*u); err != nil {
+				return control.Errorf(control.CodeInvalid, "%w", err)
+			}
+		}
+		if g := req.Spec.Group; g != nil {
+			if _, err := lookupGroup(*g); err != nil {
+				return control.Errorf(control.CodeInvalid, "%w", err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -148,6 +162,8 @@ func (s *Server) request(ev evRequest) {
 		s.startUpdate(ev)
 	case control.OpClone, control.OpUnclone:
 		s.clone(req.Label, req.Op == control.OpClone, ev.reply)
+	case control.OpSignal:
+		s.signalService(req, ev.reply)
 	default:
 		fail(ev.reply, fmt.Errorf("%w: %q", control.ErrInvalid, req.Op))
 	}
@@ -216,6 +232,9 @@ func (s *Server) up(req control.Request, r chan<- control.Reply) {
 		svc = s.add(spec)
 	} else {
 		s.dropStandby(svc) // it runs the old spec
+		if listenersChanged(svc.spec, spec) {
+			s.closeListeners(svc) // the next spawn makes the new ones
+		}
 		svc.spec = spec.withDefaults()
 		if svc.logFiles.Stdout != nil {
 			s.setLog(svc) // new log settings for the pipes it still holds

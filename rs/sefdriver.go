@@ -37,9 +37,9 @@ type sefDriver struct {
 
 // newSefDriver makes the channel of a new instance: the driver holds rs's
 // end; child is the end the process gets, with the environment entry
-// that names it there (the channel is the first of the process's files).
+// that names it there, fd in the process (after its listeners).
 // The caller closes child once the process has started.
-func newSefDriver() (d *sefDriver, child *os.File, env string, err error) {
+func newSefDriver(fd int) (d *sefDriver, child *os.File, env string, err error) {
 	mine, theirs, err := msg.Pair()
 	if err != nil {
 		return nil, nil, "", err
@@ -57,7 +57,7 @@ func newSefDriver() (d *sefDriver, child *os.File, env string, err error) {
 		theirs.Close()
 		return nil, nil, "", err
 	}
-	return &sefDriver{conn: conn}, theirs, msg.ChildEnv(proc.FirstFD), nil
+	return &sefDriver{conn: conn}, theirs, msg.ChildEnv(fd), nil
 }
 
 // attach has mux read the channel for inst, on the loop once the process

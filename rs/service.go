@@ -62,6 +62,9 @@ type service struct {
 	// paused: its held listeners that turn clients away while it is
 	// failed or down (listeners.go); none otherwise.
 	paused []*pausedListener
+	// listeners: the sockets of its `listen` (launch.go), made at its
+	// first spawn and held until it is down or they change.
+	listeners []heldListener
 }
 
 func (svc *service) timerSlots() *timers { return &svc.t }
@@ -288,6 +291,7 @@ func (s *Server) serviceTimer(svc *service, k timerKind) {
 }
 
 func (s *Server) dropFDStore(svc *service) {
+	s.closeListeners(svc)
 	s.releaseListeners(svc)
 	s.closeHeld(svc, slices.Collect(maps.Values(svc.fdstore))...)
 	clear(svc.fdstore)

@@ -223,29 +223,23 @@ func (s *Server) onDriverSignal(ev evSignal) {
 
 // startSimple starts spec's binary as a simple service: no channel, no
 // files of rs's, its stdout and stderr out's.
-func startSimple(spec Spec, env []string, out logs.Files, logsErr error, exited func(proc.Exit)) (*proc.Process, *simpleDriver, error) {
+func startSimple(spec Spec, env []string, listeners []heldListener, out logs.Files, logsErr error, exited func(proc.Exit)) (*proc.Process, *simpleDriver, error) {
 	if out.Stdout == nil || out.Stderr == nil {
 		return nil, nil, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
 	}
 	if err := checkBinary(spec.Binary); err != nil {
 		return nil, nil, err
 	}
-	drv, err := newSimpleDriver(spec, env)
+	ps, err := launch(spec, env, listeners)
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := proc.Start(proc.Spec{
-		Path:   spec.Binary,
-		Args:   spec.Args,
-		Env:    env,
-		Stdout: out.Stdout,
-		Stderr: out.Stderr,
-		Limits: spec.limits(),
-		Name:   spec.Label,
-		Memory: spec.Memory,
-		Pids:   spec.Pids,
-		Exited: exited,
-	})
+	drv, err := newSimpleDriver(spec, ps.Env)
+	if err != nil {
+		return nil, nil, err
+	}
+	ps.Stdout, ps.Stderr, ps.Exited = out.Stdout, out.Stderr, exited
+	p, err := proc.Start(ps)
 	if err != nil {
 		drv.close()
 		return nil, nil, err

@@ -19,17 +19,27 @@ import (
 // evReaped once it has reaped the process, never before evSpawned.
 func (s *Server) startProcess(inst *instance) {
 	spec := inst.spec
-	env := append(s.env[:len(s.env):len(s.env)], "RS_LABEL="+spec.Label)
+	env := s.env
 	if inst.svc.logFiles.Stdout == nil {
 		s.setLog(inst.svc)
 	}
 	// The goroutine's own copies: the log writer may close its own
-	// (a new log mode) while this start is under way.
+	// (a new log mode) while this start is under way; and of the
+	// listeners the service holds.
 	out, dupErr := inst.svc.logFiles.Dup()
+	held, err := dupListeners(inst.svc.listeners)
+	if dupErr == nil {
+		dupErr = err
+	}
+	fresh := len(inst.svc.listeners) == 0 && len(spec.Listen) > 0
 	go func() {
 		if spec.Pids > 0 && proc.Containment().Pids == "" {
 			s.log.Warn("pids limit not enforced: rs has no pids controller", "label", spec.Label, "pids", spec.Pids)
 		}
+		// made: sockets made now (the first spawn), this goroutine's
+		// until the loop adopts them with evSpawned; held: copies of those
+		// the service holds, this spawn's own.
+		var made []heldListener
 		posted := make(chan struct{})
 		exited := func(exit proc.Exit) {
 			<-posted
@@ -40,51 +50,68 @@ func (s *Server) startProcess(inst *instance) {
 			drv driver
 		)
 		err := dupErr
+		pass := held
+		if err == nil && fresh {
+			made, err = s.makeListeners(spec)
+			pass = made
+		}
 		if err == nil {
 			switch spec.Type {
 			case TypeSimple:
-				p, drv, err = startSimple(spec, env, out, s.logsErr, exited)
+				p, drv, err = startSimple(spec, env, pass, out, s.logsErr, exited)
 			case TypeNotify:
-				p, drv, err = startNotify(spec, env, out, s.logsErr, s.notifyDir, exited)
+				p, drv, err = startNotify(spec, env, pass, out, s.logsErr, s.notifyDir, exited)
 			default:
-				p, drv, err = startSef(spec, env, out, s.logsErr, exited)
+				p, drv, err = startSef(spec, env, pass, out, s.logsErr, exited)
 			}
-			out.Close()
+		}
+		out.Close()
+		for _, l := range held {
+			l.f.Close()
 		}
 		if err != nil {
 			drv = nil // not a typed nil: there is no driver
 		}
-		s.post(evSpawned{inst: inst, proc: p, drv: drv, err: err})
+		s.post(evSpawned{inst: inst, proc: p, drv: drv, err: err, listeners: made})
 		close(posted)
 	}()
 }
 
-// startSef starts spec's binary as a sef service: its channel is the
-// first of its files, its stdout and stderr are out's (never rs's own).
-func startSef(spec Spec, env []string, out logs.Files, logsErr error, exited func(proc.Exit)) (*proc.Process, *sefDriver, error) {
+// makeListeners makes the sockets of spec's listen, owned by its user.
+func (s *Server) makeListeners(spec Spec) ([]heldListener, error) {
+	cred, err := credential(spec)
+	if err != nil {
+		return nil, err
+	}
+	ls, err := openListeners(spec, cred)
+	if err == nil {
+		s.log.Info("listening for the service", "label", spec.Label, "listen", spec.Listen)
+	}
+	return ls, err
+}
+
+// startSef starts spec's binary as a sef service: the listeners at fd
+// 3, 4, ..., its channel after them; its stdout and stderr are out's
+// (never rs's own).
+func startSef(spec Spec, env []string, listeners []heldListener, out logs.Files, logsErr error, exited func(proc.Exit)) (*proc.Process, *sefDriver, error) {
 	if out.Stdout == nil || out.Stderr == nil {
 		return nil, nil, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
 	}
 	if err := checkBinary(spec.Binary); err != nil {
 		return nil, nil, err
 	}
-	drv, child, chanEnv, err := newSefDriver()
+	ps, err := launch(spec, env, listeners)
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := proc.Start(proc.Spec{
-		Path:   spec.Binary,
-		Args:   spec.Args,
-		Env:    append(env, chanEnv),
-		Files:  []*os.File{child},
-		Stdout: out.Stdout,
-		Stderr: out.Stderr,
-		Limits: spec.limits(),
-		Name:   spec.Label,
-		Memory: spec.Memory,
-		Pids:   spec.Pids,
-		Exited: exited,
-	})
+	drv, child, chanEnv, err := newSefDriver(proc.FirstFD + len(ps.Files))
+	if err != nil {
+		return nil, nil, err
+	}
+	ps.Env = append(ps.Env, chanEnv)
+	ps.Files = append(ps.Files, child)
+	ps.Stdout, ps.Stderr, ps.Exited = out.Stdout, out.Stderr, exited
+	p, err := proc.Start(ps)
 	child.Close()
 	if err != nil {
 		drv.close()
@@ -96,29 +123,24 @@ func startSef(spec Spec, env []string, out logs.Files, logsErr error, exited fun
 
 // startNotify starts spec's binary as a notify service: its notify
 // socket is made in dir and named by NOTIFY_SOCKET; it gets no channel.
-func startNotify(spec Spec, env []string, out logs.Files, logsErr error, dir string, exited func(proc.Exit)) (*proc.Process, *notifyDriver, error) {
+func startNotify(spec Spec, env []string, listeners []heldListener, out logs.Files, logsErr error, dir string, exited func(proc.Exit)) (*proc.Process, *notifyDriver, error) {
 	if out.Stdout == nil || out.Stderr == nil {
 		return nil, nil, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
 	}
 	if err := checkBinary(spec.Binary); err != nil {
 		return nil, nil, err
 	}
+	ps, err := launch(spec, env, listeners)
+	if err != nil {
+		return nil, nil, err
+	}
 	drv, notifyEnvs, err := newNotifyDriver(dir, spec)
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := proc.Start(proc.Spec{
-		Path:   spec.Binary,
-		Args:   spec.Args,
-		Env:    append(notifyEnv(env), notifyEnvs...),
-		Stdout: out.Stdout,
-		Stderr: out.Stderr,
-		Limits: spec.limits(),
-		Name:   spec.Label,
-		Memory: spec.Memory,
-		Pids:   spec.Pids,
-		Exited: exited,
-	})
+	ps.Env = append(ps.Env, notifyEnvs...)
+	ps.Stdout, ps.Stderr, ps.Exited = out.Stdout, out.Stderr, exited
+	p, err := proc.Start(ps)
 	if err != nil {
 		drv.close()
 		return nil, nil, err

@@ -2,6 +2,7 @@ package rs
 
 import (
 	"fmt"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -125,6 +126,32 @@ type Spec struct {
 	LogKeep     int
 	LogCompress bool
 
+	// What the process gets at its exec (launch.go), whatever its type.
+	// Listen: sockets rs creates and holds ("tcp:HOST:PORT",
+	// "unix:PATH", "unix:@abstract"), passed at fd 3, 4, ... with
+	// LISTEN_FDS, LISTEN_FDNAMES (ListenNames, default listen0,
+	// listen1, ...) and LISTEN_PID; a sef service also finds them in
+	// its fd store under those names.
+	Listen      []string
+	ListenNames []string
+	// User and Group (names or numbers) it runs as; with User and no
+	// Group, the user's primary group; supplementary groups are the
+	// user's. Changing them needs rs to be root.
+	User  string
+	Group string
+	// Env adds to rs's environment, after EnvFile (KEY=VALUE lines,
+	// read at each start); neither can set RS_LABEL, NOTIFY_SOCKET,
+	// LISTEN_* or rs's channel variable.
+	Env     map[string]string
+	EnvFile string
+	// Workdir is its working directory ("": rs's own).
+	Workdir string
+	// Umask, an octal string such as "0027" ("": rs's own).
+	Umask string
+	// StopSignal is the signal of a graceful stop's signal step
+	// (default SIGTERM).
+	StopSignal syscall.Signal
+
 	// File and Line name where the service was configured ("" for `service up`).
 	File string
 	Line int
@@ -156,7 +183,19 @@ func (s Spec) withDefaults() Spec {
 	if s.MaxRestarts == 0 {
 		s.MaxRestarts = DefaultMaxRestarts
 	}
+	if s.StopSignal == 0 {
+		s.StopSignal = syscall.SIGTERM
+	}
 	return s
+}
+
+// stopSignal is the signal a graceful stop sends after its first grace
+// (config stop_signal, default SIGTERM).
+func stopSignal(s Spec) syscall.Signal {
+	if s.StopSignal == 0 {
+		return syscall.SIGTERM
+	}
+	return s.StopSignal
 }
 
 // logConfig is how the service's output is kept, for package logs.

@@ -100,6 +100,10 @@ func (s Spec) Apply(p *control.Patch) (Spec, error) {
 			s.Restart, _ = ParseRestart(v.(string)) // checked
 			return
 		}
+		if f.Key == "stop_signal" {
+			s.StopSignal, _ = control.ParseSignal(v.(string)) // checked
+			return
+		}
 		if f.Key == "failed_retry" && v.(time.Duration) == 0 {
 			// Zero would mean "default" in a Spec; said explicitly it
 			// means never.
@@ -185,7 +189,7 @@ func validateSpec(s Spec) error {
 	if d := s.withDefaults(); d.BackoffBase > d.BackoffCap {
 		return specErrorf(s.Label, []string{"backoff_base", "backoff_cap"}, "backoff_base %v exceeds backoff_cap %v", d.BackoffBase, d.BackoffCap)
 	}
-	return nil
+	return validateLaunch(s)
 }
 
 // Validate checks the table specs would make: each service on its own,

@@ -41,6 +41,8 @@ func main() {
 		},
 		OnUsageError: usageError,
 		Action:       unknownCommand,
+		// --env A=b,c is one variable, not two.
+		DisableSliceFlagSeparator: true,
 		Commands: []*cli.Command{
 			{
 				Name: "up", Usage: "start a service; returns when its init succeeded", ArgsUsage: "<label>",
@@ -62,6 +64,12 @@ func main() {
 				Action: update,
 			},
 			{Name: "clone", Usage: "keep a warm standby instance", ArgsUsage: "<label>", Action: simple(control.OpClone)},
+			{
+				Name: "signal", Usage: "send a signal to the main process of a service's instance", ArgsUsage: "<SIGNAL> <label>",
+				Description: "SIGNAL is a name: SIGHUP or HUP. Only the instance's main process gets it: not its other\n" +
+					"processes, not a standby, not rs.",
+				Action: signalCmd,
+			},
 			{Name: "unclone", Usage: "drop the standby instance", ArgsUsage: "<label>", Action: simple(control.OpUnclone)},
 			{
 				Name: "status", Usage: "show the services", ArgsUsage: "[<label>]",
@@ -178,6 +186,10 @@ func upFlags() []cli.Flag {
 			flags = append(flags, &cli.BoolFlag{Name: f.Flag, Usage: f.Usage})
 			continue
 		}
+		if f.Kind == control.KindEnv {
+			flags = append(flags, &cli.StringSliceFlag{Name: f.Flag, Usage: f.Usage})
+			continue
+		}
 		flags = append(flags, &cli.StringFlag{Name: f.Flag, Usage: f.Usage})
 	}
 	return flags
@@ -193,11 +205,19 @@ func up(c *cli.Context) error {
 		if !c.IsSet(f.Flag) {
 			continue
 		}
+		if f.Kind == control.KindEnv {
+			for _, kv := range c.StringSlice(f.Flag) {
+				if err := p.SetFlag(f.Key, kv); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		v := c.String(f.Flag)
 		if f.Kind == control.KindBool {
 			v = fmt.Sprint(c.Bool(f.Flag))
 		}
-		if f.Key == "binary" {
+		if f.Key == "binary" || f.Key == "workdir" || f.Key == "env_file" {
 			if v, err = filepath.Abs(v); err != nil {
 				return err
 			}
@@ -234,6 +254,21 @@ func update(c *cli.Context) error {
 		progress = nil
 	}
 	return do(c, req, progress)
+}
+
+func signalCmd(c *cli.Context) error {
+	switch c.NArg() {
+	case 2:
+	case 0, 1:
+		return fmt.Errorf("signal: want <SIGNAL> <label>")
+	default:
+		return afterLabel(c, 2)
+	}
+	sig, l := c.Args().Get(0), c.Args().Get(1)
+	if _, err := control.ParseSignal(sig); err != nil {
+		return fmt.Errorf("signal: %w", err)
+	}
+	return do(c, control.Request{Op: control.OpSignal, Label: l, Signal: sig}, nil)
 }
 
 func shutdown(c *cli.Context) error {

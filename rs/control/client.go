@@ -41,7 +41,7 @@ const (
 // holds). The timeout ends the wait, not the operation: rs carries on.
 func DefaultTimeout(req Request) time.Duration {
 	switch req.Op {
-	case OpStatus, OpClone, OpUnclone, OpReopenLogs:
+	case OpStatus, OpClone, OpUnclone, OpReopenLogs, OpSignal:
 		return 10 * time.Second
 	case OpLogs:
 		if req.Follow {

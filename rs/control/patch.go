@@ -2,6 +2,7 @@ package control
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -19,35 +20,44 @@ import (
 // and any rule of its own in rs's Validate. The config file, `service
 // up`'s flags and the wire follow from the field.
 type Patch struct {
-	Binary        *string        `msgpack:"binary,omitempty" usage:"path of the binary (required for a new label)"`
-	Args          *[]string      `msgpack:"args,omitempty" sep:" " usage:"arguments, split on spaces: \"A B\""`
-	Period        *time.Duration `msgpack:"period,omitempty" usage:"ping period; 0s disables pings (default 1s)"`
-	Restart       *string        `msgpack:"restart,omitempty" usage:"always | on-failure | never"`
-	Depends       *[]string      `msgpack:"depends,omitempty" sep:"," usage:"labels to depend on: L1,L2"`
-	Standby       *bool          `msgpack:"standby,omitempty" usage:"keep a warm standby instance"`
-	PingTimeout   *time.Duration `msgpack:"ping_timeout,omitempty" usage:"how long a ping may go unanswered (default: the period)"`
-	InitTimeout   *time.Duration `msgpack:"init_timeout,omitempty" usage:"bound of the init handshake (default 5s)"`
-	StopGrace     *time.Duration `msgpack:"stop_grace,omitempty" usage:"each step of a graceful stop (default 2s)"`
-	BackoffBase   *time.Duration `msgpack:"backoff_base,omitempty" usage:"first restart delay after the immediate one (default 100ms)"`
-	BackoffCap    *time.Duration `msgpack:"backoff_cap,omitempty" usage:"longest restart delay (default 10s)"`
-	BackoffReset  *time.Duration `msgpack:"backoff_reset,omitempty" usage:"a run this long resets the backoff, and its end does not count toward max_restarts (default 1s)"`
-	MaxRestarts   *int           `msgpack:"max_restarts,omitempty" usage:"restarts after runs shorter than backoff_reset, within restart_window, before failed; negative: unlimited (default 10)"`
-	RestartWindow *time.Duration `msgpack:"restart_window,omitempty" usage:"window of max_restarts (default 1m)"`
-	FailedRetry   *time.Duration `msgpack:"failed_retry,omitempty" usage:"a failed service is tried again after this long; 0s: never (default 1m)"`
-	Memory        *uint64        `msgpack:"memory,omitempty" unit:"bytes" usage:"memory limit (RLIMIT_DATA, and the cgroup's where rs has a memory controller), e.g. 256MiB"`
-	OpenFiles     *uint64        `msgpack:"open_files,omitempty" usage:"open files limit (RLIMIT_NOFILE)"`
-	CPUTime       *time.Duration `msgpack:"cpu_time,omitempty" usage:"CPU time limit (RLIMIT_CPU), e.g. 10m"`
-	Pids          *int           `msgpack:"pids,omitempty" usage:"most processes the service may have (cgroup pids controller)"`
-	Control       *bool          `msgpack:"control,omitempty" usage:"let the service's own processes use rs's control socket"`
-	Log           *string        `msgpack:"log,omitempty" usage:"where its stdout and stderr go: file (LOGDIR/<label>.log) | inherit (rs's own) | null (default file)"`
-	LogMaxSize    *uint64        `msgpack:"log_max_size,omitempty" unit:"bytes" usage:"its log file is rotated before it passes this size (default 10MiB)"`
-	LogKeep       *int           `msgpack:"log_keep,omitempty" usage:"rotated log files kept: <label>.log.1 to .log.N (default 5)"`
-	LogCompress   *bool          `msgpack:"log_compress,omitempty" usage:"gzip rotated log files (.log.1.gz, ...)"`
-	Type          *string        `msgpack:"type,omitempty" usage:"the service's protocol: sef | notify (systemd's sd_notify) | simple (none) (default sef)"`
-	Ready         *string        `msgpack:"ready,omitempty" usage:"simple: running once this succeeds: tcp:HOST:PORT | exec:CMD ARGS (default: at once)"`
-	Probe         *string        `msgpack:"probe,omitempty" usage:"simple: liveness check, tcp:HOST:PORT | exec:CMD ARGS; a failure reincarnates it"`
-	ProbePeriod   *time.Duration `msgpack:"probe_period,omitempty" usage:"simple: how often the probe runs (default: the period)"`
-	ProbeTimeout  *time.Duration `msgpack:"probe_timeout,omitempty" usage:"simple: how long one probe may take (default: the ping timeout)"`
+	Binary        *string            `msgpack:"binary,omitempty" usage:"path of the binary (required for a new label)"`
+	Args          *[]string          `msgpack:"args,omitempty" sep:" " usage:"arguments, split on spaces: \"A B\""`
+	Period        *time.Duration     `msgpack:"period,omitempty" usage:"ping period; 0s disables pings (default 1s)"`
+	Restart       *string            `msgpack:"restart,omitempty" usage:"always | on-failure | never"`
+	Depends       *[]string          `msgpack:"depends,omitempty" sep:"," usage:"labels to depend on: L1,L2"`
+	Standby       *bool              `msgpack:"standby,omitempty" usage:"keep a warm standby instance"`
+	PingTimeout   *time.Duration     `msgpack:"ping_timeout,omitempty" usage:"how long a ping may go unanswered (default: the period)"`
+	InitTimeout   *time.Duration     `msgpack:"init_timeout,omitempty" usage:"bound of the init handshake (default 5s)"`
+	StopGrace     *time.Duration     `msgpack:"stop_grace,omitempty" usage:"each step of a graceful stop (default 2s)"`
+	BackoffBase   *time.Duration     `msgpack:"backoff_base,omitempty" usage:"first restart delay after the immediate one (default 100ms)"`
+	BackoffCap    *time.Duration     `msgpack:"backoff_cap,omitempty" usage:"longest restart delay (default 10s)"`
+	BackoffReset  *time.Duration     `msgpack:"backoff_reset,omitempty" usage:"a run this long resets the backoff, and its end does not count toward max_restarts (default 1s)"`
+	MaxRestarts   *int               `msgpack:"max_restarts,omitempty" usage:"restarts after runs shorter than backoff_reset, within restart_window, before failed; negative: unlimited (default 10)"`
+	RestartWindow *time.Duration     `msgpack:"restart_window,omitempty" usage:"window of max_restarts (default 1m)"`
+	FailedRetry   *time.Duration     `msgpack:"failed_retry,omitempty" usage:"a failed service is tried again after this long; 0s: never (default 1m)"`
+	Memory        *uint64            `msgpack:"memory,omitempty" unit:"bytes" usage:"memory limit (RLIMIT_DATA, and the cgroup's where rs has a memory controller), e.g. 256MiB"`
+	OpenFiles     *uint64            `msgpack:"open_files,omitempty" usage:"open files limit (RLIMIT_NOFILE)"`
+	CPUTime       *time.Duration     `msgpack:"cpu_time,omitempty" usage:"CPU time limit (RLIMIT_CPU), e.g. 10m"`
+	Pids          *int               `msgpack:"pids,omitempty" usage:"most processes the service may have (cgroup pids controller)"`
+	Control       *bool              `msgpack:"control,omitempty" usage:"let the service's own processes use rs's control socket"`
+	Log           *string            `msgpack:"log,omitempty" usage:"where its stdout and stderr go: file (LOGDIR/<label>.log) | inherit (rs's own) | null (default file)"`
+	LogMaxSize    *uint64            `msgpack:"log_max_size,omitempty" unit:"bytes" usage:"its log file is rotated before it passes this size (default 10MiB)"`
+	LogKeep       *int               `msgpack:"log_keep,omitempty" usage:"rotated log files kept: <label>.log.1 to .log.N (default 5)"`
+	LogCompress   *bool              `msgpack:"log_compress,omitempty" usage:"gzip rotated log files (.log.1.gz, ...)"`
+	Listen        *[]string          `msgpack:"listen,omitempty" sep:"," usage:"sockets rs holds and passes at fd 3..: tcp:HOST:PORT,unix:PATH"`
+	ListenNames   *[]string          `msgpack:"listen_names,omitempty" sep:"," usage:"their LISTEN_FDNAMES, one per listen (default listen0,listen1,...)"`
+	User          *string            `msgpack:"user,omitempty" usage:"user (name or uid) it runs as; rs must be root"`
+	Group         *string            `msgpack:"group,omitempty" usage:"group (name or gid) it runs as (default: the user's)"`
+	Env           *map[string]string `msgpack:"env,omitempty" usage:"KEY=VALUE added to its environment (repeatable)"`
+	EnvFile       *string            `msgpack:"env_file,omitempty" usage:"file of KEY=VALUE lines read at each start"`
+	Workdir       *string            `msgpack:"workdir,omitempty" usage:"its working directory"`
+	Umask         *string            `msgpack:"umask,omitempty" usage:"its umask, octal: 0027"`
+	StopSignal    *string            `msgpack:"stop_signal,omitempty" usage:"signal of a graceful stop after the stop message's grace (default SIGTERM)"`
+	Type          *string            `msgpack:"type,omitempty" usage:"the service's protocol: sef | notify (systemd's sd_notify) | simple (none) (default sef)"`
+	Ready         *string            `msgpack:"ready,omitempty" usage:"simple: running once this succeeds: tcp:HOST:PORT | exec:CMD ARGS (default: at once)"`
+	Probe         *string            `msgpack:"probe,omitempty" usage:"simple: liveness check, tcp:HOST:PORT | exec:CMD ARGS; a failure reincarnates it"`
+	ProbePeriod   *time.Duration     `msgpack:"probe_period,omitempty" usage:"simple: how often the probe runs (default: the period)"`
+	ProbeTimeout  *time.Duration     `msgpack:"probe_timeout,omitempty" usage:"simple: how long one probe may take (default: the ping timeout)"`
 }
 
 // MinPeriod is the shortest ping period and ping timeout rs accepts: a
@@ -107,6 +117,9 @@ func CheckValue(key string, v any) error {
 			return fmt.Errorf("log_keep %d: want a positive number of rotated files", n)
 		}
 	}
+	if err := checkLaunch(key, v); err != nil {
+		return err
+	}
 	if f.Kind != KindDuration {
 		return nil
 	}
@@ -146,6 +159,7 @@ const (
 	KindInt                  // int
 	KindUint                 // uint64
 	KindBytes                // uint64, a size: "256MiB"
+	KindEnv                  // map[string]string: a TOML table, KEY=VALUE flags
 )
 
 // Field describes one setting of a Patch.
@@ -163,12 +177,13 @@ var (
 	fields  []Field
 	byKey   = map[string]*Field{}
 	kindsOf = map[reflect.Type]Kind{
-		reflect.TypeFor[string]():        KindString,
-		reflect.TypeFor[[]string]():      KindStrings,
-		reflect.TypeFor[time.Duration](): KindDuration,
-		reflect.TypeFor[bool]():          KindBool,
-		reflect.TypeFor[int]():           KindInt,
-		reflect.TypeFor[uint64]():        KindUint,
+		reflect.TypeFor[string]():            KindString,
+		reflect.TypeFor[[]string]():          KindStrings,
+		reflect.TypeFor[time.Duration]():     KindDuration,
+		reflect.TypeFor[bool]():              KindBool,
+		reflect.TypeFor[int]():               KindInt,
+		reflect.TypeFor[uint64]():            KindUint,
+		reflect.TypeFor[map[string]string](): KindEnv,
 	}
 )
 
@@ -294,6 +309,18 @@ func (p *Patch) SetFlag(key, s string) error {
 			return err
 		}
 		v = n
+	case KindEnv:
+		// One KEY=VALUE, added to what earlier flags gave.
+		k, val, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--%s %q: want KEY=VALUE", f.Flag, s)
+		}
+		m := map[string]string{}
+		if cur := reflect.ValueOf(p).Elem().Field(f.index); !cur.IsNil() {
+			maps.Copy(m, cur.Elem().Interface().(map[string]string))
+		}
+		m[k] = val
+		v = m
 	}
 	return p.Set(key, v)
 }

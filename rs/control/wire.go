@@ -26,6 +26,9 @@ const (
 	// OpReopenLogs closes every service's log file, to be opened again
 	// at its next line (for an external logrotate; SIGUSR1 does the same).
 	OpReopenLogs = "reopen-logs"
+	// OpSignal sends Request.Signal to the main process of the service's
+	// instance, and nothing else.
+	OpSignal = "signal"
 )
 
 // Service states, as `service status` shows them.
@@ -63,6 +66,8 @@ type Request struct {
 	Lines   *int  `msgpack:"lines,omitempty"`
 	SinceUs int64 `msgpack:"since_us,omitempty"`
 	Follow  bool  `msgpack:"follow,omitempty"`
+	// Signal: for signal, the signal's name ("SIGHUP", "HUP").
+	Signal string `msgpack:"signal,omitempty"`
 }
 
 // Reply is rs's answer. Err empty means success; then Code is empty too.
@@ -202,6 +207,10 @@ func DecodeRequest(b []byte) (Request, error) {
 	case OpUp, OpDown, OpRestart, OpUpdate, OpClone, OpUnclone:
 		if r.Label == "" {
 			return Request{}, fmt.Errorf("%w: %s needs a label", ErrInvalid, r.Op)
+		}
+	case OpSignal:
+		if r.Label == "" || r.Signal == "" {
+			return Request{}, fmt.Errorf("%w: signal needs a signal and a label", ErrInvalid)
 		}
 	default:
 		return Request{}, fmt.Errorf("%w: unknown command %q", ErrInvalid, r.Op)
