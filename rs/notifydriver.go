@@ -285,7 +285,7 @@ func (d *notifyDriver) take(b, oob []byte, flags int) (evNotify, string) {
 		case c.Header.Level == unix.SOL_SOCKET && c.Header.Type == unix.SCM_RIGHTS:
 			if fds, err := unix.ParseUnixRights(&c); err == nil {
 				for _, fd := range fds {
-					unix.CloseOnExec(fd)
+					// close-on-exec already: ReadMsgUnix passes MSG_CMSG_CLOEXEC
 					files = append(files, os.NewFile(uintptr(fd), "notify-fd"))
 				}
 			}
