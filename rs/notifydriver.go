@@ -285,7 +285,7 @@ func (d *notifyDriver) take(b, oob []byte, flags int) (evNotify, string) {
 		case c.Header.Level == unix.SOL_SOCKET && c.Header.Type == unix.SCM_RIGHTS:
 			if fds, err := unix.ParseUnixRights(&c); err == nil {
 				for _, fd := range fds {
-					unix.CloseOnExec(fd)
+					// close-on-exec already: ReadMsgUnix passes MSG_CMSG_CLOEXEC
 					files = append(files, os.NewFile(uintptr(fd), "notify-fd"))
 				}
 			}
@@ -473,8 +473,13 @@ func (d *notifyDriver) stop() error {
 	d.mainMu.Lock()
 	defer d.mainMu.Unlock()
 	if d.mainFD != nil {
-		if err := unix.PidfdSendSignal(int(d.mainFD.Fd()), sig, nil, 0); err == nil {
-			return nil
+		// Through its raw conn: Fd() would take the pidfd out of the
+		// poller its watcher waits in.
+		if rc, err := d.mainFD.SyscallConn(); err == nil {
+			var serr error
+			if cerr := rc.Control(func(fd uintptr) { serr = unix.PidfdSendSignal(int(fd), sig, nil, 0) }); cerr == nil && serr == nil {
+				return nil
+			}
 		}
 	}
 	return d.proc.Signal(sig)

@@ -152,11 +152,13 @@ func TestNotifyFDStoreAndBarrier(t *testing.T) {
 }
 
 // TestNotifyMainPid: MAINPID= of a process in the service's tree is
-// watched: its exit is the service's death, though it is not rs's child.
+// watched: its exit is the service's death, though it is not rs's child;
+// the stop signal goes to it.
 func TestNotifyMainPid(t *testing.T) {
 	r := startRS(t, "")
 	pidFile := filepath.Join(r.dir, "main.pid")
-	r.mustService("up", "--type", "notify", "--binary", bin("roles"), "--args", "-role notify-mainpid "+pidFile, "mp")
+	termFile := filepath.Join(r.dir, "term")
+	r.mustService("up", "--type", "notify", "--binary", bin("roles"), "--args", "-role notify-mainpid "+pidFile+" "+termFile, "mp")
 	var main int
 	r.waitFor("the main pid", func() bool {
 		b, err := os.ReadFile(pidFile)
@@ -175,6 +177,19 @@ func TestNotifyMainPid(t *testing.T) {
 	}
 	if alive(first) {
 		t.Errorf("the old leader %d outlived its main pid", first)
+	}
+
+	// down: the stop signal goes to the main pid. Had it gone to the
+	// leader, the leader would exit at once and its group be killed
+	// (SIGKILL) before the main pid heard of any SIGTERM.
+	r.waitFor("the new main pid", func() bool {
+		b, err := os.ReadFile(pidFile)
+		n, _ := strconv.Atoi(string(b))
+		return err == nil && n > 0 && n != main && strings.Contains(r.log.String(), "main_pid="+strconv.Itoa(n))
+	})
+	r.mustService("down", "mp")
+	if b, err := os.ReadFile(termFile); err != nil || strings.TrimSpace(string(b)) != "term" {
+		t.Errorf("the main pid did not get the stop signal: %q %v", b, err)
 	}
 }
 

@@ -84,8 +84,9 @@ func notifyRole(role string, args []string) int {
 		}
 	case "notify-mainpid":
 		// The main process is a child in its group: MAINPID= names it,
-		// and its pid goes to args[0].
-		child := exec.Command("sleep", "1000")
+		// and its pid goes to args[0]; it writes "term" to args[1] when
+		// SIGTERM reaches it.
+		child := exec.Command("sh", "-c", `trap 'echo term > "$0"; exit 0' TERM; while :; do sleep 0.05; done`, args[1])
 		if err := child.Start(); err != nil {
 			return fail(err)
 		}
