@@ -130,7 +130,7 @@ func TestConfigChecksErrors(t *testing.T) {
 		{"[service.a]\nbinary = \"/bin/true\"\ntype = \"simple\"\nprobe = \"exec:check me\"\n",
 			`c.toml:4: service "a": probe "exec:check me": command "check": path must be absolute`},
 		{"[service.a]\nbinary = \"/bin/true\"\ntype = \"notify-ish\"\n",
-			`c.toml:3: service "a": type "notify-ish": want sef or simple`},
+			`c.toml:3: service "a": type "notify-ish": want sef, notify or simple`},
 		{"[service.a]\nbinary = \"/bin/true\"\ntype = \"simple\"\nprobe_period = \"5ms\"\n",
 			`c.toml:4: service "a": probe_period 5ms: shorter than 10ms, the least rs accepts`},
 	} {

@@ -164,7 +164,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad restart", "[service.kv]\nbinary = \"x\"\nrestart = \"sometimes\"\n",
 			`f.toml:3: service "kv": restart "sometimes": want always, on-failure or never`, nil},
 		{"bad type", "[service.kv]\nbinary = \"x\"\n\ntype = \"forking\"\n",
-			`f.toml:4: service "kv": type "forking": want sef or notify`, nil},
+			`f.toml:4: service "kv": type "forking": want sef, notify or simple`, nil},
 		{"type not a string", "[service.kv]\nbinary = \"x\"\ntype = 1\n",
 			`f.toml:3: service "kv": type: want a string, got integer 1`, nil},
 		{"max_restarts not int", "[service.kv]\nbinary = \"x\"\nmax_restarts = \"5\"\n",

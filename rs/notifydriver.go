@@ -3,6 +3,7 @@ package rs
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -195,10 +196,23 @@ var notifySeq atomic.Uint64
 // names it to the process: NOTIFY_SOCKET, and WATCHDOG_USEC when the
 // service is pinged.
 func newNotifyDriver(dir string, spec Spec) (*notifyDriver, []string, error) {
-	if err := privateDir(dir); err != nil {
-		return nil, nil, err
+	var path string
+	if spec.User != "" || spec.Group != "" {
+		// Another user cannot reach rs's private directory (0700): an
+		// abstract socket, its name unguessable so that nobody takes it
+		// first. Anyone may send to it, as to systemd's own: what is not
+		// from the service is dropped and counted, as here.
+		var rnd [8]byte
+		if _, err := rand.Read(rnd[:]); err != nil {
+			return nil, nil, fmt.Errorf("notify socket: %w", err)
+		}
+		path = fmt.Sprintf("@rs-notify-%d-%d-%x", os.Getpid(), notifySeq.Add(1), rnd)
+	} else {
+		if err := privateDir(dir); err != nil {
+			return nil, nil, err
+		}
+		path = filepath.Join(dir, fmt.Sprintf("notify-%d-%d.sock", os.Getpid(), notifySeq.Add(1)))
 	}
-	path := filepath.Join(dir, fmt.Sprintf("notify-%d-%d.sock", os.Getpid(), notifySeq.Add(1)))
 	if len(path) >= len(unix.RawSockaddrUnix{}.Path) {
 		return nil, nil, fmt.Errorf("notify socket %s: path too long for a unix socket", path)
 	}
@@ -212,15 +226,19 @@ func newNotifyDriver(dir string, spec Spec) (*notifyDriver, []string, error) {
 		return nil, nil, fmt.Errorf("notify socket %s: SO_PASSCRED: %w", path, err)
 	}
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 256<<10)
-	// A file of that name is a stale one of an rs that had this pid: the
-	// directory is rs's own.
-	_ = os.Remove(path)
+	if !abstract(path) {
+		// A file of that name is a stale one of an rs that had this
+		// pid: the directory is rs's own.
+		_ = os.Remove(path)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		return nil, nil, fmt.Errorf("notify socket %s: %w", path, err)
 	}
 	c, err := net.FileConn(f)
 	if err != nil {
-		os.Remove(path)
+		if !abstract(path) {
+			os.Remove(path)
+		}
 		return nil, nil, fmt.Errorf("notify socket %s: %w", path, err)
 	}
 	d := &notifyDriver{path: path, conn: c.(*net.UnixConn), spec: spec}
@@ -234,6 +252,9 @@ func newNotifyDriver(dir string, spec Spec) (*notifyDriver, []string, error) {
 	}
 	return d, env, nil
 }
+
+// abstract: path names a socket in the abstract namespace (no file).
+func abstract(path string) bool { return strings.HasPrefix(path, "@") }
 
 // privateDir makes sure of rs's runtime directory.
 var privateDir = control.PrivateDir
@@ -537,7 +558,9 @@ func (d *notifyDriver) close() {
 		go func() {
 			defer bgWG.Done()
 			d.conn.Close()
-			os.Remove(d.path)
+			if !abstract(d.path) {
+				os.Remove(d.path)
+			}
 			if f != nil {
 				f.Close()
 			}

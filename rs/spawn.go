@@ -32,6 +32,16 @@ func (s *Server) startProcess(inst *instance) {
 		dupErr = err
 	}
 	fresh := len(inst.svc.listeners) == 0 && len(spec.Listen) > 0
+	// A notify service gets its fd store back as systemd hands it: after
+	// the listeners, named in LISTEN_FDNAMES.
+	var stored []heldListener
+	if spec.Type == TypeNotify && len(inst.svc.fdstore) > 0 && dupErr == nil {
+		names, files := storeNames(inst.svc.fdstore)
+		for i := range names {
+			stored = append(stored, heldListener{name: names[i], f: files[i]})
+		}
+		stored, dupErr = dupListeners(stored)
+	}
 	go func() {
 		if spec.Pids > 0 && proc.Containment().Pids == "" {
 			s.log.Warn("pids limit not enforced: rs has no pids controller", "label", spec.Label, "pids", spec.Pids)
@@ -55,6 +65,7 @@ func (s *Server) startProcess(inst *instance) {
 			made, err = s.makeListeners(spec)
 			pass = made
 		}
+		pass = append(pass[:len(pass):len(pass)], stored...)
 		if err == nil {
 			switch spec.Type {
 			case TypeSimple:
@@ -66,7 +77,7 @@ func (s *Server) startProcess(inst *instance) {
 			}
 		}
 		out.Close()
-		for _, l := range held {
+		for _, l := range append(held, stored...) {
 			l.f.Close()
 		}
 		if err != nil {

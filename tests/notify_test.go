@@ -145,6 +145,12 @@ func TestNotifyFDStoreAndBarrier(t *testing.T) {
 	if st.NotifyRejected != 2 {
 		t.Errorf("notify_rejected %d, want 2 (the datagram over 4 KiB, the one with a NUL)", st.NotifyRejected)
 	}
+	// Its next instance gets the stored pipe back at fd 3, named.
+	syscall.Kill(st.Pid, syscall.SIGKILL)
+	again := r.waitFor2("fds", func(s control.Status) bool { return s.Pid != st.Pid && s.StatusText != "" && s.StatusText != "stored" })
+	if again.StatusText != "got keep=1 pid=true" {
+		t.Errorf("the restarted instance says %q, want the stored fd back (got keep=1 pid=true)", again.StatusText)
+	}
 	r.mustService("down", "fds")
 	if st := r.status("fds"); st.StoredFDs != 0 {
 		t.Errorf("down: stored_fds %d, want 0", st.StoredFDs)

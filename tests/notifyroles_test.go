@@ -40,6 +40,21 @@ func notifyRole(role string, args []string) int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, role+":", err); return 1 }
 	switch role {
 	case "notify-fds":
+		// Started again with its fd store: the stored pipe end comes
+		// back at fd 3 as systemd hands it (LISTEN_FDS, LISTEN_FDNAMES,
+		// LISTEN_PID); it says so in its status.
+		if os.Getenv("LISTEN_FDNAMES") != "" {
+			var st unix.Stat_t
+			got := fmt.Sprintf("got %s=%s pid=%v", os.Getenv("LISTEN_FDNAMES"), os.Getenv("LISTEN_FDS"),
+				os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()))
+			if err := unix.Fstat(3, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+				got += " (fd 3 not a pipe)"
+			}
+			if err := notifySend("READY=1\nSTATUS=" + got); err != nil {
+				return fail(err)
+			}
+			break
+		}
 		// A barrier first: rs closes the fd that comes with it, which
 		// this end sees as a hang-up; then two fds into the store, one
 		// of them removed again, and READY=1.

@@ -276,7 +276,7 @@ func TestSimpleConfigErrors(t *testing.T) {
 		{[]string{"--ready", "tcp:127.0.0.1:1"}, `ready: only for type = "simple"`},
 		{[]string{"--type", "simple", "--probe", "exec:'/bin/true"}, "unterminated single quote"},
 		{[]string{"--type", "simple", "--probe-timeout", "1s"}, "probe_timeout without a probe"},
-		{[]string{"--type", "forking"}, `type "forking": want sef or simple`},
+		{[]string{"--type", "forking"}, `type "forking": want sef, notify or simple`},
 	} {
 		_, errs, code := r.service(append(append([]string{"up", "--binary", bin("plain")}, c.args...), "x")...)
 		if code == 0 || strings.Count(strings.TrimSpace(errs), "\n") != 0 || !strings.Contains(errs, c.want) {
