@@ -29,6 +29,11 @@ if have redis-server redis-server && have redis-tools redis-cli; then
 else
 	echo "test-daemons: skipping redis-server: it is not installed and could not be installed from Debian"
 fi
+if have postgresql-15 /usr/lib/postgresql/15/bin/postgres && have postgresql-client-15 /usr/lib/postgresql/15/bin/psql; then
+	run="${run}|TestDaemonPostgres"
+else
+	echo "test-daemons: skipping PostgreSQL: postgresql-15 is not installed and could not be installed from Debian"
+fi
 if [ -z "$run" ]; then
 	echo "test-daemons: no daemon to test"
 	exit 0
