@@ -1,6 +1,9 @@
 package tests
 
 import (
+	"bufio"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -8,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/reincarnation/rs/rs/control"
 )
@@ -282,5 +286,117 @@ init_timeout = "1s"
 	}
 	if after := r.status("n"); after.State != control.StateRunning || after.Pid != st.Pid || after.Restarts != 0 {
 		t.Errorf("after the rolled-back update: %+v", after)
+	}
+}
+
+// askPid sends one line on a new connection to the sdnotify fixture and
+// returns the pid it answers with. refused: nothing listened.
+func askPid(sock string) (pid int, refused bool, err error) {
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		return 0, errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT), err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	if _, err := c.Write([]byte("x\n")); err != nil {
+		return 0, false, err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return 0, false, err
+	}
+	if _, err := fmt.Sscanf(line, "pid %d", &pid); err != nil {
+		return 0, false, fmt.Errorf("answer %q: %w", line, err)
+	}
+	return pid, false, nil
+}
+
+// loadClient asks sock in a loop until stop is closed; it returns the
+// count of answers, refused dials and other failures, and the pids that
+// answered.
+func loadClient(sock string, stop <-chan struct{}) <-chan loadResult {
+	out := make(chan loadResult, 1)
+	go func() {
+		r := loadResult{pids: map[int]int{}}
+		for {
+			select {
+			case <-stop:
+				out <- r
+				return
+			default:
+			}
+			pid, refused, err := askPid(sock)
+			switch {
+			case err == nil:
+				r.ok++
+				r.pids[pid]++
+			case refused:
+				r.refused++
+			default:
+				r.failed++
+				r.lastErr = err
+			}
+		}
+	}()
+	return out
+}
+
+type loadResult struct {
+	ok, refused, failed int
+	lastErr             error
+	pids                map[int]int
+}
+
+// TestNotifyActivation: the go-systemd fixture takes its listener from
+// rs's `listen` (activation.Listeners, with LISTEN_PID its own): three
+// SIGKILLs under a client's load refuse no connection, and three
+// updates (start beside, READY, stop the old one) fail no request.
+func TestNotifyActivation(t *testing.T) {
+	r := startRS(t, `
+[service.act]
+type   = "notify"
+binary = "$BIN/sdnotify"
+args   = ["-serve"]
+listen = ["unix:$DIR/act.sock"]
+`)
+	sock := filepath.Join(r.dir, "act.sock")
+	st := r.waitState("act", control.StateRunning, 0)
+	if pid, _, err := askPid(sock); err != nil || pid != st.Pid {
+		t.Fatalf("ask: pid %d, %v; want %d", pid, err, st.Pid)
+	}
+	phase := func(name string, step func(prev control.Status)) loadResult {
+		stop := make(chan struct{})
+		res := loadClient(sock, stop)
+		for range 3 {
+			// A step only once the client has been answered by the
+			// instance of the step before.
+			prev := r.status("act")
+			r.waitFor("an answer from pid "+strconv.Itoa(prev.Pid), func() bool {
+				pid, _, err := askPid(sock)
+				return err == nil && pid == prev.Pid
+			})
+			step(prev)
+		}
+		close(stop)
+		got := <-res
+		t.Logf("%s: %d answered, %d refused, %d failed (last: %v), pids %v", name, got.ok, got.refused, got.failed, got.lastErr, got.pids)
+		if got.refused != 0 {
+			t.Errorf("%s: %d connections refused, want 0 (the listener is rs's)", name, got.refused)
+		}
+		if len(got.pids) < 2 {
+			t.Errorf("%s: answers from pids %v, want the new instances too", name, got.pids)
+		}
+		return got
+	}
+	phase("crash", func(prev control.Status) {
+		syscall.Kill(prev.Pid, syscall.SIGKILL)
+		r.waitState("act", control.StateRunning, prev.Pid)
+	})
+	up := phase("update", func(prev control.Status) {
+		r.mustService("update", "act")
+		r.waitState("act", control.StateRunning, prev.Pid)
+	})
+	if up.failed != 0 {
+		t.Errorf("update: %d requests failed (last: %v), want 0", up.failed, up.lastErr)
 	}
 }
