@@ -64,13 +64,6 @@ func (s *Server) startUpdate(ev evRequest) {
 		fail(ev.reply, control.Errorf(control.CodeRefused, "%s is %s: only a running service can be updated", req.Label, st))
 		return
 	}
-	if svc.spec.Type == TypeSimple {
-		// Its new instance would run beside the old one with nothing
-		// held for it (its own sockets to bind), and the old one cannot
-		// hand anything over: refused before anything starts.
-		fail(ev.reply, control.Errorf(control.CodeRefused, "%s: %v; use service restart", req.Label, errNoStateTransfer))
-		return
-	}
 	spec := svc.spec
 	if req.Binary != "" {
 		spec.Binary = req.Binary

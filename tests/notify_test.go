@@ -364,39 +364,44 @@ listen = ["unix:$DIR/act.sock"]
 	if pid, _, err := askPid(sock); err != nil || pid != st.Pid {
 		t.Fatalf("ask: pid %d, %v; want %d", pid, err, st.Pid)
 	}
-	phase := func(name string, step func(prev control.Status)) loadResult {
-		stop := make(chan struct{})
-		res := loadClient(sock, stop)
-		for range 3 {
-			// A step only once the client has been answered by the
-			// instance of the step before.
-			prev := r.status("act")
-			r.waitFor("an answer from pid "+strconv.Itoa(prev.Pid), func() bool {
-				pid, _, err := askPid(sock)
-				return err == nil && pid == prev.Pid
-			})
-			step(prev)
-		}
-		close(stop)
-		got := <-res
-		t.Logf("%s: %d answered, %d refused, %d failed (last: %v), pids %v", name, got.ok, got.refused, got.failed, got.lastErr, got.pids)
-		if got.refused != 0 {
-			t.Errorf("%s: %d connections refused, want 0 (the listener is rs's)", name, got.refused)
-		}
-		if len(got.pids) < 2 {
-			t.Errorf("%s: answers from pids %v, want the new instances too", name, got.pids)
-		}
-		return got
-	}
-	phase("crash", func(prev control.Status) {
+	stepsUnderLoad(r, "act", sock, "crash", func(prev control.Status) {
 		syscall.Kill(prev.Pid, syscall.SIGKILL)
 		r.waitState("act", control.StateRunning, prev.Pid)
 	})
-	up := phase("update", func(prev control.Status) {
+	up := stepsUnderLoad(r, "act", sock, "update", func(prev control.Status) {
 		r.mustService("update", "act")
 		r.waitState("act", control.StateRunning, prev.Pid)
 	})
 	if up.failed != 0 {
 		t.Errorf("update: %d requests failed (last: %v), want 0", up.failed, up.lastErr)
 	}
+}
+
+// stepsUnderLoad runs step three times on label while a client asks
+// sock in a loop (each step once the instance of the one before has
+// answered), and fails the test if a connection was refused or no new
+// instance answered.
+func stepsUnderLoad(r *rsProc, label, sock, name string, step func(prev control.Status)) loadResult {
+	t := r.t
+	t.Helper()
+	stop := make(chan struct{})
+	res := loadClient(sock, stop)
+	for range 3 {
+		prev := r.status(label)
+		r.waitFor("an answer from pid "+strconv.Itoa(prev.Pid), func() bool {
+			pid, _, err := askPid(sock)
+			return err == nil && pid == prev.Pid
+		})
+		step(prev)
+	}
+	close(stop)
+	got := <-res
+	t.Logf("%s: %d answered, %d refused, %d failed (last: %v), pids %v", name, got.ok, got.refused, got.failed, got.lastErr, got.pids)
+	if got.refused != 0 {
+		t.Errorf("%s: %d connections refused, want 0 (the listener is rs's)", name, got.refused)
+	}
+	if len(got.pids) < 2 {
+		t.Errorf("%s: answers from pids %v, want the new instances too", name, got.pids)
+	}
+	return got
 }
