@@ -67,9 +67,9 @@
 // SysProcAttr. Spec.Umask: the spawner thread has a filesystem context
 // of its own (unshare(CLONE_FS) when it starts; the runtime makes no
 // thread from a locked one), so it sets the child's umask around the
-// fork without touching rs's. Spec.ListenPID: LISTEN_PID is the child's
-// own pid, written at the exec stop over a placeholder in the new
-// program's environment (listenpid.go), so no shim exec is needed; where
+// fork without touching rs's. Spec.PidEnv: LISTEN_PID, WATCHDOG_PID are
+// the child's own pid, written at the exec stop over placeholders in the
+// new program's environment (pidenv.go), so no shim exec is needed; where
 // ptrace is refused such a start fails.
 //
 // Signals. Every signal rs sends a service goes to its whole process

@@ -28,7 +28,7 @@ func TestStartListenPIDUmaskCredential(t *testing.T) {
 		Args:   []string{"-c", `echo "$LISTEN_PID $$ $(umask) $(id -u) $(id -g) $(id -G)"`},
 		Stdout: w,
 		Env:    []string{"PATH=/usr/bin:/bin", "A=b"},
-		Umask:  &mask, ListenPID: true,
+		Umask:  &mask, PidEnv: []string{"LISTEN_PID"},
 		Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534, 100}},
 	})
 	if err != nil {
@@ -69,9 +69,9 @@ func BenchmarkStartListenPID(b *testing.B) {
 		spec Spec
 	}{
 		{"plain", Spec{Path: "/bin/true"}},
-		{"listen-pid", Spec{Path: "/bin/true", ListenPID: true}},
+		{"listen-pid", Spec{Path: "/bin/true", PidEnv: []string{"LISTEN_PID"}}},
 		{"umask", Spec{Path: "/bin/true", Umask: &mask}},
-		{"listen-pid+umask", Spec{Path: "/bin/true", ListenPID: true, Umask: &mask}},
+		{"listen-pid+umask", Spec{Path: "/bin/true", PidEnv: []string{"LISTEN_PID"}, Umask: &mask}},
 		{"go-shim", Spec{Path: shim, Args: []string{"/bin/true"}, Env: []string{"LISTEN_PID=0"}}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

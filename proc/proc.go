@@ -53,10 +53,11 @@ type Spec struct {
 	Credential *syscall.Credential
 	// Umask, if set (0 to 0777), is the child's umask; nil: rs's own.
 	Umask *int
-	// ListenPID adds LISTEN_PID=<the child's own pid> to its environment
-	// (sd_listen_fds(3)), written before its first instruction (see
-	// Start). The caller's Env must not hold LISTEN_PID.
-	ListenPID bool
+	// PidEnv are variables set to the child's own pid in its
+	// environment (LISTEN_PID for sd_listen_fds(3), WATCHDOG_PID for
+	// sd_watchdog_enabled(3)), written before its first instruction (see
+	// Start and pidenv.go). The caller's Env must not hold them.
+	PidEnv []string
 }
 
 // Limit is one resource limit (unix.RLIMIT_*).
@@ -156,9 +157,7 @@ func startIn(spec Spec, leaf *leaf) (*Process, error) {
 	}
 	pidfd := -1
 	env := spec.Env
-	if spec.ListenPID {
-		env = append(env[:len(env):len(env)], listenPIDPlaceholder)
-	}
+	env = withPidPlaceholders(env, spec.PidEnv)
 	attr := &syscall.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   env,
@@ -176,12 +175,10 @@ func startIn(spec Spec, leaf *leaf) (*Process, error) {
 		attr.Sys.CgroupFD = leaf.v2fd
 	}
 	var atExec func(int) error
-	if len(spec.Limits) > 0 || leaf.needsJoin() || spec.ListenPID {
+	if len(spec.Limits) > 0 || leaf.needsJoin() || len(spec.PidEnv) > 0 {
 		atExec = func(pid int) error {
-			if spec.ListenPID {
-				if err := writeListenPID(pid, env); err != nil {
-					return err
-				}
+			if err := writePidEnv(pid, env, len(spec.PidEnv)); err != nil {
+				return err
 			}
 			for _, l := range spec.Limits {
 				rl := unix.Rlimit{Cur: l.Value, Max: l.Value}
@@ -200,7 +197,7 @@ func startIn(spec Spec, leaf *leaf) (*Process, error) {
 	if spec.Umask != nil {
 		umask = *spec.Umask & 0o777
 	}
-	pid, err := startLocked(spec.Path, argv, attr, atExec, umask, spec.ListenPID)
+	pid, err := startLocked(spec.Path, argv, attr, atExec, umask, len(spec.PidEnv) > 0)
 	runtime.KeepAlive(spec.Files)
 	runtime.KeepAlive(stdout)
 	runtime.KeepAlive(stderr)

@@ -312,7 +312,7 @@ func launch(s Spec, base []string, listeners []heldListener) (proc.Spec, error) 
 			ps.Files = append(ps.Files, l.f)
 		}
 		ps.Env = append(ps.Env, "LISTEN_FDS="+strconv.Itoa(len(listeners)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
-		ps.ListenPID = true
+		ps.PidEnv = append(ps.PidEnv, "LISTEN_PID")
 	}
 	return ps, nil
 }

@@ -245,9 +245,8 @@ func newNotifyDriver(dir string, spec Spec) (*notifyDriver, []string, error) {
 	env := []string{"NOTIFY_SOCKET=" + path}
 	if spec.Period > 0 {
 		// A ping is answered by the next WATCHDOG=1: one at least every
-		// ping timeout answers every ping in time. WATCHDOG_PID would
-		// need the child's pid before its exec; without it the library
-		// takes the watchdog as its own.
+		// ping timeout answers every ping in time. WATCHDOG_PID, the
+		// child's own pid, is written at its exec stop (startNotify).
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(spec.PingTimeout.Microseconds(), 10))
 	}
 	return d, env, nil

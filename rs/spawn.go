@@ -150,6 +150,9 @@ func startNotify(spec Spec, env []string, listeners []heldListener, out logs.Fil
 		return nil, nil, err
 	}
 	ps.Env = append(ps.Env, notifyEnvs...)
+	if spec.Period > 0 {
+		ps.PidEnv = append(ps.PidEnv, "WATCHDOG_PID")
+	}
 	ps.Stdout, ps.Stderr, ps.Exited = out.Stdout, out.Stderr, exited
 	p, err := proc.Start(ps)
 	if err != nil {

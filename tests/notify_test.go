@@ -57,6 +57,12 @@ args = ["-mainpid", "1", "-status", "after mainpid"]
 		t.Errorf("type %q, want notify", good.Type)
 	}
 	r.waitFor("good to be pinged", func() bool { return r.status("good").PingRTTUs > 0 })
+	// Its watchdog is its own: WATCHDOG_PID is its pid (go-systemd's
+	// SdWatchdogEnabled says no watchdog for any other).
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", good.Pid))
+	if err != nil || !strings.Contains("\x00"+string(env), fmt.Sprintf("\x00WATCHDOG_PID=%d\x00", good.Pid)) {
+		t.Errorf("good's environment has no WATCHDOG_PID=%d (%v): %q", good.Pid, err, env)
+	}
 
 	// Keep-alives stop: no-heartbeat, as a sef service that stops
 	// answering pings.

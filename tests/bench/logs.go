@@ -66,7 +66,7 @@ const (
 	logsLimit      = 30 * time.Second // one flood, at most
 	logsPhases     = 3                // quiet + flooding pairs
 	logsStatusRuns = 70               // status round trips per phase
-	logsCrashes    = 2                // kills of kv per phase
+	logsCrashes    = 4                // kills of kv per phase
 	floodPrefix    = "flood:"         // what tests/bench/flood begins each line with
 	floodDigits    = 10
 	noLogCapture   = "rs: no log capture in this build"

@@ -11,10 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// LISTEN_PID without a shim. sd_listen_fds(3) wants LISTEN_PID to be
+// LISTEN_PID (and WATCHDOG_PID) without a shim. sd_listen_fds(3) wants LISTEN_PID to be
 // the service's own pid, which only the child knows before its exec;
 // Go's StartProcess runs no code of ours there. So the child is started
-// with a placeholder as the last entry of its environment and stopped at
+// with placeholders as the last entries of its environment and stopped at
 // its exec (the exec stop of Start, before its first instruction); the
 // tracer finds the placeholder in the new program's memory (the kernel
 // lays the environment's strings out in order from mm->env_start, field
@@ -26,35 +26,64 @@ import (
 // refused the start fails with errNoExecStop: a LISTEN_PID written
 // after the program started would race it.
 
-// listenPIDPlaceholder is the environment entry the pid is written over:
-// room for any pid (pid_max is at most 2^22, seven digits).
-const listenPIDPlaceholder = "LISTEN_PID=XXXXXXXXXX"
+// pidPlaceholder is the value a pid is written over: room for any pid
+// (pid_max is at most 2^22, seven digits).
+const pidPlaceholder = "XXXXXXXXXX"
 
-var errNoExecStop = errors.New("LISTEN_PID needs the child stopped at its exec, and ptrace is refused (EPERM)")
+var errNoExecStop = errors.New("LISTEN_PID and WATCHDOG_PID need the child stopped at its exec, and ptrace is refused (EPERM)")
 
-// writeListenPID writes pid over the placeholder, the last entry of env,
-// in the stopped child pid.
-func writeListenPID(pid int, env []string) error {
+// withPidPlaceholders returns env with NAME=<placeholder> for each of
+// names at its end.
+func withPidPlaceholders(env, names []string) []string {
+	if len(names) == 0 {
+		return env
+	}
+	env = env[:len(env):len(env)]
+	for _, n := range names {
+		env = append(env, n+"="+pidPlaceholder)
+	}
+	return env
+}
+
+// writePidEnv writes pid over the placeholders, the last n entries of
+// env, in the stopped child pid.
+func writePidEnv(pid int, env []string, n int) error {
+	if n == 0 {
+		return nil
+	}
 	at, err := envStart(pid)
 	if err != nil {
-		return fmt.Errorf("LISTEN_PID: %w", err)
+		return fmt.Errorf("pid in the environment: %w", err)
 	}
-	for _, e := range env[:len(env)-1] {
+	for _, e := range env[:len(env)-n] {
 		at += uintptr(len(e)) + 1
 	}
-	want := []byte(listenPIDPlaceholder)
+	for _, e := range env[len(env)-n:] {
+		if err := writePid(pid, at, e); err != nil {
+			return err
+		}
+		at += uintptr(len(e)) + 1
+	}
+	return nil
+}
+
+// writePid checks that entry (NAME=placeholder) is at at in the child's
+// memory and writes pid over its value, NUL-padded.
+func writePid(pid int, at uintptr, entry string) error {
+	name, _, _ := strings.Cut(entry, "=")
+	want := []byte(entry)
 	got := make([]byte, len(want))
 	if n, err := unix.ProcessVMReadv(pid, []unix.Iovec{iovec(got)}, []unix.RemoteIovec{{Base: at, Len: len(got)}}, 0); err != nil || n != len(got) {
-		return fmt.Errorf("LISTEN_PID: read the child's environment: %d bytes, %v", n, err)
+		return fmt.Errorf("%s: read the child's environment: %d bytes, %v", name, n, err)
 	}
 	if !bytes.Equal(got, want) {
-		return fmt.Errorf("LISTEN_PID: the child's environment is not where the kernel puts it (found %q)", got)
+		return fmt.Errorf("%s: the child's environment is not where the kernel puts it (found %q)", name, got)
 	}
-	val := make([]byte, len(want)-len("LISTEN_PID="))
+	val := make([]byte, len(pidPlaceholder))
 	copy(val, strconv.Itoa(pid)) // the rest stays NUL
-	remote := []unix.RemoteIovec{{Base: at + uintptr(len("LISTEN_PID=")), Len: len(val)}}
+	remote := []unix.RemoteIovec{{Base: at + uintptr(len(name)+1), Len: len(val)}}
 	if n, err := unix.ProcessVMWritev(pid, []unix.Iovec{iovec(val)}, remote, 0); err != nil || n != len(val) {
-		return fmt.Errorf("LISTEN_PID: write the child's environment: %d bytes, %v", n, err)
+		return fmt.Errorf("%s: write the child's environment: %d bytes, %v", name, n, err)
 	}
 	return nil
 }
