@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -144,12 +145,25 @@ func (c *check) String() string {
 }
 
 // checkLaunch is how an exec check's command is started: as the service
-// would be. For now that is rs's own working directory and the service's
-// environment; the service's user, group, env and workdir settings,
-// when they exist, belong here too.
+// is (launch): its environment (without the LISTEN_ variables of fds it
+// does not get), user, groups, working directory and umask.
 type checkLaunch struct {
 	label string
 	env   []string
+	dir   string
+	cred  *syscall.Credential
+	umask *int
+}
+
+// checkLaunchOf is the checkLaunch of a service started as ps.
+func checkLaunchOf(label string, ps proc.Spec) checkLaunch {
+	var env []string
+	for _, e := range ps.Env {
+		if !strings.HasPrefix(e, "LISTEN_") {
+			env = append(env, e)
+		}
+	}
+	return checkLaunch{label: label, env: env, dir: ps.Dir, cred: ps.Credential, umask: ps.Umask}
 }
 
 // run makes one try, within timeout or until ctx ends, and says why it
@@ -180,12 +194,15 @@ func (c *check) exec(ctx context.Context, timeout time.Duration, l checkLaunch) 
 	}
 	defer r.Close()
 	p, err := proc.Start(proc.Spec{
-		Path:   c.argv[0],
-		Args:   c.argv[1:],
-		Env:    l.env,
-		Stdout: w,
-		Stderr: w,
-		Name:   l.label + ".check",
+		Path:       c.argv[0],
+		Args:       c.argv[1:],
+		Env:        l.env,
+		Dir:        l.dir,
+		Stdout:     w,
+		Stderr:     w,
+		Name:       l.label + ".check",
+		Credential: l.cred,
+		Umask:      l.umask,
 	})
 	w.Close()
 	if err != nil {

@@ -70,8 +70,8 @@ const (
 // a killed check to be reaped and its cgroup emptied.
 const probeSlack = 2 * time.Second
 
-func newSimpleDriver(spec Spec, env []string) (*simpleDriver, error) {
-	d := &simpleDriver{spec: spec, launch: checkLaunch{label: spec.Label, env: env},
+func newSimpleDriver(spec Spec, launch checkLaunch) (*simpleDriver, error) {
+	d := &simpleDriver{spec: spec, launch: launch,
 		initC: make(chan struct{}, 1), pingC: make(chan struct{}, 1)}
 	var err error
 	if spec.Ready != "" {
@@ -234,7 +234,7 @@ func startSimple(spec Spec, env []string, listeners []heldListener, out logs.Fil
 	if err != nil {
 		return nil, nil, err
 	}
-	drv, err := newSimpleDriver(spec, ps.Env)
+	drv, err := newSimpleDriver(spec, checkLaunchOf(spec.Label, ps))
 	if err != nil {
 		return nil, nil, err
 	}

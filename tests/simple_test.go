@@ -356,3 +356,32 @@ listen = ["unix:$DIR/s.sock"]
 		t.Errorf("update: %d requests failed (last: %v), want 0", up.failed, up.lastErr)
 	}
 }
+
+// TestSimpleChecksRunAsTheService: an exec check runs as the service
+// does: its user, working directory and environment (the ready check
+// here succeeds only as nobody, in the workdir, with the env key).
+func TestSimpleChecksRunAsTheService(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip(needsRoot)
+	}
+	r := startRS(t, "")
+	for d := r.dir; d != filepath.Dir(d) && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o711)
+	}
+	work := filepath.Join(r.dir, "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	check := `exec:/bin/sh -c '[ "$(id -u)" = 65534 ] && [ "$(pwd -P)" = "$0" ] && [ "$CHECK_KEY" = yes ]' ` + work
+	out, errs, code := r.service("up", "--type", "simple", "--binary", bin("plain"), "--args", "-sleep",
+		"--user", "nobody", "--workdir", work, "--env", "CHECK_KEY=yes", "--ready", check, "--init-timeout", "5s", "s")
+	if code != 0 {
+		t.Fatalf("up: %q %q (the ready check did not run as the service)", out, errs)
+	}
+	// The same check with another expectation fails: it is not vacuous.
+	out, errs, code = r.service("up", "--type", "simple", "--binary", bin("plain"), "--args", "-sleep",
+		"--ready", check, "--init-timeout", "500ms", "t")
+	if code == 0 || !strings.Contains(errs, "ready check") {
+		t.Errorf("up of a service run as root with a check wanting nobody: exit %d, %q %q", code, out, errs)
+	}
+}
