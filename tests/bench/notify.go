@@ -16,6 +16,10 @@ package main
 //     LISTEN_PID at the exec stop of the new process (proc/listenpid.go)
 //     where systemd-less setups exec a shim, and that stop is part of
 //     exited → spawned;
+//     After the rounds, notifyStarts more kills of these two alone, with
+//     no client, add to the breakdown's samples (backoff_reset = 50ms:
+//     an instance killed notifyStartGap after it is running was
+//     healthy, and is started again at once);
 //   - runsv, s6-supervise, and s6-supervise with readiness notification
 //     (crash.go: s6 pauses a second before respawning a service that
 //     never said it was ready): the same binary standalone,
@@ -32,6 +36,8 @@ import (
 	"net"
 	"slices"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -40,6 +46,9 @@ const (
 	noListen   = "rs, no listen (binds -listen itself)"
 	lineCheck  = "line:" // checkEnv's prefix for linePid
 	sdnotifyPk = "./tests/fixtures/sdnotify"
+
+	notifyStarts   = 16 // kills of each rs column after the rounds
+	notifyStartGap = 100 * time.Millisecond
 )
 
 // linePid connects, sends a line and returns the pid the fixture
@@ -86,12 +95,14 @@ binary = %q
 args = ["-serve"]
 listen = ["tcp:%s"]
 max_restarts = -1
+backoff_reset = "50ms"
 
 [service.%s]
 type = "notify"
 binary = %q
 args = ["-serve", "-listen", %q]
 max_restarts = -1
+backoff_reset = "50ms"
 `, sdnLabel, bin, b.sdnAddr, sdnbLabel, bin, b.sdnbAddr), nil
 }
 
@@ -115,7 +126,52 @@ func (b *bench) notify(n int) error {
 	}
 	rounds := 0
 	defer func() { b.notifyReport(rounds, targets) }()
-	return b.crashRounds("notify", n, targets, &rounds)
+	if err := b.crashRounds("notify", n, targets, &rounds); err != nil {
+		return err
+	}
+	return b.notifyKills(targets[:2])
+}
+
+// notifyKills kills each of the rs columns notifyStarts times more,
+// alternating, notifyStartGap after the last instance was running, for
+// the breakdown from rs's log.
+func (b *bench) notifyKills(targets []*crashTarget) error {
+	for _, t := range targets {
+		if t.failed != "" {
+			return nil // the breakdown pairs the columns' kills
+		}
+	}
+	for range notifyStarts {
+		for _, t := range targets {
+			st, err := b.waitRunning(t.label, t.pid, 10*time.Second)
+			if err != nil {
+				b.problem(fmt.Sprintf("notify: %s: %v", t.name, err))
+				return err
+			}
+			if k := len(t.kills); k > 0 && t.kills[k-1].new == 0 {
+				t.kills[k-1].new = st.Pid
+			}
+			if err := b.sleep(notifyStartGap); err != nil {
+				return err
+			}
+			b.killed = append(b.killed, st.Pid)
+			at := time.Now()
+			if err := unix.Kill(st.Pid, unix.SIGKILL); err != nil {
+				return fmt.Errorf("kill %d: %w", st.Pid, err)
+			}
+			t.pid = st.Pid
+			t.kills = append(t.kills, killRec{at: at, old: st.Pid})
+		}
+	}
+	for _, t := range targets {
+		st, err := b.waitRunning(t.label, t.pid, 10*time.Second)
+		if err != nil {
+			b.problem(fmt.Sprintf("notify: %s: %v", t.name, err))
+			return err
+		}
+		t.kills[len(t.kills)-1].new = st.Pid
+	}
+	return nil
 }
 
 func (b *bench) notifyReport(n int, targets []*crashTarget) {
@@ -162,7 +218,8 @@ func (b *bench) notifyReport(n int, targets []*crashTarget) {
 // fork and exec, and with listen the exec stop that sets LISTEN_PID);
 // spawned → ready (the fixture's own start, to READY=1). The per-start
 // cost of listen is exited → spawned of rs minus that of rs without
-// listen, round by round.
+// listen, kill by kill (the i-th of one column with the i-th of the
+// other: in the rounds, the same round; then notifyKills alternates).
 func (b *bench) notifyBreakdown(held, plain *crashTarget) []string {
 	evs := logEvents(b.rsLog)
 	split := func(t *crashTarget) (toExit, toSpawn, toReady []time.Duration) {
@@ -204,8 +261,8 @@ func (b *bench) notifyBreakdown(held, plain *crashTarget) []string {
 		b.rows = append(b.rows, row{name: "notify " + t.name + ": SIGKILL → rs logs the exit", d: toExit},
 			row{name: "notify " + t.name + ": exited → spawned", d: toSpawn},
 			row{name: "notify " + t.name + ": spawned → ready (READY=1)", d: toReady})
-		foot = append(foot, fmt.Sprintf("%s, from rs's log (%d kills): SIGKILL → exit logged %s; exited → spawned %s; spawned → ready %s.",
-			t.name, len(toExit), medRange(toExit), medRange(toSpawn), medRange(toReady)))
+		foot = append(foot, fmt.Sprintf("%s, from rs's log (%d kills: the rounds', then %d more without a client): SIGKILL → exit logged %s; exited → spawned %s; spawned → ready %s.",
+			t.name, len(toExit), notifyStarts, medRange(toExit), medRange(toSpawn), medRange(toReady)))
 	}
 	a, p := spawns[held.name], spawns[plain.name]
 	if len(a) > 0 && len(a) == len(p) && len(held.d) == len(plain.d) && !slices.Contains(held.d, -1) && !slices.Contains(plain.d, -1) {
@@ -213,9 +270,9 @@ func (b *bench) notifyBreakdown(held, plain *crashTarget) []string {
 		for i := range a {
 			diff[i] = a[i] - p[i]
 		}
-		b.rows = append(b.rows, row{name: "notify: what listen adds to exited → spawned (round by round)", d: diff})
+		b.rows = append(b.rows, row{name: "notify: what listen adds to exited → spawned (kill by kill)", d: diff})
 		foot = append(foot, fmt.Sprintf("Per start, what listen costs (the exec stop that sets LISTEN_PID, in place of a shim's second exec, "+
-			"and the listener handed over): exited → spawned of rs minus that of rs without listen, round by round: %s over %d rounds.",
+			"and the listener handed over): exited → spawned of rs minus that of rs without listen, kill by kill: %s over %d kills.",
 			medRange(diff), len(diff)))
 	}
 	return foot
