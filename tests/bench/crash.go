@@ -81,6 +81,17 @@ type crashTarget struct {
 	prev             *floorKV        // execFloor: the kv of the last round
 	reaped           []time.Duration // execFloor: SIGKILL → reaped of prev
 	failed           string
+	ask              asker // nil: infoPid (kv)
+}
+
+// asker asks the service at address which process answers.
+type asker func(network, address string) (int, error)
+
+func (t *crashTarget) asker() asker {
+	if t.ask == nil {
+		return infoPid
+	}
+	return t.ask
 }
 
 // killRec is one kill under rs: when, the pid killed, the pid that
@@ -102,17 +113,22 @@ type probeResult struct {
 // probe loops connect + INFO server from t0 until a reply names a pid
 // other than oldPid (any pid if oldPid is 0).
 func (b *bench) probe(network, address string, oldPid int, t0 time.Time) (probeResult, error) {
+	return b.probeAsk(infoPid, network, address, oldPid, t0)
+}
+
+// probeAsk is probe with ask for the question.
+func (b *bench) probeAsk(ask asker, network, address string, oldPid int, t0 time.Time) (probeResult, error) {
 	var r probeResult
 	for {
 		if time.Since(t0) > crashLimit {
-			return r, fmt.Errorf("no reply from a new kv within %v (%d attempts, %d refused; last error: %v)",
+			return r, fmt.Errorf("no reply from a new instance within %v (%d attempts, %d refused; last error: %v)",
 				crashLimit, r.attempts, r.refused, r.lastErr)
 		}
 		if err := b.ctx.Err(); err != nil {
 			return r, err
 		}
 		r.attempts++
-		got, err := infoPid(network, address)
+		got, err := ask(network, address)
 		if err == nil && got != oldPid {
 			r.d, r.pid = time.Since(t0), got
 			return r, nil
@@ -162,44 +178,13 @@ func (b *bench) crash(n int) error {
 	for _, t := range targets {
 		t.network, t.address = resp.SplitAddr(addrs[t.label])
 	}
-	for _, peer := range []struct {
-		name, kind, dir string
-		ready           bool
-	}{
-		{"runsv", "runsv", "runsv", false},
-		{"s6-supervise", "s6-supervise", "s6", false},
-		{s6Ready, "s6-supervise", "s6ready", true},
-	} {
-		addr, err := b.addr("crash-" + peer.dir)
-		if err != nil {
-			return err
-		}
-		t := &crashTarget{name: peer.name, kind: underPeer}
-		t.network, t.address = resp.SplitAddr(addr)
-		targets = append(targets, t)
-		ready := ""
-		if peer.ready {
-			ready = addr
-		}
-		sup, err := b.superviseReady(peer.kind, filepath.Join(b.dir, "crash-"+peer.dir), ready, kvBin, "--listen", addr)
-		if err != nil {
-			t.failed = err.Error()
-			continue
-		}
-		t.sup = sup
-		defer func() {
-			for _, p := range sup.stop() {
-				b.notes = append(b.notes, "crash: "+p)
-			}
-		}()
-		r, err := b.probe(t.network, t.address, 0, time.Now())
-		if err != nil {
-			t.failed = fmt.Sprintf("kv under %s did not serve: %v", peer.name, err)
-			continue
-		}
-		t.pid, t.served = r.pid, time.Now()
-		sup.saw(r.pid)
+	peers, stop, err := b.crashPeers("crash", peerService{addr: b.addr,
+		argv: func(addr string) []string { return []string{kvBin, "--listen", addr} }})
+	defer stop()
+	if err != nil {
+		return err
 	}
+	targets = append(targets, peers...)
 	floorAddr, err := b.addr("crash-floor")
 	if err != nil {
 		return err
@@ -216,8 +201,73 @@ func (b *bench) crash(n int) error {
 
 	rounds := 0
 	defer func() { b.crashReport(rounds, targets) }()
+	return b.crashRounds("crash", n, targets, &rounds)
+}
+
+// peerService is what the peers run in a scenario.
+type peerService struct {
+	addr        func(name string) (string, error) // a new address to serve on
+	argv        func(addr string) []string        // the service serving on addr
+	ask         asker                             // nil: infoPid
+	checkPrefix string                            // s6's readiness check asks checkPrefix+addr (checkMain)
+}
+
+// crashPeers starts the peers' columns for scenario: runsv,
+// s6-supervise, and s6-supervise with readiness notification, each
+// running ps.argv on an address of its own, and waits for each to
+// answer. A peer that cannot be had is returned with failed set. stop
+// stops those that started.
+func (b *bench) crashPeers(scenario string, ps peerService) (targets []*crashTarget, stop func(), err error) {
+	var sups []*supervised
+	stop = func() {
+		for _, sup := range sups {
+			for _, p := range sup.stop() {
+				b.notes = append(b.notes, scenario+": "+p)
+			}
+		}
+	}
+	for _, peer := range []struct {
+		name, kind, dir string
+		ready           bool
+	}{
+		{"runsv", "runsv", "runsv", false},
+		{"s6-supervise", "s6-supervise", "s6", false},
+		{s6Ready, "s6-supervise", "s6ready", true},
+	} {
+		addr, err := ps.addr(scenario + "-" + peer.dir)
+		if err != nil {
+			return targets, stop, err
+		}
+		t := &crashTarget{name: peer.name, kind: underPeer, ask: ps.ask}
+		t.network, t.address = resp.SplitAddr(addr)
+		targets = append(targets, t)
+		ready := ""
+		if peer.ready {
+			ready = ps.checkPrefix + addr
+		}
+		sup, err := b.superviseReady(peer.kind, filepath.Join(b.dir, scenario+"-"+peer.dir), ready, ps.argv(addr)...)
+		if err != nil {
+			t.failed = err.Error()
+			continue
+		}
+		t.sup = sup
+		sups = append(sups, sup)
+		r, err := b.probeAsk(t.asker(), t.network, t.address, 0, time.Now())
+		if err != nil {
+			t.failed = fmt.Sprintf("the service under %s did not serve: %v", peer.name, err)
+			continue
+		}
+		t.pid, t.served = r.pid, time.Now()
+		sup.saw(r.pid)
+	}
+	return targets, stop, nil
+}
+
+// crashRounds runs n rounds over targets, each round in an order rotated
+// by one, counting the rounds done in *rounds.
+func (b *bench) crashRounds(scenario string, n int, targets []*crashTarget, rounds *int) error {
 	for i := range n {
-		rounds = i
+		*rounds = i
 		for j := range targets {
 			t := targets[(i+j)%len(targets)]
 			if t.failed != "" {
@@ -230,7 +280,7 @@ func (b *bench) crash(n int) error {
 			}
 			if err != nil {
 				t.failed = fmt.Sprintf("round %d: %v", i+1, err)
-				msg := fmt.Sprintf("crash: %s: %s; left out of the later rounds", t.name, t.failed)
+				msg := fmt.Sprintf("%s: %s: %s; left out of the later rounds", scenario, t.name, t.failed)
 				if t.kind == underRS {
 					b.problem(msg)
 				} else {
@@ -244,13 +294,13 @@ func (b *bench) crash(n int) error {
 			t.attempts += r.attempts
 			t.other += r.other
 			if b.verbose {
-				fmt.Fprintf(os.Stderr, "crash round %d %s: %v, %d attempts, %d refused\n", i+1, t.name, r.d, r.attempts, r.refused)
+				fmt.Fprintf(os.Stderr, "%s round %d %s: %v, %d attempts, %d refused\n", scenario, i+1, t.name, r.d, r.attempts, r.refused)
 			}
 			if err := b.sleep(crashSettle); err != nil {
 				return err
 			}
 		}
-		rounds = i + 1
+		*rounds = i + 1
 	}
 	return nil
 }
@@ -266,13 +316,13 @@ func (b *bench) crashRound(t *crashTarget) (probeResult, error) {
 	case underPeer:
 		pid := t.pid
 		if !alive(pid, "") {
-			return probeResult{}, fmt.Errorf("kv pid %d under %s is gone before its kill", pid, t.name)
+			return probeResult{}, fmt.Errorf("pid %d under %s is gone before its kill", pid, t.name)
 		}
 		t0 := time.Now()
 		if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 			return probeResult{}, fmt.Errorf("kill %d: %w", pid, err)
 		}
-		r, err := b.probe(t.network, t.address, pid, t0)
+		r, err := b.probeAsk(t.asker(), t.network, t.address, pid, t0)
 		if err != nil {
 			return r, err
 		}
@@ -294,7 +344,7 @@ func (b *bench) crashRound(t *crashTarget) (probeResult, error) {
 	if err := unix.Kill(st.Pid, unix.SIGKILL); err != nil {
 		return probeResult{}, fmt.Errorf("kill %d: %w", st.Pid, err)
 	}
-	r, err := b.probe(t.network, t.address, st.Pid, t0)
+	r, err := b.probeAsk(t.asker(), t.network, t.address, st.Pid, t0)
 	if err != nil {
 		return r, err
 	}

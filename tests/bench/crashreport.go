@@ -10,35 +10,8 @@ import (
 )
 
 func (b *bench) crashReport(n int, targets []*crashTarget) {
-	tab := table{
-		title: fmt.Sprintf("Crash → serving (SIGKILL, then connect + INFO until a new pid answers; %d rounds)", n),
-		head:  []string{"supervisor", "median (min–max)", "refused connections: total (max per kill)", "other failed attempts", "n"},
-	}
-	col := map[string][]time.Duration{}
-	for _, t := range targets {
-		col[t.name] = t.d
-		m := measured(t.d)
-		b.rows = append(b.rows, row{name: "crash → serving: " + t.name, d: m})
-		if len(m) == 0 {
-			why := t.failed
-			if why == "" {
-				why = "not measured"
-			}
-			tab.add(t.name, "skipped: "+firstLine(why), "-", "-", "0")
-			continue
-		}
-		total, most := 0, 0
-		for _, k := range t.refused {
-			total += k
-			most = max(most, k)
-		}
-		tab.add(t.name, medRange(m), fmt.Sprintf("%d (%d)", total, most), fmt.Sprint(t.other), fmt.Sprint(len(m)))
-		if len(t.reaped) > 0 {
-			b.rows = append(b.rows, row{name: "SIGKILL → reaped (idle kv, no supervisor)", d: t.reaped})
-			tab.foot = append(tab.foot, fmt.Sprintf("Before any supervisor can act: SIGKILL → reaped (the floor's kv, idle since it served, killed "+
-				"at the start of the next round; Go's Wait on a pidfd) took %s over %d kills.", medRange(t.reaped), len(t.reaped)))
-		}
-	}
+	tab, col := b.crashTable(fmt.Sprintf("Crash → serving (SIGKILL, then connect + INFO until a new pid answers; %d rounds)", n),
+		"crash → serving: ", targets)
 	for _, t := range targets {
 		if len(t.kills) > 0 {
 			tab.foot = append(tab.foot, b.rsBreakdown(t))
@@ -98,6 +71,40 @@ func (b *bench) crashReport(n int, targets []*crashTarget) {
 	if refused > 0 {
 		b.bad = true
 	}
+}
+
+// crashTable is one row per column of targets (median, refused
+// connections, other failures), each timing also under every timing as
+// rowPrefix+name; it returns the columns' timings by name too.
+func (b *bench) crashTable(title, rowPrefix string, targets []*crashTarget) (table, map[string][]time.Duration) {
+	tab := table{title: title,
+		head: []string{"supervisor", "median (min–max)", "refused connections: total (max per kill)", "other failed attempts", "n"}}
+	col := map[string][]time.Duration{}
+	for _, t := range targets {
+		col[t.name] = t.d
+		m := measured(t.d)
+		b.rows = append(b.rows, row{name: rowPrefix + t.name, d: m})
+		if len(m) == 0 {
+			why := t.failed
+			if why == "" {
+				why = "not measured"
+			}
+			tab.add(t.name, "skipped: "+firstLine(why), "-", "-", "0")
+			continue
+		}
+		total, most := 0, 0
+		for _, k := range t.refused {
+			total += k
+			most = max(most, k)
+		}
+		tab.add(t.name, medRange(m), fmt.Sprintf("%d (%d)", total, most), fmt.Sprint(t.other), fmt.Sprint(len(m)))
+		if len(t.reaped) > 0 {
+			b.rows = append(b.rows, row{name: "SIGKILL → reaped (idle kv, no supervisor)", d: t.reaped})
+			tab.foot = append(tab.foot, fmt.Sprintf("Before any supervisor can act: SIGKILL → reaped (the floor's kv, idle since it served, killed "+
+				"at the start of the next round; Go's Wait on a pidfd) took %s over %d kills.", medRange(t.reaped), len(t.reaped)))
+		}
+	}
+	return tab, col
 }
 
 func firstLine(s string) string {

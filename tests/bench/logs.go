@@ -114,18 +114,22 @@ func (b *bench) logDirFlags(name string) []string {
 }
 
 // buildFlood builds tests/bench/flood into the temp dir.
-func (b *bench) buildFlood() (string, error) {
+func (b *bench) buildFlood() (string, error) { return b.buildTool("./tests/bench/flood") }
+
+// buildTool builds the command at pkg (a path in the module) into the
+// temp dir and returns the binary.
+func (b *bench) buildTool(pkg string) (string, error) {
 	root, err := moduleRoot(b.ctx)
 	if err != nil {
 		return "", err
 	}
 	ctx, cancel := context.WithTimeout(b.ctx, 3*time.Minute)
 	defer cancel()
-	out := filepath.Join(b.dir, "flood")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./tests/bench/flood")
+	out := filepath.Join(b.dir, filepath.Base(pkg))
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	cmd.Dir = root
 	if o, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build flood: %v\n%s", err, o)
+		return "", fmt.Errorf("build %s: %v\n%s", pkg, err, o)
 	}
 	return out, nil
 }

@@ -4,16 +4,17 @@
 // never part of `make test`.
 //
 //	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
-//	go run ./tests/bench [-bin DIR] [-n 20] [-net tcp|unix] [-v]
-//	                     [-scenario ping,control,crash,update,redisbench,logs,scale]
+//	go run ./tests/bench [-bin DIR] [-n 20] [-notify-n 12] [-net tcp|unix] [-v]
+//	                     [-scenario ping,control,crash,notify,update,redisbench,logs,scale]
 //	                     [-keys 100000] [-updates 10] [-kvb PATH] [-rb-n 200000]
 //	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
 //	                     [-timeout 8m]
 //
 // It writes a config with kv (period 1s, max_restarts -1 so that the
 // kills never put it in `failed`), kvsb (the same with standby = true)
-// and kvping (period 10ms, ping_timeout 1s) into a temp dir, starts bin/rs
-// on it, and runs the scenarios asked for (default: all), in this order:
+// kvping (period 10ms, ping_timeout 1s) and, for notify, sdn and sdnb
+// (the go-systemd fixture, type = "notify", with and without listen)
+// into a temp dir, starts bin/rs on it, and runs the scenarios asked for (default: all), in this order:
 //
 //   - ping (ping.go): rs's ping round trip through kvping's sef loop,
 //     p50 and p99, against a raw SOCK_SEQPACKET socketpair ping-pong of
@@ -21,6 +22,11 @@
 //   - control (control.go): status by control.Client and by bin/service.
 //   - crash (crash.go): SIGKILL → serving, rs with and without a standby
 //     beside runsv, s6-supervise and an exec of kv, round by round.
+//   - notify (notify.go): SIGKILL → serving of the go-systemd fixture
+//     (tests/fixtures/sdnotify -serve) under rs as type = "notify" with
+//     listen (the listener held), under rs binding its own port, and
+//     standalone under runsv and s6-supervise; from rs's log, what
+//     listen costs per start.
 //   - update (update.go, s6update.go): live updates under load with
 //     100k keys, beside s6-svc -r of the same kv under s6.
 //   - redisbench (redisbench.go): redis-benchmark through live updates.
@@ -79,6 +85,9 @@ type bench struct {
 	netw     string
 	kvAddr   string // where the configured kv listens
 	kvsbAddr string // where kvsb (standby = true) listens
+	sdnotify string // notify: the fixture's binary
+	sdnAddr  string // notify: rs's listen for sdn
+	sdnbAddr string // notify: where sdnb binds itself
 	ctl      control.Client
 	rsLog    string   // the main rs's log (JSON)
 	sections []table  // the report, in order
@@ -95,6 +104,7 @@ type bench struct {
 // options are the command's flags.
 type options struct {
 	n          int
+	notifyN    int // notify: rounds
 	bin        string
 	netw       string
 	logPath    string
@@ -111,7 +121,7 @@ type options struct {
 }
 
 // scenarioNames are the scenarios, in the order they run.
-var scenarioNames = []string{"ping", "control", "crash", "update", "redisbench", "logs", "scale"}
+var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "logs", "scale"}
 
 func parseScenarios(s string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -144,6 +154,7 @@ func main() {
 		return
 	}
 	n := flag.Int("n", 20, "crash → serving: rounds (one kill of each column per round)")
+	notifyN := flag.Int("notify-n", 12, "notify: crash → serving rounds (one kill of each column per round)")
 	bin := flag.String("bin", "bin", "directory holding rs, service, kv and idle")
 	netw := flag.String("net", "tcp", "kv listens on tcp (127.0.0.1) or unix")
 	logPath := flag.String("log", "", "write rs's log to this file (default: in the temp dir, shown on trouble)")
@@ -164,8 +175,8 @@ func main() {
 		os.Exit(2)
 	}
 	scenarios, err := parseScenarios(*scen)
-	if err == nil && (*keys < 0 || *updates < 1 || *rbN < 1 || *n < 1 || *scaleN < 1 || *window < time.Second) {
-		err = errors.New("-keys must be >= 0, -n, -updates, -rb-n and -scale >= 1, -window >= 1s")
+	if err == nil && (*keys < 0 || *updates < 1 || *rbN < 1 || *n < 1 || *notifyN < 1 || *scaleN < 1 || *window < time.Second) {
+		err = errors.New("-keys must be >= 0, -n, -notify-n, -updates, -rb-n and -scale >= 1, -window >= 1s")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -181,7 +192,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	err = run(ctx, options{n: *n, bin: *bin, netw: *netw, logPath: *logPath, verbose: *verbose,
+	err = run(ctx, options{n: *n, notifyN: *notifyN, bin: *bin, netw: *netw, logPath: *logPath, verbose: *verbose,
 		scenarios: scenarios, keys: *keys, updates: *updates, kvb: *kvb, rbN: *rbN,
 		scaleN: *scaleN, window: *window, rssWindow: *rssWindow, cpuprofile: *cpuprofile})
 	if err != nil {
@@ -207,7 +218,7 @@ func run(ctx context.Context, o options) (err error) {
 		ctl: control.Client{Socket: filepath.Join(dir, "rs.sock"), Timeout: 2 * time.Second}}
 	defer b.print()
 	b.findTools()
-	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["update"] || o.scenarios["redisbench"] {
+	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["notify"] || o.scenarios["update"] || o.scenarios["redisbench"] {
 		if err := b.mainRS(); err != nil {
 			return err
 		}
@@ -223,7 +234,7 @@ func run(ctx context.Context, o options) (err error) {
 	return nil
 }
 
-// mainRS starts rs with kv, kvsb and kvping, runs every scenario but
+// mainRS starts rs with kv, kvsb, kvping, sdn and sdnb, runs every scenario but
 // scale on it, and stops it.
 func (b *bench) mainRS() (err error) {
 	o := b.opts
@@ -265,6 +276,13 @@ period = "10ms"
 ping_timeout = "1s"
 max_restarts = -1
 `, kvBin, pingAddr)
+	}
+	if o.scenarios["notify"] {
+		text, err := b.notifyConfig()
+		if err != nil {
+			return err
+		}
+		cfgText += text
 	}
 	cfg := filepath.Join(b.dir, "system.toml")
 	if err := os.WriteFile(cfg, []byte(cfgText), 0o644); err != nil {
@@ -312,6 +330,11 @@ max_restarts = -1
 			return err
 		}
 	}
+	if o.scenarios["notify"] {
+		if err := b.notify(o.notifyN); err != nil {
+			return err
+		}
+	}
 	if o.scenarios["update"] || o.scenarios["redisbench"] {
 		if err := b.liveUpdates(); err != nil {
 			return err
@@ -326,6 +349,12 @@ func (b *bench) addr(name string) (string, error) {
 	if b.netw == "unix" {
 		return "unix:" + filepath.Join(b.dir, name+".sock"), nil
 	}
+	return tcpAddr(name)
+}
+
+// tcpAddr returns a loopback port that was free a moment ago, whatever
+// -net says.
+func tcpAddr(string) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -428,8 +457,8 @@ func (b *bench) waitRunning(label string, notPid int, limit time.Duration) (cont
 // should be none) and kills them.
 func (b *bench) reapLeftovers() {
 	for _, pid := range b.killed {
-		if alive(pid, "") && strings.HasPrefix(filepath.Base(exeOf(pid)), "kv") {
-			b.problem(fmt.Sprintf("kv pid %d outlived rs; killed it", pid))
+		if exe := filepath.Base(exeOf(pid)); alive(pid, "") && (strings.HasPrefix(exe, "kv") || exe == "sdnotify") {
+			b.problem(fmt.Sprintf("%s pid %d outlived rs; killed it", exe, pid))
 			unix.Kill(pid, unix.SIGKILL)
 		}
 	}

@@ -195,10 +195,17 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 const readyCheckPause = 50 * time.Millisecond
 
 // checkEnv makes this binary the readiness check: PING the kv at the
-// address it names, exit 0 on PONG.
+// address it names, exit 0 on PONG; or, for "line:ADDR", ask the
+// sdnotify fixture at ADDR (linePid), exit 0 on its answer.
 const checkEnv = "RSBENCH_CHECK"
 
 func checkMain() {
+	if addr, ok := strings.CutPrefix(os.Getenv(checkEnv), lineCheck); ok {
+		if _, err := linePid(resp.SplitAddr(addr)); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	network, address := resp.SplitAddr(os.Getenv(checkEnv))
 	c, err := resp.Dial(network, address, time.Second)
 	if err != nil {

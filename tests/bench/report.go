@@ -272,6 +272,8 @@ func measured(d []time.Duration) []time.Duration {
 // short prints a duration with three significant figures or so.
 func short(d time.Duration) string {
 	switch {
+	case d < 0:
+		return "-" + short(-d)
 	case d < time.Millisecond:
 		return fmt.Sprintf("%.1fµs", float64(d)/1e3)
 	case d < time.Second:
