@@ -215,8 +215,13 @@ func (r *logsRS) stop() {
 
 // up adds (or starts again) label running flood with args.
 func (r *logsRS) up(label, flood string, args ...string) (int, error) {
+	return r.upLog(label, flood, "file", args...)
+}
+
+// upLog is up with the service's log mode.
+func (r *logsRS) upLog(label, flood, log string, args ...string) (int, error) {
 	keep := logsKeep
-	spec := &control.Patch{Binary: &flood, Args: &args, LogKeep: &keep}
+	spec := &control.Patch{Binary: &flood, Args: &args, LogKeep: &keep, Log: &log}
 	if _, err := r.ctl.Do(control.Request{Op: control.OpUp, Label: label, Spec: spec}, nil); err != nil {
 		return 0, fmt.Errorf("up %s: %w", label, err)
 	}
@@ -638,14 +643,17 @@ func countFlood(files []string, size int, lines int64) (floodCount, error) {
 }
 
 // logsWhileFlooding times status and kv's crash → serving under rsc in
-// quiet phases and phases where one service floods.
+// quiet phases, phases where one service floods its log, and phases
+// where it floods with log = "null" (its writes go to /dev/null, rs's
+// log writer has nothing to do): what the flooder's own CPU costs kv on
+// this machine, beside what rs's capture adds.
 func (b *bench) logsWhileFlooding(flood string, rsc *logsRS) error {
 	t := table{title: "Logs: rs while one service floods (status by control.Client; kv's crash → serving)",
-		head: []string{"figure", "quiet", "one service flooding", "target"}}
+		head: []string{"figure", "quiet", "one service flooding", "flooding, log = null", "target"}}
 	const statusWhat = "logs: status p99 while a service floods < 5 ms"
 	const crashWhat = "logs: kv's crash → serving while a service floods ≤ 1.25× quiet (medians)"
 	if rsc == nil {
-		t.add("status p99, crash → serving", noLogCapture, noLogCapture, "")
+		t.add("status p99, crash → serving", noLogCapture, noLogCapture, noLogCapture, "")
 		b.sections = append(b.sections, t)
 		b.unjudged(statusWhat, noLogCapture)
 		b.unjudged(crashWhat, noLogCapture)
@@ -656,7 +664,7 @@ func (b *bench) logsWhileFlooding(flood string, rsc *logsRS) error {
 	defer func() { b.ctl = saved }()
 	kv := &crashTarget{name: "rs", kind: underRS, label: "kv"}
 	kv.network, kv.address = resp.SplitAddr(rsc.kvAddr)
-	var status, crash [2][]time.Duration // [0] quiet, [1] flooding
+	var status, crash [3][]time.Duration // [0] quiet, [1] flooding, [2] flooding into /dev/null
 	var rates []float64
 	size := logsLineSizes[0]
 	args := []string{"-line", strconv.Itoa(size), "-bytes", "0"}
@@ -664,13 +672,15 @@ func (b *bench) logsWhileFlooding(flood string, rsc *logsRS) error {
 	defer func() {
 		b.logsFloodReport(&t, status, crash, rates, statusWhat, crashWhat, err)
 	}()
-	for i := range 2 * logsPhases {
-		flooding := i%2 == 1
+	for i := range 3 * logsPhases {
+		kind := i % 3
+		flooding := kind > 0
 		var pid int
 		var w0 int64
 		var t0 time.Time
 		if flooding {
-			if pid, err = rsc.up("floodbg", flood, args...); err != nil {
+			mode := map[int]string{1: "file", 2: "null"}[kind]
+			if pid, err = rsc.upLog("floodbg", flood, mode, args...); err != nil {
 				return err
 			}
 			// Measure once the flood is under way.
@@ -682,18 +692,20 @@ func (b *bench) logsWhileFlooding(flood string, rsc *logsRS) error {
 		if d, err = clientStatus(rsc.ctl, logsStatusRuns); err != nil {
 			return err
 		}
-		status[i%2] = append(status[i%2], d...)
+		status[kind] = append(status[kind], d...)
 		for range logsCrashes {
 			var r probeResult
 			if r, err = b.crashRound(kv); err != nil {
 				return fmt.Errorf("logs: kv: %w", err)
 			}
-			crash[i%2] = append(crash[i%2], r.d)
+			crash[kind] = append(crash[kind], r.d)
 		}
-		if flooding {
+		if kind == 1 {
 			if w1, err := wchar(pid); err == nil {
 				rates = append(rates, float64(w1-w0)/time.Since(t0).Seconds()/1e6)
 			}
+		}
+		if flooding {
 			if err = rsc.down("floodbg"); err != nil {
 				return err
 			}
@@ -808,27 +820,32 @@ func (b *bench) logsReport(size int, lines int64, cols []*logCol) {
 
 // logsFloodReport fills t with the quiet and flooding figures and judges
 // them.
-func (b *bench) logsFloodReport(t *table, status, crash [2][]time.Duration, rates []float64, statusWhat, crashWhat string, err error) {
+func (b *bench) logsFloodReport(t *table, status, crash [3][]time.Duration, rates []float64, statusWhat, crashWhat string, err error) {
 	b.rows = append(b.rows,
 		row{name: "logs: status round trip, quiet", d: status[0]},
 		row{name: "logs: status round trip, one service flooding", d: status[1]},
 		row{name: "logs: kv crash → serving, quiet", d: crash[0]},
-		row{name: "logs: kv crash → serving, one service flooding", d: crash[1]})
+		row{name: "logs: kv crash → serving, one service flooding", d: crash[1]},
+		row{name: "logs: kv crash → serving, one service flooding into /dev/null", d: crash[2]})
 	p99 := func(d []time.Duration) string {
 		if len(d) == 0 {
 			return "-"
 		}
 		return fmt.Sprintf("%s (n %d)", short(quantile(sorted(d), 0.99)), len(d))
 	}
-	t.add("status p99", p99(status[0]), p99(status[1]), "flooding < 5 ms")
-	t.add("status median (min–max)", medRange(status[0]), medRange(status[1]), "")
-	t.add("kv crash → serving, median (min–max)", medRange(crash[0]), medRange(crash[1]), "flooding ≤ 1.25× quiet")
+	t.add("status p99", p99(status[0]), p99(status[1]), p99(status[2]), "flooding < 5 ms")
+	t.add("status median (min–max)", medRange(status[0]), medRange(status[1]), medRange(status[2]), "")
+	t.add("kv crash → serving, median (min–max)", medRange(crash[0]), medRange(crash[1]), medRange(crash[2]), "flooding ≤ 1.25× quiet")
 	if len(rates) > 0 {
-		t.add("the flood's writes (wchar), MB/s", "-", fmt.Sprintf("%.0f (%.0f–%.0f)", medianF(rates), minF(rates), maxF(rates)), "")
+		t.add("the flood's writes (wchar), MB/s", "-", fmt.Sprintf("%.0f (%.0f–%.0f)", medianF(rates), minF(rates), maxF(rates)), "-", "")
 	}
-	t.foot = append(t.foot, fmt.Sprintf("%d quiet and %d flooding phases, alternating, each %d status round trips and %d kills of kv; "+
+	t.foot = append(t.foot, fmt.Sprintf("%d phases each of quiet, flooding its log file and flooding with log = null, in turn, each %d status round trips and %d kills of kv; "+
 		"the flood (%d-byte lines, no end) is added with up and taken down with down, and timed once it has written 1 MB.",
-		logsPhases, logsPhases, logsStatusRuns, logsCrashes, logsLineSizes[0]))
+		logsPhases, logsStatusRuns, logsCrashes, logsLineSizes[0]))
+	if len(crash[0]) > 0 && len(crash[2]) > 0 {
+		t.foot = append(t.foot, fmt.Sprintf("With log = null the flooder alone (its own CPU, no capture by rs) takes kv's crash → serving to %s× quiet.",
+			ratio(float64(median(crash[2]))/float64(median(crash[0])))))
+	}
 	if err != nil {
 		t.foot = append(t.foot, "Stopped early: "+firstLine(err.Error()))
 	}
