@@ -85,6 +85,11 @@ type Process struct {
 	// none (containment by process group).
 	Cgroup string
 	leaf   *leaf
+
+	// A graceful stop's waits end no sooner than extendTo (Extend);
+	// extended wakes a wait to look again.
+	extendTo time.Time
+	extended chan struct{}
 }
 
 // Exit is how a process ended.
@@ -217,7 +222,7 @@ func startIn(spec Spec, leaf *leaf) (*Process, error) {
 		}
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
 	}
-	p := &Process{pid: pid, done: make(chan struct{}), exited: spec.Exited, leaf: leaf}
+	p := &Process{pid: pid, done: make(chan struct{}), extended: make(chan struct{}, 1), exited: spec.Exited, leaf: leaf}
 	if leaf != nil {
 		p.Cgroup = leaf.rel
 	}
@@ -342,15 +347,46 @@ func (p *Process) Stop(ask func() error, sig syscall.Signal, grace time.Duration
 	return p.Exit()
 }
 
-// waitFor reports whether the process is reaped within d.
-func (p *Process) waitFor(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
+// Extend makes the wait of a graceful stop under way (Stop) last at
+// least d from now: the service asked for more time (systemd's
+// EXTEND_TIMEOUT_USEC). It never blocks.
+func (p *Process) Extend(d time.Duration) {
+	p.mu.Lock()
+	if by := time.Now().Add(d); by.After(p.extendTo) {
+		p.extendTo = by
+	}
+	p.mu.Unlock()
 	select {
-	case <-p.done:
-		return true
-	case <-t.C:
-		return false
+	case p.extended <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor reports whether the process is reaped within d, or by the
+// time Extend asked for if that is later.
+func (p *Process) waitFor(d time.Duration) bool {
+	by := time.Now().Add(d)
+	for {
+		p.mu.Lock()
+		if p.extendTo.After(by) {
+			by = p.extendTo
+		}
+		p.mu.Unlock()
+		t := time.NewTimer(time.Until(by))
+		select {
+		case <-p.done:
+			t.Stop()
+			return true
+		case <-p.extended:
+			t.Stop()
+		case <-t.C:
+			p.mu.Lock()
+			more := p.extendTo.After(time.Now())
+			p.mu.Unlock()
+			if !more {
+				return false
+			}
+		}
 	}
 }
 

@@ -260,6 +260,12 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 		}
 		return
 	}
+	if sig.kind == sigExtend && inst.phase == phaseStopping && inst.proc != nil && inst.reason == "" {
+		// More time for a stop rs asked for: each of its waits lasts at
+		// least as long (EXTEND_TIMEOUT_USEC while stopping).
+		inst.proc.Extend(sig.d)
+		return
+	}
 	if inst.phase >= phaseStopping || inst.reason != "" || inst.role == roleRetired {
 		// On its way out (stopped, killed for a fault, replaced): what it
 		// says is moot.

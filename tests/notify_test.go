@@ -411,3 +411,25 @@ func stepsUnderLoad(r *rsProc, label, sock, name string, step func(prev control.
 	}
 	return got
 }
+
+// TestNotifyExtendStop: a notify service that rs stops and that answers
+// with STOPPING=1 and EXTEND_TIMEOUT_USEC= gets that long: it exits 0
+// by itself a second later, long past its stop_grace of 100ms (each step
+// of which would otherwise end in its group's SIGTERM, then SIGKILL).
+func TestNotifyExtendStop(t *testing.T) {
+	r := startRS(t, `
+[service.slow]
+type = "notify"
+binary = "$BIN/sdnotify"
+args = ["-slow-stop", "1s"]
+stop_grace = "100ms"
+`)
+	st := r.waitState("slow", control.StateRunning, 0)
+	r.mustService("down", "slow")
+	r.waitFor("rs's log to say slow stopped with exit 0", func() bool {
+		return strings.Contains(r.log.String(), `msg=stopped label=slow exit="exit 0"`)
+	})
+	if alive(st.Pid) {
+		t.Errorf("pid %d alive after down", st.Pid)
+	}
+}
