@@ -1,7 +1,6 @@
 package rs
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"errors"
@@ -359,27 +358,10 @@ func (d *notifyDriver) fromService(pid int) bool {
 // has cgroup v2 leaf cgroup ("" without one).
 func inTree(pid, leader int, cgroup string) bool {
 	if cgroup != "" {
-		cg := cgroupOfPid(pid)
-		return cg == cgroup || strings.HasPrefix(cg, cgroup+"/")
+		return inCgroup(control.CgroupOf(pid), cgroup)
 	}
 	pg, err := unix.Getpgid(pid)
 	return err == nil && pg == leader
-}
-
-// cgroupOfPid reads the cgroup v2 path of pid, "" if it has none.
-func cgroupOfPid(pid int) string {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if path, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			return path
-		}
-	}
-	return ""
 }
 
 // openMain opens a pidfd of a MAINPID= and checks, after, that the

@@ -105,8 +105,11 @@ func inInstance(peer control.Peer, pgid int, cgroup string) bool {
 	if pgid > 0 && peer.Pgid == pgid {
 		return true
 	}
-	return cgroup != "" && (peer.Cgroup == cgroup || strings.HasPrefix(peer.Cgroup, cgroup+"/"))
+	return cgroup != "" && inCgroup(peer.Cgroup, cgroup)
 }
+
+// inCgroup: cgroup path cg is leaf or below it.
+func inCgroup(cg, leaf string) bool { return cg == leaf || strings.HasPrefix(cg, leaf+"/") }
 
 func fail(r chan<- control.Reply, err error) { answer(r, control.Failure(err)) }
 

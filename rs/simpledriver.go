@@ -224,13 +224,7 @@ func (s *Server) onDriverSignal(ev evSignal) {
 // startSimple starts spec's binary as a simple service: no channel, no
 // files of rs's, its stdout and stderr out's.
 func startSimple(spec Spec, env []string, listeners []heldListener, out logs.Files, logsErr error, exited func(proc.Exit)) (*proc.Process, *simpleDriver, error) {
-	if out.Stdout == nil || out.Stderr == nil {
-		return nil, nil, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
-	}
-	if err := checkBinary(spec.Binary); err != nil {
-		return nil, nil, err
-	}
-	ps, err := launch(spec, env, listeners)
+	ps, err := startSpec(spec, env, listeners, out, logsErr, exited)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -238,7 +232,6 @@ func startSimple(spec Spec, env []string, listeners []heldListener, out logs.Fil
 	if err != nil {
 		return nil, nil, err
 	}
-	ps.Stdout, ps.Stderr, ps.Exited = out.Stdout, out.Stderr, exited
 	p, err := proc.Start(ps)
 	if err != nil {
 		drv.close()

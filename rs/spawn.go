@@ -101,17 +101,29 @@ func (s *Server) makeListeners(spec Spec) ([]heldListener, error) {
 	return ls, err
 }
 
+// startSpec is what every type's start begins with: the checks, and
+// the proc.Spec of the process (launch) with out as its stdout and
+// stderr.
+func startSpec(spec Spec, env []string, listeners []heldListener, out logs.Files, logsErr error, exited func(proc.Exit)) (proc.Spec, error) {
+	if out.Stdout == nil || out.Stderr == nil {
+		return proc.Spec{}, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
+	}
+	if err := checkBinary(spec.Binary); err != nil {
+		return proc.Spec{}, err
+	}
+	ps, err := launch(spec, env, listeners)
+	if err != nil {
+		return proc.Spec{}, err
+	}
+	ps.Stdout, ps.Stderr, ps.Exited = out.Stdout, out.Stderr, exited
+	return ps, nil
+}
+
 // startSef starts spec's binary as a sef service: the listeners at fd
 // 3, 4, ..., its channel after them; its stdout and stderr are out's
 // (never rs's own).
 func startSef(spec Spec, env []string, listeners []heldListener, out logs.Files, logsErr error, exited func(proc.Exit)) (*proc.Process, *sefDriver, error) {
-	if out.Stdout == nil || out.Stderr == nil {
-		return nil, nil, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
-	}
-	if err := checkBinary(spec.Binary); err != nil {
-		return nil, nil, err
-	}
-	ps, err := launch(spec, env, listeners)
+	ps, err := startSpec(spec, env, listeners, out, logsErr, exited)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -121,7 +133,6 @@ func startSef(spec Spec, env []string, listeners []heldListener, out logs.Files,
 	}
 	ps.Env = append(ps.Env, chanEnv)
 	ps.Files = append(ps.Files, child)
-	ps.Stdout, ps.Stderr, ps.Exited = out.Stdout, out.Stderr, exited
 	p, err := proc.Start(ps)
 	child.Close()
 	if err != nil {
@@ -135,13 +146,7 @@ func startSef(spec Spec, env []string, listeners []heldListener, out logs.Files,
 // startNotify starts spec's binary as a notify service: its notify
 // socket is made in dir and named by NOTIFY_SOCKET; it gets no channel.
 func startNotify(spec Spec, env []string, listeners []heldListener, out logs.Files, logsErr error, dir string, exited func(proc.Exit)) (*proc.Process, *notifyDriver, error) {
-	if out.Stdout == nil || out.Stderr == nil {
-		return nil, nil, fmt.Errorf("no stdout and stderr for the service: %w", logsErr)
-	}
-	if err := checkBinary(spec.Binary); err != nil {
-		return nil, nil, err
-	}
-	ps, err := launch(spec, env, listeners)
+	ps, err := startSpec(spec, env, listeners, out, logsErr, exited)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -153,7 +158,6 @@ func startNotify(spec Spec, env []string, listeners []heldListener, out logs.Fil
 	if spec.Period > 0 {
 		ps.PidEnv = append(ps.PidEnv, "WATCHDOG_PID")
 	}
-	ps.Stdout, ps.Stderr, ps.Exited = out.Stdout, out.Stderr, exited
 	p, err := proc.Start(ps)
 	if err != nil {
 		drv.close()

@@ -226,7 +226,7 @@ func TestPeerOfRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := <-got
-	if p.Pid != os.Getpid() || p.Uid != os.Getuid() || p.Pgid != syscall.Getpgrp() || p.Cgroup != cgroupOf(os.Getpid()) {
+	if p.Pid != os.Getpid() || p.Uid != os.Getuid() || p.Pgid != syscall.Getpgrp() || p.Cgroup != CgroupOf(os.Getpid()) {
 		t.Fatalf("peer %+v", p)
 	}
 }

@@ -367,12 +367,14 @@ func peerOf(c *net.UnixConn) (Peer, error) {
 	if p.Pgid, err = unix.Getpgid(p.Pid); err != nil {
 		return Peer{}, fmt.Errorf("%w: cannot tell which process asked (pid %d: %w)", ErrPermission, p.Pid, err)
 	}
-	p.Cgroup = cgroupOf(p.Pid)
+	p.Cgroup = CgroupOf(p.Pid)
 	return p, nil
 }
 
-// cgroupOf reads the cgroup v2 path of pid, "" if it has none.
-func cgroupOf(pid int) string {
+// CgroupOf reads the cgroup v2 path of pid (the "0::" line of
+// /proc/<pid>/cgroup), "" if it has none. It reads /proc: never call it
+// on rs's loop.
+func CgroupOf(pid int) string {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	if err != nil {
 		return ""
