@@ -50,28 +50,10 @@ args = ["-role", "say"]
 		return strings.Contains(out, fmt.Sprintf("pid=%d", first.Pid))
 	})
 	lines := r.follow("logs", "-f", "-n", "2", "say")
-	// next waits for a line that matches re, skipping stderr lines (the
-	// role's own, and sef's log lines).
-	next := func(re *regexp.Regexp) {
-		t.Helper()
-		timeout := time.After(waitTimeout)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("the follow ended before %v", re)
-				}
-				if re.MatchString(l) {
-					return
-				}
-				if !regexp.MustCompile(`^\S+ err `).MatchString(l) { // sef's and the role's lines on stderr
-					t.Fatalf("unexpected line %q waiting for %v", l, re)
-				}
-			case <-timeout:
-				t.Fatalf("no line matching %v", re)
-			}
-		}
-	}
+	// next waits for a line that matches re; the only others allowed are
+	// stderr lines (the role's own, and sef's log lines).
+	errLine := regexp.MustCompile(`^\S+ err `)
+	next := func(re *regexp.Regexp) { t.Helper(); nextLine(t, lines, re, errLine) }
 	next(outLine(first.Pid))
 
 	syscall.Kill(first.Pid, syscall.SIGKILL)
@@ -85,6 +67,29 @@ args = ["-role", "say"]
 	out := r.mustService("logs", "-n", "1")
 	if !regexp.MustCompile(`^say \| \S+ (out|err) .+\n$`).MatchString(out) {
 		t.Errorf("logs of every service: %q", out)
+	}
+}
+
+// nextLine waits (bounded) for a line of lines that matches re; other
+// lines must match skip (nil: any is skipped).
+func nextLine(t *testing.T, lines <-chan string, re, skip *regexp.Regexp) {
+	t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the follow ended before %v", re)
+			}
+			if re.MatchString(l) {
+				return
+			}
+			if skip != nil && !skip.MatchString(l) {
+				t.Fatalf("unexpected line %q waiting for %v", l, re)
+			}
+		case <-timeout:
+			t.Fatalf("no line matching %v", re)
+		}
 	}
 }
 
@@ -479,23 +484,7 @@ args = ["-role", "say"]
 		return strings.Contains(out, fmt.Sprintf("pid=%d", first.Pid))
 	})
 	lines := r.follow("logs", "-f", "-n", "0")
-	wait := func(re *regexp.Regexp) {
-		t.Helper()
-		timeout := time.After(waitTimeout)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("the follow ended before %v", re)
-				}
-				if re.MatchString(l) {
-					return
-				}
-			case <-timeout:
-				t.Fatalf("no line matching %v", re)
-			}
-		}
-	}
+	wait := func(re *regexp.Regexp) { t.Helper(); nextLine(t, lines, re, nil) }
 	// The follow runs: a new instance of say shows.
 	syscall.Kill(first.Pid, syscall.SIGKILL)
 	second := r.waitState("say", control.StateRunning, first.Pid)
