@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/reincarnation/rs/rs/control"
+	"github.com/reincarnation/rs/rs/logs"
 )
 
 // Reading the services' log files for `service logs`. It all happens on
@@ -59,9 +59,6 @@ const (
 	logBatchSize = 256 << 10 // ...and bytes
 	maxRotated   = 1000      // <label>.log.N looked for, N at most this
 )
-
-// logPath is the current log file of label in dir.
-func logPath(dir, label string) string { return filepath.Join(dir, label+".log") }
 
 // logLine is a line of a log file and the time it is stamped with (that
 // of the line before it where it has none).
@@ -204,7 +201,7 @@ func openLogs(dir, label string) (cur *os.File, rotated []logSource, err error) 
 		seen = append(seen, fi)
 		return fi, true
 	}
-	base := logPath(dir, label)
+	base := logs.Path(dir, label)
 	if f, err := openLog(base); err == nil {
 		if _, ok := once(f); ok {
 			cur = f
@@ -504,7 +501,7 @@ func streamLogs(dir string, labels []string, req control.Request, out *control.S
 	cut := false
 	for i, l := range labels {
 		lines, cur, off, c, err := initialLogs(dir, l, n, since, maxLogBytes, countCut)
-		fws[i] = &follower{label: l, path: logPath(dir, l), f: cur, off: off}
+		fws[i] = &follower{label: l, path: logs.Path(dir, l), f: cur, off: off}
 		if err != nil && len(labels) == 1 {
 			return control.Failure(err)
 		}
@@ -551,7 +548,7 @@ func streamLogs(dir string, labels []string, req control.Request, out *control.S
 				}
 				known[l] = true
 				lines, cur, off, _, _ := initialLogs(dir, l, maxLogLines, began, maxLogBytes, true)
-				fws = append(fws, &follower{label: l, path: logPath(dir, l), f: cur, off: off})
+				fws = append(fws, &follower{label: l, path: logs.Path(dir, l), f: cur, off: off})
 				for _, ln := range lines {
 					if err := b.add(l, ln.text); err != nil {
 						return control.Failure(err)

@@ -49,9 +49,10 @@ func (s *Server) HandleStream(req control.Request, peer control.Peer, out *contr
 // every label ("").
 func (s *Server) logTargets(ev evLogTargets) {
 	var t logTargets
+	refused := s.refused(ev.req.Op, ev.peer)
 	switch label := ev.req.Label; {
-	case s.refused(ev.req.Op, ev.peer) != nil:
-		t.err = s.refused(ev.req.Op, ev.peer)
+	case refused != nil:
+		t.err = refused
 	case s.logDir == "":
 		t.err = control.Errorf(control.CodeRefused, "rs keeps no log files (started without a log directory)")
 	case label == "":

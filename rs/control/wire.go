@@ -126,7 +126,7 @@ type Status struct {
 	// LogError says why its output cannot be written to its log file now
 	// (the service blocks on its full pipe meanwhile); "" when it can.
 	LogError string `msgpack:"log_error" json:"log_error"`
-	// Type is the service's protocol: sef, notify (config key type).
+	// Type is the service's protocol: sef, notify or simple (config key type).
 	Type string `msgpack:"type" json:"type"`
 	// StatusText is what a notify service said last with STATUS= ("" if
 	// nothing, or not a notify service).

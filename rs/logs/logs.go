@@ -97,8 +97,7 @@ func dupFile(f *os.File) (*os.File, error) {
 
 // Stat is how logging goes for one service.
 type Stat struct {
-	Written int64  // bytes written to its files
-	Err     string // why writing fails now; "" when it works
+	Err string // why writing fails now; "" when it works
 }
 
 // Writer owns every service's pipes and log files; see the package doc.
@@ -114,8 +113,7 @@ type Writer struct {
 
 	mu     sync.Mutex
 	queue  []message
-	stats  map[string]*Stat // by label; updated by the goroutine under mu
-	files  map[string]*sinkFiles
+	files  map[string]*sinkFiles // by label
 	closed bool
 
 	busy func(bool) // New's; nil: nobody asks
@@ -125,8 +123,10 @@ type Writer struct {
 	closeOnce sync.Once
 }
 
-// sinkFiles is what Add remembers of a label: its mode and its Files.
+// sinkFiles is what Add remembers of a label: its mode, its Files, and
+// for ModeFile its Stat (updated by the goroutine under mu).
 type sinkFiles struct {
+	stat  *Stat
 	mode  string
 	files Files
 }
@@ -160,7 +160,7 @@ func New(dir string, log *slog.Logger, busy func(bool)) (*Writer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	w := &Writer{dir: dir, log: log, busy: busy, stats: map[string]*Stat{}, files: map[string]*sinkFiles{}, done: make(chan struct{})}
+	w := &Writer{dir: dir, log: log, busy: busy, files: map[string]*sinkFiles{}, done: make(chan struct{})}
 	var err error
 	if w.null.Stdout, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
 		return nil, fmt.Errorf("logs: %w", err)
@@ -211,11 +211,11 @@ func reopenStd(fd int, name string, log *slog.Logger) *os.File {
 	return os.NewFile(uintptr(nfd), name)
 }
 
-// Dir is the directory of the log files ("" if none).
-func (w *Writer) Dir() string { return w.dir }
-
 // Path is the log file of label.
-func (w *Writer) Path(label string) string { return filepath.Join(w.dir, label+".log") }
+func (w *Writer) Path(label string) string { return Path(w.dir, label) }
+
+// Path is the log file of label in dir.
+func Path(dir, label string) string { return filepath.Join(dir, label+".log") }
 
 // Add sets how label's output is kept and returns the files its
 // instances get. For a label already added in the same mode it only
@@ -246,27 +246,25 @@ func (w *Writer) Add(label string, cfg Config) (Files, error) {
 		// mode's pipes: they are read until those let go.
 		w.post(message{kind: mRetire, label: label})
 		delete(w.files, label)
-		delete(w.stats, label)
 	}
-	var files Files
+	sf := &sinkFiles{mode: cfg.Mode}
 	switch cfg.Mode {
 	case ModeInherit:
-		files = w.inherit
+		sf.files = w.inherit
 	case ModeNull:
-		files = w.null
+		sf.files = w.null
 	case ModeFile:
 		s, err := newSink(label, cfg)
 		if err != nil {
 			return w.null, fmt.Errorf("log of %s: %w", label, err)
 		}
-		files = Files{Stdout: s.outW, Stderr: s.errW}
-		w.stats[label] = s.stat
+		sf.files, sf.stat = Files{Stdout: s.outW, Stderr: s.errW}, s.stat
 		w.post(message{kind: mAdd, label: label, cfg: cfg, sink: s})
 	default:
 		return w.null, fmt.Errorf("log of %s: mode %q: want file, inherit or null", label, cfg.Mode)
 	}
-	w.files[label] = &sinkFiles{mode: cfg.Mode, files: files}
-	return files, nil
+	w.files[label] = sf
+	return sf.files, nil
 }
 
 // Remove forgets label: what its pipes hold is written, then they and
@@ -276,7 +274,6 @@ func (w *Writer) Remove(label string) {
 	defer w.mu.Unlock()
 	if _, ok := w.files[label]; ok && !w.closed {
 		delete(w.files, label)
-		delete(w.stats, label)
 		w.post(message{kind: mRemove, label: label})
 	}
 }
@@ -305,8 +302,8 @@ func (w *Writer) Reopen() {
 func (w *Writer) Status(label string) Stat {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if st, ok := w.stats[label]; ok {
-		return *st
+	if sf := w.files[label]; sf != nil && sf.stat != nil {
+		return *sf.stat
 	}
 	return Stat{}
 }

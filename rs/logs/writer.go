@@ -38,11 +38,7 @@ type sink struct {
 	out  []byte // lines read and not yet written
 	off  int    // of out, written already
 
-	failing bool // a write failed: not polled until a retry succeeds
-	retryAt time.Time
-	// retired: its label has a sink of another mode now; it is read
-	// until every instance that holds its pipes has let them go (EOF).
-	retired bool
+	retryAt time.Time // failing: when the next try is
 
 	zq   chan rotated // to its compressor; nil until the first
 	zseq int
@@ -121,9 +117,14 @@ func (s *sink) closePipes() {
 
 // loop is the goroutine's own state.
 type loop struct {
-	w       *Writer
-	sinks   map[string]*sink
+	w     *Writer
+	sinks map[string]*sink
+	// retired: sinks whose label has a sink of another mode now, read
+	// until every instance that holds their pipes has let go (EOF).
 	retired map[*sink]struct{}
+	// failing: sinks (live or retired) whose last write failed, not
+	// polled until a retry succeeds.
+	failing map[*sink]struct{}
 	byFD    map[int32]*stream
 	buf     []byte
 	ts      []byte
@@ -162,7 +163,7 @@ func (w *Writer) run() {
 		w.log.Warn("logs: the writer's thread keeps rs's priority", "err", err)
 	}
 	defer close(w.done)
-	l := &loop{w: w, sinks: map[string]*sink{}, retired: map[*sink]struct{}{}, byFD: map[int32]*stream{}, buf: make([]byte, readSize)}
+	l := &loop{w: w, sinks: map[string]*sink{}, retired: map[*sink]struct{}{}, failing: map[*sink]struct{}{}, byFD: map[int32]*stream{}, buf: make([]byte, readSize)}
 	events := make([]unix.EpollEvent, 128)
 	for {
 		timeout := -1
@@ -170,15 +171,10 @@ func (w *Writer) run() {
 		if l.busy {
 			timeout = max(int(l.fullAt.Add(quietAfter).Sub(now)/time.Millisecond)+1, 1)
 		}
-		for _, s := range l.sinks {
-			if s.failing {
-				ms := int(s.retryAt.Sub(now)/time.Millisecond) + 1
-				if ms < 1 {
-					ms = 1
-				}
-				if timeout < 0 || ms < timeout {
-					timeout = ms
-				}
+		for s := range l.failing {
+			ms := max(int(s.retryAt.Sub(now)/time.Millisecond)+1, 1)
+			if timeout < 0 || ms < timeout {
+				timeout = ms
 			}
 		}
 		n, err := unix.EpollWait(w.epfd, events, timeout)
@@ -192,19 +188,19 @@ func (w *Writer) run() {
 				closing = l.messages() || closing
 				continue
 			}
-			if st := l.byFD[ev.Fd]; st != nil && !st.sink.failing {
+			if st := l.byFD[ev.Fd]; st != nil && !l.isFailing(st.sink) {
 				l.read(st, readsPerWake)
 				l.write(st.sink)
 			}
 		}
-		l.endRetired()
 		now = time.Now()
 		l.measure(now)
-		for _, s := range l.sinks {
-			if s.failing && !now.Before(s.retryAt) {
+		for s := range l.failing {
+			if !now.Before(s.retryAt) {
 				l.retry(s)
 			}
 		}
+		l.endRetired()
 		if closing {
 			for _, s := range l.sinks {
 				l.drain(s)
@@ -255,10 +251,10 @@ func (l *loop) messages() bool {
 			}
 		case mReopen:
 			for _, s := range l.sinks {
-				if s.f != nil {
-					s.f.Close()
-					s.f = nil
-				}
+				s.closeFile()
+			}
+			for s := range l.retired {
+				s.closeFile()
 			}
 		case mClose:
 			closing = true
@@ -373,7 +369,6 @@ func readNonblock(fd int, p []byte) (int, error) {
 // have gone (ended), so that what they write on their way out is kept.
 func (l *loop) retire(s *sink) {
 	delete(l.sinks, s.label)
-	s.retired = true
 	l.retired[s] = struct{}{}
 	if s.outW != nil {
 		s.outW.Close()
@@ -415,7 +410,7 @@ func (l *loop) endRetired() {
 // drain writes out what s's pipes hold now, and the lines held without
 // their newline: an instance ended, or the sink goes.
 func (l *loop) drain(s *sink) {
-	if s.failing {
+	if l.isFailing(s) {
 		return // nowhere to write: the pipes keep it
 	}
 	for _, st := range s.streams {
@@ -430,13 +425,10 @@ func (l *loop) drain(s *sink) {
 
 // drop closes s's file and pipes and forgets it.
 func (l *loop) drop(s *sink) {
-	if !s.failing {
+	if !l.isFailing(s) {
 		l.poll(s, false)
 	}
-	if s.f != nil {
-		s.f.Close()
-		s.f = nil
-	}
+	s.closeFile()
 	s.closePipes()
 	if s.zq != nil {
 		close(s.zq)
@@ -448,16 +440,31 @@ func (l *loop) drop(s *sink) {
 		delete(l.sinks, s.label)
 	}
 	delete(l.retired, s)
+	delete(l.failing, s)
+}
+
+// isFailing: s's last write failed.
+func (l *loop) isFailing(s *sink) bool {
+	_, ok := l.failing[s]
+	return ok
+}
+
+// closeFile closes s's current file: the next write opens it again.
+func (s *sink) closeFile() {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
 }
 
 // write writes s's pending lines; a failure stops reading s until a
 // retry succeeds.
 func (l *loop) write(s *sink) {
-	if s.failing {
+	if l.isFailing(s) {
 		return
 	}
 	if err := l.flush(s); err != nil {
-		s.failing = true
+		l.failing[s] = struct{}{}
 		s.retryAt = time.Now().Add(RetryEvery)
 		l.poll(s, false)
 		l.w.setStat(s, func(st *Stat) { st.Err = err.Error() })
@@ -471,7 +478,7 @@ func (l *loop) retry(s *sink) {
 		l.w.setStat(s, func(st *Stat) { st.Err = err.Error() })
 		return
 	}
-	s.failing = false
+	delete(l.failing, s)
 	l.poll(s, true)
 	l.w.setStat(s, func(st *Stat) { st.Err = "" })
 	l.w.log.Info("log writing resumed", "label", s.label)
@@ -513,9 +520,6 @@ func (l *loop) flush(s *sink) error {
 		n, err := s.f.Write(seg)
 		s.off += n
 		s.size += int64(n)
-		if n > 0 {
-			l.w.setStat(s, func(st *Stat) { st.Written += int64(n) })
-		}
 		if err != nil {
 			if u := errors.Unwrap(err); u != nil {
 				err = u
