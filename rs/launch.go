@@ -92,10 +92,9 @@ func validateLaunch(s Spec) error {
 // another user: looked up once at start-up (off the loop), and only
 // when rs is not root.
 var own = func() (o struct {
-	root       bool
-	uid, gid   string
-	user, grp  string
-	lookupDone bool
+	root      bool
+	uid, gid  string
+	user, grp string
 }) {
 	o.root = os.Geteuid() == 0
 	if o.root {

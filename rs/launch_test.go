@@ -39,7 +39,7 @@ stop_signal = "INT"
 	if s.EnvFile != "/etc/rs/a.env" || s.Workdir != "/etc/rs/work" {
 		t.Errorf("relative paths: env_file %q workdir %q", s.EnvFile, s.Workdir)
 	}
-	if d := (Spec{}).withDefaults(); d.StopSignal != syscall.SIGTERM || stopSignal(Spec{}) != syscall.SIGTERM {
+	if d := (Spec{}).withDefaults(); d.StopSignal != syscall.SIGTERM {
 		t.Errorf("default stop signal: %v", d.StopSignal)
 	}
 }

@@ -507,7 +507,7 @@ func (s *Server) stopInstance(inst *instance) {
 	}
 	s.log.Info("stopping", "label", inst.label(), "pid", inst.pid(), "role", inst.role)
 	_ = inst.drv.stop()
-	go inst.proc.Stop(nil, stopSignal(inst.spec), inst.spec.StopGrace)
+	go inst.proc.Stop(nil, inst.spec.StopSignal, inst.spec.StopGrace)
 }
 
 // dropInstance ends an instance rs has no use for (a standby, an update's

@@ -471,7 +471,7 @@ func (d *notifyDriver) cancel() error { return nil }
 // stop sends the stop signal to the main pid (MAINPID=, else rs's
 // child); the stop sequence (proc.Stop) follows with the group's.
 func (d *notifyDriver) stop() error {
-	sig := stopSignal(d.spec)
+	sig := d.spec.StopSignal
 	d.mainMu.Lock()
 	defer d.mainMu.Unlock()
 	if d.mainFD != nil {
@@ -552,18 +552,3 @@ func (d *notifyDriver) close() {
 // bgWG counts the notify sockets being removed: rs waits for them before
 // it exits, so that it leaves none behind.
 var bgWG sync.WaitGroup
-
-// notifyEnv drops from rs's own environment what systemd may have set
-// for rs itself, so that the service gets only rs's.
-func notifyEnv(env []string) []string {
-	out := env[:0:0]
-	for _, e := range env {
-		k, _, _ := strings.Cut(e, "=")
-		switch k {
-		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}

@@ -204,7 +204,7 @@ func (d *simpleDriver) cancel() error { return nil }
 func (d *simpleDriver) stop() error {
 	d.stopped = true
 	d.end()
-	return d.proc.Signal(stopSignal(d.spec))
+	return d.proc.Signal(d.spec.StopSignal)
 }
 
 func (d *simpleDriver) close() {

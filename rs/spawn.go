@@ -178,10 +178,6 @@ func checkBinary(path string) error {
 	return nil
 }
 
-// closeFiles closes fds that came from a service, off the loop, in one
-// goroutine that ends when the last close returns.
-func (s *Server) closeFiles(files ...*os.File) { s.closeHeld(nil, files...) }
-
 // closeHeld is closeFiles for fds of svc: until they are closed they
 // count in its fd budget (a socket with SO_LINGER set can take its linger
 // time to close, and a service replacing such sockets in a loop must not

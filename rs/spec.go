@@ -189,15 +189,6 @@ func (s Spec) withDefaults() Spec {
 	return s
 }
 
-// stopSignal is the signal a graceful stop sends after its first grace
-// (config stop_signal, default SIGTERM).
-func stopSignal(s Spec) syscall.Signal {
-	if s.StopSignal == 0 {
-		return syscall.SIGTERM
-	}
-	return s.StopSignal
-}
-
 // logConfig is how the service's output is kept, for package logs.
 func (s Spec) logConfig() logs.Config {
 	return logs.Config{Mode: s.Log, MaxSize: s.LogMaxSize, Keep: s.LogKeep, Compress: s.LogCompress}
