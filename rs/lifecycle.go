@@ -92,12 +92,11 @@ type instance struct {
 	// it is the service's (inInstance). "" without cgroup containment.
 	cgroup string
 	// The notify protocol's (notifydriver.go): it said STOPPING=1
-	// (selfStop, to be gone by stopBy), RELOADING=1, ERRNO=; its MAINPID=
-	// (0: its process is its main one); initBy is when its init deadline
-	// was first due (EXTEND_TIMEOUT_USEC= only moves it later).
+	// (selfStop, to be gone by stopBy), RELOADING=1, ERRNO= (its MAINPID=
+	// is its driver's); initBy is when its init deadline was first due
+	// (EXTEND_TIMEOUT_USEC= only moves it later).
 	selfStop, reloading bool
 	errno               int
-	mainPid             int
 	initBy, stopBy      time.Time
 	// reason: why rs ended it (a fault), for last_exit; empty when it
 	// ended on its own.

@@ -526,6 +526,19 @@ func (d *notifyDriver) watchMain(s *Server, pid int, f *os.File) {
 	}()
 }
 
+// dropMain: rs's own child is the main process again (MAINPID= named
+// it); the watch of the one named before ends.
+func (d *notifyDriver) dropMain() {
+	d.mainMu.Lock()
+	old := d.mainFD
+	d.mainFD = nil
+	d.mainMu.Unlock()
+	d.mainPid.Store(0)
+	if old != nil {
+		go old.Close() // its watcher ends with an error, and posts nothing
+	}
+}
+
 // close lets go of the instance: its socket is closed and removed, and
 // the main pid's watcher stopped, off the loop (Server.bg waits for it
 // before rs exits).

@@ -108,10 +108,9 @@ func (s *Server) mainPID(inst *instance, sig signal) {
 	}
 	if sig.n == inst.pid() || len(sig.files) == 0 {
 		s.closeHeld(inst.svc, sig.files...)
-		inst.mainPid = 0
+		d.dropMain()
 		return
 	}
-	inst.mainPid = sig.n
 	d.watchMain(s, sig.n, sig.files[0])
 	s.log.Info("main pid", "label", inst.label(), "pid", inst.pid(), "main_pid", sig.n)
 }
@@ -120,7 +119,7 @@ func (s *Server) mainPID(inst *instance, sig signal) {
 // died; the rest of its tree goes with it.
 func (s *Server) onMainExited(ev evMainExited) {
 	inst := ev.drv.inst
-	if inst.phase == phaseGone || inst.mainPid != ev.pid {
+	if inst.phase == phaseGone || ev.drv.mainPid.Load() != int64(ev.pid) {
 		return
 	}
 	if inst.phase == phaseStopping {

@@ -433,3 +433,21 @@ stop_grace = "100ms"
 		t.Errorf("pid %d alive after down", st.Pid)
 	}
 }
+
+// TestNotifyMainPidBack: a MAINPID= naming the service's own process
+// after one naming a child makes the process the main one again: the
+// stop signal goes to it, not to the child named before.
+func TestNotifyMainPidBack(t *testing.T) {
+	r := startRS(t, "")
+	leader := filepath.Join(r.dir, "leader")
+	term := filepath.Join(r.dir, "term")
+	r.mustService("up", "--type", "notify", "--binary", bin("roles"), "--args", "-role notify-mainpid-back "+leader+" "+term, "mp")
+	r.waitFor2("mp", func(s control.Status) bool { return s.StatusText == "back" })
+	r.mustService("down", "mp")
+	if b, err := os.ReadFile(leader); err != nil || string(b) != "leader" {
+		t.Errorf("the service's own process did not get the stop signal: %q %v", b, err)
+	}
+	if b, err := os.ReadFile(term); err == nil {
+		t.Errorf("the child named by the first MAINPID= got the stop signal: %q", b)
+	}
+}

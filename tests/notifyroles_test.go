@@ -112,6 +112,26 @@ func notifyRole(role string, args []string) int {
 			return fail(err)
 		}
 		go child.Wait() // reaped here; the role itself lives on
+	case "notify-mainpid-back":
+		// MAINPID= names a child, then the role itself again: the stop
+		// signal is then the role's (it writes "leader" to args[0]), not
+		// the child's (which would write "term" to args[1]).
+		child := exec.Command("sh", "-c", `trap 'echo term > "$0"; exit 0' TERM; while :; do sleep 0.05; done`, args[1])
+		if err := child.Start(); err != nil {
+			return fail(err)
+		}
+		go child.Wait()
+		if err := notifySend(fmt.Sprintf("MAINPID=%d\nREADY=1", child.Process.Pid)); err != nil {
+			return fail(err)
+		}
+		if err := notifySend(fmt.Sprintf("MAINPID=%d\nSTATUS=back", os.Getpid())); err != nil {
+			return fail(err)
+		}
+		<-sigs
+		if err := writeAtomic(args[0], "leader"); err != nil {
+			return fail(err)
+		}
+		return 0
 	}
 	select {
 	case <-sigs:

@@ -261,7 +261,7 @@ func runRole(role string, args []string) int {
 		return controller(args[0], args[1:], true)
 	case "squat": // listens on unixpacket args[0] as whoever runs it; says "got N" per connection
 		return squat(args[0])
-	case "notify-fds", "notify-mainpid":
+	case "notify-fds", "notify-mainpid", "notify-mainpid-back":
 		return notifyRole(role, args)
 	case "last-words", "counter", "says-up", "flood-lines", "nonblock-stderr", "numbered":
 		return logRole(role, args)
