@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/reincarnation/rs/rs/control"
 )
@@ -342,14 +343,19 @@ func TestConnectionFlood(t *testing.T) {
 			c.Close()
 		}
 	}()
+	deadline := time.Now().Add(waitTimeout)
 	for len(conns) < n {
 		c, err := net.Dial("unixpacket", r.sock)
 		if errors.Is(err, syscall.EAGAIN) {
+			if time.Now().After(deadline) {
+				t.Fatalf("connection %d: the backlog stayed full for %v", len(conns), waitTimeout)
+			}
 			continue // the backlog is full for a moment: rs is making room
 		}
 		if err != nil {
 			t.Fatalf("connection %d: %v", len(conns), err)
 		}
+		deadline = time.Now().Add(waitTimeout) // bounds a stall, not the flood
 		conns = append(conns, c)
 	}
 	after, err := r.client().Do(control.Request{Op: control.OpStatus}, nil)

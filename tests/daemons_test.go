@@ -3,6 +3,7 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,7 +32,9 @@ restart = "always"
 
 func redisCLI(t *testing.T, sock string, args ...string) (string, error) {
 	t.Helper()
-	out, err := exec.Command("redis-cli", append([]string{"-s", sock}, args...)...).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "redis-cli", append([]string{"-s", sock}, args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 
@@ -113,7 +116,9 @@ const postgresBin = "/usr/lib/postgresql/15/bin"
 
 func psql(t *testing.T, dir string, query string) (string, error) {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(postgresBin, "psql"), "-h", dir, "-U", "postgres", "-At", "-c", query).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(postgresBin, "psql"), "-h", dir, "-U", "postgres", "-At", "-c", query).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 

@@ -204,7 +204,12 @@ period = "0s"
 	// service signal: the main process gets it, rs and the rest not.
 	r.mustService("signal", "USR1", "dump")
 	r.mustService("signal", "SIGHUP", "dump")
-	rep := askDump(t, "tcp", addr)
+	// The fixture counts signals in a goroutine of its own: wait for both.
+	var rep dumpReport
+	r.waitFor("the fixture to count USR1 and HUP", func() bool {
+		rep = askDump(t, "tcp", addr)
+		return rep.Signals["SIGUSR1"] >= 1 && rep.Signals["SIGHUP"] >= 1
+	})
 	if rep.Signals["SIGUSR1"] != 1 || rep.Signals["SIGHUP"] != 1 {
 		t.Errorf("signals seen: %v", rep.Signals)
 	}
@@ -305,6 +310,8 @@ func TestLaunchSefListenCrashRefusesNone(t *testing.T) {
 	var refused, failed, served atomic.Int64
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	end := sync.OnceFunc(func() { close(stop); <-done })
+	t.Cleanup(end) // a crash step that fails the test ends the client too
 	go func() {
 		defer close(done)
 		for {
@@ -335,8 +342,7 @@ func TestLaunchSefListenCrashRefusesNone(t *testing.T) {
 	}
 	before := served.Load()
 	r.waitFor("a request served after the last crash", func() bool { return served.Load() > before })
-	close(stop)
-	<-done
+	end()
 	t.Logf("%d crashes: %d requests served, %d refused, %d failed on a dying instance", kills, served.Load(), refused.Load(), failed.Load())
 	if refused.Load() != 0 {
 		t.Errorf("%d dials refused (or found no socket) across %d crashes", refused.Load(), kills)

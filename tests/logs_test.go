@@ -19,27 +19,16 @@ import (
 	"github.com/reincarnation/rs/rs/control"
 )
 
-// needsLogCapture skips a test when rs does not capture its services'
-// output yet (no --log-dir).
-func needsLogCapture(t *testing.T) {
-	t.Helper()
-	out, _ := exec.Command(bin("rs"), "--help").CombinedOutput()
-	if !strings.Contains(string(out), "--log-dir") {
-		t.Skip("needs log capture (issue 11 core)")
-	}
-}
-
 // One `service logs -f` shows the lines of three successive instances of
 // a service: the first, the one rs starts after SIGKILL of it, and the
 // one a live update starts; and `service logs` shows the last lines
 // labelled when no label is given.
 func TestLogsFollowAcrossInstances(t *testing.T) {
-	needsLogCapture(t)
 	r := startRS(t, `
 [service.say]
 binary = "$BIN/roles"
 args = ["-role", "say"]
-`, "--log-dir", "$DIR/logs")
+`)
 	first := r.waitState("say", control.StateRunning, 0)
 	outLine := func(pid int) *regexp.Regexp {
 		return regexp.MustCompile(fmt.Sprintf(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z out say out pid=%d$`, pid))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -391,6 +392,8 @@ func stepsUnderLoad(r *rsProc, label, sock, name string, step func(prev control.
 	t := r.t
 	t.Helper()
 	stop := make(chan struct{})
+	end := sync.OnceFunc(func() { close(stop) })
+	t.Cleanup(end) // a step that fails the test ends the client too
 	res := loadClient(sock, stop)
 	for range 3 {
 		prev := r.status(label)
@@ -400,7 +403,7 @@ func stepsUnderLoad(r *rsProc, label, sock, name string, step func(prev control.
 		})
 		step(prev)
 	}
-	close(stop)
+	end()
 	got := <-res
 	t.Logf("%s: %d answered, %d refused, %d failed (last: %v), pids %v", name, got.ok, got.refused, got.failed, got.lastErr, got.pids)
 	if got.refused != 0 {
