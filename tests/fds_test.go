@@ -31,27 +31,6 @@ init_timeout = "5s"
 `, role)
 }
 
-// daemonFDs is rs's own fd count, as status reports it.
-func (r *rsProc) daemonFDs() int {
-	r.t.Helper()
-	rep, err := r.client().Do(control.Request{Op: control.OpStatus}, nil)
-	if err != nil || rep.Daemon == nil {
-		r.t.Fatalf("status: %v (daemon %v)", err, rep.Daemon)
-	}
-	return rep.Daemon.FDs
-}
-
-// daemonFDsBackTo waits, within waitTimeout, until rs reports at most
-// limit fds of its own.
-func (r *rsProc) daemonFDsBackTo(limit int, what string) {
-	r.t.Helper()
-	var n int
-	r.waitFor(fmt.Sprintf("rs's fds back to at most %d %s", limit, what), func() bool {
-		n = r.daemonFDs()
-		return n <= limit
-	})
-}
-
 // restartWorks: `service restart` brings the service up again, with a
 // new pid.
 func (r *rsProc) restartWorks(label string) {
@@ -69,7 +48,7 @@ func (r *rsProc) restartWorks(label string) {
 func TestFDStoreCapDuringUpdate(t *testing.T) {
 	r := startRS(t, fdRoleConfig("store-300-on-update"))
 	st := r.waitState("s", control.StateRunning, 0)
-	base := r.daemonFDs()
+	base := fdCount(t, r.cmd.Process.Pid)
 	_, errOut, code := r.service("update", "s")
 	if code == 0 || !strings.Contains(errOut, "rolled back: new instance faulty: fd store full") {
 		t.Fatalf("update: exit %d, stderr %q, want a rollback for a full fd store", code, errOut)
@@ -77,11 +56,11 @@ func TestFDStoreCapDuringUpdate(t *testing.T) {
 	if now := r.status("s"); now.Pid != st.Pid || now.State != control.StateRunning {
 		t.Fatalf("after the update: %+v, want pid %d running", now, st.Pid)
 	}
-	r.daemonFDsBackTo(base+fdSlack, "after the rolled-back update")
+	fdsBackTo(t, r.cmd.Process.Pid, base+fdSlack, "after the rolled-back update")
 	for i := 0; i < 3; i++ {
 		r.restartWorks("s")
 	}
-	r.daemonFDsBackTo(base+fdSlack, "after the restarts")
+	fdsBackTo(t, r.cmd.Process.Pid, base+fdSlack, "after the restarts")
 }
 
 // TestFDBudgetAtHandOver: a service with a full fd store (64) that hands
@@ -93,7 +72,7 @@ func TestFDStoreCapDuringUpdate(t *testing.T) {
 func TestFDBudgetAtHandOver(t *testing.T) {
 	r := startRS(t, fdRoleConfig("store-64-hand-252"))
 	st := r.waitState("s", control.StateRunning, 0)
-	base := r.daemonFDs()
+	base := fdCount(t, r.cmd.Process.Pid)
 	_, errOut, code := r.service("update", "s")
 	if code == 0 || !strings.Contains(errOut, "rolled back") {
 		t.Fatalf("update: exit %d, stderr %q, want a rollback", code, errOut)
@@ -102,9 +81,9 @@ func TestFDBudgetAtHandOver(t *testing.T) {
 	if want := fmt.Sprintf("over its fd budget of %d", msg.MaxFDs); !strings.Contains(now.LastExit, want) {
 		t.Fatalf("last_exit %q, want it faulty for going %s", now.LastExit, want)
 	}
-	r.daemonFDsBackTo(base+fdSlack, "after the hand-over over budget")
+	fdsBackTo(t, r.cmd.Process.Pid, base+fdSlack, "after the hand-over over budget")
 	r.restartWorks("s")
-	r.daemonFDsBackTo(base+fdSlack, "after the restart")
+	fdsBackTo(t, r.cmd.Process.Pid, base+fdSlack, "after the restart")
 }
 
 // TestSEFKeepsWithinTheFDBudget: sef refuses a 65th name in the fd store
@@ -114,7 +93,7 @@ func TestFDBudgetAtHandOver(t *testing.T) {
 func TestSEFKeepsWithinTheFDBudget(t *testing.T) {
 	r := startRS(t, fdRoleConfig("sef-hand-300"))
 	st := r.waitState("s", control.StateRunning, 0)
-	base := r.daemonFDs()
+	base := fdCount(t, r.cmd.Process.Pid)
 	_, errOut, code := r.service("update", "--maxtime", "5s", "s")
 	if code == 0 || !strings.Contains(errOut, "refused by the old instance") {
 		t.Fatalf("update: exit %d, stderr %q, want it refused by the old instance", code, errOut)
@@ -122,7 +101,7 @@ func TestSEFKeepsWithinTheFDBudget(t *testing.T) {
 	if now := r.status("s"); now.Pid != st.Pid || now.State != control.StateRunning {
 		t.Fatalf("after the refused update: %+v, want pid %d running", now, st.Pid)
 	}
-	r.daemonFDsBackTo(base+fdSlack, "after the refused update")
+	fdsBackTo(t, r.cmd.Process.Pid, base+fdSlack, "after the refused update")
 	r.restartWorks("s")
 }
 
@@ -232,13 +211,13 @@ restart = "never"
 func TestFDStoreCountsEachNameOnce(t *testing.T) {
 	r := startRS(t, fdRoleConfig("store-64"))
 	st := r.waitState("s", control.StateRunning, 0)
-	base := r.daemonFDs()
+	base := fdCount(t, r.cmd.Process.Pid)
 	for i := 0; i < 3; i++ {
 		if _, errOut, code := r.service("update", "s"); code != 0 {
 			t.Fatalf("update %d: exit %d, stderr %q", i, code, errOut)
 		}
 		st = r.waitState("s", control.StateRunning, st.Pid)
 	}
-	r.daemonFDsBackTo(base+fdSlack, "after the updates")
+	fdsBackTo(t, r.cmd.Process.Pid, base+fdSlack, "after the updates")
 	r.restartWorks("s")
 }
