@@ -263,11 +263,5 @@ func TestConnectionCap(t *testing.T) {
 		t.Errorf("holds %d connections, cap %d", n, srv.MaxConns)
 	}
 	// Those closed to make room end as soon as they run.
-	deadline := time.Now().Add(20 * time.Second)
-	for runtime.NumGoroutine() > before+2*srv.MaxConns+4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines, %d before", runtime.NumGoroutine(), before)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitGoroutines(t, before+2*srv.MaxConns+4)
 }
