@@ -19,6 +19,10 @@ import (
 // driver is one instance's protocol, as the lifecycle uses it. Every
 // method is called on the loop and must not block.
 type driver interface {
+	// attach starts hearing the instance, once its process runs. A
+	// driver without a channel of its own marks inst.ended: its
+	// reaping alone ends it.
+	attach(s *Server, inst *instance) error
 	// init gives the instance its init: why it starts, and the fds it
 	// gets back (its fd store, and for a live update the old instance's
 	// state and fds), named.

@@ -159,18 +159,7 @@ func (s *Server) onSpawned(ev evSpawned) {
 	}
 	inst.proc, inst.drv = ev.proc, ev.drv
 	inst.cgroup = ev.proc.Cgroup
-	var err error
-	switch d := ev.drv.(type) {
-	case *sefDriver:
-		err = d.attach(s.mux, s.muxErr, inst)
-	case *simpleDriver:
-		inst.ended = true // no channel: its end is its process's
-		d.attach(s, inst)
-	case *notifyDriver:
-		inst.ended = true // no channel: its reaping alone ends it
-		d.attach(s, inst)
-	}
-	if err != nil {
+	if err := ev.drv.attach(s, inst); err != nil {
 		inst.ended = true // no channel to wait for
 		inst.phase = phaseSpawned
 		s.fault(inst, "start", err)

@@ -259,10 +259,12 @@ var privateDir = control.PrivateDir
 
 // attach starts reading the socket for inst, on the loop once the
 // process runs.
-func (d *notifyDriver) attach(s *Server, inst *instance) {
+func (d *notifyDriver) attach(s *Server, inst *instance) error {
+	inst.ended = true // no channel: its reaping alone ends it
 	d.inst, d.proc, d.cgroup = inst, inst.proc, inst.proc.Cgroup
 	d.rejected = &inst.svc.notifyRejected
 	go d.read(s)
+	return nil
 }
 
 // read is the driver's goroutine: it ends when the socket is closed.

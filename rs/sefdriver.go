@@ -60,14 +60,14 @@ func newSefDriver(fd int) (d *sefDriver, child *os.File, env string, err error) 
 	return &sefDriver{conn: conn}, theirs, msg.ChildEnv(fd), nil
 }
 
-// attach has mux read the channel for inst, on the loop once the process
+// attach has rs's mux read the channel for inst, on the loop once the process
 // runs.
-func (d *sefDriver) attach(mux *msg.Mux, muxErr error, inst *instance) error {
+func (d *sefDriver) attach(s *Server, inst *instance) error {
 	d.inst = inst
-	if mux == nil {
-		return muxErr
+	if s.mux == nil {
+		return s.muxErr
 	}
-	return mux.Add(d.conn, d)
+	return s.mux.Add(d.conn, d)
 }
 
 // handle checks one message from the instance against the protocol.

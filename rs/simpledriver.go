@@ -90,13 +90,15 @@ func newSimpleDriver(spec Spec, launch checkLaunch) (*simpleDriver, error) {
 
 // attach starts the driver's goroutine for inst, on the loop once the
 // process runs. The server waits for it before Run returns.
-func (d *simpleDriver) attach(s *Server, inst *instance) {
+func (d *simpleDriver) attach(s *Server, inst *instance) error {
+	inst.ended = true // no channel: its end is its process's
 	d.post = func(sig signal) { s.post(evSignal{inst: inst, sig: sig}) }
 	s.drivers.Add(1)
 	go func() {
 		defer s.drivers.Done()
 		d.run()
 	}()
+	return nil
 }
 
 // run is the instance's goroutine: hello, the ready check once init
