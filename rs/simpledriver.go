@@ -42,12 +42,11 @@ type simpleDriver struct {
 	// initC and pingC wake run: buffered, and sent to without waiting
 	// (init comes once; a ping only after the last one was answered).
 	initC, pingC chan struct{}
-	// ctx ends run and the check it is in: at stop and at close.
+	// ctx ends run and the check it is in: at stop and at close. Once
+	// it is done what run still posts is moot, and a probe that fails as
+	// the service stops must not kill it.
 	ctx context.Context
 	end context.CancelFunc
-	// stopped: stop or close came (the loop's): what run still posts is
-	// moot, and a probe that fails as the service stops must not kill it.
-	stopped bool
 	// notReadyWhy is why the last ready check failed, for the init
 	// timeout's reason (written by run, read on the loop).
 	notReadyWhy atomic.Pointer[error]
@@ -204,20 +203,16 @@ func (d *simpleDriver) cancel() error { return nil }
 // stop sends the service its stop signal; proc.Stop does the rest. Its
 // checks end: a probe failing because it stops must not kill it.
 func (d *simpleDriver) stop() error {
-	d.stopped = true
 	d.end()
 	return d.proc.Signal(d.spec.StopSignal)
 }
 
-func (d *simpleDriver) close() {
-	d.stopped = true
-	d.end()
-}
+func (d *simpleDriver) close() { d.end() }
 
 // onDriverSignal: what a driver's goroutine said of its instance
 // (evSignal), unless rs has asked the instance to stop since.
 func (s *Server) onDriverSignal(ev evSignal) {
-	if d, ok := ev.inst.drv.(*simpleDriver); ok && d.stopped {
+	if d, ok := ev.inst.drv.(*simpleDriver); ok && d.ctx.Err() != nil {
 		return
 	}
 	s.onSignal(ev.inst, ev.sig)
