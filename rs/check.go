@@ -1,6 +1,7 @@
 package rs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -280,23 +281,25 @@ func lastLine(b []byte) string {
 	return line
 }
 
-// errSimpleStandby: a standby waits in its init, which a simple service
-// does not have: it would run the whole program beside its instance.
-var errSimpleStandby = errors.New("a simple service cannot have a standby (it has no init to wait in)")
+// noStandby says why a service of type typ cannot have a warm standby
+// (nil: it can). A standby waits in its init, which only sef has: any
+// other program would run whole beside its instance.
+func noStandby(typ string) error {
+	switch typ {
+	case TypeSimple:
+		return errors.New("a simple service cannot have a standby (it has no init to wait in)")
+	case TypeNotify:
+		return errors.New("a notify service cannot be held as a warm standby (it runs its own start-up at once)")
+	}
+	return nil
+}
 
 // validateChecks checks a service's type and the settings of a simple
 // one: those exist only for type simple, and a check must parse.
 func validateChecks(s Spec) error {
-	typ := s.Type
-	switch typ {
-	case "":
-		typ = TypeSef
-	case TypeSef, TypeNotify, TypeSimple:
-	default:
-		return specErrorf(s.Label, []string{"type"}, "type %q: want sef, notify or simple", s.Type)
-	}
-	if typ == TypeSimple && s.Standby {
-		return specErrorf(s.Label, []string{"standby", "type"}, "standby: %v", errSimpleStandby)
+	typ := cmp.Or(s.Type, TypeSef) // its value is control.CheckValue's (validateSpec)
+	if err := noStandby(typ); err != nil && s.Standby {
+		return specErrorf(s.Label, []string{"standby", "type"}, "standby: %v", err)
 	}
 	given := map[string]bool{"ready": s.Ready != "", "probe": s.Probe != "",
 		"probe_period": s.ProbePeriod != 0, "probe_timeout": s.ProbeTimeout != 0}

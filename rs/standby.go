@@ -90,12 +90,8 @@ func (s *Server) clone(label string, want bool, r chan<- control.Reply) {
 		fail(r, fmt.Errorf("%w %q", control.ErrUnknown, label))
 		return
 	}
-	if want && svc.spec.Type == TypeSimple {
-		fail(r, control.Errorf(control.CodeRefused, "%s: %v", label, errSimpleStandby))
-		return
-	}
-	if want && svc.spec.Type == TypeNotify {
-		fail(r, control.Errorf(control.CodeRefused, "%s: a notify service cannot be held as a warm standby", label))
+	if err := noStandby(svc.spec.Type); want && err != nil {
+		fail(r, control.Errorf(control.CodeRefused, "%s: %v", label, err))
 		return
 	}
 	svc.wantStandby = want

@@ -168,9 +168,6 @@ func validateSpec(s Spec) error {
 	if err := control.CheckValue("type", s.Type); err != nil {
 		return specErrorf(s.Label, []string{"type"}, "%v", err)
 	}
-	if s.Type == TypeNotify && s.Standby {
-		return specErrorf(s.Label, []string{"standby", "type"}, "standby: a notify service cannot be held as a warm standby (it runs its own start-up at once)")
-	}
 	sv := reflect.ValueOf(s)
 	for _, f := range durationFields {
 		if d := time.Duration(sv.Field(f.index).Int()); d < 0 && (f.key != "failed_retry" || d != FailedRetryNever) {
