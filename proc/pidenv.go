@@ -100,17 +100,9 @@ func envStart(pid int) (uintptr, error) {
 	if err != nil {
 		return 0, err
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc/<pid>/stat")
-	}
-	f := strings.Fields(string(b[i+1:])) // fields 3 on
-	if len(f) < 48 {
-		return 0, errors.New("/proc/<pid>/stat has no env_start (Linux before 3.5)")
-	}
-	v, err := strconv.ParseUint(f[47], 10, 64)
-	if err != nil || v == 0 {
-		return 0, fmt.Errorf("env_start %q unreadable", f[47])
+	v, ok := statField(b, 50)
+	if !ok || v == 0 {
+		return 0, errors.New("/proc/<pid>/stat has no env_start (Linux before 3.5?)")
 	}
 	return uintptr(v), nil
 }

@@ -281,16 +281,22 @@ const pfExiting = 0x4
 // statFlags returns field 9 (flags) of a /proc/<pid>/stat line. The
 // command name, field 2, may hold spaces and parentheses: the fields
 // after it start after its last ')'.
-func statFlags(b []byte) (uint64, bool) {
+func statFlags(b []byte) (uint64, bool) { return statField(b, 9) }
+
+// statField is field n (numbered from 1, as proc(5) does) of the
+// contents b of /proc/<pid>/stat, a number; false if b has none.
+// Fields are counted after the ")" that ends the command name, which
+// may hold spaces and parentheses itself.
+func statField(b []byte, n int) (uint64, bool) {
 	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
+	if i < 0 || n < 3 {
 		return 0, false
 	}
-	f := strings.Fields(string(b[i+1:])) // state ppid pgrp session tty tpgid flags ...
-	if len(f) < 7 {
+	f := strings.Fields(string(b[i+1:])) // field 3 on
+	if len(f) < n-2 {
 		return 0, false
 	}
-	v, err := strconv.ParseUint(f[6], 10, 64)
+	v, err := strconv.ParseUint(f[n-3], 10, 64)
 	return v, err == nil
 }
 

@@ -285,3 +285,21 @@ func TestExiting(t *testing.T) {
 		t.Fatal("a reaped process reads as not exiting")
 	}
 }
+
+// TestStatField: fields of /proc/<pid>/stat are counted after the ")"
+// that ends the command, which may hold spaces and ")" itself.
+func TestStatField(t *testing.T) {
+	b := []byte("42 (a b) c)) S 1 42 42 0 -1 4194560 7 0 0 0")
+	for _, c := range []struct {
+		n    int
+		want uint64
+		ok   bool
+	}{{4, 1, true}, {9, 4194560, true}, {13, 0, true}, {14, 0, false}, {3, 0, false}, {2, 0, false}} {
+		if v, ok := statField(b, c.n); v != c.want || ok != c.ok {
+			t.Errorf("field %d: %d %v, want %d %v", c.n, v, ok, c.want, c.ok)
+		}
+	}
+	if _, ok := statField([]byte("no paren"), 4); ok {
+		t.Error("a stat without ')' gave a field")
+	}
+}
