@@ -165,7 +165,7 @@ func (s *Service) luSave() error {
 	}
 	mem := os.NewFile(uintptr(fd), "sef-state")
 	defer mem.Close() // rs and the new instance hold their own references
-	w := &StateWriter{Writer: bufio.NewWriterSize(mem, 1<<20), max: msg.MaxFDs - 1 - s.storedFDs()}
+	w := &StateWriter{Writer: bufio.NewWriterSize(mem, 1<<20), max: msg.MaxFDs - 1 - s.handedFDs()}
 	defer func() { msg.CloseFiles(w.files) }()
 	if s.cb.LUStateSave != nil {
 		if err := s.cb.LUStateSave(s, w); err != nil {

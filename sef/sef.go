@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -109,6 +110,10 @@ type Service struct {
 
 	storeMu sync.Mutex
 	stored  map[string]struct{} // the names of the fd store in rs
+	// listeners are the names of the config's `listen` sockets
+	// (LISTEN_FDNAMES): rs hands them with the fd store, but they are not
+	// in it and do not count toward its cap.
+	listeners map[string]struct{}
 }
 
 type event struct {
@@ -129,6 +134,12 @@ func Startup(cb Callbacks) (*Service, error) {
 		events:  make(chan event, 16),
 		stopReq: make(chan struct{}, 1),
 		stored:  map[string]struct{}{},
+	}
+	if names := os.Getenv("LISTEN_FDNAMES"); names != "" {
+		s.listeners = map[string]struct{}{}
+		for _, n := range strings.Split(names, ":") {
+			s.listeners[n] = struct{}{}
+		}
 	}
 	conn, err := channelFromEnv()
 	if err != nil {
@@ -224,7 +235,9 @@ func (s *Service) receiveInit() (Init, error) {
 		return Init{}, err
 	}
 	for name := range in.FDs { // the fd store, as rs holds it
-		s.stored[name] = struct{}{}
+		if _, ok := s.listeners[name]; !ok {
+			s.stored[name] = struct{}{}
+		}
 	}
 	return in, nil
 }
@@ -431,11 +444,12 @@ func (s *Service) StoreFD(name string, f *os.File) error {
 	return nil
 }
 
-// storedFDs is how many names the fd store holds in rs.
-func (s *Service) storedFDs() int {
+// handedFDs is how many fds rs hands with an init: the fd store's and
+// the listeners.
+func (s *Service) handedFDs() int {
 	s.storeMu.Lock()
 	defer s.storeMu.Unlock()
-	return len(s.stored)
+	return len(s.stored) + len(s.listeners)
 }
 
 // Standalone tells whether the service runs without rs.

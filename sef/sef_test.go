@@ -2,6 +2,7 @@ package sef
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -252,5 +253,47 @@ func TestLiveUpdateInitReportsWhatItDidNotTake(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestListenersAreNotInTheStoreCap: the config's listen sockets come
+// with the init beside the fd store, but rs does not count them in the
+// store's cap, and neither does StoreFD.
+func TestListenersAreNotInTheStoreCap(t *testing.T) {
+	t.Setenv("LISTEN_FDNAMES", "l0")
+	ours, theirs, _ := msg.Pair()
+	setChannelEnv(t, theirs)
+	conn, _ := msg.NewConn(ours)
+	defer conn.Close()
+	f := &fakeRS{t: t, c: conn}
+	done := make(chan *Service, 1)
+	go func() {
+		s, err := Startup(Callbacks{InitRestart: func(*Service, Init) error { return nil }})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- s
+	}()
+	f.recv() // hello
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	defer w.Close()
+	f.send(&msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: msg.InitRestart,
+		Names: []string{"l0", "a"}}, r, w)
+	if m, _ := f.recv(); m.Kind != msg.KindInitResult || m.Err != "" {
+		t.Fatalf("init result %+v", m)
+	}
+	s := <-done
+	if s == nil {
+		t.FailNow()
+	}
+	for i := 1; i < msg.MaxStoredFDs; i++ { // "a" and these fill the store
+		if err := s.StoreFD(fmt.Sprintf("n%d", i), r); err != nil {
+			t.Fatalf("store fd %d of %d: %v", i+1, msg.MaxStoredFDs, err)
+		}
+		f.recv()
+	}
+	if err := s.StoreFD("one-too-many", r); err == nil {
+		t.Error("a store past the cap was not refused")
 	}
 }
