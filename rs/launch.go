@@ -495,9 +495,11 @@ func (svc *service) isListenName(name string) bool {
 
 // closeListenerFiles closes sockets svc does not hold (off the loop).
 func (s *Server) closeListenerFiles(svc *service, ls []heldListener) {
-	for _, l := range ls {
-		s.closeHeld(svc, l.f)
+	files := make([]*os.File, len(ls))
+	for i, l := range ls {
+		files[i] = l.f
 	}
+	s.closeHeld(svc, files...) // one goroutine for them all
 }
 
 // signalService sends the signal of `service signal` to the main process

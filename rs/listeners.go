@@ -227,9 +227,7 @@ func (s *Server) resumeListeners(svc *service) {
 			s.log.Error("held listener cannot serve again", "label", svc.spec.Label, "name", p.name, "err", err)
 		}
 	}
-	if len(svc.paused) > 0 {
-		s.log.Info("held listeners serve again", "label", svc.spec.Label, "listeners", len(svc.paused))
-	}
+	s.log.Info("held listeners serve again", "label", svc.spec.Label, "listeners", len(svc.paused))
 	svc.paused = nil
 }
 

@@ -160,25 +160,25 @@ func validateSpec(s Spec) error {
 	if !filepath.IsAbs(s.Binary) {
 		return specErrorf(s.Label, []string{"binary"}, "binary %q: path must be absolute", s.Binary)
 	}
-	if s.Restart != "" {
-		if _, err := ParseRestart(string(s.Restart)); err != nil {
-			return specErrorf(s.Label, []string{"restart"}, "%v", err)
+	// The values' own rules are control.CheckValue's, for the config
+	// and `service up` alike.
+	for _, kv := range []struct {
+		key string
+		v   any
+	}{{"restart", string(s.Restart)}, {"type", s.Type}} {
+		if err := control.CheckValue(kv.key, kv.v); err != nil {
+			return specErrorf(s.Label, []string{kv.key}, "%v", err)
 		}
-	}
-	if err := control.CheckValue("type", s.Type); err != nil {
-		return specErrorf(s.Label, []string{"type"}, "%v", err)
 	}
 	sv := reflect.ValueOf(s)
 	for _, f := range durationFields {
-		if d := time.Duration(sv.Field(f.index).Int()); d < 0 && (f.key != "failed_retry" || d != FailedRetryNever) {
-			return specErrorf(s.Label, []string{f.key}, "%s %q: negative duration", f.key, d.String())
+		d := time.Duration(sv.Field(f.index).Int())
+		if f.key == "failed_retry" && d == FailedRetryNever {
+			continue
 		}
-	}
-	if s.Period > 0 && s.Period < MinPeriod {
-		return specErrorf(s.Label, []string{"period"}, `period %v: shorter than %v, the least rs accepts ("0s" disables pings)`, s.Period, MinPeriod)
-	}
-	if s.PingTimeout > 0 && s.PingTimeout < MinPeriod {
-		return specErrorf(s.Label, []string{"ping_timeout"}, "ping_timeout %v: shorter than %v, the least rs accepts", s.PingTimeout, MinPeriod)
+		if err := control.CheckValue(f.key, d); err != nil {
+			return specErrorf(s.Label, []string{f.key}, "%v", err)
+		}
 	}
 	if err := validateChecks(s); err != nil {
 		return err
