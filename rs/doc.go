@@ -62,6 +62,13 @@
 // stopping), else from the policy's memory (failed, backoff, waiting for
 // its dependencies, down).
 //
+// # Watching (observe.go)
+//
+// The loop tells its watchers (`service events`, metrics, hooks) of each
+// step in a service's life as a control.Event, with s.emit, next to the
+// step's log line. emit never waits: each watcher has a buffer, and one
+// that reads too slowly misses events, counted in the next it gets.
+//
 // # The protocol seam (driver.go)
 //
 // The lifecycle speaks of hello, ready, alive, fds stored, state handed

@@ -83,6 +83,14 @@ type (
 		kind  timerKind
 		gen   uint64
 	}
+	// evWatch adds a watcher of lifecycle events (observe.go); evUnwatch
+	// removes it and closes its channel.
+	evWatch struct {
+		w     *Watcher
+		peer  control.Peer
+		reply chan<- error // nil: the watcher is added; else why not
+	}
+	evUnwatch struct{ w *Watcher }
 	// evProbe runs f in the loop. Only tests send it, to look at the table.
 	evProbe struct {
 		f    func()
@@ -113,5 +121,7 @@ func (evSignal) isEvent()     {}
 func (evPackets) isEvent()    {}
 func (evTimer) isEvent()      {}
 func (evProbe) isEvent()      {}
+func (evWatch) isEvent()      {}
+func (evUnwatch) isEvent()    {}
 func (evNotify) isEvent()     {}
 func (evMainExited) isEvent() {}

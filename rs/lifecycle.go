@@ -154,6 +154,7 @@ func (s *Server) onSpawned(ev evSpawned) {
 		inst.ended, inst.reaped = true, true
 		inst.reason = "start: " + ev.err.Error()
 		s.log.Error("start failed", "label", inst.label(), "role", inst.role, "err", ev.err)
+		s.emit(control.Event{Label: inst.label(), Event: EventStartFailed, Reason: inst.reason, Detail: roleDetail(inst.role)})
 		s.gone(inst)
 		return
 	}
@@ -175,9 +176,11 @@ func (s *Server) onSpawned(ev evSpawned) {
 	switch inst.role {
 	case rolePrimary:
 		s.log.Info("spawned", "label", inst.label(), "pid", inst.pid(), "init", inst.init)
+		s.emit(control.Event{Label: inst.label(), Event: EventSpawned, Pid: inst.pid()})
 		s.giveInit(inst, inst.init, nil, nil)
 	case roleStandby:
 		s.log.Info("standby spawned", "label", inst.label(), "pid", inst.pid())
+		s.emit(control.Event{Label: inst.label(), Event: EventSpawned, Pid: inst.pid(), Detail: roleDetail(inst.role)})
 		s.replyClone(inst.svc)
 	case roleIncoming:
 		s.updateSpawned(inst.svc.update)
@@ -325,6 +328,7 @@ func (s *Server) ready(inst *instance) {
 	inst.runningSince = s.clock.Now()
 	svc.ranOnce = true
 	s.log.Info("ready", "label", inst.label(), "pid", inst.pid())
+	s.emit(control.Event{Label: inst.label(), Event: EventReady, Pid: inst.pid()})
 	s.pingJoin(inst)
 	s.replyUp(svc, control.Reply{Message: fmt.Sprintf("%s running, pid %d", inst.label(), inst.pid())})
 	s.startWaiting()
@@ -340,6 +344,7 @@ func (s *Server) alive(inst *instance, at time.Time) {
 	s.disarm(inst, tPing)
 	if rtt := at.Sub(inst.pingSent); rtt > 0 {
 		inst.svc.rtt = rtt
+		s.emit(control.Event{Label: inst.label(), Event: EventPong, Pid: inst.pid(), RTT: rtt})
 	}
 }
 
@@ -466,6 +471,7 @@ func (s *Server) fault(inst *instance, reason string, err error) {
 	inst.reason = reason
 	s.pingLeave(inst)
 	s.log.Warn("faulty, killing", "label", inst.label(), "pid", inst.pid(), "role", inst.role, "reason", reason)
+	s.emit(control.Event{Label: inst.label(), Event: EventFault, Pid: inst.pid(), Reason: reason, Detail: roleDetail(inst.role)})
 	inst.proc.Kill()
 }
 
@@ -494,6 +500,7 @@ func (s *Server) stopInstance(inst *instance) {
 		return // spawning: onSpawned kills it
 	}
 	s.log.Info("stopping", "label", inst.label(), "pid", inst.pid(), "role", inst.role)
+	s.emit(control.Event{Label: inst.label(), Event: EventStopping, Pid: inst.pid(), Detail: roleDetail(inst.role)})
 	_ = inst.drv.stop()
 	go inst.proc.Stop(nil, inst.spec.StopSignal, inst.spec.StopGrace)
 }
@@ -635,6 +642,7 @@ func (s *Server) gone(inst *instance) {
 		// the exit only says why it died.
 		svc.lastExit = reason
 		s.log.Warn("exited", "label", svc.spec.Label, "pid", inst.pid(), "reason", reason, "cpu", inst.exit.CPU, "replaced", true)
+		s.emit(control.Event{Label: svc.spec.Label, Event: EventExited, Pid: inst.pid(), Reason: reason, Detail: "a standby took over"})
 	case outQuiet:
 	default:
 		s.primaryGone(inst, out, reason)
@@ -660,10 +668,12 @@ func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
 	if out == outStopped {
 		s.log.Info("stopped", "label", label, "exit", inst.exit.String())
 		s.stopped(svc)
+		s.emit(control.Event{Label: label, Event: EventStopped, Pid: inst.pid(), Detail: inst.exit.String()})
 		return
 	}
 	svc.lastExit = reason
 	s.log.Warn("exited", "label", label, "pid", inst.pid(), "reason", reason, "cpu", inst.exit.CPU)
+	s.emit(control.Event{Label: label, Event: EventExited, Pid: inst.pid(), Reason: reason})
 	switch out {
 	case outStartFailed:
 		s.startFailed(svc)

@@ -15,9 +15,12 @@ type logTargets struct {
 }
 
 // HandleStream answers a request whose reply is streamed (a
-// control.StreamHandler): logs. The loop says which services and where
+// control.StreamHandler): events (observe.go), or logs. The loop says which services and where
 // (logTargets); the files are read here, on the connection's goroutine.
 func (s *Server) HandleStream(req control.Request, peer control.Peer, out *control.Stream) control.Reply {
+	if req.Op == control.OpEvents {
+		return s.streamEvents(req, peer, out)
+	}
 	if req.Op != control.OpLogs {
 		return control.Failure(fmt.Errorf("%w: %s is not streamed", control.ErrInvalid, req.Op))
 	}

@@ -54,6 +54,7 @@ type Server struct {
 
 	unknownEvents atomic.Int64 // events the loop had no case for (a bug)
 	closing       atomic.Int64 // service fds being closed off the loop
+	watching      atomic.Int64 // len(watchers), for status
 
 	// drivers are the goroutines of drivers (simpledriver.go).
 	drivers sync.WaitGroup
@@ -69,6 +70,8 @@ type Server struct {
 	pingGroups   map[time.Duration]*pingGroup
 
 	notifyDir string // where notify services' sockets are made
+
+	watchers map[*Watcher]struct{} // of lifecycle events (observe.go)
 }
 
 type shutdownState struct {
@@ -90,6 +93,7 @@ func New(opts Options) *Server {
 		live:       make(map[*instance]struct{}),
 		started:    time.Now(),
 		pingGroups: map[time.Duration]*pingGroup{},
+		watchers:   map[*Watcher]struct{}{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -171,6 +175,7 @@ func (s *Server) Run() {
 		go s.mux.Run(s.deliver)
 		defer s.mux.Close()
 	}
+	defer s.unwatchAll() // after the last event: "rs-stopped" is in every channel
 	for ev := range s.events {
 		s.handle(ev)
 		if s.shutdown != nil && len(s.live) == 0 {
@@ -180,6 +185,7 @@ func (s *Server) Run() {
 			for _, r := range s.shutdown.replies {
 				answer(r, control.Reply{Message: "rs stopped"})
 			}
+			s.emit(control.Event{Event: EventRSStopped})
 			return
 		}
 	}
@@ -212,6 +218,10 @@ func (s *Server) handle(ev event) {
 		if fired(ev) {
 			s.timer(ev)
 		}
+	case evWatch:
+		s.watch(ev)
+	case evUnwatch:
+		s.unwatch(ev.w)
 	case evProbe:
 		ev.f()
 		close(ev.done)

@@ -247,6 +247,7 @@ func (s *Server) crashed(svc *service, ran time.Duration) {
 	}
 	s.log.Info("backoff", "label", label, "delay", delay)
 	s.arm(svc, tBackoff, delay)
+	s.emit(control.Event{Label: label, Event: EventBackoff, Reason: svc.lastExit, Detail: delay.String()})
 }
 
 // markFailed puts the service in `failed`: its held listeners refuse
@@ -255,6 +256,7 @@ func (s *Server) crashed(svc *service, ran time.Duration) {
 func (s *Server) markFailed(svc *service) {
 	svc.failed = true
 	s.pauseListeners(svc)
+	s.emit(control.Event{Label: svc.spec.Label, Event: EventFailed, Reason: svc.lastExit})
 	if d := svc.spec.FailedRetry; d > 0 {
 		s.arm(svc, tRetry, d)
 		s.log.Info("failed: trying again later", "label", svc.spec.Label, "failed_retry", d)
@@ -277,6 +279,7 @@ func (s *Server) reincarnate(svc *service) {
 	svc.restarts++
 	s.spawnPrimary(svc) // first: a standby's init goes out before the log line
 	s.log.Info("reincarnating", "label", svc.spec.Label, "reason", svc.lastExit, "restarts", svc.restarts)
+	s.emit(control.Event{Label: svc.spec.Label, Event: EventReincarnating, Reason: svc.lastExit})
 }
 
 func (s *Server) serviceTimer(svc *service, k timerKind) {

@@ -62,6 +62,7 @@ func (s *Server) promoteStandby(svc *service) bool {
 	svc.primary = sb
 	s.giveInit(sb, initRestart, nil, nil)
 	s.log.Info("standby takes over", "label", svc.spec.Label, "pid", sb.pid())
+	s.emit(control.Event{Label: svc.spec.Label, Event: EventStandbyTakeover, Pid: sb.pid()})
 	return true
 }
 

@@ -81,6 +81,7 @@ func (s *Server) daemon() *control.Daemon {
 		Goroutines:    runtime.NumGoroutine(),
 		UnknownEvents: s.unknownEvents.Load(),
 		Closing:       s.closing.Load(),
+		Watchers:      s.watching.Load(),
 		Containment:   proc.Containment().Mode,
 	}
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {

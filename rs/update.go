@@ -113,6 +113,7 @@ func (u *update) progress(p string) {
 // updateSpawned: the new instance's process runs.
 func (s *Server) updateSpawned(u *update) {
 	s.log.Info("update: new instance started", "label", u.svc.spec.Label, "pid", u.new.pid(), "binary", u.spec.Binary)
+	s.emit(control.Event{Label: u.svc.spec.Label, Event: EventUpdateStarted, Pid: u.new.pid(), Detail: u.spec.Binary})
 	u.progress(fmt.Sprintf("new instance started: pid %d (%s)", u.new.pid(), u.spec.Binary))
 	if u.replace {
 		// Nothing to wait for from the old one: the new one's own start
@@ -210,6 +211,8 @@ func (s *Server) commit(u *update) {
 		"prepare", u.readyAt.Sub(u.prepareAt).Round(time.Microsecond),
 		"init", now.Sub(u.readyAt).Round(time.Microsecond))
 	u.progress(fmt.Sprintf("committed: pid %d replaces pid %d", u.new.pid(), old.pid()))
+	s.emit(control.Event{Label: svc.spec.Label, Event: EventUpdateCommitted, Pid: u.new.pid(),
+		Detail: fmt.Sprintf("pid %d replaces pid %d in %v", u.new.pid(), old.pid(), gap)})
 	msg := fmt.Sprintf("%s updated: pid %d -> %d in %v", svc.spec.Label, old.pid(), u.new.pid(), gap)
 	if u.replace {
 		msg += fmt.Sprintf("; no state transfer (type %s): the new instance started fresh, the old one is stopped gracefully", u.spec.Type)
@@ -234,6 +237,7 @@ func (s *Server) rollback(u *update, why string) {
 		s.ensureStandby(svc)
 	}
 	s.log.Warn("update rolled back", "label", svc.spec.Label, "reason", why, "pid", u.old.pid())
+	s.emit(control.Event{Label: svc.spec.Label, Event: EventUpdateRollback, Pid: u.old.pid(), Reason: why})
 	u.progress("rolled back: " + why)
 	if u.replace && svc.primary == u.old && u.old.phase == phaseRunning {
 		why += fmt.Sprintf("; the new instance was stopped, pid %d serves on", u.old.pid())

@@ -77,6 +77,7 @@ func main() {
 				Action: status,
 			},
 			logsCommand(),
+			eventsCommand(),
 			{Name: "shutdown", Usage: "stop every service, then rs exits", Action: shutdown},
 		},
 	}

@@ -43,6 +43,8 @@ func DefaultTimeout(req Request) time.Duration {
 	switch req.Op {
 	case OpStatus, OpClone, OpUnclone, OpReopenLogs, OpSignal:
 		return 10 * time.Second
+	case OpEvents:
+		return 0 // until the client stops
 	case OpLogs:
 		if req.Follow {
 			return 0
@@ -68,14 +70,14 @@ func (c Client) Do(req Request, progress func(string)) (Reply, error) {
 	})
 }
 
-// Stream sends req, whose reply is streamed (logs), and hands each piece
+// Stream sends req, whose reply is streamed (logs, events), and hands each piece
 // (lines, or a note in Message) to each as it comes, then returns the
 // final reply. It returns when
 // each returns an error (that error), or when ctx ends (ctx's error):
 // it closes the connection, and rs stops sending.
 func (c Client) Stream(ctx context.Context, req Request, each func(Reply) error) (Reply, error) {
 	return c.exchange(ctx, req, func(r Reply) error {
-		if len(r.Logs) == 0 && r.Message == "" {
+		if len(r.Logs) == 0 && len(r.Events) == 0 && r.Message == "" {
 			return nil // a keepalive
 		}
 		return each(r)

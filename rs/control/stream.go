@@ -1,7 +1,7 @@
 package control
 
 // Streamed replies. Most requests get their answer in one Reply, after
-// progress lines and keepalives. A streamed one (logs) gets its answer in
+// progress lines and keepalives. A streamed one (logs, events) gets its answer in
 // pieces: any number of Replies that are not done, each with some of it
 // (Logs), then a final one; with logs -f the pieces go on until the
 // client goes away, and the server tells the handler so (Stream.Gone),
@@ -14,7 +14,7 @@ package control
 type StreamHandler func(req Request, peer Peer, out *Stream) Reply
 
 // Streams tells whether op's reply is streamed.
-func Streams(op string) bool { return op == OpLogs }
+func Streams(op string) bool { return op == OpLogs || op == OpEvents }
 
 // Stream is the sending side of a streamed reply.
 type Stream struct {

@@ -29,6 +29,9 @@ const (
 	// OpSignal sends Request.Signal to the main process of the service's
 	// instance, and nothing else.
 	OpSignal = "signal"
+	// OpEvents streams lifecycle events as they happen (a streamed
+	// reply: see Stream), for every service or Request.Label's.
+	OpEvents = "events"
 )
 
 // Service states, as `service status` shows them.
@@ -79,6 +82,7 @@ type Reply struct {
 	Services []Status  `msgpack:"services,omitempty"`
 	Daemon   *Daemon   `msgpack:"daemon,omitempty"` // with status
 	Logs     []LogLine `msgpack:"logs,omitempty"`   // with logs, in pieces before the final reply
+	Events   []Event   `msgpack:"events,omitempty"` // with events, in pieces before the final reply
 	Done     bool      `msgpack:"done"`
 }
 
@@ -106,6 +110,9 @@ type Daemon struct {
 	// "cgroup" (a cgroup v2 leaf per instance, killed with cgroup.kill)
 	// or "process-group".
 	Containment string `msgpack:"containment" json:"containment"`
+	// Watchers counts who watches the lifecycle events now (`service
+	// events`, metrics).
+	Watchers int64 `msgpack:"watchers" json:"watchers"`
 }
 
 // Status is one row of `service status`; its JSON form is the SPEC's.
@@ -196,7 +203,7 @@ func DecodeRequest(b []byte) (Request, error) {
 		return Request{}, fmt.Errorf("%w: maxtime %v: must be positive", ErrInvalid, r.MaxTime)
 	}
 	switch r.Op {
-	case OpStatus, OpShutdown, OpReopenLogs:
+	case OpStatus, OpShutdown, OpReopenLogs, OpEvents:
 	case OpLogs:
 		if r.Lines != nil && (*r.Lines < 0 || *r.Lines > MaxLogLines) {
 			return Request{}, fmt.Errorf("%w: lines %d out of range (0 to %d)", ErrInvalid, *r.Lines, MaxLogLines)
@@ -216,4 +223,34 @@ func DecodeRequest(b []byte) (Request, error) {
 		return Request{}, fmt.Errorf("%w: unknown command %q", ErrInvalid, r.Op)
 	}
 	return r, nil
+}
+
+// Event is one step in a service's life, as `service events` shows it:
+// what happened (Event, a lower-case word or words joined by '-'), to
+// which service, when, and what a person or a hook needs to make sense
+// of it. Its JSON form is one object per line of `service events --json`.
+type Event struct {
+	Time  time.Time `msgpack:"time" json:"time"`
+	Label string    `msgpack:"label" json:"label"`
+	Event string    `msgpack:"event" json:"event"`
+	// Pid is the instance's process the event is about (0: none).
+	Pid int `msgpack:"pid,omitempty" json:"pid,omitempty"`
+	// Reason: why it exited or failed, as last_exit says it; an update's
+	// rollback reason; what a reload changed.
+	Reason string `msgpack:"reason,omitempty" json:"reason,omitempty"`
+	// Kind is the reason's first word (terminated, no-heartbeat,
+	// init-timeout, faulty, oom-killed, ...), for counting.
+	Kind string `msgpack:"kind,omitempty" json:"kind,omitempty"`
+	// State is the service's state just after the event; empty for
+	// exited, whose next event says what comes of it.
+	State    string `msgpack:"state,omitempty" json:"state,omitempty"`
+	Restarts int    `msgpack:"restarts" json:"restarts"`
+	// Detail is the rest, in words (the backoff delay, an update's pids).
+	Detail string `msgpack:"detail,omitempty" json:"detail,omitempty"`
+	// Missed counts events this watcher did not get just before this one
+	// because it read too slowly (0: none).
+	Missed int `msgpack:"missed,omitempty" json:"missed,omitempty"`
+	// RTT is a ping's round trip, for rs's own watchers (metrics) of
+	// pongs; never sent.
+	RTT time.Duration `msgpack:"-" json:"-"`
 }
