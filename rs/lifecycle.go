@@ -327,6 +327,7 @@ func (s *Server) ready(inst *instance) {
 	inst.phase = phaseRunning
 	inst.runningSince = s.clock.Now()
 	svc.ranOnce = true
+	s.recovered(svc)
 	s.log.Info("ready", "label", inst.label(), "pid", inst.pid())
 	s.emit(control.Event{Label: inst.label(), Event: EventReady, Pid: inst.pid()})
 	s.pingJoin(inst)
@@ -658,6 +659,7 @@ func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
 	svc := inst.svc
 	svc.primary = nil
 	svc.rtt = 0
+	s.recovered(svc)
 	svc.statusText = "" // it spoke of an instance that is no more
 	if u := svc.update; u != nil && u.old == inst {
 		// The old instance died mid-update: the update is void, and the

@@ -37,7 +37,10 @@ type service struct {
 	lastExit       string
 	lastStandbyErr string // why the last standby ended
 	rtt            time.Duration
-	fdstore        map[string]*os.File
+	// recovering: reincarnated, not yet ready; the log writer yields to
+	// it (logs.Writer.Yield) until then.
+	recovering bool
+	fdstore    map[string]*os.File
 	// logFiles are every instance's stdout and stderr (package logs
 	// owns them): the same pipes across restarts and updates.
 	logFiles  logs.Files
@@ -277,6 +280,11 @@ func (s *Server) retryFailed(svc *service) {
 
 func (s *Server) reincarnate(svc *service) {
 	svc.restarts++
+	if s.logs != nil && !svc.recovering {
+		// Services that flood wait on their full pipes while it starts.
+		svc.recovering = true
+		s.logs.Yield(svc.spec.Label, recoveryYield)
+	}
 	s.spawnPrimary(svc) // first: a standby's init goes out before the log line
 	s.log.Info("reincarnating", "label", svc.spec.Label, "reason", svc.lastExit, "restarts", svc.restarts)
 	s.emit(control.Event{Label: svc.spec.Label, Event: EventReincarnating, Reason: svc.lastExit})
@@ -298,4 +306,16 @@ func (s *Server) dropFDStore(svc *service) {
 	s.releaseListeners(svc)
 	s.closeHeld(svc, slices.Collect(maps.Values(svc.fdstore))...)
 	clear(svc.fdstore)
+}
+
+// recoveryYield bounds how long the output of services that flood waits
+// while another service is reincarnated (logs.Writer.Yield).
+const recoveryYield = 200 * time.Millisecond
+
+// recovered ends the log writer's yield to svc's start.
+func (s *Server) recovered(svc *service) {
+	if svc.recovering {
+		svc.recovering = false
+		s.logs.Recovered(svc.spec.Label)
+	}
 }

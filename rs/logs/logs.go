@@ -140,6 +140,8 @@ const (
 	mRetire
 	mEnded
 	mReopen
+	mYield
+	mRecovered
 	mClose
 )
 
@@ -147,7 +149,8 @@ type message struct {
 	kind  msgKind
 	label string
 	cfg   Config
-	sink  *sink // mAdd
+	sink  *sink     // mAdd
+	until time.Time // mYield
 }
 
 // New returns a Writer into dir (made when the first file is opened) and
@@ -285,6 +288,28 @@ func (w *Writer) Ended(label string) {
 	defer w.mu.Unlock()
 	if !w.closed {
 		w.post(message{kind: mEnded, label: label})
+	}
+}
+
+// Yield tells that label is recovering (its new instance is starting
+// after a crash): for at most d, or until Recovered(label), the output
+// of services that flood is not read, so that they block on their full
+// pipes rather than take the CPU from label's start. Nothing is lost;
+// label's own output is read on. It never waits.
+func (w *Writer) Yield(label string, d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.post(message{kind: mYield, label: label, until: time.Now().Add(d)})
+	}
+}
+
+// Recovered ends label's Yield: its new instance is ready, or gone.
+func (w *Writer) Recovered(label string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.post(message{kind: mRecovered, label: label})
 	}
 }
 

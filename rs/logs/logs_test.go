@@ -367,3 +367,72 @@ func openFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// TestYield: while a service recovers, a service that floods is not
+// read (its output waits in its pipe), the recovering one's is; at
+// Recovered, or when the bound passes, the flood is read with nothing
+// lost.
+func TestYield(t *testing.T) {
+	dir := t.TempDir()
+	w, err := New(dir, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(10 * time.Second)
+	flood, err := w.Add("flood", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := w.Add("kv", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := func(n int) func([]string) bool { return func(l []string) bool { return len(l) >= n } }
+	chunk := bytes.Repeat([]byte(strings.Repeat("f", 99)+"\n"), 640) // 64000 bytes: a flooding read
+	pending := func() int {
+		n, err := unix.IoctlGetInt(int(flood.Stdout.Fd()), unix.TIOCINQ) // FIONREAD
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	kvLines := 0
+	kvSays := func() {
+		t.Helper()
+		kvLines++
+		fmt.Fprintf(kv.Stdout, "kv %d\n", kvLines)
+		waitFile(t, filepath.Join(dir, "kv.log"), lines(kvLines))
+	}
+	floodLog := filepath.Join(dir, "flood.log")
+	for round, end := range []string{"recovered", "bound"} {
+		if _, err := flood.Stdout.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		waitFile(t, floodLog, lines((2*round+1)*640)) // it floods: read at once
+		bound := 10 * time.Second
+		if end == "bound" {
+			bound = 100 * time.Millisecond
+		}
+		w.Yield("kv", bound)
+		// Two of kv's lines, each in the file before the next is
+		// written: the Writer has taken the Yield and waited for its
+		// pipes again at least once since.
+		kvSays()
+		kvSays()
+		if _, err := flood.Stdout.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		kvSays()
+		kvSays()
+		if end == "recovered" {
+			if n := pending(); n != len(chunk) {
+				t.Fatalf("while kv recovers, flood's pipe holds %d bytes, want %d (not read)", n, len(chunk))
+			}
+			w.Recovered("kv")
+		}
+		waitFile(t, floodLog, lines((2*round+2)*640))
+		if n := pending(); n != 0 {
+			t.Errorf("%s: flood's pipe still holds %d bytes", end, n)
+		}
+	}
+}

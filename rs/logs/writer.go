@@ -24,6 +24,10 @@ type stream struct {
 	split splitter
 	grown bool // its pipe was made floodPipe bytes
 	eof   bool // every write end is closed: out of the epoll set
+	// floodAt: when a read last found growAt bytes or more in it.
+	floodAt time.Time
+	// held: out of the epoll set while another service recovers (Yield).
+	held bool
 }
 
 type sink struct {
@@ -138,6 +142,11 @@ type loop struct {
 	fullAt   time.Time
 	recent   int64
 	windowAt time.Time
+	// Yield: until yieldUntil, flooding streams of labels other than
+	// those in recovering are out of the epoll set (held).
+	yieldUntil time.Time
+	recovering map[string]bool
+	held       []*stream
 }
 
 func (w *Writer) run() {
@@ -177,6 +186,12 @@ func (w *Writer) run() {
 				timeout = ms
 			}
 		}
+		if len(l.held) > 0 {
+			ms := max(int(l.yieldUntil.Sub(now)/time.Millisecond)+1, 1)
+			if timeout < 0 || ms < timeout {
+				timeout = ms
+			}
+		}
 		n, err := unix.EpollWait(w.epfd, events, timeout)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			w.log.Error("logs: epoll_wait failed; service output is no longer read", "err", err)
@@ -194,6 +209,9 @@ func (w *Writer) run() {
 			}
 		}
 		now = time.Now()
+		if len(l.held) > 0 && !now.Before(l.yieldUntil) {
+			l.release()
+		}
 		l.measure(now)
 		for s := range l.failing {
 			if !now.Before(s.retryAt) {
@@ -255,6 +273,13 @@ func (l *loop) messages() bool {
 			}
 			for s := range l.retired {
 				s.closeFile()
+			}
+		case mYield:
+			l.yield(m.label, m.until)
+		case mRecovered:
+			delete(l.recovering, m.label)
+			if len(l.recovering) == 0 {
+				l.release()
 			}
 		case mClose:
 			closing = true
@@ -322,6 +347,7 @@ func (l *loop) read(st *stream, n int) {
 // at once, and st's pipe grows.
 func (l *loop) flooding(st *stream) {
 	l.fullAt = time.Now()
+	st.floodAt = l.fullAt
 	if !l.busy {
 		l.busy = true
 		l.w.setBusy(true)
@@ -648,4 +674,64 @@ func gzipFile(path, dstPath string) error {
 		os.Remove(tmp)
 	}
 	return err
+}
+
+// yield holds every stream that flooded within quietAfter, of a label
+// other than one recovering, out of the epoll set until until (or the
+// last recovering label is recovered): its writer blocks on its full
+// pipe, and leaves the CPU to label's new instance. Nothing is lost:
+// what the pipe holds is read once it is released. label's own
+// streams, if held, are released: its new instance writes into them.
+func (l *loop) yield(label string, until time.Time) {
+	if l.recovering == nil {
+		l.recovering = map[string]bool{}
+	}
+	l.recovering[label] = true
+	if until.After(l.yieldUntil) {
+		l.yieldUntil = until
+	}
+	now := time.Now()
+	kept := l.held[:0]
+	for _, st := range l.held {
+		if st.sink.label == label {
+			l.unhold(st)
+		} else {
+			kept = append(kept, st)
+		}
+	}
+	l.held = kept
+	for _, st := range l.byFD {
+		if st.held || st.eof || l.recovering[st.sink.label] || st.floodAt.IsZero() || now.Sub(st.floodAt) >= quietAfter {
+			continue
+		}
+		if unix.EpollCtl(l.w.epfd, unix.EPOLL_CTL_DEL, st.fd, nil) == nil {
+			st.held = true
+			l.held = append(l.held, st)
+		}
+	}
+}
+
+// release puts every held stream back in the epoll set.
+func (l *loop) release() {
+	for _, st := range l.held {
+		l.unhold(st)
+	}
+	l.held = l.held[:0]
+	clear(l.recovering)
+	l.yieldUntil = time.Time{}
+}
+
+// unhold puts st back in the epoll set, if it is still polled (not
+// dropped or ended meanwhile).
+func (l *loop) unhold(st *stream) {
+	st.held = false
+	if l.byFD[int32(st.fd)] != st || st.eof {
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(st.fd)}
+	// EEXIST: its sink's writing failed and resumed meanwhile, which
+	// polls it again.
+	if err := unix.EpollCtl(l.w.epfd, unix.EPOLL_CTL_ADD, st.fd, &ev); err != nil && !errors.Is(err, unix.EEXIST) {
+		l.w.log.Error("logs: epoll_ctl add", "label", st.sink.label, "err", err)
+	}
 }
