@@ -129,6 +129,17 @@
 // Spec.Apply of a control.Patch, and both check the table it would make
 // with Validate. down and shutdown stop in dependency order (stop.go).
 //
+// # Reload and removal (reload.go, remove.go)
+//
+// `service reload` and SIGHUP read the config file off the loop; the
+// loop gets the specs and applies the difference at once, each changed
+// setting by its class (reloadClass, one table): policy settings are
+// set in the service's spec and its live instances', launch settings
+// restart it (or live-update it, reload_action = "update"). One
+// reloadOutcome per service is made in one place (Server.outcome); the
+// reply waits on the connection's goroutine. `service remove` takes a
+// service down and forgets it once none of its instances is left.
+//
 // # Service output (package logs)
 //
 // Each service's stdout and stderr are pipes of package logs, made at

@@ -26,6 +26,14 @@ type (
 		reply chan<- control.Reply
 		prog  chan<- string
 	}
+	// evReload: the config file, read again and checked off the loop
+	// (specs, or err why not), to be applied (reload.go).
+	evReload struct {
+		specs []Spec
+		err   error
+		peer  control.Peer
+		reply chan<- reloadPlan
+	}
 	// evLogTargets asks which services' logs a logs request reads, and
 	// where (the reading is the connection's, off the loop).
 	evLogTargets struct {
@@ -113,6 +121,7 @@ type packet struct {
 
 func (evStart) isEvent()      {}
 func (evRequest) isEvent()    {}
+func (evReload) isEvent()     {}
 func (evShutdown) isEvent()   {}
 func (evLogTargets) isEvent() {}
 func (evSpawned) isEvent()    {}

@@ -652,6 +652,7 @@ func (s *Server) gone(inst *instance) {
 	s.startWaiting() // a start slot may be free
 	s.stopStep()     // a dependent may be gone
 	s.checkDowns()
+	s.checkRemovals()
 }
 
 // primaryGone: the service's own instance is over.

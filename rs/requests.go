@@ -17,6 +17,9 @@ func (s *Server) Handle(req control.Request, peer control.Peer, progress func(st
 	if err := precheck(req); err != nil {
 		return control.Failure(err)
 	}
+	if req.Op == control.OpReload {
+		return s.handleReload(peer) // reads the file here, off the loop
+	}
 	prog := make(chan string, 16)
 	reply := make(chan control.Reply, 1)
 	s.post(evRequest{req: req, peer: peer, reply: reply, prog: prog})
@@ -142,6 +145,10 @@ func (s *Server) request(ev evRequest) {
 		fail(ev.reply, control.ErrShutdown)
 		return
 	}
+	if err := s.busyRemoving(req); err != nil {
+		fail(ev.reply, err)
+		return
+	}
 	switch req.Op {
 	case control.OpStatus:
 		st, err := s.statuses(req.Label)
@@ -167,6 +174,8 @@ func (s *Server) request(ev evRequest) {
 		s.clone(req.Label, req.Op == control.OpClone, ev.reply)
 	case control.OpSignal:
 		s.signalService(req, ev.reply)
+	case control.OpRemove:
+		s.remove(req.Label, ev.reply)
 	default:
 		fail(ev.reply, fmt.Errorf("%w: %q", control.ErrInvalid, req.Op))
 	}

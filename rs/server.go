@@ -31,6 +31,9 @@ type Options struct {
 	// to be reopened (ReopenLogs: SIGUSR1, `service logs --reopen`), for
 	// rs's own log file; it must not block.
 	Reopen func()
+	// ConfigFile is the config file rs was started with, which `service
+	// reload` and SIGHUP read again (reload.go); "": none.
+	ConfigFile string
 }
 
 // Server is rs: the service table and the loop that owns it. Everything
@@ -43,6 +46,7 @@ type Server struct {
 	env    []string
 	logDir string
 	reopen func() // Options.Reopen
+	config string // Options.ConfigFile
 	events chan event
 	done   chan struct{} // closed when Run returns: senders give up
 
@@ -68,6 +72,7 @@ type Server struct {
 	stopsPending bool // some service is to be stopped once its dependents are
 	downsPending int  // services with a `down` to answer
 	pingGroups   map[time.Duration]*pingGroup
+	removing     map[*service]*removal // services being removed (remove.go)
 
 	notifyDir string // where notify services' sockets are made
 
@@ -86,6 +91,8 @@ func New(opts Options) *Server {
 		env:        opts.Env,
 		logDir:     opts.LogDir,
 		reopen:     opts.Reopen,
+		config:     opts.ConfigFile,
+		removing:   map[*service]*removal{},
 		notifyDir:  control.RuntimeDir(),
 		events:     make(chan event, 256),
 		done:       make(chan struct{}),
@@ -198,6 +205,8 @@ func (s *Server) handle(ev event) {
 		s.addConfigured(ev.specs)
 	case evRequest:
 		s.request(ev)
+	case evReload:
+		s.reload(ev)
 	case evLogTargets:
 		s.logTargets(ev)
 	case evShutdown:

@@ -28,6 +28,13 @@ const (
 	TypeSimple = "simple" // no protocol
 )
 
+// Reload actions (config key reload_action): what `service reload` does
+// when a running service's launch settings changed.
+const (
+	ReloadRestart = "restart" // stop it and start the new settings (the default)
+	ReloadUpdate  = "update"  // a live update to them (sef; other types restart)
+)
+
 // Defaults applied by Spec.withDefaults where a field is zero.
 const (
 	DefaultPeriod        = time.Second
@@ -152,6 +159,11 @@ type Spec struct {
 	// (default SIGTERM).
 	StopSignal syscall.Signal
 
+	// ReloadAction is what `service reload` does when the service's
+	// launch settings changed (reload.go): "restart" (the default) or
+	// "update" (a live update, for a sef service).
+	ReloadAction string
+
 	// File and Line name where the service was configured ("" for `service up`).
 	File string
 	Line int
@@ -185,6 +197,9 @@ func (s Spec) withDefaults() Spec {
 	}
 	if s.StopSignal == 0 {
 		s.StopSignal = syscall.SIGTERM
+	}
+	if s.ReloadAction == "" {
+		s.ReloadAction = ReloadRestart
 	}
 	return s
 }

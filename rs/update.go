@@ -88,10 +88,17 @@ func (s *Server) startUpdate(ev evRequest) {
 		fail(ev.reply, control.Errorf(control.CodeInvalid, "update %s: %w (nothing changed)", req.Label, err))
 		return
 	}
+	s.beginUpdate(svc, spec, state, maxTime, req.DiscardState, ev.reply, ev.prog)
+}
+
+// beginUpdate starts the update of running svc to spec (checked): the
+// new instance is spawned; reply gets the commit or the rollback.
+func (s *Server) beginUpdate(svc *service, spec Spec, state int, maxTime time.Duration, discard bool,
+	reply chan<- control.Reply, prog chan<- string) {
 	s.dropStandby(svc) // it runs the old binary; a new one follows the update
 	u := &update{svc: svc, old: svc.primary, spec: spec, state: state, maxTime: maxTime,
-		begin: time.Now(), reply: ev.reply, prog: ev.prog, pending: map[string]*os.File{},
-		discard: req.DiscardState, replace: spec.Type != TypeSef}
+		begin: time.Now(), reply: reply, prog: prog, pending: map[string]*os.File{},
+		discard: discard, replace: spec.Type != TypeSef}
 	svc.update = u
 	if u.replace {
 		u.progress(fmt.Sprintf("no state transfer (type %s): a new instance starts beside the old one, which serves until the new one is ready (init_timeout %v)",

@@ -30,7 +30,7 @@ func main() {
 		Usage:     "reincarnation server: supervise sef services",
 		UsageText: "rs [--config FILE] [--socket PATH] [--log-dir DIR] [--log-file FILE] [--log-format text|json] [--log-level L]",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Usage: "TOML file of services to start"},
+			&cli.StringFlag{Name: "config", Usage: "TOML file of services to start; read again at SIGHUP and `service reload`"},
 			&cli.StringFlag{Name: "socket", Usage: "control socket (default: $RS_SOCKET, else rs.sock in rs's private directory, mode 0700: " +
 				"$XDG_RUNTIME_DIR/rs, else /run/rs for root, else $TMPDIR/rs-<uid>; here " + control.DefaultSocket() + ")"},
 			&cli.StringFlag{Name: "log-dir", Usage: "where services with log = \"file\" write <label>.log (default: /var/log/rs for root, " +
@@ -135,7 +135,11 @@ func run(c *cli.Context) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	reopen := make(chan os.Signal, 1)
 	signal.Notify(reopen, syscall.SIGUSR1)
-	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP)
+	// SIGHUP rereads the config file: one reload at a time, a SIGHUP
+	// that comes meanwhile makes one more (the channel holds one).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	signal.Ignore(syscall.SIGPIPE)
 
 	// Before the first service: the cgroups an rs that was SIGKILLed left
 	// behind are emptied here.
@@ -148,12 +152,22 @@ func run(c *cli.Context) error {
 	if logDir, err = filepath.Abs(logDir); err != nil {
 		return err
 	}
-	srv := rs.New(rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy, Reopen: reopenOwn})
+	srv := rs.New(rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy, Reopen: reopenOwn, ConfigFile: c.String("config")})
 	ctl := &control.Server{Handler: srv.Handle, Stream: srv.HandleStream, Log: log}
 	go srv.Run()
 	go ctl.Serve(ln)
 	log.Info("rs started", "socket", sock, "services", len(specs), "pid", os.Getpid(), "log_dir", logDir)
 	srv.Start(specs)
+	go func() {
+		// Off the loop: the reload reads the file in this goroutine, and
+		// logs each service's outcome itself.
+		for range hup {
+			log.Info("SIGHUP: reloading the config file", "config", c.String("config"))
+			if r := srv.Do(control.Request{Op: control.OpReload}, nil); r.Err != "" {
+				log.Error("SIGHUP: reload failed", "err", r.Err)
+			}
+		}
+	}()
 wait:
 	for {
 		select {

@@ -33,7 +33,7 @@ func main() {
 		Description: "Flags come before the label. The socket is --socket, else $RS_SOCKET, else rs.sock in\n" +
 			"$XDG_RUNTIME_DIR/rs, else /run/rs for root, else $TMPDIR/rs-<uid> (/tmp/rs-<uid>).\n" +
 			"service talks only to an rs of its own uid or root (SO_PEERCRED). Without --timeout a command\n" +
-			"waits 10s (status, clone, unclone), 1m (up, down, restart, shutdown) or 1m plus --maxtime\n" +
+			"waits 10s (status, clone, unclone), 1m (up, down, restart, reload, remove, shutdown) or 1m plus --maxtime\n" +
 			"(update), logs -f without limit, and gives up on an rs that says nothing for 5s (stopped).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "socket", Usage: "rs control socket (default: " + control.DefaultSocket() + ")"},
@@ -78,6 +78,21 @@ func main() {
 			},
 			logsCommand(),
 			eventsCommand(),
+			{
+				Name: "reload", Usage: "reread rs's config file and apply what changed; one line per service",
+				Description: "rs reads the file it was started with (--config) again, as SIGHUP makes it do. New services\n" +
+					"start, services the file no longer has stop and are removed, changed policy settings (backoff,\n" +
+					"restart limits, ping period, log rotation, ...) apply at once, changed launch settings (binary,\n" +
+					"args, env, user, listen, ...) restart the service, or live-update it with reload_action = \"update\".\n" +
+					"Services added with service up that the file does not have are left alone. An invalid file\n" +
+					"changes nothing: the error names its file and line.",
+				Action: reload,
+			},
+			{
+				Name: "remove", Usage: "stop a service and forget it (refused while others depend on it)", ArgsUsage: "<label>",
+				Description: "A service from the config file comes back at the next reload.",
+				Action:      simple(control.OpRemove),
+			},
 			{Name: "shutdown", Usage: "stop every service, then rs exits", Action: shutdown},
 		},
 	}
@@ -270,6 +285,21 @@ func signalCmd(c *cli.Context) error {
 		return fmt.Errorf("signal: %w", err)
 	}
 	return do(c, control.Request{Op: control.OpSignal, Label: l, Signal: sig}, nil)
+}
+
+// reload prints rs's lines, one per service, each escaped on its own.
+func reload(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("reload takes no label: it rereads the whole config file")
+	}
+	r, err := client(c).Do(control.Request{Op: control.OpReload}, nil)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(r.Message, "\n") {
+		fmt.Println(escape(line))
+	}
+	return nil
 }
 
 func shutdown(c *cli.Context) error {

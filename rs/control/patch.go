@@ -58,6 +58,7 @@ type Patch struct {
 	Probe         *string            `msgpack:"probe,omitempty" usage:"simple: liveness check, tcp:HOST:PORT | exec:CMD ARGS; a failure reincarnates it"`
 	ProbePeriod   *time.Duration     `msgpack:"probe_period,omitempty" usage:"simple: how often the probe runs (default: the period)"`
 	ProbeTimeout  *time.Duration     `msgpack:"probe_timeout,omitempty" usage:"simple: how long one probe may take (default: the ping timeout)"`
+	ReloadAction  *string            `msgpack:"reload_action,omitempty" usage:"what service reload does when its launch settings changed: restart | update (a live update; sef only, others restart) (default restart)"`
 }
 
 // MinPeriod is the shortest ping period and ping timeout rs accepts: a
@@ -107,6 +108,12 @@ func CheckValue(key string, v any) error {
 		case "", "sef", "notify", "simple":
 		default:
 			return fmt.Errorf("type %q: want sef, notify or simple", t)
+		}
+	case "reload_action":
+		switch a := v.(string); a {
+		case "", "restart", "update":
+		default:
+			return fmt.Errorf("reload_action %q: want restart or update", a)
 		}
 	case "log_max_size":
 		if v.(uint64) == 0 {

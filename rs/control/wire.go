@@ -32,6 +32,10 @@ const (
 	// OpEvents streams lifecycle events as they happen (a streamed
 	// reply: see Stream), for every service or Request.Label's.
 	OpEvents = "events"
+	// OpReload rereads rs's config file and applies what changed.
+	OpReload = "reload"
+	// OpRemove stops a service (if it runs) and forgets it.
+	OpRemove = "remove"
 )
 
 // Service states, as `service status` shows them.
@@ -203,7 +207,7 @@ func DecodeRequest(b []byte) (Request, error) {
 		return Request{}, fmt.Errorf("%w: maxtime %v: must be positive", ErrInvalid, r.MaxTime)
 	}
 	switch r.Op {
-	case OpStatus, OpShutdown, OpReopenLogs, OpEvents:
+	case OpStatus, OpShutdown, OpReopenLogs, OpEvents, OpReload:
 	case OpLogs:
 		if r.Lines != nil && (*r.Lines < 0 || *r.Lines > MaxLogLines) {
 			return Request{}, fmt.Errorf("%w: lines %d out of range (0 to %d)", ErrInvalid, *r.Lines, MaxLogLines)
@@ -211,7 +215,7 @@ func DecodeRequest(b []byte) (Request, error) {
 		if r.SinceUs < 0 {
 			return Request{}, fmt.Errorf("%w: since %d: before 1970", ErrInvalid, r.SinceUs)
 		}
-	case OpUp, OpDown, OpRestart, OpUpdate, OpClone, OpUnclone:
+	case OpUp, OpDown, OpRestart, OpUpdate, OpClone, OpUnclone, OpRemove:
 		if r.Label == "" {
 			return Request{}, fmt.Errorf("%w: %s needs a label", ErrInvalid, r.Op)
 		}
