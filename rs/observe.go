@@ -26,7 +26,12 @@ const (
 	EventUpdateStarted   = "update-started"   // an update's new instance is starting (Detail: binary)
 	EventUpdateCommitted = "update-committed" // the new instance replaced the old one
 	EventUpdateRollback  = "update-rolled-back"
+	EventRemoved         = "removed"    // taken out of the table (service remove, or gone from the config at a reload)
 	EventRSStopped       = "rs-stopped" // rs stopped every service and ends; the last event (no label)
+	// EventReloadPrefix + a reload's action for the service (added,
+	// removed, unchanged, applied, restarted, updated, kept, left-alone,
+	// busy): what `service reload` did to it, Detail in words.
+	EventReloadPrefix = "reload-"
 	// EventPong is a ping's round trip (Watcher.RTT): only watchers that
 	// asked for pings get it, and it is never streamed.
 	EventPong = "pong"

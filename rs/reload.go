@@ -213,6 +213,7 @@ type reloadPlan struct {
 // of them is made.
 func (s *Server) outcome(plan *reloadPlan, o reloadOutcome, wait <-chan control.Reply, pid int) {
 	s.log.Info("reload", "label", o.Label, "action", o.Action, "detail", o.Detail)
+	s.emit(control.Event{Label: o.Label, Event: EventReloadPrefix + o.Action, Pid: pid, Detail: o.Detail})
 	plan.items = append(plan.items, reloadItem{out: o, wait: wait, pid: pid})
 }
 

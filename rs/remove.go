@@ -107,6 +107,7 @@ func (s *Server) forget(svc *service) {
 	delete(s.services, label)
 	s.order = slices.DeleteFunc(s.order, func(l string) bool { return l == label })
 	s.log.Info("removed", "label", label)
+	s.emit(control.Event{Label: label, Event: EventRemoved})
 }
 
 // busyRemoving: req is about a service being removed; only status and

@@ -135,3 +135,29 @@ args = ["-role", "say"]
 		t.Errorf("events of an unknown label: exit %d, %q", code, stderr)
 	}
 }
+
+// allEvents reads --json lines until it has seen each of want ("label
+// event"), in any order.
+func allEvents(t *testing.T, lines <-chan string, want ...string) {
+	t.Helper()
+	left := map[string]bool{}
+	for _, w := range want {
+		left[w] = true
+	}
+	timeout := time.After(waitTimeout)
+	for len(left) > 0 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("service events ended before %v", left)
+			}
+			var e control.Event
+			if err := json.Unmarshal([]byte(l), &e); err != nil {
+				t.Fatalf("service events --json: %v: %q", err, l)
+			}
+			delete(left, e.Label+" "+e.Event)
+		case <-timeout:
+			t.Fatalf("no events %v", left)
+		}
+	}
+}

@@ -120,8 +120,11 @@ binary = "$BIN/idle"
 args = ["new"]
 backoff_cap = "5s"
 `)
+	events := r.watchEvents("--json")
 	out := r.mustService("reload")
 	t.Logf("reload:\n%s", out)
+	// The reload's changes are events too.
+	allEvents(t, events, "old reload-removed", "old removed", "web reload-added", "kv reload-applied", "same reload-unchanged")
 	if n := strings.Count(strings.TrimSpace(out), "\n") + 1; n != 7 {
 		t.Errorf("%d lines, want one per service (7)", n)
 	}
