@@ -58,6 +58,9 @@ type Patch struct {
 	Probe         *string            `msgpack:"probe,omitempty" usage:"simple: liveness check, tcp:HOST:PORT | exec:CMD ARGS; a failure reincarnates it"`
 	ProbePeriod   *time.Duration     `msgpack:"probe_period,omitempty" usage:"simple: how often the probe runs (default: the period)"`
 	ProbeTimeout  *time.Duration     `msgpack:"probe_timeout,omitempty" usage:"simple: how long one probe may take (default: the ping timeout)"`
+	OnFailure     *[]string          `msgpack:"on_failure,omitempty" sep:" " usage:"hook run when the service enters failed: its argv, split on spaces: \"/path/cmd ARG\""`
+	OnExit        *[]string          `msgpack:"on_exit,omitempty" sep:" " usage:"hook run after each unexpected exit of its instance: its argv, split on spaces"`
+	HookTimeout   *time.Duration     `msgpack:"hook_timeout,omitempty" usage:"bound of one run of a hook; then its process group is killed (default 30s)"`
 }
 
 // MinPeriod is the shortest ping period and ping timeout rs accepts: a
@@ -116,6 +119,9 @@ func CheckValue(key string, v any) error {
 		if n := v.(int); n <= 0 {
 			return fmt.Errorf("log_keep %d: want a positive number of rotated files", n)
 		}
+	}
+	if err := checkHook(key, v); err != nil {
+		return err
 	}
 	if err := checkLaunch(key, v); err != nil {
 		return err
