@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/reincarnation/rs/rs/control"
 )
@@ -187,19 +189,14 @@ wait
 	}
 }
 
-// TestHookAsServiceUser: the hook runs as the service's user and group.
+// TestHookAsServiceUser: the hook runs as the service's user and group;
+// `service up` takes the hook as a flag, split on spaces, and refuses a
+// relative program.
 func TestHookAsServiceUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	r := startRS(t, `
-[service.sl]
-type = "simple"
-binary = "/bin/sleep"
-args = ["1000"]
-user = "nobody"
-on_exit = ["$DIR/hook.sh", "exit"]
-`)
+	r := startRS(t, "")
 	// nobody must reach the script and write calls beside it.
 	for _, d := range []string{r.dir, filepath.Dir(r.dir)} {
 		if err := os.Chmod(d, 0o777); err != nil {
@@ -207,6 +204,11 @@ on_exit = ["$DIR/hook.sh", "exit"]
 		}
 	}
 	writeScript(t, r.dir, "hook.sh", hookScript)
+	up := []string{"up", "--type", "simple", "--binary", "/bin/sleep", "--args", "1000", "--user", "nobody"}
+	if _, errs, code := r.service(append(up, "--on-exit", "hook.sh exit", "sl")...); code == 0 || !strings.Contains(errs, "absolute path") {
+		t.Fatalf("relative hook: exit %d: %s", code, errs)
+	}
+	r.mustService(append(up, "--on-exit", filepath.Join(r.dir, "hook.sh")+" exit", "sl")...)
 	r.waitState("sl", control.StateRunning, 0)
 	r.mustService("signal", "SIGKILL", "sl")
 	calls := r.waitCalls(1)
@@ -223,7 +225,7 @@ func TestHooksDoNotPileUp(t *testing.T) {
 [service.loop]
 type = "simple"
 binary = "/bin/sh"
-args = ["-c", "exit 1"]
+args = ["-c", "[ -e $DIR/ran ] || { touch $DIR/ran; exec sleep 1000; }; exit 1"]
 backoff_base = "10ms"
 backoff_cap = "10ms"
 max_restarts = -1
@@ -234,6 +236,10 @@ d=$(dirname "$0")
 echo run >> "$d/calls"
 while [ ! -e "$d/open" ]; do sleep 0.02; done
 `)
+	// The first instance runs until killed: the exits after it are
+	// crashes of a service that ran, not a first start that failed.
+	r.waitState("loop", control.StateRunning, 0)
+	r.mustService("signal", "SIGKILL", "loop")
 	r.waitFor("exits while the first hook waits", func() bool { return r.status("loop").Restarts >= 10 })
 	if n := len(hookCalls(r.dir)); n != 1 {
 		t.Fatalf("%d hooks started while the first runs, want 1", n)
@@ -246,4 +252,76 @@ while [ ! -e "$d/open" ]; do sleep 0.02; done
 	}
 	r.waitCalls(2) // the one queued runs
 	r.mustService("down", "loop")
+}
+
+// TestShutdownWaitsForHook: rs's shutdown waits for a running hook up to
+// its bound, kills it and its group there, and only then exits.
+func TestShutdownWaitsForHook(t *testing.T) {
+	r := startRS(t, `
+[service.sl]
+type = "simple"
+binary = "/bin/sleep"
+args = ["1000"]
+hook_timeout = "1s"
+on_exit = ["$DIR/slow.sh"]
+`)
+	writeScript(t, r.dir, "slow.sh", `#!/bin/sh
+sleep 1000 &
+echo "$$ $!" > "$(dirname "$0")/pids.tmp"
+mv "$(dirname "$0")/pids.tmp" "$(dirname "$0")/pids"
+wait
+`)
+	r.waitState("sl", control.StateRunning, 0)
+	r.mustService("signal", "SIGKILL", "sl")
+	var pids []int
+	r.waitFor("the hook's pids", func() bool {
+		b, err := os.ReadFile(filepath.Join(r.dir, "pids"))
+		pids = nil
+		for _, f := range strings.Fields(string(b)) {
+			n, _ := strconv.Atoi(f)
+			pids = append(pids, n)
+		}
+		return err == nil && len(pids) == 2
+	})
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.done:
+	case <-time.After(waitTimeout):
+		t.Fatal("rs did not exit on SIGTERM with a hook running")
+	}
+	log := r.log.String()
+	killed, stopped := strings.Index(log, "hook killed: it ran past hook_timeout"), strings.Index(log, "rs stopped")
+	if killed < 0 || stopped < 0 || killed > stopped {
+		t.Fatalf("rs stopped before its hook's end (killed at %d, stopped at %d)", killed, stopped)
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Errorf("hook process %d outlived rs", p)
+		}
+	}
+}
+
+// TestHookMissingProgram: a hook whose program is missing at run time is
+// one log line with the label; the service goes on as without a hook.
+func TestHookMissingProgram(t *testing.T) {
+	r := startRS(t, `
+[service.sl]
+type = "simple"
+binary = "/bin/sleep"
+args = ["1000"]
+on_exit = ["$DIR/missing.sh"]
+`)
+	st := r.waitState("sl", control.StateRunning, 0)
+	r.mustService("signal", "SIGKILL", "sl")
+	r.waitFor("the hook's log line", func() bool {
+		for _, l := range strings.Split(r.log.String(), "\n") {
+			if strings.Contains(l, `msg="hook not run"`) && strings.Contains(l, "label=sl") && strings.Contains(l, "missing.sh") {
+				return true
+			}
+		}
+		return false
+	})
+	if got := r.waitState("sl", control.StateRunning, st.Pid); got.Restarts != 1 {
+		t.Fatalf("restarts %d after one kill", got.Restarts)
+	}
 }
