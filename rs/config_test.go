@@ -196,6 +196,10 @@ func TestConfigErrors(t *testing.T) {
 			`f.toml:3: service "b": period "x": invalid duration`, nil},
 		{"dotted keys", "[service]\nkv.binary = \"x\"\nkv.period = \"q\"\n",
 			`f.toml:3: service "kv": period "q": invalid duration`, nil},
+		{"hook not absolute", "[service.kv]\nbinary = \"x\"\n\non_exit = [\"hooks/notify.sh\", \"a\"]\n",
+			`f.toml:4: service "kv": on_exit "hooks/notify.sh": the hook's program must be an absolute path`, nil},
+		{"hook not strings", "[service.kv]\nbinary = \"x\"\non_failure = \"/bin/true\"\n",
+			`f.toml:3: service "kv": on_failure: want an array of strings, got string "/bin/true"`, nil},
 		{"inline table", "[service]\nkv = { binary = \"x\", perod = \"1s\" }\n",
 			`f.toml:2: service "kv": unknown key "perod" (did you mean "period"?)`, nil},
 	}

@@ -69,6 +69,16 @@
 // step's log line. emit never waits: each watcher has a buffer, and one
 // that reads too slowly misses events, counted in the next it gets.
 //
+// # Hooks (hooks.go)
+//
+// on_failure and on_exit are decided on the loop where the failure and
+// the exit are (markFailed, primaryGone, once the policy has decided)
+// and run by a goroutine per run: the fork (startHook, through proc),
+// the wait within hook_timeout, the kill of its group past it, and the
+// close of its dups of the log pipes. One runs per service, one more
+// waits; the service keeps its log pipes meanwhile, and Run returns only
+// once every running hook has ended.
+//
 // # The protocol seam (driver.go)
 //
 // The lifecycle speaks of hello, ready, alive, fds stored, state handed

@@ -33,13 +33,14 @@ import (
 //  3. env, the config table (or `service up --env`);
 //  4. what rs sets: RS_LABEL, the sef channel's RS_CHANNEL_FD,
 //     LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (when there are
-//     listeners), NOTIFY_SOCKET and WATCHDOG_* (notify). env and
+//     listeners), NOTIFY_SOCKET and WATCHDOG_* (notify), a hook's
+//     RS_REASON, RS_RESTARTS and RS_STATE (hooks.go). env and
 //     env_file cannot set these (an error), and rs's own values of them
 //     never reach a service.
 
 // reservedEnv are the variables only rs sets.
 var reservedEnv = []string{"RS_LABEL", msg.EnvChannelFD, "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID",
-	"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+	"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "RS_REASON", "RS_RESTARTS", "RS_STATE"}
 
 func reserved(key string) bool { return slices.Contains(reservedEnv, key) }
 

@@ -644,6 +644,7 @@ func (s *Server) gone(inst *instance) {
 		svc.lastExit = reason
 		s.log.Warn("exited", "label", svc.spec.Label, "pid", inst.pid(), "reason", reason, "cpu", inst.exit.CPU, "replaced", true)
 		s.emit(control.Event{Label: svc.spec.Label, Event: EventExited, Pid: inst.pid(), Reason: reason, Detail: "a standby took over"})
+		s.hook(svc, hookExit)
 	case outQuiet:
 	default:
 		s.primaryGone(inst, out, reason)
@@ -677,6 +678,8 @@ func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
 	svc.lastExit = reason
 	s.log.Warn("exited", "label", label, "pid", inst.pid(), "reason", reason, "cpu", inst.exit.CPU)
 	s.emit(control.Event{Label: label, Event: EventExited, Pid: inst.pid(), Reason: reason})
+	wasFailed := svc.failed
+	svc.hooks.inExit = true
 	switch out {
 	case outStartFailed:
 		s.startFailed(svc)
@@ -684,6 +687,12 @@ func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
 		s.crashed(svc, s.clock.Now().Sub(inst.runningSince))
 	case outStays:
 		s.pauseListeners(svc) // down until `up`: clients are refused meanwhile
+	}
+	svc.hooks.inExit = false
+	// The hooks once the policy decided: RS_STATE is what follows.
+	s.hook(svc, hookExit)
+	if svc.failed && !wasFailed {
+		s.hook(svc, hookFailure)
 	}
 }
 

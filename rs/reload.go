@@ -102,6 +102,9 @@ var reloadRules = map[string]classRule{
 	"log_compress":   rulePolicy,
 	"probe_period":   rulePolicy, // the loop's ping pace
 	"reload_action":  rulePolicy,
+	"on_failure":     rulePolicy, // hooks read the service's spec when they are due
+	"on_exit":        rulePolicy,
+	"hook_timeout":   rulePolicy,
 	"period":         ruleSefPolicy,
 	"ping_timeout":   ruleSefPolicy,
 	"stop_signal":    ruleSefPolicy,

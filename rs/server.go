@@ -62,6 +62,10 @@ type Server struct {
 
 	// drivers are the goroutines of drivers (simpledriver.go).
 	drivers sync.WaitGroup
+	// hookWG: the goroutines of hooks (hooks.go); hooksRunning, owned by
+	// the loop, those it has not heard the end of.
+	hookWG       sync.WaitGroup
+	hooksRunning int
 
 	// Owned by the loop.
 	services     map[string]*service
@@ -167,11 +171,12 @@ func (s *Server) ReopenLogs() {
 func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Run is the loop that owns the table. It returns after a shutdown, once
-// every instance is gone.
+// every instance is gone and every hook has ended.
 func (s *Server) Run() {
 	// Last: every instance is gone, so every driver's goroutine is
 	// ending; one blocked posting to the loop ends with done.
 	defer s.drivers.Wait()
+	defer s.hookWG.Wait() // each posted its end: it is ending
 	defer close(s.done)
 	defer bgWG.Wait() // the notify sockets are removed
 	if s.logs != nil {
@@ -185,7 +190,7 @@ func (s *Server) Run() {
 	defer s.unwatchAll() // after the last event: "rs-stopped" is in every channel
 	for ev := range s.events {
 		s.handle(ev)
-		if s.shutdown != nil && len(s.live) == 0 {
+		if s.shutdown != nil && len(s.live) == 0 && s.hooksRunning == 0 {
 			for _, svc := range s.services {
 				s.dropFDStore(svc)
 			}
@@ -231,6 +236,8 @@ func (s *Server) handle(ev event) {
 		s.watch(ev)
 	case evUnwatch:
 		s.unwatch(ev.w)
+	case evHookDone:
+		s.hookDone(ev.svc)
 	case evProbe:
 		ev.f()
 		close(ev.done)

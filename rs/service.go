@@ -68,6 +68,8 @@ type service struct {
 	// listeners: the sockets of its `listen` (launch.go), made at its
 	// first spawn and held until it is down or they change.
 	listeners []heldListener
+
+	hooks hookState // on_failure, on_exit (hooks.go)
 }
 
 func (svc *service) timerSlots() *timers { return &svc.t }
@@ -124,10 +126,10 @@ func (s *Server) setLog(svc *service) {
 
 // releaseLog gives back svc's pipes and closes its file (what the pipes
 // hold is written first) once it has no instance, not even one still
-// spawning or stopping, and stays down or failed: a service that is down
-// holds no fds. Its next spawn gets new pipes.
+// spawning or stopping, no hook of it runs (hooks.go), and it stays down
+// or failed: a service that is down holds no fds. Its next spawn gets new pipes.
 func (s *Server) releaseLog(svc *service) {
-	if s.logs == nil || svc.logFiles.Stdout == nil || svc.instances > 0 {
+	if s.logs == nil || svc.logFiles.Stdout == nil || svc.instances > 0 || svc.hooks.running != nil {
 		return
 	}
 	if st := svc.state(); st != control.StateDown && st != control.StateFailed {
@@ -260,6 +262,9 @@ func (s *Server) markFailed(svc *service) {
 	svc.failed = true
 	s.pauseListeners(svc)
 	s.emit(control.Event{Label: svc.spec.Label, Event: EventFailed, Reason: svc.lastExit})
+	if !svc.hooks.inExit {
+		s.hook(svc, hookFailure) // else primaryGone runs it after on_exit
+	}
 	if d := svc.spec.FailedRetry; d > 0 {
 		s.arm(svc, tRetry, d)
 		s.log.Info("failed: trying again later", "label", svc.spec.Label, "failed_retry", d)

@@ -46,6 +46,7 @@ const (
 	DefaultMaxRestarts   = 10
 	DefaultRestartWindow = time.Minute
 	DefaultFailedRetry   = time.Minute
+	DefaultHookTimeout   = 30 * time.Second
 )
 
 // FailedRetryNever is Spec.FailedRetry for `failed_retry = "0s"`: a
@@ -163,6 +164,13 @@ type Spec struct {
 	// launch settings changed (reload.go): "restart" (the default) or
 	// "update" (a live update, for a sef service).
 	ReloadAction string
+	// OnFailure and OnExit are hooks (hooks.go), argv with an absolute
+	// program: OnFailure runs when the service enters failed, OnExit
+	// after each unexpected exit of its primary. Each run is bounded by
+	// HookTimeout (default DefaultHookTimeout).
+	OnFailure   []string
+	OnExit      []string
+	HookTimeout time.Duration
 
 	// File and Line name where the service was configured ("" for `service up`).
 	File string
@@ -192,6 +200,7 @@ func (s Spec) withDefaults() Spec {
 	def(&s.BackoffReset, DefaultBackoffReset)
 	def(&s.RestartWindow, DefaultRestartWindow)
 	def(&s.FailedRetry, DefaultFailedRetry)
+	def(&s.HookTimeout, DefaultHookTimeout)
 	if s.MaxRestarts == 0 {
 		s.MaxRestarts = DefaultMaxRestarts
 	}

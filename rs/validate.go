@@ -165,7 +165,7 @@ func validateSpec(s Spec) error {
 	for _, kv := range []struct {
 		key string
 		v   any
-	}{{"restart", string(s.Restart)}, {"type", s.Type}, {"reload_action", s.ReloadAction}} {
+	}{{"restart", string(s.Restart)}, {"type", s.Type}, {"reload_action", s.ReloadAction}, {"on_failure", s.OnFailure}, {"on_exit", s.OnExit}} {
 		if err := control.CheckValue(kv.key, kv.v); err != nil {
 			return specErrorf(s.Label, []string{kv.key}, "%v", err)
 		}

@@ -159,3 +159,30 @@ func checkLaunch(key string, v any) error {
 	}
 	return nil
 }
+
+// MaxHookArgs is the most words a hook's argv may have.
+const MaxHookArgs = 256
+
+// checkHook checks a hook's argv (on_failure, on_exit): empty (no hook),
+// or an absolute path of the program and its arguments, none holding NUL.
+func checkHook(key string, v any) error {
+	if key != "on_failure" && key != "on_exit" {
+		return nil
+	}
+	argv := v.([]string)
+	if len(argv) == 0 {
+		return nil
+	}
+	if len(argv) > MaxHookArgs {
+		return fmt.Errorf("%s: %d words, more than %d", key, len(argv), MaxHookArgs)
+	}
+	if !strings.HasPrefix(argv[0], "/") {
+		return fmt.Errorf("%s %q: the hook's program must be an absolute path", key, argv[0])
+	}
+	for _, a := range argv {
+		if strings.ContainsRune(a, 0) {
+			return fmt.Errorf("%s: an argument cannot hold NUL", key)
+		}
+	}
+	return nil
+}

@@ -59,6 +59,9 @@ type Patch struct {
 	ProbePeriod   *time.Duration     `msgpack:"probe_period,omitempty" usage:"simple: how often the probe runs (default: the period)"`
 	ProbeTimeout  *time.Duration     `msgpack:"probe_timeout,omitempty" usage:"simple: how long one probe may take (default: the ping timeout)"`
 	ReloadAction  *string            `msgpack:"reload_action,omitempty" usage:"what service reload does when its launch settings changed: restart | update (a live update; sef only, others restart) (default restart)"`
+	OnFailure     *[]string          `msgpack:"on_failure,omitempty" sep:" " usage:"hook run when the service enters failed: its argv, split on spaces: \"/path/cmd ARG\""`
+	OnExit        *[]string          `msgpack:"on_exit,omitempty" sep:" " usage:"hook run after each unexpected exit of its instance: its argv, split on spaces"`
+	HookTimeout   *time.Duration     `msgpack:"hook_timeout,omitempty" usage:"bound of one run of a hook; then its process group is killed (default 30s)"`
 }
 
 // MinPeriod is the shortest ping period and ping timeout rs accepts: a
@@ -123,6 +126,9 @@ func CheckValue(key string, v any) error {
 		if n := v.(int); n <= 0 {
 			return fmt.Errorf("log_keep %d: want a positive number of rotated files", n)
 		}
+	}
+	if err := checkHook(key, v); err != nil {
+		return err
 	}
 	if err := checkLaunch(key, v); err != nil {
 		return err
