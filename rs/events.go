@@ -83,7 +83,8 @@ type (
 		kind  timerKind
 		gen   uint64
 	}
-	// evProbe runs f in the loop. Only tests send it, to look at the table.
+	// evProbe runs f in the loop: tests send it to look at the table,
+	// LoopProbe and WaitSettled (startup.go) to ask the loop.
 	evProbe struct {
 		f    func()
 		done chan struct{}

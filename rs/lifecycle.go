@@ -659,6 +659,7 @@ func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
 	label := svc.spec.Label
 	if out == outStopped {
 		s.log.Info("stopped", "label", label, "exit", inst.exit.String())
+		s.noteShutdownStop(inst)
 		s.stopped(svc)
 		return
 	}

@@ -69,6 +69,8 @@ type Server struct {
 	pingGroups   map[time.Duration]*pingGroup
 
 	notifyDir string // where notify services' sockets are made
+
+	unclean []string // services that did not stop cleanly at the shutdown (exitstatus.go)
 }
 
 type shutdownState struct {
