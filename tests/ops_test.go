@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -124,7 +125,7 @@ func startOpsRS(t *testing.T, wrapper, env []string, config string) *opsRS {
 	})
 	if len(wrapper) > 0 {
 		// rs is the wrapper's child.
-		r.waitFor("rs under "+wrapper[0], func() bool {
+		r.waitFor("rs under "+wrapper[len(wrapper)-1], func() bool {
 			all, _ := children(r.cmd.Process.Pid)
 			if len(all) == 1 {
 				o.pid = all[0]
@@ -367,9 +368,13 @@ func TestOrphansReaped(t *testing.T) {
 					t.Skipf("cannot make a PID namespace here: %v: %s", err, out)
 				}
 			}
+			wrapper := c.wrapper
+			if len(wrapper) > 0 {
+				wrapper = append(ownCgroups(t), wrapper...)
+			}
 			fifo := filepath.Join(t.TempDir(), "leaf")
 			mkfifo(t, fifo)
-			r := startOpsRS(t, c.wrapper, nil, `
+			r := startOpsRS(t, wrapper, nil, `
 [service.orph]
 binary = "$BIN/roles"
 type = "simple"
@@ -497,4 +502,60 @@ func ppid(pid int) int {
 	}
 	n, _ := strconv.Atoi(f[1])
 	return n
+}
+
+// ownCgroups returns a wrapper command line (sh) that moves itself into
+// new cgroups of its own, below the test's, in the hierarchies rs uses
+// (v2, v1 memory and pids), as a container has: the subtree rs makes in
+// its own cgroup is named by its pid, and an rs that is PID 1 of a PID
+// namespace in a cgroup shared with other rs processes would take their
+// subtrees for those of an rs that is gone, and they its.
+func ownCgroups(t *testing.T) []string {
+	t.Helper()
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	cg, _ := os.ReadFile("/proc/self/cgroup")
+	mount := func(fstype, opt string) string {
+		for _, line := range strings.Split(string(mi), "\n") {
+			pre, post, ok := strings.Cut(line, " - ")
+			f, g := strings.Fields(pre), strings.Fields(post)
+			if !ok || len(f) < 5 || len(g) < 3 || g[0] != fstype || f[3] != "/" {
+				continue
+			}
+			if opt == "" || slices.Contains(strings.Split(g[2], ","), opt) {
+				return f[4]
+			}
+		}
+		return ""
+	}
+	own := func(ctrl string) string {
+		for _, line := range strings.Split(string(cg), "\n") {
+			p := strings.SplitN(line, ":", 3)
+			if len(p) == 3 && (ctrl == "" && p[0] == "0" || ctrl != "" && slices.Contains(strings.Split(p[1], ","), ctrl)) {
+				return p[2]
+			}
+		}
+		return ""
+	}
+	name := fmt.Sprintf("pid1-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	script := ""
+	for _, h := range []struct{ fstype, ctrl string }{{"cgroup2", ""}, {"cgroup", "memory"}, {"cgroup", "pids"}} {
+		m := mount(h.fstype, h.ctrl)
+		if m == "" {
+			continue
+		}
+		dir := filepath.Join(m, own(h.ctrl), name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Logf("no cgroup of its own for rs in %s: %v", m, err)
+			continue
+		}
+		t.Cleanup(func() {
+			// After rs: its own subtree is gone by then.
+			deadline := time.Now().Add(waitTimeout)
+			for os.Remove(dir) != nil && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+		script += fmt.Sprintf("echo $$ > %q/cgroup.procs && ", dir)
+	}
+	return []string{"sh", "-c", script + `exec "$@"`, "sh"}
 }
