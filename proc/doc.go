@@ -77,6 +77,15 @@
 // leader is not yet reaped, so the group id cannot belong to anyone else.
 // Signal, to the leader alone, goes through the pidfd where there is one.
 //
+// Orphans (reaper.go). rs is a child subreaper (SetSubreaper), or PID 1
+// of a container: orphans of its services are reparented to it. The
+// Reaper, woken by SIGCHLD, reaps them, and never a child of rs's own:
+// every fork (Start; StartCmd for os/exec) holds forkMu shared from
+// before the fork until its pid is registered as owned, and a pid leaves
+// owned only once its own waiter reaped it; the reaper holds forkMu
+// alone while it lists /proc/self/task/*/children and reaps, with
+// waitid(P_PID, WEXITED|WNOHANG), only pids nobody owns.
+//
 // Stop bounds the end of a process: ask it (rs sends the stop message),
 // then SIGTERM to the group, then SIGKILL, each after a grace period.
 package proc

@@ -202,6 +202,10 @@ func startIn(spec Spec, leaf *leaf) (*Process, error) {
 	if spec.Umask != nil {
 		umask = *spec.Umask & 0o777
 	}
+	// From the fork until the pid is owned, the orphan reaper waits
+	// (reaper.go): it must not take this child for an orphan.
+	forkMu.RLock()
+	defer forkMu.RUnlock()
 	pid, err := startLocked(spec.Path, argv, attr, atExec, umask, len(spec.PidEnv) > 0)
 	runtime.KeepAlive(spec.Files)
 	runtime.KeepAlive(stdout)
@@ -222,6 +226,7 @@ func startIn(spec Spec, leaf *leaf) (*Process, error) {
 		}
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
 	}
+	own(pid) // until its waiter has reaped it
 	p := &Process{pid: pid, done: make(chan struct{}), extended: make(chan struct{}, 1), exited: spec.Exited, leaf: leaf}
 	if leaf != nil {
 		p.Cgroup = leaf.rel
@@ -449,6 +454,7 @@ func (p *Process) waitPidfd() {
 		}
 	}
 	p.reaped = true
+	disown(p.pid)
 	p.pidfd.Close()
 }
 
@@ -482,4 +488,5 @@ func (p *Process) waitPid() {
 	}
 	p.exit.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	p.reaped = true
+	disown(p.pid)
 }

@@ -99,7 +99,8 @@ type (
 		reply chan<- error // nil: the watcher is added; else why not
 	}
 	evUnwatch struct{ w *Watcher }
-	// evProbe runs f in the loop. Only tests send it, to look at the table.
+	// evProbe runs f in the loop: tests send it to look at the table,
+	// LoopProbe and WaitSettled (startup.go) to ask the loop.
 	evProbe struct {
 		f    func()
 		done chan struct{}

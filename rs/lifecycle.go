@@ -671,6 +671,7 @@ func (s *Server) primaryGone(inst *instance, out outcome, reason string) {
 	label := svc.spec.Label
 	if out == outStopped {
 		s.log.Info("stopped", "label", label, "exit", inst.exit.String())
+		s.noteShutdownStop(inst)
 		s.stopped(svc)
 		s.emit(control.Event{Label: label, Event: EventStopped, Pid: inst.pid(), Detail: inst.exit.String()})
 		return

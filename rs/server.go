@@ -81,6 +81,7 @@ type Server struct {
 	notifyDir string // where notify services' sockets are made
 
 	watchers map[*Watcher]struct{} // of lifecycle events (observe.go)
+	unclean  []string              // services that did not stop cleanly at the shutdown (exitstatus.go)
 }
 
 type shutdownState struct {

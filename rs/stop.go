@@ -21,6 +21,7 @@ func (s *Server) beginShutdown(reply chan<- control.Reply) {
 		s.shutdown = &shutdownState{}
 		for _, label := range s.order {
 			svc := s.services[label]
+			s.noteShutdownFailed(svc)
 			if svc.update != nil {
 				s.rollback(svc.update, "rs is shutting down")
 			}

@@ -256,8 +256,9 @@ stop_grace = "100ms"
 	case <-time.After(waitTimeout):
 		t.Fatal("rs did not exit after SIGTERM")
 	}
-	if code := r.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("rs exit code %d", code)
+	// stubborn needed SIGKILL: not every service stopped cleanly.
+	if code := r.cmd.ProcessState.ExitCode(); code != 2 {
+		t.Errorf("rs exit code %d, want 2", code)
 	}
 	for _, pid := range pids {
 		if alive(pid) {

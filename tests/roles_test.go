@@ -265,6 +265,8 @@ func runRole(role string, args []string) int {
 		return notifyRole(role, args)
 	case "last-words", "counter", "says-up", "flood-lines", "nonblock-stderr", "numbered":
 		return logRole(role, args)
+	case "gate-init", "env-dump", "orphaner", "orphan-mid", "orphan-leaf":
+		return opsRole(role, args)
 	}
 	fmt.Fprintln(os.Stderr, "unknown role", role)
 	return 2

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,9 +45,21 @@ func main() {
 	}
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "rs:", err)
+		if errors.Is(err, errUnclean) {
+			os.Exit(exitUnclean)
+		}
 		os.Exit(1)
 	}
 }
+
+// rs's exit status: 0 when every service stopped cleanly at the end, 1
+// when rs could not start or run (a bad flag, config or socket),
+// exitUnclean when some service did not stop cleanly (rs.Server.Unclean:
+// it needed SIGKILL, exited non-zero or by another signal than its
+// stop_signal, or was failed); rs's log names each.
+const exitUnclean = 2
+
+var errUnclean = errors.New("not every service stopped cleanly")
 
 func run(c *cli.Context) error {
 	if c.NArg() > 0 {
@@ -141,6 +154,14 @@ func run(c *cli.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	signal.Ignore(syscall.SIGPIPE)
 
+	// Orphans of the services are reparented to rs, PID 1 of a container
+	// or not, and reaped off the loop (proc/reaper.go).
+	if err := proc.SetSubreaper(); err != nil {
+		log.Warn("not a subreaper: orphans of the services go to PID 1", "err", err)
+	}
+	reaper := proc.NewReaper(log)
+	defer reaper.Stop()
+
 	// Before the first service: the cgroups an rs that was SIGKILLed left
 	// behind are emptied here.
 	proc.InitContainment(log)
@@ -152,6 +173,9 @@ func run(c *cli.Context) error {
 	if logDir, err = filepath.Abs(logDir); err != nil {
 		return err
 	}
+	// Before rs.New takes the environment the services get.
+	sd := takeSystemdEnv(log)
+	defer sd.close()
 	srv := rs.New(rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy, Reopen: reopenOwn, ConfigFile: c.String("config")})
 	ctl := &control.Server{Handler: srv.Handle, Stream: srv.HandleStream, Log: log}
 	go srv.Run()
@@ -168,6 +192,11 @@ func run(c *cli.Context) error {
 			}
 		}
 	}()
+	labels := make([]string, len(specs))
+	for i, sp := range specs {
+		labels[i] = sp.Label
+	}
+	sd.start(srv, labels)
 wait:
 	for {
 		select {
@@ -176,14 +205,24 @@ wait:
 			srv.ReopenLogs()
 		case sig := <-sigs:
 			log.Info("signal, stopping every service", "signal", sig.String())
+			sd.shuttingDown(sig.String())
 			srv.Shutdown()
 			break wait
 		case <-srv.Done():
 			break wait
 		}
 	}
+	sd.shuttingDown("done") // after `service shutdown`: late, but said
 	ln.Close()
 	ctl.Wait(time.Second)
+	if bad := srv.Unclean(); len(bad) > 0 {
+		for _, b := range bad {
+			label, why, _ := strings.Cut(b, ": ")
+			log.Warn("not stopped cleanly", "label", label, "why", why)
+		}
+		log.Info("rs stopped", "exit", exitUnclean)
+		return fmt.Errorf("%w: %d of them", errUnclean, len(bad))
+	}
 	log.Info("rs stopped")
 	return nil
 }

@@ -41,6 +41,9 @@ func main() {
 		},
 		OnUsageError: usageError,
 		Action:       unknownCommand,
+		// --generate-bash-completion: the words that may come next
+		// (completion.go).
+		EnableBashCompletion: true,
 		// --env A=b,c is one variable, not two.
 		DisableSliceFlagSeparator: true,
 		Commands: []*cli.Command{
@@ -94,11 +97,13 @@ func main() {
 				Action:      simple(control.OpRemove),
 			},
 			{Name: "shutdown", Usage: "stop every service, then rs exits", Action: shutdown},
+			completionCommand(),
 		},
 	}
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = usageError
 	}
+	withCompletion(app.Commands)
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "service:", escape(err.Error()))
 		os.Exit(1)
