@@ -273,6 +273,9 @@ depends = ["a"]
 	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	// The reload reads the file in a goroutine of its own: b is in the
+	// table once the loop has the reload.
+	r.waitFor("b in the table", func() bool { return r.known("b") })
 	r.waitState("b", control.StateRunning, 0)
 	st := r.waitFor2("a", func(s control.Status) bool { return s.PeriodMs == 300 })
 	if st.Pid != a {
