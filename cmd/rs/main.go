@@ -23,13 +23,14 @@ import (
 	"github.com/reincarnation/rs/rs"
 	"github.com/reincarnation/rs/rs/control"
 	"github.com/reincarnation/rs/rs/logs"
+	"github.com/reincarnation/rs/rs/metrics"
 )
 
 func main() {
 	app := &cli.App{
 		Name:      "rs",
 		Usage:     "reincarnation server: supervise sef services",
-		UsageText: "rs [--config FILE] [--socket PATH] [--log-dir DIR] [--log-file FILE] [--log-format text|json] [--log-level L]",
+		UsageText: "rs [--config FILE] [--socket PATH] [--log-dir DIR] [--log-file FILE] [--log-format text|json] [--log-level L] [--metrics ADDR]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "TOML file of services to start; read again at SIGHUP and `service reload`"},
 			&cli.StringFlag{Name: "socket", Usage: "control socket (default: $RS_SOCKET, else rs.sock in rs's private directory, mode 0700: " +
@@ -39,6 +40,7 @@ func main() {
 			&cli.StringFlag{Name: "log-file", Usage: "rs's own log goes to this file (appended; reopened on SIGUSR1 and `service logs --reopen`) instead of its stderr"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (rs's own log, on its stderr or --log-file)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://ADDR/metrics and health at /healthz (ADDR host:port, e.g. 127.0.0.1:9100; port 0 takes a free one)"},
 		},
 		HideHelpCommand: true,
 		Action:          run,
@@ -178,8 +180,24 @@ func run(c *cli.Context) error {
 	defer sd.close()
 	srv := rs.New(rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy, Reopen: reopenOwn, ConfigFile: c.String("config")})
 	ctl := &control.Server{Handler: srv.Handle, Stream: srv.HandleStream, Log: log}
+	var met *metrics.Server
+	if addr := c.String("metrics"); addr != "" {
+		// Bound before the loop runs: an address taken is an error at start.
+		if met, err = listenMetrics(addr, srv, log); err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+	}
 	go srv.Run()
 	go ctl.Serve(ln)
+	if met != nil {
+		// Before Start: the collector sees every service's first events.
+		if w := srv.Watch(true); w != nil {
+			met.Collector().Follow(w.C)
+		}
+		met.Serve()
+		defer met.Close()
+		log.Info("metrics listening", "addr", met.Addr().String())
+	}
 	log.Info("rs started", "socket", sock, "services", len(specs), "pid", os.Getpid(), "log_dir", logDir)
 	srv.Start(specs)
 	go func() {
