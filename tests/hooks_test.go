@@ -105,7 +105,9 @@ func TestHookOnFailure(t *testing.T) {
 [service.bad]
 type = "simple"
 binary = "/bin/sh"
-args = ["-c", "exit 3"]
+# The first instance waits for the hook, which the test writes once rs
+# runs; every one exits 3.
+args = ["-c", "while [ ! -x $DIR/hook.sh ]; do sleep 0.01; done; exit 3"]
 backoff_base = "10ms"
 backoff_cap = "10ms"
 max_restarts = 2
