@@ -50,6 +50,7 @@ const (
 	evPong            = "pong"
 	evUpdateCommitted = "update-committed"
 	evUpdateRollback  = "update-rolled-back"
+	evRemoved         = "removed"
 )
 
 // ErrTimeout: the loop did not answer the status request in time.
@@ -163,6 +164,14 @@ func (c *Collector) count(ev control.Event) {
 		c.updates.WithLabelValues(ev.Label, "committed").Inc()
 	case evUpdateRollback:
 		c.updates.WithLabelValues(ev.Label, "rolled_back").Inc()
+	case evRemoved:
+		// A label that left the table leaves the metrics: a service
+		// added again under it starts from zero, and a host that cycles
+		// through many labels does not grow its series without bound.
+		only := prometheus.Labels{"label": ev.Label}
+		c.restarts.DeletePartialMatch(only)
+		c.updates.DeletePartialMatch(only)
+		c.rtt.DeletePartialMatch(only)
 	}
 }
 

@@ -154,6 +154,38 @@ func TestCountsEventsAndStates(t *testing.T) {
 	}
 }
 
+// A removed label's counters and histogram go with it; another label's
+// stay.
+func TestRemovedLabelForgotten(t *testing.T) {
+	status := func() ([]control.Status, error) {
+		return []control.Status{{Label: "db", State: control.StateRunning}}, nil
+	}
+	s, base := serve(t, status, 0)
+	ev := make(chan control.Event, 16)
+	s.Collector().Follow(ev)
+	for _, l := range []string{"kv", "db"} {
+		ev <- control.Event{Label: l, Event: "reincarnating", Kind: "terminated"}
+		ev <- control.Event{Label: l, Event: "pong", RTT: 50 * time.Microsecond}
+		ev <- control.Event{Label: l, Event: "update-committed"}
+	}
+	ev <- control.Event{Label: "kv", Event: "removed"}
+	close(ev)
+	select {
+	case <-s.Collector().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("events not read")
+	}
+	fams := scrape(t, base)
+	for _, name := range []string{"rs_service_restarts_total", "rs_service_ping_rtt_seconds", "rs_service_updates_total"} {
+		if m := find(fams, name, map[string]string{"label": "kv"}); m != nil {
+			t.Errorf("%s{label=kv} still there after its removal: %v", name, m)
+		}
+		if m := find(fams, name, map[string]string{"label": "db"}); m == nil {
+			t.Errorf("%s{label=db} gone with kv's removal", name)
+		}
+	}
+}
+
 // A loop that does not answer: /healthz says 503 within the bound, the
 // metrics still come (rs_loop_up 0, no service gauges), and only one
 // request waits on the loop however many scrapes come.
