@@ -136,8 +136,15 @@ func (s *Server) hookDone(svc *service) {
 		}
 		s.log.Info("hook not run: rs is shutting down", "label", svc.spec.Label, "hook", next.kind)
 	}
-	if current {
+	switch {
+	case current:
 		s.releaseLog(svc)
+	case s.logs != nil && s.services[svc.spec.Label] == nil:
+		// svc was removed while its hook ran (forget left the pipes to
+		// it): its last lines are written, then the pipes go. A service
+		// added again under the label meanwhile got these same pipes
+		// (logs.Writer.Add), so they are its now and stay.
+		s.logs.Remove(svc.spec.Label)
 	}
 }
 

@@ -15,7 +15,8 @@ import (
 // the table (status no longer lists it), and what rs held for it (its
 // held listeners, its fd store, its log pipes) is let go: the fds are
 // closed off the loop (closeHeld), the pipes by the log writer's
-// goroutine. A configured service comes back at the next reload.
+// goroutine (once a hook of it that still runs has ended: its output
+// reaches the log). A configured service comes back at the next reload.
 //
 // A service others depend on is not removed: the request is refused,
 // naming them. Taking them down with it would leave them in the table
@@ -101,9 +102,9 @@ func (s *Server) forget(svc *service) {
 	s.disarmAll(svc)
 	s.dropFDStore(svc) // held listeners and fd store: closed off the loop
 	s.releaseLog(svc)
-	if s.logs != nil {
+	if s.logs != nil && svc.hooks.running == nil {
 		s.logs.Remove(label) // (no-op once released) the writer's goroutine closes the pipes
-	}
+	} // else hookDone lets them go once the hook has written its last line
 	delete(s.services, label)
 	s.order = slices.DeleteFunc(s.order, func(l string) bool { return l == label })
 	s.log.Info("removed", "label", label)

@@ -327,3 +327,44 @@ on_exit = ["$DIR/missing.sh"]
 		t.Fatalf("restarts %d after one kill", got.Restarts)
 	}
 }
+
+// TestHookOutputAfterRemove: a hook still running when its service is
+// removed keeps its stdout and stderr: the line it writes after the
+// removal reaches the service's log file.
+func TestHookOutputAfterRemove(t *testing.T) {
+	r := startRS(t, `
+[service.sl]
+type = "simple"
+binary = "/bin/sleep"
+args = ["1000"]
+on_exit = ["$DIR/late.sh"]
+`)
+	// It says it runs, waits (at most 20 s) for the test's go-ahead,
+	// then writes a line on each stream.
+	writeScript(t, r.dir, "late.sh", `#!/bin/sh
+d=$(dirname "$0")
+touch "$d/started"
+i=0
+while [ ! -e "$d/go" ] && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done
+echo "late out"
+echo "late err" >&2
+`)
+	r.waitState("sl", control.StateRunning, 0)
+	r.mustService("signal", "SIGKILL", "sl")
+	r.waitFor("the hook to start", func() bool {
+		_, err := os.Stat(filepath.Join(r.dir, "started"))
+		return err == nil
+	})
+	r.mustService("remove", "sl")
+	if err := os.WriteFile(filepath.Join(r.dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.waitLog("sl", func(l [][2]string) bool {
+		var out, errs bool
+		for _, e := range l {
+			out = out || e == [2]string{"out", "late out"}
+			errs = errs || e == [2]string{"err", "late err"}
+		}
+		return out && errs
+	})
+}
