@@ -263,7 +263,11 @@ func (d *notifyDriver) attach(s *Server, inst *instance) error {
 	inst.ended = true // no channel: its reaping alone ends it
 	d.inst, d.proc, d.cgroup = inst, inst.proc, inst.proc.Cgroup
 	d.rejected = &inst.svc.notifyRejected
-	go d.read(s)
+	s.drivers.Add(1) // Run waits for it: the socket is closed once the instance is gone
+	go func() {
+		defer s.drivers.Done()
+		d.read(s)
+	}()
 	return nil
 }
 
@@ -501,7 +505,9 @@ func (d *notifyDriver) watchMain(s *Server, pid int, f *os.File) {
 	if old != nil {
 		go old.Close() // its watcher ends with an error, and posts nothing
 	}
+	s.drivers.Add(1) // Run waits for it: close (the instance's end) closes f
 	go func() {
+		defer s.drivers.Done()
 		rc, err := f.SyscallConn()
 		if err != nil {
 			return

@@ -60,7 +60,9 @@ type Server struct {
 	closing       atomic.Int64 // service fds being closed off the loop
 	watching      atomic.Int64 // len(watchers), for status
 
-	// drivers are the goroutines of drivers (simpledriver.go).
+	// drivers are the goroutines of drivers: the simple driver's
+	// (simpledriver.go), the notify driver's socket reader and its
+	// MAINPID watcher (notifydriver.go).
 	drivers sync.WaitGroup
 	// hookWG: the goroutines of hooks (hooks.go); hooksRunning, owned by
 	// the loop, those it has not heard the end of.
