@@ -51,6 +51,10 @@ type cgroups struct {
 	v1mem  string // directory of rs's subtree in the v1 memory hierarchy, "" if none
 	v1pids string
 	log    *slog.Logger
+	// locks are the fds of rs's subtrees, each flock'd (LOCK_EX) for
+	// rs's life: the mark another rs reads as "alive", whatever pid
+	// namespace it sees (see ownSubtree).
+	locks []int
 }
 
 var (
@@ -90,25 +94,68 @@ func ReleaseContainment() {
 			removeTree(d)
 		}
 	}
+	for _, fd := range cg.locks {
+		unix.Close(fd)
+	}
+	cg.locks = nil
 }
 
-// subtreeName names rs's subtree by its pid and start time (clock ticks
-// since boot, /proc/<pid>/stat field 22): a later process with the same
-// pid does not match, so a subtree whose owner is gone is known as such.
-func subtreeName(pid int, start uint64) string { return fmt.Sprintf("rs-%d-%d", pid, start) }
+// subtreeName names rs's subtree by its pid, its start time (clock ticks
+// since boot, /proc/<pid>/stat field 22) and its pid namespace (the
+// inode of /proc/self/ns/pid): a later process with the same pid does
+// not match, nor does an rs that is pid 1 of another namespace.
+func subtreeName(pid int, start, pidNS uint64) string {
+	return fmt.Sprintf("rs-%d-%d-%d", pid, start, pidNS)
+}
 
-func parseSubtree(name string) (int, uint64, bool) {
+// parseSubtree reads a subtree's name; pidNS is 0 in the name an rs
+// before the namespace part gave (rs-<pid>-<start>).
+func parseSubtree(name string) (pid int, start, pidNS uint64, ok bool) {
 	rest, ok := strings.CutPrefix(name, "rs-")
 	if !ok {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
-	a, b, ok := strings.Cut(rest, "-")
-	if !ok {
-		return 0, 0, false
+	f := strings.Split(rest, "-")
+	if len(f) != 2 && len(f) != 3 {
+		return 0, 0, 0, false
 	}
-	pid, err1 := strconv.Atoi(a)
-	start, err2 := strconv.ParseUint(b, 10, 64)
-	return pid, start, err1 == nil && err2 == nil && pid > 0
+	pid, err := strconv.Atoi(f[0])
+	if err != nil || pid <= 0 {
+		return 0, 0, 0, false
+	}
+	if start, err = strconv.ParseUint(f[1], 10, 64); err != nil {
+		return 0, 0, 0, false
+	}
+	if len(f) == 3 {
+		if pidNS, err = strconv.ParseUint(f[2], 10, 64); err != nil || pidNS == 0 {
+			return 0, 0, 0, false
+		}
+	}
+	return pid, start, pidNS, true
+}
+
+// ownPidNS is the inode of rs's pid namespace, 0 if unknown.
+func ownPidNS() uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// lockDir opens dir and takes its flock without waiting: held, it says
+// that an rs owns dir. It returns unix.EWOULDBLOCK if another open of
+// it holds the lock.
+func lockDir(dir string) (int, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // startTime is field 22 of /proc/<pid>/stat.
@@ -236,7 +283,8 @@ func setupCgroups(log *slog.Logger) cgroups {
 		log.Warn("containment: process groups: cannot read /proc/self/stat")
 		return c
 	}
-	name := subtreeName(os.Getpid(), start)
+	pidNS := ownPidNS()
+	name := subtreeName(os.Getpid(), start, pidNS)
 	v2path, hasV2, v1 := ownCgroups(self)
 	mounts := parseMountinfo(mi)
 	var v2mount, memMount, pidsMount *mount
@@ -253,7 +301,7 @@ func setupCgroups(log *slog.Logger) cgroups {
 	}
 	if v2mount != nil && hasV2 {
 		if dir := dirOf(*v2mount, v2path); dir != "" {
-			if sub, err := makeSubtree(log, dir, name, true); err != nil {
+			if sub, err := c.makeSubtree(dir, name, pidNS, true); err != nil {
 				log.Warn("containment: process groups: cannot make a cgroup v2 subtree", "dir", dir, "err", err)
 			} else if _, err := os.Stat(filepath.Join(sub, "cgroup.kill")); err != nil {
 				log.Warn("containment: process groups: cgroup v2 has no cgroup.kill (kernel before 5.14)", "dir", sub)
@@ -271,7 +319,7 @@ func setupCgroups(log *slog.Logger) cgroups {
 	if c.info.Memory == "" && memMount != nil {
 		if p, ok := v1["memory"]; ok {
 			if dir := dirOf(*memMount, p); dir != "" {
-				if sub, err := makeSubtree(log, dir, name, false); err == nil {
+				if sub, err := c.makeSubtree(dir, name, pidNS, false); err == nil {
 					c.v1mem, c.info.Memory = sub, ctlV1
 				} else {
 					log.Warn("containment: no cgroup v1 memory subtree", "dir", dir, "err", err)
@@ -282,7 +330,7 @@ func setupCgroups(log *slog.Logger) cgroups {
 	if c.info.Pids == "" && pidsMount != nil {
 		if p, ok := v1["pids"]; ok {
 			if dir := dirOf(*pidsMount, p); dir != "" {
-				if sub, err := makeSubtree(log, dir, name, false); err == nil {
+				if sub, err := c.makeSubtree(dir, name, pidNS, false); err == nil {
 					c.v1pids, c.info.Pids = sub, ctlV1
 				} else {
 					log.Warn("containment: no cgroup v1 pids subtree", "dir", dir, "err", err)
@@ -319,39 +367,82 @@ func (c *cgroups) enableV2(sub string) {
 }
 
 // makeSubtree removes, in dir, the subtrees of rs processes that are gone
-// (after killing what still runs in them, for v2), then makes this rs's.
-func makeSubtree(log *slog.Logger, dir, name string, v2 bool) (string, error) {
-	if err := removeLeftovers(log, dir, name, v2); err != nil {
+// (after killing what still runs in them, for v2), then makes this rs's
+// and locks it.
+func (c *cgroups) makeSubtree(dir, name string, pidNS uint64, v2 bool) (string, error) {
+	if err := removeLeftovers(c.log, dir, name, pidNS, v2); err != nil {
 		return "", err
 	}
 	sub := filepath.Join(dir, name)
 	if err := os.Mkdir(sub, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", err
 	}
+	fd, err := lockDir(sub)
+	switch {
+	case err == nil:
+		c.locks = append(c.locks, fd)
+	case errors.Is(err, unix.EWOULDBLOCK):
+		// Its name is this process's: an earlier image of it (an rs
+		// that exec'd itself in place) holds the lock on an fd it kept.
+	default:
+		os.Remove(sub)
+		return "", fmt.Errorf("lock %s: %w", sub, err)
+	}
 	return sub, nil
 }
 
-// removeLeftovers removes the subtrees in dir named for an rs that is no
-// longer alive (its pid gone, or taken by a process started later).
-func removeLeftovers(log *slog.Logger, dir, self string, v2 bool) error {
+// removeLeftovers removes the subtrees in dir of an rs that is gone: no
+// rs holds its lock (lockDir), and, by its name, its rs is not alive in
+// this pid namespace, or, from another namespace, it has cgroups under
+// it (an rs locks its subtree before it makes any: an unlocked one of
+// another namespace with none may be an rs's that is between its mkdir
+// and its lock, and holds no process anyway). The names of an rs before
+// the lock (no namespace part) are judged by their pid alone, as then.
+func removeLeftovers(log *slog.Logger, dir, self string, pidNS uint64, v2 bool) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
-		pid, start, ok := parseSubtree(e.Name())
-		if !ok || !e.IsDir() || e.Name() == self || alive(pid, start) {
+		pid, start, ns, ok := parseSubtree(e.Name())
+		if !ok || !e.IsDir() || e.Name() == self {
 			continue
 		}
 		old := filepath.Join(dir, e.Name())
+		sameNS := ns == 0 || ns == pidNS
+		if sameNS && alive(pid, start) {
+			continue
+		}
+		if !sameNS && !hasSubdirs(old) {
+			continue
+		}
+		fd, err := lockDir(old)
+		if err != nil {
+			continue // its rs is alive (EWOULDBLOCK), or it is gone already
+		}
 		killed := 0
 		if v2 {
 			killed = killCgroup(old)
 		}
-		err := removeTree(old)
+		err = removeTree(old)
+		unix.Close(fd)
 		log.Info("containment: removed the cgroups of an rs that is gone", "dir", old, "processes_killed", killed, "err", err)
 	}
 	return nil
+}
+
+// hasSubdirs reports whether dir has a directory in it (a cgroup).
+func hasSubdirs(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			return true
+		}
+	}
+	return false
 }
 
 // killCgroup kills every process in the v2 cgroup dir and its

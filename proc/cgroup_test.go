@@ -302,15 +302,40 @@ func TestLeftoversRemoved(t *testing.T) {
 		}
 		return c
 	}
-	oldDir := filepath.Join(parent, subtreeName(dead.Process.Pid, 1))
+	ns := ownPidNS()
+	oldDir := filepath.Join(parent, subtreeName(dead.Process.Pid, 1, ns))
 	old := run(oldDir)
+	// Subtrees of rs processes in another pid namespace (pid 1 there):
+	// one alive (it holds its lock: here the test does), one gone
+	// (unlocked, a process left in it), one just made (unlocked, no
+	// cgroup in it yet).
+	foreignLive := filepath.Join(parent, subtreeName(1, 7, ns+1000))
+	liveThere := run(foreignLive)
+	lock, err := lockDir(foreignLive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignGone := filepath.Join(parent, subtreeName(1, 7, ns+1001))
+	goneThere := run(foreignGone)
+	foreignNew := filepath.Join(parent, subtreeName(1, 7, ns+1002))
+	if err := os.Mkdir(foreignNew, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		liveThere.Process.Kill()
+		liveThere.Wait()
+		unix.Close(lock)
+		killCgroup(foreignLive)
+		removeTree(foreignLive)
+		removeTree(foreignNew)
+	})
 	liveRS := exec.Command(self) // stands in for another rs, alive
 	liveRS.Env = []string{"PROC_TEST_ROLE=sleep"}
 	if err := liveRS.Start(); err != nil {
 		t.Fatal(err)
 	}
 	liveStart, _ := startTime(strconv.Itoa(liveRS.Process.Pid))
-	liveDir := filepath.Join(parent, subtreeName(liveRS.Process.Pid, liveStart))
+	liveDir := filepath.Join(parent, subtreeName(liveRS.Process.Pid, liveStart, ns))
 	live := run(liveDir)
 	t.Cleanup(func() {
 		live.Process.Kill()
@@ -319,19 +344,39 @@ func TestLeftoversRemoved(t *testing.T) {
 		liveRS.Wait()
 		removeTree(liveDir)
 	})
-	waited := make(chan error, 1)
-	go func() { waited <- old.Wait() }()
-	removeLeftovers(slog.Default(), parent, filepath.Base(cg.v2), true)
-	select {
-	case err := <-waited:
-		if ws, ok := old.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-			t.Fatalf("process in the dead rs's cgroup: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the process in the dead rs's cgroup survived")
+	waitKilled := func(c *exec.Cmd, what string) chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			err := c.Wait()
+			if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+				t.Errorf("process in %s: %v", what, err)
+			}
+		}()
+		return done
 	}
-	if _, err := os.Stat(oldDir); !os.IsNotExist(err) {
-		t.Fatalf("the dead rs's subtree is still there: %v", err)
+	oldDone := waitKilled(old, "the dead rs's cgroup")
+	goneDone := waitKilled(goneThere, "the cgroup of a gone rs of another pid namespace")
+	removeLeftovers(slog.Default(), parent, filepath.Base(cg.v2), ns, true)
+	for _, d := range []chan struct{}{oldDone, goneDone} {
+		select {
+		case <-d:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a process in a gone rs's cgroup survived")
+		}
+	}
+	for _, d := range []string{oldDir, foreignGone} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Fatalf("the gone rs's subtree %s is still there: %v", d, err)
+		}
+	}
+	if gone(liveThere.Process.Pid) {
+		t.Fatal("the service of the live rs of another pid namespace was killed")
+	}
+	for _, d := range []string{foreignLive, foreignNew} {
+		if _, err := os.Stat(d); err != nil {
+			t.Fatalf("%s was removed: %v", d, err)
+		}
 	}
 	if gone(live.Process.Pid) {
 		t.Fatal("the live rs's service was killed")
@@ -361,11 +406,14 @@ func TestParseMountinfo(t *testing.T) {
 	if !ok || v2 != "/x" || v1["memory"] != "/a/b" || v1["cpu"] != "/" {
 		t.Errorf("ownCgroups: %q %v %v", v2, ok, v1)
 	}
-	if pid, start, ok := parseSubtree("rs-12-345"); !ok || pid != 12 || start != 345 {
-		t.Errorf("parseSubtree")
+	if pid, start, ns, ok := parseSubtree("rs-12-345"); !ok || pid != 12 || start != 345 || ns != 0 {
+		t.Errorf("parseSubtree of a name without the namespace")
 	}
-	for _, bad := range []string{"rs-12", "rs--1-2", "x-1-2", "rs-a-1"} {
-		if _, _, ok := parseSubtree(bad); ok {
+	if pid, start, ns, ok := parseSubtree(subtreeName(1, 345, 4026531836)); !ok || pid != 1 || start != 345 || ns != 4026531836 {
+		t.Errorf("parseSubtree(subtreeName(...))")
+	}
+	for _, bad := range []string{"rs-12", "rs--1-2", "x-1-2", "rs-a-1", "rs-1-2-0", "rs-1-2-3-4", "rs-1-2-x"} {
+		if _, _, _, ok := parseSubtree(bad); ok {
 			t.Errorf("parseSubtree(%q) ok", bad)
 		}
 	}

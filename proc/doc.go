@@ -24,10 +24,16 @@
 // Containment. InitContainment (rs calls it at start; Start does on
 // first use) reads /proc/self/mountinfo and /proc/self/cgroup. Where
 // cgroup v2 is mounted and rs can make a directory in its own v2 cgroup
-// (the 0:: line), rs's subtree is <own cgroup>/rs-<pid>-<start time>,
-// the start time being field 22 of /proc/<pid>/stat: a pid reused by a
-// later process does not match, so a subtree whose rs is gone is known
-// as such, and one whose rs is alive is never touched. Before making its
+// (the 0:: line), rs's subtree is <own cgroup>/rs-<pid>-<start
+// time>-<pid namespace>, the start time being field 22 of
+// /proc/<pid>/stat and the namespace the inode of /proc/self/ns/pid.
+// rs holds an flock on its subtree's directory for its life: a subtree
+// whose lock is free and whose rs is not alive (by pid and start time,
+// in rs's own pid namespace; from another namespace, where rs cannot see
+// the pid, by the free lock alone, once it holds cgroups) is known to be
+// an orphan's, and one whose rs is alive is never touched, whatever pid
+// namespace either rs is in (two rs that are pid 1 of two containers
+// sharing a cgroup parent, say). Before making its
 // own, rs kills (cgroup.kill) and removes every subtree there of an rs
 // that is gone: the orphans an rs that was SIGKILLed left behind (its
 // leaders died by PDEATHSIG, their groups with them, but a setsid

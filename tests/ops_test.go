@@ -506,10 +506,8 @@ func ppid(pid int) int {
 
 // ownCgroups returns a wrapper command line (sh) that moves itself into
 // new cgroups of its own, below the test's, in the hierarchies rs uses
-// (v2, v1 memory and pids), as a container has: the subtree rs makes in
-// its own cgroup is named by its pid, and an rs that is PID 1 of a PID
-// namespace in a cgroup shared with other rs processes would take their
-// subtrees for those of an rs that is gone, and they its.
+// (v2, v1 memory and pids), as a container has. (An rs sharing its
+// cgroup with others works too: TestPid1BesideAnotherRS.)
 func ownCgroups(t *testing.T) []string {
 	t.Helper()
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
@@ -558,4 +556,47 @@ func ownCgroups(t *testing.T) []string {
 		script += fmt.Sprintf("echo $$ > %q/cgroup.procs && ", dir)
 	}
 	return []string{"sh", "-c", script + `exec "$@"`, "sh"}
+}
+
+// TestPid1BesideAnotherRS: an rs that is PID 1 of a new PID namespace,
+// in the same cgroup as an rs outside it (no cgroups of its own, unlike
+// TestOrphansReaped), cannot see the other's pid; it must not take the
+// other's subtree for an orphan's and kill its services, nor must an rs
+// started outside afterwards kill the PID 1 one's.
+func TestPid1BesideAnotherRS(t *testing.T) {
+	pid1 := []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"}
+	if out, err := exec.Command(pid1[0], append(pid1[1:], "true")...).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a PID namespace here: %v: %s", err, out)
+	}
+	cfg := func(label string) string {
+		return "[service." + label + "]\nbinary = \"$BIN/roles\"\nargs = [\"-role\", \"plain\"]\n"
+	}
+	host := startOpsRS(t, nil, nil, cfg("a"))
+	rep, err := host.client().Do(control.Request{Op: control.OpStatus}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := rep.Daemon.Containment; mode != "cgroup" {
+		t.Skipf("containment is %q here: the subtrees are cgroup v2's", mode)
+	}
+	a := host.waitState("a", control.StateRunning)
+	inner := startOpsRS(t, pid1, nil, cfg("b"))
+	b := inner.waitState("b", control.StateRunning)
+	later := startOpsRS(t, nil, nil, cfg("c"))
+	later.waitState("c", control.StateRunning)
+	for _, c := range []struct {
+		r     *opsRS
+		label string
+		pid   int
+	}{{host, "a", a.Pid}, {inner, "b", b.Pid}} {
+		if st := c.r.status(c.label); st.State != control.StateRunning || st.Pid != c.pid || st.Restarts != 0 {
+			t.Errorf("%s after the other rs started: %s pid %d (was %d), %d restarts, last exit %q",
+				c.label, st.State, st.Pid, c.pid, st.Restarts, st.LastExit)
+		}
+	}
+	for _, r := range []*opsRS{later, inner, host} {
+		if code := r.stop(); code != 0 {
+			t.Errorf("rs exited %d, want 0", code)
+		}
+	}
 }
