@@ -134,6 +134,10 @@ func parseSubtree(name string) (pid int, start, pidNS uint64, ok bool) {
 	return pid, start, pidNS, true
 }
 
+// initPidNS is the inode of the initial pid namespace (the kernel's
+// PROC_PID_INIT_INO).
+const initPidNS = 0xEFFFFFFC
+
 // ownPidNS is the inode of rs's pid namespace, 0 if unknown.
 func ownPidNS() uint64 {
 	var st unix.Stat_t
@@ -397,7 +401,9 @@ func (c *cgroups) makeSubtree(dir, name string, pidNS uint64, v2 bool) (string, 
 // it (an rs locks its subtree before it makes any: an unlocked one of
 // another namespace with none may be an rs's that is between its mkdir
 // and its lock, and holds no process anyway). The names of an rs before
-// the lock (no namespace part) are judged by their pid alone, as then.
+// the lock (no namespace part) are judged by their pid alone, as then,
+// and only by an rs in the initial pid namespace: one in another cannot
+// see the pids of the rs processes that most likely made them.
 func removeLeftovers(log *slog.Logger, dir, self string, pidNS uint64, v2 bool) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -409,6 +415,9 @@ func removeLeftovers(log *slog.Logger, dir, self string, pidNS uint64, v2 bool) 
 			continue
 		}
 		old := filepath.Join(dir, e.Name())
+		if ns == 0 && pidNS != initPidNS {
+			continue // an old name: its rs was most likely in the initial namespace, where rs cannot see
+		}
 		sameNS := ns == 0 || ns == pidNS
 		if sameNS && alive(pid, start) {
 			continue
