@@ -12,13 +12,19 @@ import (
 
 // A group update (`service update a b c`) is MINIX 3's multi-component
 // update: one update struct per member, as for a service alone, that
-// commit together or roll back together.
+// commit together or roll back together. The members are cut into levels
+// (groupLevels): a level holds the members no member left after it
+// depends on, so dependents come first and members with no dependency
+// between them go together.
 //
 //	spawn every new instance          (each waits in hello)
-//	prepare member 0, then 1, ...     (dependents first; each its own maxtime;
-//	                                   a ready member stays quiescent, its
-//	                                   state held, while the next prepares)
-//	init every new instance           (dependencies first, each with its state)
+//	prepare level 0, then 1, ...      (every member of a level at once, each
+//	                                   within its own maxtime; a ready member
+//	                                   stays quiescent, its state held, while
+//	                                   the next levels prepare)
+//	init the last level, then ...     (dependencies first: a level's new
+//	                                   instances get their init, with their
+//	                                   state, once the level after it inited)
 //	every init succeeded: commit all  (dependencies first)
 //	any step of any member fails:     every member rolls back, dependencies
 //	                                  resumed first; the reply names the member
@@ -28,10 +34,18 @@ import (
 // member's own prepare, --discard-state for each init. Only sef services
 // can join: the other types are replaced, not updated, and a replacement
 // cannot wait for the others' verdict.
+//
+// A new instance serves from its init on: one whose init succeeded
+// while another member's is still under way may answer requests that a
+// rollback then loses (MINIX holds it until the commit; the protocol here
+// has no such hold yet, msg's lu-commit is reserved for it).
 type group struct {
-	members    []*update // in prepare order: dependents first
-	labels     []string  // as the command gave them
-	asked      int       // members asked to prepare so far
+	members    []*update   // in prepare order: dependents first
+	levels     [][]*update // members cut into levels, in prepare order
+	labels     []string    // as the command gave them
+	asked      bool        // the first level was asked to prepare
+	prep       int         // the level preparing (len(levels): all ready)
+	init       int         // the level initing
 	begin      time.Time
 	reply      chan<- control.Reply
 	committing bool // the commit runs: commit ends each member for good
@@ -68,31 +82,40 @@ func (s *Server) startGroup(ev evRequest) {
 		}
 		svcs[l], specs[l], state, max = svc, spec, st, mt
 	}
-	order := groupOrder(labels, func(l string) []string {
+	levels := groupLevels(labels, func(l string) []string {
 		if svc := s.services[l]; svc != nil {
 			return svc.spec.Depends
 		}
 		return nil
 	})
 	g := &group{labels: labels, begin: time.Now(), reply: ev.reply}
-	for _, l := range order {
-		u := newUpdate(svcs[l], specs[l], state, max, req.DiscardState, nil, ev.prog)
-		u.grp = g
-		g.members = append(g.members, u)
+	var order []string
+	for _, level := range levels {
+		var us []*update
+		for _, l := range level {
+			u := newUpdate(svcs[l], specs[l], state, max, req.DiscardState, nil, ev.prog)
+			u.grp = g
+			us = append(us, u)
+		}
+		g.members = append(g.members, us...)
+		g.levels = append(g.levels, us)
+		order = append(order, strings.Join(level, " "))
 	}
-	s.log.Info("group update", "label", strings.Join(labels, ","), "prepare_order", strings.Join(order, ","))
-	progress(ev.prog, fmt.Sprintf("group update of %s: prepare order %s (dependents first); commits only if every member's new instance succeeds",
-		strings.Join(labels, " "), strings.Join(order, " ")))
+	s.log.Info("group update", "label", strings.Join(labels, ","), "prepare_order", strings.Join(order, ";"))
+	progress(ev.prog, fmt.Sprintf("group update of %s: prepare [%s] (dependents first); commits only if every member's new instance succeeds",
+		strings.Join(labels, " "), strings.Join(order, "] then [")))
 	for _, u := range g.members {
 		s.launchUpdate(u)
 	}
 }
 
-// groupOrder orders a group's labels for the prepare: a member before
-// every member it depends on, directly or through services outside the
-// group (depends gives a label's dependencies); otherwise as given. A
-// cycle (Validate keeps them out of the table) keeps the given order.
-func groupOrder(labels []string, depends func(string) []string) []string {
+// groupLevels cuts a group's labels into levels for the prepare: each
+// level holds the labels that no label of a later level depends on,
+// directly or through services outside the group (depends gives a
+// label's dependencies), in the order given. A cycle (Validate keeps
+// them out of the table) gives its labels a level each, in the order
+// given.
+func groupLevels(labels []string, depends func(string) []string) [][]string {
 	reach := map[string]map[string]bool{} // what each member depends on, transitively
 	for _, l := range labels {
 		seen := map[string]bool{}
@@ -109,10 +132,10 @@ func groupOrder(labels []string, depends func(string) []string) []string {
 		reach[l] = seen
 	}
 	left := slices.Clone(labels)
-	var order []string
+	var levels [][]string
 	for len(left) > 0 {
-		pick := 0 // a cycle: the first one left
-		for i, l := range left {
+		var level, rest []string
+		for _, l := range left {
 			needed := false
 			for _, m := range left {
 				if m != l && reach[m][l] {
@@ -120,15 +143,19 @@ func groupOrder(labels []string, depends func(string) []string) []string {
 					break
 				}
 			}
-			if !needed {
-				pick = i
-				break
+			if needed {
+				rest = append(rest, l)
+			} else {
+				level = append(level, l)
 			}
 		}
-		order = append(order, left[pick])
-		left = slices.Delete(left, pick, pick+1)
+		if len(level) == 0 { // a cycle
+			level, rest = left[:1], left[1:]
+		}
+		levels = append(levels, level)
+		left = rest
 	}
-	return order
+	return levels
 }
 
 // progress sends a progress line to a request's client, never waiting.
@@ -145,7 +172,7 @@ func progress(prog chan<- string, p string) {
 func (s *Server) groupHello(u *update) {
 	g := u.grp
 	s.disarm(u, tUpdate) // the others' steps bound the wait from here
-	if g.done || g.asked > 0 {
+	if g.done || g.asked {
 		return
 	}
 	for _, m := range g.members {
@@ -153,30 +180,47 @@ func (s *Server) groupHello(u *update) {
 			return
 		}
 	}
-	s.groupNext(g)
+	g.asked = true
+	s.prepareLevel(g)
+}
+
+// prepareLevel asks every member of level g.prep to prepare.
+func (s *Server) prepareLevel(g *group) {
+	for _, u := range g.levels[g.prep] {
+		if g.done { // a prepare that could not be sent rolled the group back
+			return
+		}
+		s.askPrepare(u)
+	}
 }
 
 // groupReady: a member's old instance is quiescent and handed over its
 // state; it is held until every member is ready.
 func (s *Server) groupReady(u *update, names []string, files []*os.File) {
+	g := u.grp
 	u.readyAt = time.Now()
 	s.disarm(u, tUpdate)
 	u.heldNames, u.heldFiles = names, files
 	u.progress(fmt.Sprintf("ready: old instance quiescent after %v, its state and %d fds held until every member is ready",
 		time.Since(u.begin).Round(time.Microsecond), len(files)-1))
-	s.groupNext(u.grp)
-}
-
-// groupNext asks the next member to prepare or, once every one is ready,
-// gives each new instance its init, dependencies first.
-func (s *Server) groupNext(g *group) {
-	if g.asked < len(g.members) {
-		u := g.members[g.asked]
-		g.asked++
-		s.askPrepare(u)
+	for _, m := range g.levels[g.prep] {
+		if m.readyAt.IsZero() {
+			return
+		}
+	}
+	g.prep++
+	if g.prep < len(g.levels) {
+		s.prepareLevel(g)
 		return
 	}
-	for _, u := range slices.Backward(g.members) {
+	g.init = len(g.levels) - 1
+	s.initLevel(g)
+}
+
+// initLevel gives every new instance of level g.init its init, with the
+// state its old one handed over.
+func (s *Server) initLevel(g *group) {
+	for _, u := range g.levels[g.init] {
 		if g.done { // an init that could not be sent rolled the group back
 			return
 		}
@@ -193,16 +237,23 @@ func (s *Server) groupNext(g *group) {
 }
 
 // groupInited: a member's new instance's init succeeded. It waits,
-// initing, for the others' (their init deadlines bound the wait); the
-// last one commits the group.
+// initing, for the others' (their init deadlines bound the wait): once
+// its level has inited, the level before it is inited; after the first
+// level, the group commits.
 func (s *Server) groupInited(u *update) {
 	g := u.grp
 	u.inited = true
-	for _, m := range g.members {
+	for _, m := range g.levels[g.init] {
 		if !m.inited {
 			u.progress(fmt.Sprintf("new instance pid %d ready; waiting for the other members", u.new.pid()))
 			return
 		}
+	}
+	if g.init > 0 {
+		u.progress(fmt.Sprintf("new instance pid %d ready; waiting for the other members", u.new.pid()))
+		g.init--
+		s.initLevel(g)
+		return
 	}
 	u.progress(fmt.Sprintf("new instance pid %d ready; every member is", u.new.pid()))
 	g.committing, g.done = true, true

@@ -1,11 +1,11 @@
 package rs
 
 import (
-	"slices"
+	"fmt"
 	"testing"
 )
 
-func TestGroupOrder(t *testing.T) {
+func TestGroupLevels(t *testing.T) {
 	deps := map[string][]string{
 		"web":   {"cache"},
 		"cache": {"db"},
@@ -13,22 +13,27 @@ func TestGroupOrder(t *testing.T) {
 		"a":     {"x"}, // through a service outside the group
 		"x":     {"b"},
 		"b":     nil,
-		"p":     {"q"}, // a cycle: the order given
+		"p":     {"q"}, // a cycle: the order given, one each
 		"q":     {"p"},
+		"api":   {"db"},
 	}
 	depends := func(l string) []string { return deps[l] }
-	cases := []struct{ in, want []string }{
-		{[]string{"db", "cache", "web"}, []string{"web", "cache", "db"}},
-		{[]string{"web", "db", "cache"}, []string{"web", "cache", "db"}},
-		{[]string{"db", "web"}, []string{"web", "db"}},
-		{[]string{"b", "a"}, []string{"a", "b"}},
-		{[]string{"db", "b", "web"}, []string{"b", "web", "db"}},
-		{[]string{"q", "p"}, []string{"q", "p"}},
-		{[]string{"kv1", "kv2", "kv3"}, []string{"kv1", "kv2", "kv3"}},
+	cases := []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"db", "cache", "web"}, "[[web] [cache] [db]]"},
+		{[]string{"web", "db", "cache"}, "[[web] [cache] [db]]"},
+		{[]string{"db", "web"}, "[[web] [db]]"},
+		{[]string{"b", "a"}, "[[a] [b]]"},
+		{[]string{"db", "b", "web"}, "[[b web] [db]]"},
+		{[]string{"db", "api", "cache", "web"}, "[[api web] [cache] [db]]"},
+		{[]string{"q", "p"}, "[[q] [p]]"},
+		{[]string{"kv1", "kv2", "kv3"}, "[[kv1 kv2 kv3]]"},
 	}
 	for _, c := range cases {
-		if got := groupOrder(c.in, depends); !slices.Equal(got, c.want) {
-			t.Errorf("groupOrder(%v) = %v, want %v", c.in, got, c.want)
+		if got := fmt.Sprint(groupLevels(c.in, depends)); got != c.want {
+			t.Errorf("groupLevels(%v) = %v, want %v", c.in, got, c.want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/reincarnation/rs/internal/resp"
@@ -93,7 +94,7 @@ func TestGroupUpdateCommits(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "kv3 kv1 kv2 updated as one") {
 		t.Fatalf("group update: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	inOrder(t, errOut, "prepare order kv1 kv2 kv3", "kv1: preparing", "kv2: preparing", "kv3: preparing",
+	inOrder(t, errOut, "prepare [kv1] then [kv2] then [kv3]", "kv1: preparing", "kv2: preparing", "kv3: preparing",
 		"kv3: handing over", "kv2: handing over", "kv1: handing over", "kv3: committed", "kv2: committed", "kv1: committed")
 	g.check(t, true)
 	for _, l := range groupLabels {
@@ -144,7 +145,7 @@ func TestGroupUpdatePrepareTimeout(t *testing.T) {
 	sleeper := dialKV(t, g.addrs["kv2"])
 	slept := make(chan error, 1)
 	go func() {
-		v, err := sleeper.Do("DEBUG", "SLEEP", "3")
+		v, err := sleeper.Do("DEBUG", "SLEEP", "1.5")
 		if err == nil && v.Str != "OK" {
 			err = fmt.Errorf("DEBUG SLEEP: %v", v)
 		}
@@ -247,4 +248,42 @@ func TestGroupUpdateShutdown(t *testing.T) {
 			return false
 		}
 	})
+}
+
+// TestGroupUpdateOldCrashes: kv1's old instance dies while it is
+// prepared and kv2 still preparing: the group rolls back, kv1 is
+// reincarnated as after any crash, kv2 and kv3 serve on untouched.
+func TestGroupUpdateOldCrashes(t *testing.T) {
+	g := startGroupKV(t, "")
+	sleeper := dialKV(t, g.addrs["kv2"])
+	slept := make(chan error, 1)
+	go func() { _, err := sleeper.Do("DEBUG", "SLEEP", "1"); slept <- err }()
+	g.r.waitFor("the sleep to be in flight", func() bool { return kvInfo(t, g.conns["kv2"], "blocked_clients") == "1" })
+	res := make(chan string, 1)
+	go func() {
+		_, errOut, code := runService(t, g.r.sock, nil, "update", "--state", "2", "--maxtime", "20s", "kv1", "kv2", "kv3")
+		res <- fmt.Sprintf("%d %s", code, errOut)
+	}()
+	g.r.waitFor("kv1 to be prepared", func() bool {
+		b, _ := os.ReadFile(filepath.Join(g.r.logDir, "kv1.log"))
+		return strings.Contains(string(b), "ready for live update")
+	})
+	if err := syscall.Kill(g.pids["kv1"], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	got := <-res
+	if !strings.HasPrefix(got, "1 ") || !strings.Contains(got, "rolled back: kv1: old instance terminated: SIGKILL") {
+		t.Fatalf("the group update when kv1's old instance died: %q", got)
+	}
+	if err := <-slept; err != nil {
+		t.Fatalf("long request: %v", err)
+	}
+	g.r.waitState("kv1", control.StateRunning, g.pids["kv1"])
+	for _, l := range []string{"kv2", "kv3"} {
+		st := g.r.status(l)
+		if st.Pid != g.pids[l] || st.State != control.StateRunning {
+			t.Fatalf("%s: %+v, want pid %d running", l, st, g.pids[l])
+		}
+		checkKeys(t, g.conns[l], 100)
+	}
 }
