@@ -5,7 +5,7 @@
 //
 //	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
 //	go run ./tests/bench [-bin DIR] [-n 20] [-notify-n 12] [-net tcp|unix] [-v]
-//	                     [-scenario ping,control,crash,notify,update,redisbench,logs,scale]
+//	                     [-scenario ping,control,crash,notify,update,redisbench,group,logs,scale]
 //	                     [-keys 100000] [-updates 10] [-kvb PATH] [-rb-n 200000]
 //	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
 //	                     [-timeout 8m]
@@ -30,6 +30,10 @@
 //   - update (update.go, s6update.go): live updates under load with
 //     100k keys, beside s6-svc -r of the same kv under s6.
 //   - redisbench (redisbench.go): redis-benchmark through live updates.
+//   - group (group.go): three kv instances under an rs of their own,
+//     one client each: a group update of the three (one atomic update)
+//     beside updating them one by one, round by round; the gap each
+//     client saw, the commands' times, failed requests.
 //   - logs (logs.go): a service's output into its log file, MB/s, under
 //     rs --log-dir beside svlogd (runsv), s6-log (s6-supervise) and the
 //     floor (flood | cat > file); then status and kv's crash → serving
@@ -121,7 +125,7 @@ type options struct {
 }
 
 // scenarioNames are the scenarios, in the order they run.
-var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "logs", "scale"}
+var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "group", "logs", "scale"}
 
 func parseScenarios(s string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -220,6 +224,11 @@ func run(ctx context.Context, o options) (err error) {
 	b.findTools()
 	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["notify"] || o.scenarios["update"] || o.scenarios["redisbench"] {
 		if err := b.mainRS(); err != nil {
+			return err
+		}
+	}
+	if o.scenarios["group"] {
+		if err := b.groupScenario(); err != nil {
 			return err
 		}
 	}
