@@ -58,10 +58,10 @@ func (s *Server) startGroup(ev evRequest) {
 	req := ev.req
 	labels := append([]string{req.Label}, req.Group...)
 	var (
-		svcs  = map[string]*service{}
-		specs = map[string]Spec{}
-		state int
-		max   time.Duration
+		svcs    = map[string]*service{}
+		specs   = map[string]Spec{}
+		state   int
+		maxTime time.Duration
 	)
 	for _, l := range labels {
 		if _, dup := svcs[l]; dup {
@@ -77,10 +77,13 @@ func (s *Server) startGroup(ev evRequest) {
 				"%s is type %s, which has no live update (it is replaced, not updated): it cannot join a group update; update it alone", l, spec.Type)
 		}
 		if err != nil {
-			fail(ev.reply, fmt.Errorf("update %s: %w (nothing changed)", strings.Join(labels, " "), err))
+			if !strings.HasSuffix(err.Error(), "(nothing changed)") {
+				err = fmt.Errorf("%w (nothing changed)", err)
+			}
+			fail(ev.reply, fmt.Errorf("update %s: %w", strings.Join(labels, " "), err))
 			return
 		}
-		svcs[l], specs[l], state, max = svc, spec, st, mt
+		svcs[l], specs[l], state, maxTime = svc, spec, st, mt
 	}
 	levels := groupLevels(labels, func(l string) []string {
 		if svc := s.services[l]; svc != nil {
@@ -93,7 +96,7 @@ func (s *Server) startGroup(ev evRequest) {
 	for _, level := range levels {
 		var us []*update
 		for _, l := range level {
-			u := newUpdate(svcs[l], specs[l], state, max, req.DiscardState, nil, ev.prog)
+			u := newUpdate(svcs[l], specs[l], state, maxTime, req.DiscardState, nil, ev.prog)
 			u.grp = g
 			us = append(us, u)
 		}
