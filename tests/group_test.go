@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/reincarnation/rs/internal/resp"
 	"github.com/reincarnation/rs/rs/control"
@@ -71,6 +73,35 @@ func (g *groupKV) check(t *testing.T, changed bool) {
 	}
 }
 
+// memberEvents reads `service events --json` lines until each member
+// had event ev, and returns them by label.
+func memberEvents(t *testing.T, lines <-chan string, ev string) map[string]control.Event {
+	t.Helper()
+	got := map[string]control.Event{}
+	timeout := time.After(waitTimeout)
+	for len(got) < len(groupLabels) {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("service events ended before every %s (got %v)", ev, got)
+			}
+			var e control.Event
+			if err := json.Unmarshal([]byte(l), &e); err != nil {
+				t.Fatalf("service events --json: %v: %q", err, l)
+			}
+			if e.Event == ev {
+				if _, dup := got[e.Label]; dup {
+					t.Fatalf("two %s of %s", ev, e.Label)
+				}
+				got[e.Label] = e
+			}
+		case <-timeout:
+			t.Fatalf("not every member had %s: %v", ev, got)
+		}
+	}
+	return got
+}
+
 // inOrder fails unless each of lines appears in text after the one
 // before it.
 func inOrder(t *testing.T, text string, lines ...string) {
@@ -90,6 +121,7 @@ func inOrder(t *testing.T, text string, lines ...string) {
 // prepared first and resumed last, whatever the command's order.
 func TestGroupUpdateCommits(t *testing.T) {
 	g := startGroupKV(t, "")
+	js := g.r.watchEvents("--json")
 	out, errOut, code := g.r.service("update", "--binary", bin("kv-b"), "kv3", "kv1", "kv2")
 	if code != 0 || !strings.Contains(out, "kv3 kv1 kv2 updated as one") {
 		t.Fatalf("group update: exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -97,6 +129,11 @@ func TestGroupUpdateCommits(t *testing.T) {
 	inOrder(t, errOut, "prepare [kv1] then [kv2] then [kv3]", "kv1: preparing", "kv2: preparing", "kv3: preparing",
 		"kv3: handing over", "kv2: handing over", "kv1: handing over", "kv3: committed", "kv2: committed", "kv1: committed")
 	g.check(t, true)
+	for l, e := range memberEvents(t, js, "update-committed") {
+		if e.Pid != g.r.status(l).Pid {
+			t.Errorf("%s's update-committed: %+v", l, e)
+		}
+	}
 	for _, l := range groupLabels {
 		if v := kvInfo(t, g.conns[l], "version"); v != "b" {
 			t.Errorf("%s runs version %q, want b", l, v)
@@ -119,9 +156,21 @@ func TestGroupUpdateRollsBackAll(t *testing.T) {
 	if err := os.Rename(tmp, g.kv2); err != nil {
 		t.Fatal(err)
 	}
+	js := g.r.watchEvents("--json")
 	_, errOut, code := g.r.service("update", "kv1", "kv2", "kv3")
 	if code == 0 || !strings.Contains(errOut, "update kv1 kv2 kv3 rolled back: kv2: new instance terminated: exit 1; every member's old instance serves on") {
 		t.Fatalf("group update: exit %d, stderr %q", code, errOut)
+	}
+	// Each member's rollback is an event of its own (and a count in
+	// rs_service_updates_total), about its old instance.
+	for l, e := range memberEvents(t, js, "update-rolled-back") {
+		want := "group update: kv2 failed: new instance terminated: exit 1"
+		if l == "kv2" {
+			want = "new instance terminated: exit 1"
+		}
+		if e.Pid != g.pids[l] || e.Reason != want {
+			t.Errorf("%s's update-rolled-back: %+v, want pid %d, reason %q", l, e, g.pids[l], want)
+		}
 	}
 	for _, l := range []string{"kv3", "kv1"} {
 		if !strings.Contains(errOut, l+": rolled back: group update: kv2 failed") {
