@@ -134,6 +134,10 @@ func TestGroupUpdateCommits(t *testing.T) {
 			t.Errorf("%s's update-committed: %+v", l, e)
 		}
 	}
+	// Every old instance is ended.
+	g.r.waitFor("the old instances to end", func() bool {
+		return !alive(g.pids["kv1"]) && !alive(g.pids["kv2"]) && !alive(g.pids["kv3"])
+	})
 	for _, l := range groupLabels {
 		if v := kvInfo(t, g.conns[l], "version"); v != "b" {
 			t.Errorf("%s runs version %q, want b", l, v)
