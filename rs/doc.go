@@ -40,7 +40,7 @@
 //
 //	roles:  primary   the service's instance; its phase gives the state
 //	        standby   exec'd, waits in hello for a restart init (standby.go)
-//	        incoming  an update's new instance, until commit or rollback (update.go)
+//	        incoming  an update's new instance, until commit or rollback (update.go, group.go)
 //	        retired   replaced (commit, a standby's take-over) or dropped; only its end is left
 //
 // At gone, exitOutcome (policy.go, a pure function with a table test)
@@ -56,6 +56,19 @@
 // process lives is a fault after 100ms, a reaped process whose channel
 // does not end is gone after a second. When the channel ends first and
 // /proc shows the process exiting, a ready standby takes over at once.
+//
+// # Group updates (group.go)
+//
+// `service update a b c` is one update struct per member, as for one
+// service, joined by a group that decides for them all: every new
+// instance is spawned, the members are prepared level by level
+// (dependents first), each ready one held quiescent with its state, then
+// the new instances are inited level by level in the other order, and
+// the members commit together once every init succeeded. Whatever ends
+// one member's update (a timeout, a failed or crashed instance, an old
+// one's death, a shutdown) calls rollback, which for a member rolls the
+// whole group back. Each member still logs, emits and counts its own
+// commit or rollback; its progress lines carry its label.
 //
 // A service's state (service.go) is derived, not stored: updating while
 // an update runs, else from its primary's phase (starting, running,

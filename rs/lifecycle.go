@@ -438,7 +438,7 @@ func abortive(files []*os.File) []*os.File {
 func (svc *service) heldFDs() int {
 	n := len(svc.fdstore) + len(svc.listeners) + int(svc.closing.Load())
 	if u := svc.update; u != nil {
-		n += len(u.pending)
+		n += len(u.pending) + len(u.heldFiles)
 	}
 	return n
 }

@@ -43,6 +43,16 @@ type update struct {
 	// No state moves. statusText is what the new one said meanwhile.
 	replace    bool
 	statusText string
+
+	// grp: the group update this is a member of (group.go); nil for a
+	// service updated alone. A member's reply and progress are its
+	// group's; held is the old instance's state and fds from its
+	// lu-ready until every member is ready; inited, its new instance's
+	// init succeeded and it waits for the others'.
+	grp       *group
+	heldNames []string
+	heldFiles []*os.File
+	inited    bool
 }
 
 func (u *update) timerSlots() *timers { return &u.t }
@@ -50,19 +60,30 @@ func (u *update) timerSlots() *timers { return &u.t }
 // startUpdate handles `service update`: spawn the new binary first, then
 // (on its hello) ask the old instance to prepare.
 func (s *Server) startUpdate(ev evRequest) {
-	req := ev.req
-	svc, ok := s.services[req.Label]
-	if !ok {
-		fail(ev.reply, fmt.Errorf("%w %q", control.ErrUnknown, req.Label))
+	if len(ev.req.Group) > 0 {
+		s.startGroup(ev)
 		return
+	}
+	svc, spec, state, maxTime, err := s.updateArgs(ev.req.Label, ev.req)
+	if err != nil {
+		fail(ev.reply, err)
+		return
+	}
+	s.beginUpdate(svc, spec, state, maxTime, ev.req.DiscardState, ev.reply, ev.prog)
+}
+
+// updateArgs checks that label's service may be updated as req asks, and
+// says to what: its spec with the new binary, the state and maxtime.
+func (s *Server) updateArgs(label string, req control.Request) (*service, Spec, int, time.Duration, error) {
+	svc, ok := s.services[label]
+	if !ok {
+		return nil, Spec{}, 0, 0, fmt.Errorf("%w %q", control.ErrUnknown, label)
 	}
 	if svc.update != nil {
-		fail(ev.reply, fmt.Errorf("%s: an update is already in progress: %w", req.Label, control.ErrBusy))
-		return
+		return nil, Spec{}, 0, 0, fmt.Errorf("%s: an update is already in progress: %w", label, control.ErrBusy)
 	}
 	if st := svc.state(); st != control.StateRunning {
-		fail(ev.reply, control.Errorf(control.CodeRefused, "%s is %s: only a running service can be updated", req.Label, st))
-		return
+		return nil, Spec{}, 0, 0, control.Errorf(control.CodeRefused, "%s is %s: only a running service can be updated", label, st)
 	}
 	spec := svc.spec
 	if req.Binary != "" {
@@ -73,32 +94,39 @@ func (s *Server) startUpdate(ev evRequest) {
 		state = 1
 	}
 	if state < 0 || state > control.MaxState {
-		fail(ev.reply, control.Errorf(control.CodeInvalid, "state %d: out of range (1 to %d)", state, control.MaxState))
-		return
+		return nil, Spec{}, 0, 0, control.Errorf(control.CodeInvalid, "state %d: out of range (1 to %d)", state, control.MaxState)
 	}
 	maxTime := req.MaxTime
 	if maxTime == 0 {
 		maxTime = DefaultMaxTime
 	}
 	if maxTime < 0 {
-		fail(ev.reply, control.Errorf(control.CodeInvalid, "maxtime %v: must be positive", maxTime))
-		return
+		return nil, Spec{}, 0, 0, control.Errorf(control.CodeInvalid, "maxtime %v: must be positive", maxTime)
 	}
 	if err := validateSpec(spec); err != nil {
-		fail(ev.reply, control.Errorf(control.CodeInvalid, "update %s: %w (nothing changed)", req.Label, err))
-		return
+		return nil, Spec{}, 0, 0, control.Errorf(control.CodeInvalid, "update %s: %w (nothing changed)", label, err)
 	}
-	s.beginUpdate(svc, spec, state, maxTime, req.DiscardState, ev.reply, ev.prog)
+	return svc, spec, state, maxTime, nil
 }
 
 // beginUpdate starts the update of running svc to spec (checked): the
 // new instance is spawned; reply gets the commit or the rollback.
 func (s *Server) beginUpdate(svc *service, spec Spec, state int, maxTime time.Duration, discard bool,
 	reply chan<- control.Reply, prog chan<- string) {
-	s.dropStandby(svc) // it runs the old binary; a new one follows the update
-	u := &update{svc: svc, old: svc.primary, spec: spec, state: state, maxTime: maxTime,
+	s.launchUpdate(newUpdate(svc, spec, state, maxTime, discard, reply, prog))
+}
+
+func newUpdate(svc *service, spec Spec, state int, maxTime time.Duration, discard bool,
+	reply chan<- control.Reply, prog chan<- string) *update {
+	return &update{svc: svc, old: svc.primary, spec: spec, state: state, maxTime: maxTime,
 		begin: time.Now(), reply: reply, prog: prog, pending: map[string]*os.File{},
 		discard: discard, replace: spec.Type != TypeSef}
+}
+
+// launchUpdate puts u in its service and spawns its new instance.
+func (s *Server) launchUpdate(u *update) {
+	svc, spec := u.svc, u.spec
+	s.dropStandby(svc) // it runs the old binary; a new one follows the update
 	svc.update = u
 	if u.replace {
 		u.progress(fmt.Sprintf("no state transfer (type %s): a new instance starts beside the old one, which serves until the new one is ready (init_timeout %v)",
@@ -111,6 +139,9 @@ func (s *Server) beginUpdate(svc *service, spec Spec, state int, maxTime time.Du
 }
 
 func (u *update) progress(p string) {
+	if u.grp != nil {
+		p = u.svc.spec.Label + ": " + p // whose step, among the group's
+	}
 	select {
 	case u.prog <- p:
 	default: // a slow client loses progress lines, never blocks the loop
@@ -146,6 +177,15 @@ func (s *Server) updateHello(u *update) {
 	if u.replace {
 		return // it was given its start at once (updateSpawned)
 	}
+	if u.grp != nil {
+		s.groupHello(u)
+		return
+	}
+	s.askPrepare(u)
+}
+
+// askPrepare asks u's old instance to prepare, within maxtime.
+func (s *Server) askPrepare(u *update) {
 	if err := u.old.drv.prepare(u.state, u.maxTime); err != nil {
 		s.rollback(u, "cannot ask the old instance to prepare: "+err.Error())
 		return
@@ -158,6 +198,10 @@ func (s *Server) updateHello(u *update) {
 // stateReady: the old instance reached the state and handed over its
 // state and fds (files, ours to close once they are on their way).
 func (s *Server) stateReady(u *update, names []string, files []*os.File) {
+	if u.grp != nil {
+		s.groupReady(u, names, files)
+		return
+	}
 	defer s.closeHeld(u.svc, files...)
 	u.readyAt = time.Now()
 	s.disarm(u, tUpdate) // from here the new instance's own init deadline rules
@@ -190,6 +234,10 @@ func (u *update) notTaken(left []string) string {
 
 // commit: the new instance runs; the old one is stopped.
 func (s *Server) commit(u *update) {
+	if g := u.grp; g != nil && !g.committing {
+		s.groupInited(u)
+		return
+	}
 	svc := u.svc
 	s.disarm(u, tUpdate)
 	svc.update = nil
@@ -224,17 +272,36 @@ func (s *Server) commit(u *update) {
 	if u.replace {
 		msg += fmt.Sprintf("; no state transfer (type %s): the new instance started fresh, the old one is stopped gracefully", u.spec.Type)
 	}
-	answer(u.reply, control.Reply{Message: msg})
+	if u.grp == nil { // a group answers for its members
+		answer(u.reply, control.Reply{Message: msg})
+	}
 }
 
 // rollback: the new instance is killed, the old one resumes untouched.
 func (s *Server) rollback(u *update, why string) {
+	if u.grp != nil {
+		s.groupRollback(u.grp, u, why)
+		return
+	}
+	s.undo(u, why)
+	svc := u.svc
+	if u.replace && svc.primary == u.old && u.old.phase == phaseRunning {
+		why += fmt.Sprintf("; the new instance was stopped, pid %d serves on", u.old.pid())
+	}
+	answer(u.reply, control.Failure(fmt.Errorf("update %s rolled back: %s", svc.spec.Label, why)))
+}
+
+// undo ends u: its new instance is killed, what it held is closed and
+// the old instance resumes untouched. why is the rollback's reason.
+func (s *Server) undo(u *update, why string) {
 	svc := u.svc
 	s.disarm(u, tUpdate)
 	svc.update = nil
 	u.new.role = roleRetired // its end is expected, not a crash
 	s.dropInstance(u.new)
 	s.closeHeld(svc, slices.Collect(maps.Values(u.pending))...)
+	s.closeHeld(svc, u.heldFiles...)
+	u.heldFiles = nil
 	if u.old.phase < phaseGone {
 		if err := u.old.drv.cancel(); err != nil {
 			s.sendFailed(u.old, err)
@@ -246,8 +313,4 @@ func (s *Server) rollback(u *update, why string) {
 	s.log.Warn("update rolled back", "label", svc.spec.Label, "reason", why, "pid", u.old.pid())
 	s.emit(control.Event{Label: svc.spec.Label, Event: EventUpdateRollback, Pid: u.old.pid(), Reason: why})
 	u.progress("rolled back: " + why)
-	if u.replace && svc.primary == u.old && u.old.phase == phaseRunning {
-		why += fmt.Sprintf("; the new instance was stopped, pid %d serves on", u.old.pid())
-	}
-	answer(u.reply, control.Failure(fmt.Errorf("update %s rolled back: %s", svc.spec.Label, why)))
 }

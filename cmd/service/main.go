@@ -56,12 +56,17 @@ func main() {
 			{Name: "down", Usage: "stop a service; it stays down until up", ArgsUsage: "<label>", Action: simple(control.OpDown)},
 			{Name: "restart", Usage: "stop and start again; clears failed and backoff", ArgsUsage: "<label>", Action: simple(control.OpRestart)},
 			{
-				Name: "update", Usage: "live update to a new binary", ArgsUsage: "<label>",
+				Name: "update", Usage: "live update to a new binary", ArgsUsage: "<label> [<label> ...]",
+				Description: "Several labels are one atomic update: every service is prepared (dependents first), every new\n" +
+					"instance started with its state, and all commit only if every new instance succeeded; otherwise\n" +
+					"every one rolls back and the error names the one that failed. The flags apply to each member\n" +
+					"(--binary: the same new binary for all, for instances of one program). Only type sef services\n" +
+					"can be updated together.",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "binary", Usage: "new binary (default: the current one)"},
+					&cli.StringFlag{Name: "binary", Usage: "new binary (default: the current one; with several labels, the new binary of each)"},
 					&cli.Int64Flag{Name: "state", Value: 1, Usage: "state to reach first: 1 work-free, 2 request-free, 3 protocol-free, 4+ custom"},
-					&cli.DurationFlag{Name: "maxtime", Value: 2 * time.Second, Usage: "how long the service may take to get ready"},
-					&cli.BoolFlag{Name: "discard-state", Usage: "commit even if the new instance does not take the state and fds it is handed"},
+					&cli.DurationFlag{Name: "maxtime", Value: 2 * time.Second, Usage: "how long the service (each, with several labels) may take to get ready"},
+					&cli.BoolFlag{Name: "discard-state", Usage: "commit even if the new instance does not take the state and fds it is handed (each, with several labels)"},
 					&cli.BoolFlag{Name: "quiet", Usage: "do not print the update's steps"},
 				},
 				Action: update,
@@ -255,15 +260,25 @@ func up(c *cli.Context) error {
 }
 
 func update(c *cli.Context) error {
-	l, err := label(c)
-	if err != nil {
-		return err
+	labels := c.Args().Slice()
+	if len(labels) == 0 {
+		return fmt.Errorf("update: missing <label>")
 	}
+	for _, a := range labels {
+		if strings.HasPrefix(a, "-") {
+			return fmt.Errorf("update: flags go before the labels: %q after %q", a, labels[0])
+		}
+	}
+	if len(labels) > control.MaxGroup {
+		return fmt.Errorf("update: %d labels: at most %d at once", len(labels), control.MaxGroup)
+	}
+	l := labels[0]
+	var err error
 	st := c.Int64("state")
 	if st < 1 || st > control.MaxState {
 		return fmt.Errorf("update: --state %d: out of range (1 to %d)", st, control.MaxState)
 	}
-	req := control.Request{Op: control.OpUpdate, Label: l, State: int(st), MaxTime: c.Duration("maxtime"),
+	req := control.Request{Op: control.OpUpdate, Label: l, Group: labels[1:], State: int(st), MaxTime: c.Duration("maxtime"),
 		DiscardState: c.Bool("discard-state")}
 	if b := c.String("binary"); b != "" {
 		if req.Binary, err = filepath.Abs(b); err != nil {

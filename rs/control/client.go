@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"syscall"
@@ -51,7 +52,12 @@ func DefaultTimeout(req Request) time.Duration {
 		}
 		return time.Minute
 	case OpUpdate:
-		return time.Minute + max(req.MaxTime, 0)
+		// A group's members prepare one after another.
+		d := max(req.MaxTime, 0)
+		if n := time.Duration(1 + len(req.Group)); d < (1<<62)/n {
+			d *= n
+		}
+		return time.Minute + min(d, math.MaxInt64-time.Minute)
 	}
 	return time.Minute
 }

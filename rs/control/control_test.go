@@ -216,3 +216,29 @@ func TestPatchFlags(t *testing.T) {
 		t.Fatalf("after the wire: %+v, %v", q, err)
 	}
 }
+
+// A group update's labels: only for update, bounded, none empty.
+func TestRequestGroup(t *testing.T) {
+	enc := func(v any) []byte { b, _ := msgpack.Marshal(v); return b }
+	many := make([]string, MaxGroup)
+	for i := range many {
+		many[i] = fmt.Sprintf("kv%d", i)
+	}
+	bad := map[string]map[string]any{
+		"group on down": {"op": OpDown, "label": "kv", "group": []string{"b"}},
+		"too many":      {"op": OpUpdate, "label": "kv", "group": many},
+		"empty label":   {"op": OpUpdate, "label": "kv", "group": []string{"b", ""}},
+	}
+	for name, fields := range bad {
+		if r, err := DecodeRequest(enc(fields)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: decoded as %+v, %v; want ErrInvalid", name, r, err)
+		}
+	}
+	r, err := DecodeRequest(enc(map[string]any{"op": OpUpdate, "label": "kv", "group": many[1:]}))
+	if err != nil || len(r.Group) != MaxGroup-1 {
+		t.Errorf("a group of %d: %+v, %v", MaxGroup, r, err)
+	}
+	if d := DefaultTimeout(Request{Op: OpUpdate, MaxTime: 1<<63 - 1, Group: many}); d <= 0 {
+		t.Errorf("timeout of a group with the widest maxtime: %v", d)
+	}
+}

@@ -65,6 +65,10 @@ type Request struct {
 	// DiscardState: for update, commit even if the new instance does not
 	// take the state and fds it is handed (else that rolls the update back).
 	DiscardState bool `msgpack:"discard_state,omitempty"`
+	// Group: for update, the other labels of one atomic update beside
+	// Label (`service update a b c`): every member commits or none does.
+	// At most MaxGroup labels in all; empty for one service alone.
+	Group []string `msgpack:"group,omitempty"`
 	// For logs (Label "" for every service): Lines, how many of the last
 	// lines to send first (nil: DefaultLogLines, or every line since
 	// Since when that is set; at most MaxLogLines); SinceUs, only lines
@@ -169,6 +173,9 @@ const (
 	MaxLogBytes     = 64 << 20
 )
 
+// MaxGroup is the most services one group update may hold.
+const MaxGroup = 32
+
 // MaxState is the largest update state: the wire to the services
 // carries it in 32 bits.
 const MaxState = math.MaxUint32
@@ -205,6 +212,17 @@ func DecodeRequest(b []byte) (Request, error) {
 	}
 	if r.MaxTime < 0 {
 		return Request{}, fmt.Errorf("%w: maxtime %v: must be positive", ErrInvalid, r.MaxTime)
+	}
+	if len(r.Group) > 0 && r.Op != OpUpdate {
+		return Request{}, fmt.Errorf("%w: only update takes several labels", ErrInvalid)
+	}
+	if len(r.Group)+1 > MaxGroup {
+		return Request{}, fmt.Errorf("%w: update of %d services: at most %d at once", ErrInvalid, len(r.Group)+1, MaxGroup)
+	}
+	for _, l := range r.Group {
+		if l == "" {
+			return Request{}, fmt.Errorf("%w: update: an empty label", ErrInvalid)
+		}
 	}
 	switch r.Op {
 	case OpStatus, OpShutdown, OpReopenLogs, OpEvents, OpReload:

@@ -55,10 +55,13 @@ type loadClient struct {
 }
 
 // startLoad starts the clients; stopAndWait ends them.
-func startLoad(addr string, base time.Time) *load {
+func startLoad(addr string, base time.Time) *load { return startLoadN(addr, base, loadClients) }
+
+// startLoadN is startLoad with n clients.
+func startLoadN(addr string, base time.Time, n int) *load {
 	network, address := resp.SplitAddr(addr)
 	l := &load{base: base, stop: make(chan struct{})}
-	for i := range loadClients {
+	for i := range n {
 		lc := &loadClient{id: i, network: network, address: address}
 		l.clients = append(l.clients, lc)
 		l.wg.Add(1)

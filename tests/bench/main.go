@@ -5,7 +5,7 @@
 //
 //	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
 //	go run ./tests/bench [-bin DIR] [-n 20] [-notify-n 12] [-net tcp|unix] [-v]
-//	                     [-scenario ping,control,crash,notify,update,redisbench,logs,scale]
+//	                     [-scenario ping,control,crash,notify,update,redisbench,group,logs,scale]
 //	                     [-keys 100000] [-big-keys 1000000] [-updates 10] [-kvb PATH] [-rb-n 200000]
 //	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
 //	                     [-timeout 8m]
@@ -31,6 +31,10 @@
 //     no extra keys, 100k keys and 1M keys in one run, beside s6-svc -r
 //     of the same kv under s6 with 100k keys.
 //   - redisbench (redisbench.go): redis-benchmark through live updates.
+//   - group (group.go): three kv instances under an rs of their own,
+//     one client each: a group update of the three (one atomic update)
+//     beside updating them one by one, round by round; the gap each
+//     client saw, the commands' times, failed requests.
 //   - logs (logs.go): a service's output into its log file, MB/s, under
 //     rs --log-dir beside svlogd (runsv), s6-log (s6-supervise) and the
 //     floor (flood | cat > file); then status and kv's crash → serving
@@ -123,7 +127,7 @@ type options struct {
 }
 
 // scenarioNames are the scenarios, in the order they run.
-var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "logs", "scale"}
+var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "group", "logs", "scale"}
 
 func parseScenarios(s string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -223,6 +227,11 @@ func run(ctx context.Context, o options) (err error) {
 	b.findTools()
 	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["notify"] || o.scenarios["update"] || o.scenarios["redisbench"] {
 		if err := b.mainRS(); err != nil {
+			return err
+		}
+	}
+	if o.scenarios["group"] {
+		if err := b.groupScenario(); err != nil {
 			return err
 		}
 	}
