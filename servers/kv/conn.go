@@ -108,7 +108,9 @@ func (srv *server) roundTrip(c net.Conn, b *batch, reqs [][]string) bool {
 	if n := 1 + countDebug(reqs); cap(b.replies) < n {
 		b.replies = make(chan reply, n)
 	}
-	srv.svc.Post(b)
+	if srv.svc.Post(srv.ctx, b) != nil {
+		return false // stopping
+	}
 	for {
 		select {
 		case r := <-b.replies:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,8 +16,8 @@ import (
 // service is the part of *sef.Service that the server uses; tests stand
 // in a fake for it.
 type service interface {
-	Post(work any)
-	Receive() (any, error)
+	Post(ctx context.Context, work any) error
+	Receive(ctx context.Context) (any, error)
 	DebugGarbage() error
 	DebugCloseChannel() error
 }
@@ -25,9 +26,9 @@ const (
 	// faultAckWait bounds how long a fault waits for its +OK to be
 	// written before it strikes anyway.
 	faultAckWait = time.Second
-	// shutdownWait bounds the wait for connection goroutines at exit. One
-	// can be stuck in Post when the loop stopped with a full queue; the
-	// process is exiting, so it is left behind after this long.
+	// shutdownWait bounds the wait for connection goroutines at exit (one
+	// writing to a client that does not read, say); the process is
+	// exiting, so it is left behind after this long.
 	shutdownWait = 2 * time.Second
 )
 
@@ -54,6 +55,10 @@ type server struct {
 
 	stats connStats
 	quit  chan struct{} // closed when the main loop has ended
+	// ctx is the network goroutines' context for Post: cancelled with
+	// quit, so none stays blocked on a full queue.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// handoff is the live update being prepared (main loop); handing is
 	// the same pointer for the network goroutines to check before a read.
@@ -91,6 +96,7 @@ func newServer(svc service, ln net.Listener, cfg serverConfig) *server {
 		quit:     make(chan struct{}),
 		conns:    make(map[net.Conn]struct{}),
 	}
+	srv.ctx, srv.cancel = context.WithCancel(context.Background())
 	if srv.log == nil {
 		srv.log = slog.Default()
 	}
@@ -119,7 +125,7 @@ func (srv *server) run() error {
 
 func (srv *server) loop() error {
 	for {
-		w, err := srv.svc.Receive()
+		w, err := srv.svc.Receive(srv.ctx)
 		if err != nil {
 			return err
 		}
@@ -153,7 +159,7 @@ func (srv *server) execute(b *batch) {
 		b.out, eff = srv.eng.exec(b.reqs[b.next], b.out)
 		switch eff.kind {
 		case effSleep:
-			srv.sleeping[b] = srv.afterFunc(eff.sleep, func() { srv.svc.Post(wake{b}) })
+			srv.sleeping[b] = srv.afterFunc(eff.sleep, func() { srv.svc.Post(srv.ctx, wake{b}) })
 			return
 		case effFault:
 			b.out = appendSimple(b.out, "OK")
@@ -205,7 +211,7 @@ func (srv *server) accept() {
 				continue
 			}
 			if !transientAcceptError(err) {
-				srv.svc.Post(acceptFailed{err})
+				srv.svc.Post(srv.ctx, acceptFailed{err})
 				return
 			}
 			// Out of fds or buffers: back off as net/http does, rather
@@ -266,6 +272,7 @@ func (srv *server) untrack(c net.Conn) {
 // closed, parked sleeps cancelled. Called by the main loop after it ended.
 func (srv *server) shutdown() {
 	close(srv.quit)
+	srv.cancel()
 	for b, t := range srv.sleeping {
 		t.Stop()
 		delete(srv.sleeping, b)

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 )
@@ -113,7 +114,9 @@ func (srv *server) handoffReady() bool {
 // park is called by a connection goroutine that saw the hand-off: it
 // posts what it holds and waits. False: the process is ending.
 func (srv *server) park(h *handoff, c net.Conn, buf []byte, p *parser) bool {
-	srv.svc.Post(parkedWork{h, &parkedConn{c: c, buf: buf, p: *p}})
+	if srv.svc.Post(srv.ctx, parkedWork{h, &parkedConn{c: c, buf: buf, p: *p}}) != nil {
+		return false
+	}
 	select {
 	case <-h.resume:
 		return true
@@ -124,7 +127,9 @@ func (srv *server) park(h *handoff, c net.Conn, buf []byte, p *parser) bool {
 
 // parkAcceptor is park for the acceptor.
 func (srv *server) parkAcceptor(h *handoff) bool {
-	srv.svc.Post(acceptorWork{h})
+	if srv.svc.Post(srv.ctx, acceptorWork{h}) != nil {
+		return false
+	}
 	select {
 	case <-h.resume:
 		return true
@@ -151,7 +156,7 @@ func (srv *server) parkedItem(w any) {
 // fileAdder is the part of *sef.StateWriter that saveState needs.
 type fileAdder interface {
 	io.Writer
-	AddFD(name string, f *os.File) error
+	AddConn(name string, c syscall.Conn) error
 }
 
 // saveState writes the map and every parked connection. The state is
@@ -195,13 +200,12 @@ func (srv *server) saveState(w fileAdder) error {
 	sort.Slice(conns, func(i, j int) bool { return conns[i].c.RemoteAddr().String() < conns[j].c.RemoteAddr().String() })
 	e.uint(uint64(len(conns)))
 	for i, pc := range conns {
-		f, err := socketFile(pc.c)
-		if err != nil {
-			return fmt.Errorf("connection %d: %w", i, err)
+		sc, ok := pc.c.(syscall.Conn)
+		if !ok {
+			return fmt.Errorf("connection %d: a %T has no socket to hand over", i, pc.c)
 		}
 		name := fmt.Sprintf("conn.%d", i)
-		if err := w.AddFD(name, f); err != nil {
-			f.Close()
+		if err := w.AddConn(name, sc); err != nil {
 			return err
 		}
 		e.str(name)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -15,7 +16,11 @@ type stateBuffer struct {
 	fds map[string]*os.File
 }
 
-func (b *stateBuffer) AddFD(name string, f *os.File) error {
+func (b *stateBuffer) AddConn(name string, c syscall.Conn) error {
+	f, err := c.(interface{ File() (*os.File, error) }).File() // a dup, as sef makes
+	if err != nil {
+		return err
+	}
 	b.fds[name] = f
 	return nil
 }
