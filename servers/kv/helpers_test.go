@@ -43,6 +43,8 @@ func (f *fakeService) Post(ctx context.Context, w any) error {
 	}
 }
 
+func (f *fakeService) Reached() {}
+
 func (f *fakeService) Listen(network, addr string) (net.Listener, error) {
 	return net.Listen(network, addr)
 }

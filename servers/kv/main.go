@@ -57,9 +57,9 @@ func run(args []string) int {
 		InitLiveUpdate: k.initLiveUpdate,
 		LUStateChanged: func(_ *sef.Service, old, state int) {
 			if old == 0 {
-				k.srv.beginHandoff()
+				k.srv.group.Begin()
 			} else if state == 0 {
-				k.srv.endHandoff()
+				k.srv.group.End()
 			}
 		},
 		LUPrepare:   func(*sef.Service, int) bool { return k.srv.handoffReady() },
@@ -90,8 +90,8 @@ func run(args []string) int {
 	if k.data != nil {
 		srv.eng.data = k.data
 		for _, rc := range k.conns {
-			if srv.track(rc.c) {
-				go srv.serveFrom(rc.c, rc.buf, rc.p)
+			if hc := srv.group.Adopt(rc.c, nil); hc != nil && srv.track(hc) {
+				go srv.serveFrom(hc, rc.buf, rc.p)
 			}
 		}
 		k.log.Info("live update: state restored", "keys", k.data.len(), "connections", len(k.conns))

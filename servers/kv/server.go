@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/reincarnation/rs/sef/handoff"
 )
 
 // service is the part of *sef.Service that the server uses; tests stand
@@ -18,6 +18,7 @@ import (
 type service interface {
 	Post(ctx context.Context, work any) error
 	Receive(ctx context.Context) (any, error)
+	Reached()
 	DebugGarbage() error
 	DebugCloseChannel() error
 }
@@ -60,10 +61,9 @@ type server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// handoff is the live update being prepared (main loop); handing is
-	// the same pointer for the network goroutines to check before a read.
-	handoff *handoff
-	handing atomic.Pointer[handoff]
+	// group parks the acceptor and the connection goroutines for a live
+	// update (see update.go).
+	group *handoff.Group
 
 	mu      sync.Mutex // guards conns and closing, nothing else
 	conns   map[net.Conn]struct{}
@@ -88,9 +88,11 @@ type serverConfig struct {
 }
 
 func newServer(svc service, ln net.Listener, cfg serverConfig) *server {
+	g := handoff.New(handoff.Checkpoints, svc.Reached)
 	srv := &server{
 		svc:      svc,
-		ln:       ln,
+		group:    g,
+		ln:       g.Listener(ln),
 		log:      cfg.log,
 		sleeping: make(map[*batch]stopper),
 		quit:     make(chan struct{}),
@@ -142,8 +144,6 @@ func (srv *server) loop() error {
 			srv.execute(w.b)
 		case acceptFailed:
 			return w.err
-		case parkedWork, acceptorWork:
-			srv.parkedItem(w)
 		default:
 			srv.log.Error("unexpected work item", "type", fmt.Sprintf("%T", w))
 		}
@@ -202,14 +202,6 @@ func (srv *server) accept() {
 				return
 			default:
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// Only a live update sets a deadline: park until it is
-				// cancelled (or the process ends at its commit).
-				if h := srv.handing.Load(); h != nil && !srv.parkAcceptor(h) {
-					return
-				}
-				continue
-			}
 			if !transientAcceptError(err) {
 				srv.svc.Post(srv.ctx, acceptFailed{err})
 				return
@@ -228,11 +220,12 @@ func (srv *server) accept() {
 			continue
 		}
 		delay = 0
-		if !srv.track(c) {
-			c.Close() // shutting down
+		hc := c.(*handoff.Conn)
+		if !srv.track(hc) {
+			hc.Close() // shutting down
 			continue
 		}
-		go srv.serve(c)
+		go srv.serve(hc)
 	}
 }
 
@@ -273,6 +266,7 @@ func (srv *server) untrack(c net.Conn) {
 func (srv *server) shutdown() {
 	close(srv.quit)
 	srv.cancel()
+	srv.group.Close() // parked goroutines return
 	for b, t := range srv.sleeping {
 		t.Stop()
 		delete(srv.sleeping, b)
