@@ -70,6 +70,8 @@ func (sv *Saved) Close() {
 // RS is the fake rs's end of one instance's channel.
 type RS struct {
 	c        *msg.Conn
+	svc      *msg.Conn // the service's end, closed with ours
+	in       Init
 	notTaken []string
 
 	recvMu sync.Mutex // one reader of c at a time
@@ -87,6 +89,34 @@ var ErrRefused = errors.New("live update refused")
 // in, and returns the service once its init has succeeded. If init
 // fails, the error wraps sef.ErrInit (and the RS is still returned).
 func Start(ctx context.Context, in Init, cb sef.Callbacks, opts ...sef.Option) (*sef.Service, *RS, error) {
+	r, opt, err := Fake(in)
+	if err != nil {
+		return nil, nil, err
+	}
+	type result struct {
+		s   *sef.Service
+		err error
+	}
+	started := make(chan result, 1)
+	go func() {
+		s, err := sef.Startup(ctx, cb, append([]sef.Option{opt}, opts...)...)
+		started <- result{s, err}
+	}()
+	herr := r.Started(ctx)
+	res := <-started
+	if res.err != nil {
+		return nil, r, res.err
+	}
+	if herr != nil {
+		return nil, r, herr
+	}
+	return res.s, r, nil
+}
+
+// Fake is Start for code that calls sef.Startup itself (a framework's
+// Run, say): pass the Option to that Startup, then call Started, which
+// plays rs's side of the init.
+func Fake(in Init) (*RS, sef.Option, error) {
 	ours, theirs, err := msg.Pair()
 	if err != nil {
 		return nil, nil, err
@@ -103,33 +133,18 @@ func Start(ctx context.Context, in Init, cb sef.Callbacks, opts ...sef.Option) (
 		theirs.Close()
 		return nil, nil, err
 	}
-	r := &RS{c: rc, stored: map[string]*os.File{}}
-	type result struct {
-		s   *sef.Service
-		err error
+	r := &RS{c: rc, svc: sc, in: in, stored: map[string]*os.File{}}
+	return r, hook.WithChannel(sc).(sef.Option), nil
+}
+
+// Started plays rs's side of the init (hello, init, init-result) and
+// returns once the init succeeded; an init that failed is an error.
+func (r *RS) Started(ctx context.Context) error {
+	if err := r.handshake(ctx, r.in); err != nil {
+		r.Close()
+		return err
 	}
-	started := make(chan result, 1)
-	go func() {
-		s, err := sef.Startup(ctx, cb, append([]sef.Option{hook.WithChannel(sc).(sef.Option)}, opts...)...)
-		if err != nil {
-			sc.Close()
-		}
-		started <- result{s, err}
-	}()
-	if err := r.handshake(ctx, in); err != nil {
-		rc.Close()
-		res := <-started
-		if res.err != nil {
-			return nil, r, res.err
-		}
-		return nil, r, err
-	}
-	res := <-started
-	if res.err != nil {
-		rc.Close()
-		return nil, r, res.err
-	}
-	return res.s, r, nil
+	return nil
 }
 
 // handshake plays rs's side of the init: hello, init, init-result.
@@ -392,5 +407,6 @@ func (r *RS) Close() error {
 		delete(r.stored, name)
 	}
 	r.mu.Unlock()
+	r.svc.Close()
 	return r.c.Close()
 }
