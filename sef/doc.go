@@ -123,6 +123,12 @@
 //		},
 //	}
 //
+// Network services need not write the parking themselves: package
+// sef/handoff parks the acceptor and the connection goroutines at the
+// safe point and hands the open connections, with the bytes read and not
+// yet used, to the new instance; sef/sefhttp does all of it for an
+// http.Server.
+//
 // The fd store: StoreFD hands rs a copy of an fd (a listening socket,
 // say) once; rs keeps it across crashes and restarts and gives it back in
 // Init.FDs, so clients wait in the socket's backlog while the service is
