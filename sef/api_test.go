@@ -266,3 +266,44 @@ func TestListenIsKeptAcrossRestarts(t *testing.T) {
 		})
 	}
 }
+
+// Listen finds one of the config's `listen` sockets by its address, and
+// stores nothing then: rs holds that socket already.
+func TestListenFindsConfigListener(t *testing.T) {
+	t.Setenv("LISTEN_FDNAMES", "web")
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	f, err := held.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s, rs := start(t, seftest.Init{Type: sef.InitRestart, FDs: map[string]*os.File{"web": f}}, sef.Callbacks{
+		InitRestart: func(_ *sef.Service, in sef.Init) error {
+			web := in.FDs["web"] // ours: a copy of sef's
+			if web == nil {
+				t.Error("the config's socket is not in Init.FDs")
+				return nil
+			}
+			return web.Close()
+		},
+	})
+	ln, err := s.Listen("tcp", held.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if ln.Addr().String() != held.Addr().String() {
+		t.Fatalf("Listen gave %s, the config's socket is %s", ln.Addr(), held.Addr())
+	}
+	stored, err := rs.Stored()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 0 {
+		t.Fatalf("Listen stored %d fds for a socket rs holds", len(stored))
+	}
+}
