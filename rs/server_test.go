@@ -1,6 +1,7 @@
 package rs
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -29,22 +30,22 @@ func TestMain(m *testing.M) {
 func runRole(role string) int {
 	switch role {
 	case "plain":
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
 		for {
-			if _, err := s.Receive(); errors.Is(err, sef.ErrStopped) {
+			if _, err := s.Receive(context.Background()); errors.Is(err, sef.ErrStopped) {
 				return 0
 			}
 		}
 	case "exit-after-init":
-		if _, err := sef.Startup(sef.Callbacks{}); err != nil {
+		if _, err := sef.Startup(context.Background(), sef.Callbacks{}); err != nil {
 			return 1
 		}
 		return 4
 	case "deaf": // init, then never look at the channel again
-		if _, err := sef.Startup(sef.Callbacks{}); err != nil {
+		if _, err := sef.Startup(context.Background(), sef.Callbacks{}); err != nil {
 			return 1
 		}
 		for {

@@ -1,9 +1,10 @@
 // Package sef is the System Event Framework: the part of rs that lives in
 // every service. A service registers callbacks, calls Startup, and then
 // loops on Receive, which returns the service's own work and handles
-// system events (pings, stop, signals) in between, as MINIX's sef_receive
-// does. Because pings are answered from that one receive point, a service
-// whose main loop is stuck stops answering, and rs reincarnates it.
+// system events (pings, stop, signals, a live update's steps) in
+// between, as MINIX's sef_receive does. Because pings are answered from
+// that one receive point, a service whose main loop is stuck stops
+// answering, and rs reincarnates it.
 //
 // A service's own goroutines (acceptors, connection readers, timers) hand
 // work to the main loop with Post; only the main loop touches the
@@ -11,27 +12,50 @@
 // it quiescent.
 //
 //	func main() {
-//		s, err := sef.Startup(sef.Callbacks{
-//			InitFresh: func(s *sef.Service, in sef.Init) error {
-//				ln, err := listen(in.FDs["listener"]) // reuse the stored listener
-//				if err != nil {
-//					return err
-//				}
-//				go acceptLoop(s, ln) // posts each request with s.Post
-//				return nil
-//			},
-//		})
+//		ctx := context.Background()
+//		s, err := sef.Startup(ctx, sef.Callbacks{}, sef.WithLogger(logger))
 //		if err != nil {
 //			log.Fatal(err) // rs has been told; exit non-zero
 //		}
+//		ln, err := s.Listen("tcp", ":7070") // rs's copy if it holds one
+//		if err != nil {
+//			log.Fatal(err)
+//		}
+//		go acceptLoop(ctx, s, ln) // posts each request with s.Post
 //		for {
-//			w, err := s.Receive()
+//			w, err := s.Receive(ctx)
 //			if errors.Is(err, sef.ErrStopped) {
-//				return // graceful stop: exit 0
+//				return // graceful stop: exit 0 (errors.As gives the cause)
 //			}
 //			serve(w.(request))
 //		}
 //	}
+//
+// Waits take a context.Context: Startup's wait for rs's init, Receive,
+// and Post (which blocks while the queue is full). Once the instance
+// stops, Receive and Post return a *StopError that says why (CauseRS:
+// rs's stop; CauseSignal; CauseStop: the service called Stop;
+// CauseChannelLost: rs died) and satisfies errors.Is(err, ErrStopped);
+// Done is closed then. A failed init makes Startup return an error
+// wrapping ErrInit. sef logs through slog.Default() with the label
+// added, or through the WithLogger option's logger.
+//
+// # Files
+//
+// One rule for every fd across sef's API: files sef hands you are yours,
+// and files you hand sef are duplicated, so you keep yours. Init.FDs and
+// Init.State.FDs are the callee's to close; StoreFD, StateWriter.AddFD
+// and AddConn send copies and leave the caller's file or connection
+// open (close it when you like: on a rollback you go on using it); the
+// listener Listen returns is the caller's, and closing it leaves rs's
+// copy, with its backlog, open.
+//
+// Listen(network, addr) is the common case of the fd store: it returns
+// the listener rs holds for this service (stored by an earlier
+// instance's Listen, or one of the config's `listen` sockets bound to
+// addr) or opens one and stores it, so that clients wait in the
+// backlog, never refused, across crashes, restarts and updates. The
+// sockets Listen manages are not in Init.FDs.
 //
 // Callbacks and their defaults (nil field = default), after MINIX's SEF:
 //
@@ -54,17 +78,24 @@
 // waits for init. Then rs sends the running instance lu-prepare with a
 // state and a maxtime. sef checks the state with LUStateIsValid (an
 // unsupported state fails the update at once), tells LUStateChanged(0, N),
-// calls LUStateDump, and from then on asks LUPrepare at the top of every
-// Receive whether the state is reached; the service keeps working
-// meanwhile, as MINIX's processes do until they can check in. States: 1
-// work-free (the top of the receive loop itself), 2 request-free (no
-// request accepted and not yet answered), 3 protocol-free (no
-// multi-message exchange open), 4 and up the service's own.
+// calls LUStateDump, and from then on asks LUPrepare on the main loop
+// whether the state is reached: at once, then at the top of every pass of
+// Receive (after each work item and each system event), and whenever a
+// goroutine calls s.Reached. The service keeps working meanwhile, as
+// MINIX's processes do until they can check in. Readiness that changes
+// outside the main loop (a connection goroutine parked, a counter of
+// requests in flight fell to zero) must be pushed with s.Reached: with
+// pings off (`period = "0s"`) nothing else may wake the loop, and the
+// update would fail with "prepare timed out". States: 1 work-free (the
+// top of the receive loop itself), 2 request-free (no request accepted
+// and not yet answered), 3 protocol-free (no multi-message exchange
+// open), 4 and up the service's own.
 //
 // Once ready, LUReadyPre may veto; otherwise LUStateSave writes the state
-// into a memfd (a *StateWriter, which can also carry fds: open client
-// connections, say) and sef hands both to rs. The instance is then
-// quiescent: Receive returns no work, only rs's verdict is awaited. On
+// into a memfd (a *StateWriter, an io.Writer that can also carry copies
+// of fds: open client connections, say, with AddConn) and sef hands both
+// to rs. The instance is then quiescent: Receive returns no work, only
+// rs's verdict is awaited. On
 // commit rs stops it (Receive returns ErrStopped; the new instance has its
 // own copies of every fd, so closing them here disturbs nothing). On
 // rollback (the new version failed, or maxtime passed) rs sends lu-cancel:
@@ -75,7 +106,9 @@
 // init-result says so, and rs rolls the update back rather than lose the
 // state, unless `service update --discard-state` was given (then sef
 // closes the handed-over fds nobody took). The same holds for a non-empty
-// fd store and a new version with no init callback at all. A sketch:
+// fd store and a new version with no init callback at all (the sockets
+// Listen manages do not count: Listen takes them after Startup). A
+// sketch:
 //
 //	sef.Callbacks{
 //		LUStateChanged: func(s *sef.Service, old, state int) {
@@ -90,15 +123,29 @@
 //		},
 //	}
 //
+// Network services need not write the parking themselves: package
+// sef/handoff parks the acceptor and the connection goroutines at the
+// safe point and hands the open connections, with the bytes read and not
+// yet used, to the new instance; sef/sefhttp does all of it for an
+// http.Server.
+//
 // The fd store: StoreFD hands rs a copy of an fd (a listening socket,
 // say) once; rs keeps it across crashes and restarts and gives it back in
 // Init.FDs, so clients wait in the socket's backlog while the service is
 // reincarnated instead of being refused.
 //
+// # Testing
+//
+// Package seftest is a fake rs: it runs a Service in the test's process
+// and drives its callbacks (init fresh, restart or live update with a
+// state; ping; prepare to a state, cancel, stop) with no processes. The
+// fault-injection helpers rs's own tests use live in internal/sefdebug,
+// out of this API.
+//
 // Standalone: with no channel in the environment ($RS_CHANNEL_FD unset),
 // Startup runs the fresh init callback and the service works alone, with
 // no pings and no updates; SIGTERM and SIGINT still stop it gracefully.
 //
-// If the channel to rs breaks (rs died), Receive returns ErrStopped: a
-// service never runs unsupervised.
+// If the channel to rs breaks (rs died), Receive returns ErrStopped
+// (ErrChannelLost too): a service never runs unsupervised.
 package sef

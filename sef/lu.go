@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -38,11 +39,28 @@ type StateWriter struct {
 	max   int // fds it may carry: the new instance's init holds them, the state and the fd store
 }
 
-// AddFD hands f to the new instance under name and takes ownership of
-// it: sef closes f once it is sent. Pass a dup (as (*net.TCPConn).File
-// returns) of what the old instance keeps using if the update is rolled
-// back.
+// AddFD hands a copy of f to the new instance under name: sef
+// duplicates f, and the caller keeps f (and closes it when it likes).
+// If the update is rolled back, f is still the caller's to go on using.
 func (w *StateWriter) AddFD(name string, f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("hand over fd %q: %w", name, err)
+	}
+	return w.add(name, rc, f.Name())
+}
+
+// AddConn hands a copy of a connection's socket (a *net.TCPConn or
+// *net.UnixConn, say) to the new instance under name; the caller keeps c.
+func (w *StateWriter) AddConn(name string, c syscall.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("hand over fd %q: %w", name, err)
+	}
+	return w.add(name, rc, name)
+}
+
+func (w *StateWriter) add(name string, rc syscall.RawConn, fname string) error {
 	if name == "" || name == stateName || len(name) > 200 {
 		return fmt.Errorf("hand over fd: bad name %q", name)
 	}
@@ -50,6 +68,10 @@ func (w *StateWriter) AddFD(name string, f *os.File) error {
 		// rs would take the service for faulty: one init carries the
 		// state, these and the fd store, at most msg.MaxFDs.
 		return fmt.Errorf("hand over fd %q: more than %d fds (an init carries %d, with the state and the fd store)", name, w.max, msg.MaxFDs)
+	}
+	f, err := dupRaw(rc, fname)
+	if err != nil {
+		return fmt.Errorf("hand over fd %q: %w", name, err)
 	}
 	w.names = append(w.names, name)
 	w.files = append(w.files, f)
@@ -61,8 +83,8 @@ type StateReader struct {
 	io.Reader
 	Size int64
 	mem  *os.File
-	// FDs are the fds the old instance handed over, by name; the callee
-	// owns them.
+	// FDs are the fds the old instance handed over, by name; they are
+	// the callee's to close.
 	FDs map[string]*os.File
 }
 

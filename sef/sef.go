@@ -1,6 +1,7 @@
 package sef
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,10 +9,13 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/reincarnation/rs/internal/sefdebug"
 	"github.com/reincarnation/rs/msg"
+	"github.com/reincarnation/rs/sef/internal/hook"
 )
 
 // InitType says why this instance was started.
@@ -30,8 +34,10 @@ type Init struct {
 	Type     InitType
 	Label    string
 	Restarts int
-	// FDs is the fd store as this service filled it before (name → file).
-	// The callee owns the files. Empty on a first start.
+	// FDs is the fd store as this service filled it with StoreFD, and
+	// the config's `listen` sockets, by name. The files are the callee's
+	// (sef keeps copies of its own for Listen). The sockets Listen
+	// manages are not here. Empty on a first start.
 	FDs map[string]*os.File
 	// State is the old instance's saved state and handed-over fds; set
 	// only for InitLiveUpdate. sef closes the state memfd once init returns.
@@ -55,8 +61,10 @@ type Callbacks struct {
 	// error leaves the ping unanswered, so rs will reincarnate the service.
 	Ping func(s *Service) error
 	// Signal handles SIGTERM, SIGINT and SIGHUP, and rs's stop message,
-	// which arrives as SIGTERM. Default: SIGTERM and SIGINT call s.Stop,
-	// others are ignored.
+	// which arrives as SIGTERM. Default: SIGTERM and SIGINT stop the
+	// service (Receive returns ErrStopped), others are ignored. A
+	// callback that stops calls s.Stop; the stop's cause is still the
+	// signal's (or rs's).
 	Signal func(s *Service, sig os.Signal)
 
 	// Live update (see the package doc for the sequence).
@@ -66,9 +74,10 @@ type Callbacks struct {
 	LUStateIsValid func(s *Service, state int) bool
 	// LUStateChanged is told when the update state changes (0: none).
 	LUStateChanged func(s *Service, old, state int)
-	// LUPrepare is asked before each receive while preparing whether the
-	// state is reached. Default: always (work-free holds at the top of the
-	// receive loop, where it is asked).
+	// LUPrepare is asked on the main loop whether the state is reached:
+	// when preparing starts, before each Receive returns work or waits,
+	// and at once after each call of s.Reached. Default: always
+	// (work-free holds at the top of the receive loop, where it is asked).
 	LUPrepare func(s *Service, state int) bool
 	// LUStateDump is called when preparing starts, for debugging.
 	LUStateDump func(s *Service, state int)
@@ -79,34 +88,46 @@ type Callbacks struct {
 	LUStateSave func(s *Service, w *StateWriter) error
 }
 
-// Errors of this package.
-var (
-	// ErrStopped: the service was asked to stop. Receive returns it from
-	// then on; the service should clean up and exit 0.
-	ErrStopped = errors.New("stopped")
-	// ErrProtocol: rs sent something this sef does not understand.
-	ErrProtocol = errors.New("protocol error")
-	// ErrInit: the init callback failed; rs has been told why.
-	ErrInit = errors.New("init failed")
-)
+// Option configures Startup.
+type Option func(*options)
+
+type options struct {
+	log  *slog.Logger
+	conn *msg.Conn
+}
+
+// WithLogger makes sef log through l (with the label added) instead of
+// slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+func init() {
+	hook.WithChannel = func(c *msg.Conn) any { return Option(func(o *options) { o.conn = c }) }
+	sefdebug.Garbage = func(v any) error { return v.(*Service).debugGarbage() }
+	sefdebug.CloseChannel = func(v any) error { return v.(*Service).debugCloseChannel() }
+}
 
 // workQueue is how much posted work may wait for the main loop before
 // Post blocks.
 const workQueue = 1024
 
 // Service is this process's side of the rs channel. Receive belongs to the
-// main loop; Post, StoreFD and Stop may be called from any goroutine.
+// main loop; Post, Reached, Listen, StoreFD and Stop may be called from
+// any goroutine.
 type Service struct {
-	cb       Callbacks
-	conn     *msg.Conn // nil when standalone
-	label    string
-	log      *slog.Logger
-	work     chan any
-	events   chan event
-	stopping bool     // main loop only
-	closed   bool     // main loop only: we closed the channel on purpose
-	lu       *luState // main loop only: a live update being prepared
-	stopReq  chan struct{}
+	cb     Callbacks
+	conn   *msg.Conn // nil when standalone
+	label  string
+	log    *slog.Logger
+	work   chan any
+	events chan event
+	poke   chan struct{} // Reached: ask LUPrepare again
+	closed bool          // main loop only: we closed the channel on purpose
+	lu     *luState      // main loop only: a live update being prepared
+
+	done     chan struct{} // closed once the service stops
+	stopOnce sync.Once
+	stopErr  *StopError                // set before done is closed
+	sigCause atomic.Pointer[StopError] // the cause while a Signal callback runs
 
 	storeMu sync.Mutex
 	stored  map[string]struct{} // the names of the fd store in rs
@@ -114,6 +135,9 @@ type Service struct {
 	// (LISTEN_FDNAMES): rs hands them with the fd store, but they are not
 	// in it and do not count toward its cap.
 	listeners map[string]struct{}
+	// kept are sef's own copies of the fd store's and the listeners'
+	// sockets, for Listen; they live as long as the process.
+	kept map[string]*os.File
 }
 
 type event struct {
@@ -124,16 +148,27 @@ type event struct {
 }
 
 // Startup runs the init handshake with rs and calls the init callback.
-// With no channel in the environment the service runs standalone: the
-// fresh init callback runs, there are no pings and no updates, and SIGTERM
-// or SIGINT stop it.
-func Startup(cb Callbacks) (*Service, error) {
+// ctx bounds the wait for rs's init (a standby waits there until rs
+// needs it). With no channel in the environment the service runs
+// standalone: the fresh init callback runs, there are no pings and no
+// updates, and SIGTERM or SIGINT stop it.
+func Startup(ctx context.Context, cb Callbacks, opts ...Option) (*Service, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
 	s := &Service{
-		cb:      cb,
-		work:    make(chan any, workQueue),
-		events:  make(chan event, 16),
-		stopReq: make(chan struct{}, 1),
-		stored:  map[string]struct{}{},
+		cb:     cb,
+		log:    o.log,
+		work:   make(chan any, workQueue),
+		events: make(chan event, 16),
+		poke:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		stored: map[string]struct{}{},
+		kept:   map[string]*os.File{},
 	}
 	if names := os.Getenv("LISTEN_FDNAMES"); names != "" {
 		s.listeners = map[string]struct{}{}
@@ -141,15 +176,17 @@ func Startup(cb Callbacks) (*Service, error) {
 			s.listeners[n] = struct{}{}
 		}
 	}
-	conn, err := channelFromEnv()
-	if err != nil {
-		return nil, err
+	conn := o.conn
+	if conn == nil {
+		var err error
+		if conn, err = channelFromEnv(); err != nil {
+			return nil, err
+		}
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go s.forwardSignals(sigs)
 	if conn == nil {
-		s.log = slog.Default()
 		if err := s.callInit(Init{Type: InitFresh}); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInit, err)
 		}
@@ -162,7 +199,7 @@ func Startup(cb Callbacks) (*Service, error) {
 		conn.Close()
 		return nil, fmt.Errorf("send hello: %w", err)
 	}
-	in, err := s.receiveInit()
+	in, err := s.receiveInit(ctx)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -196,14 +233,19 @@ func channelFromEnv() (*msg.Conn, error) {
 	return conn, err
 }
 
-func (s *Service) receiveInit() (Init, error) {
+func (s *Service) receiveInit(ctx context.Context) (Init, error) {
 	// Load the local time zone now, not at the first log line after init:
 	// a standby that takes over would read /etc/localtime on its way.
 	time.Now().Zone()
-	// No deadline: a standby waits here, exec'd and ready, until rs needs
-	// it. rs bounds every init it starts, and if rs dies the channel
-	// closes and Recv returns.
+	// A standby waits here, exec'd and ready, until rs needs it. rs bounds
+	// every init it starts, and if rs dies the channel closes and Recv
+	// returns; ctx ends the wait too.
+	stop := context.AfterFunc(ctx, func() { s.conn.SetReadDeadline(time.Unix(1, 0)) })
 	m, files, err := s.conn.Recv()
+	if !stop() && ctx.Err() != nil {
+		msg.CloseFiles(files)
+		return Init{}, fmt.Errorf("receive init: %w", ctx.Err())
+	}
 	if err != nil {
 		return Init{}, fmt.Errorf("receive init: %w", err)
 	}
@@ -218,7 +260,9 @@ func (s *Service) receiveInit() (Init, error) {
 		return Init{}, err
 	}
 	s.label = m.Label
-	s.log = slog.Default().With("label", m.Label)
+	if m.Label != "" {
+		s.log = s.log.With("label", m.Label)
+	}
 	in := Init{Type: InitType(m.InitType), Label: m.Label, Restarts: int(m.Restarts)}
 	if len(files) > 0 {
 		in.FDs = make(map[string]*os.File, len(files))
@@ -234,12 +278,39 @@ func (s *Service) receiveInit() (Init, error) {
 		s.conn.Send(&msg.Message{Kind: msg.KindInitResult, Err: err.Error()})
 		return Init{}, err
 	}
-	for name := range in.FDs { // the fd store, as rs holds it
-		if _, ok := s.listeners[name]; !ok {
-			s.stored[name] = struct{}{}
-		}
+	if err := s.keep(&in); err != nil {
+		s.conn.Send(&msg.Message{Kind: msg.KindInitResult, Err: err.Error()})
+		return Init{}, err
 	}
 	return in, nil
+}
+
+// keep takes sef's own copy of every socket of the fd store and the
+// listeners, for Listen: the ones Listen manages leave in.FDs, the
+// others are duplicated for the callee.
+func (s *Service) keep(in *Init) error {
+	for name, f := range in.FDs {
+		if _, ok := s.listeners[name]; !ok {
+			s.stored[name] = struct{}{} // the fd store, as rs holds it
+		}
+		s.kept[name] = f
+		if strings.HasPrefix(name, listenPrefix) {
+			delete(in.FDs, name)
+			continue
+		}
+		d, err := dupFile(f)
+		if err != nil {
+			for n, g := range in.FDs {
+				if g != f {
+					g.Close()
+				}
+				delete(in.FDs, n)
+			}
+			return fmt.Errorf("fd store %q: %w", name, err)
+		}
+		in.FDs[name] = d
+	}
+	return nil
 }
 
 func (s *Service) callInit(in Init) error {
@@ -276,8 +347,9 @@ func (s *Service) callInit(in Init) error {
 // notTaken says what a live update's init did not take, for rs to roll
 // the update back rather than lose it: the old instance's state (bytes
 // or fds) when no restore callback ran, the fd store when no init
-// callback ran at all. Handed-over fds nobody took are closed, so that
-// the connections they are do not hang open in a process that never
+// callback ran at all (the sockets Listen manages do not count: Listen
+// takes them after Startup). Handed-over fds nobody took are closed, so
+// that the connections they are do not hang open in a process that never
 // reads them.
 func (s *Service) notTaken(in Init) []string {
 	var left []string
@@ -313,22 +385,36 @@ func (s *Service) forwardSignals(sigs <-chan os.Signal) {
 }
 
 // Post hands a work item to the main loop; Receive returns it. It blocks
-// while the queue is full.
-func (s *Service) Post(work any) { s.work <- work }
+// while the queue is full, until ctx ends (ctx.Err()) or the service
+// stops (a *StopError: errors.Is(err, ErrStopped)).
+func (s *Service) Post(ctx context.Context, work any) error {
+	select {
+	case <-s.done:
+		return s.stopErr
+	default:
+	}
+	select {
+	case s.work <- work:
+		return nil
+	case <-s.done:
+		return s.stopErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Receive is the service's one receive point: it returns the next posted
-// work item and handles system events (pings, stop, signals) in between.
-// Call it only from the main loop; a main loop that stops calling it stops
-// answering pings. After a stop it returns ErrStopped.
-func (s *Service) Receive() (any, error) {
+// work item and handles system events (pings, stop, signals, a live
+// update's steps) in between. Call it only from the main loop; a main
+// loop that stops calling it stops answering pings. After a stop it
+// returns a *StopError (errors.Is(err, ErrStopped)); when ctx ends,
+// ctx.Err().
+func (s *Service) Receive(ctx context.Context) (any, error) {
 	for {
 		select {
-		case <-s.stopReq:
-			s.stopping = true
+		case <-s.done:
+			return nil, s.stopErr
 		default:
-		}
-		if s.stopping {
-			return nil, ErrStopped
 		}
 		if s.lu != nil && !s.lu.ready {
 			s.luTry()
@@ -340,34 +426,74 @@ func (s *Service) Receive() (any, error) {
 			select {
 			case ev := <-s.events:
 				s.handle(ev)
-			case <-s.stopReq:
-				s.stopping = true
+			case <-s.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
 			}
 			continue
 		}
 		select {
 		case ev := <-s.events:
 			s.handle(ev)
-		case <-s.stopReq:
-			s.stopping = true
+		case <-s.done:
+		case <-s.poke: // Reached: back to the top, where LUPrepare is asked
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		case w := <-s.work:
 			return w, nil
 		}
 	}
 }
 
-// Stop makes Receive return ErrStopped. Safe from any goroutine.
-func (s *Service) Stop() {
+// Reached tells sef that the live-update state being prepared may have
+// been reached: the main loop asks LUPrepare again at once, instead of
+// at its next wake-up (with pings off, that could be never). Call it
+// from any goroutine whenever something LUPrepare checks changes
+// outside the main loop (a connection goroutine parked, say). Outside
+// an update it does nothing.
+func (s *Service) Reached() {
 	select {
-	case s.stopReq <- struct{}{}:
+	case s.poke <- struct{}{}:
 	default:
 	}
+}
+
+// Stop makes Receive and Post return ErrStopped (cause CauseStop, or the
+// signal's when called from the Signal callback). Safe from any
+// goroutine.
+func (s *Service) Stop() {
+	if e := s.sigCause.Load(); e != nil {
+		s.stop(e)
+		return
+	}
+	s.stop(&StopError{Cause: CauseStop})
+}
+
+// Done is closed once the service stops; Err says why then.
+func (s *Service) Done() <-chan struct{} { return s.done }
+
+// Err is nil while the service runs, then the *StopError that says why
+// it stopped.
+func (s *Service) Err() error {
+	select {
+	case <-s.done:
+		return s.stopErr
+	default:
+		return nil
+	}
+}
+
+func (s *Service) stop(e *StopError) {
+	s.stopOnce.Do(func() {
+		s.stopErr = e
+		close(s.done)
+	})
 }
 
 func (s *Service) handle(ev event) {
 	switch {
 	case ev.sig != nil:
-		s.signal(ev.sig)
+		s.signal(ev.sig, &StopError{Cause: CauseSignal, Signal: ev.sig})
 	case ev.err != nil:
 		if s.closed {
 			return // fault injection closed it; carry on unsupervised
@@ -375,19 +501,23 @@ func (s *Service) handle(ev event) {
 		// rs is gone or broke the channel: a service never runs
 		// unsupervised, so stop.
 		s.log.Warn("channel to rs lost; stopping", "err", ev.err)
-		s.stopping = true
+		s.stop(&StopError{Cause: CauseChannelLost, Err: ev.err})
 	default:
 		s.handleMessage(ev.m, ev.files)
 	}
 }
 
-func (s *Service) signal(sig os.Signal) {
+// signal delivers sig to the Signal callback, or does the default; cause
+// is what a stop it leads to says.
+func (s *Service) signal(sig os.Signal, cause *StopError) {
 	if s.cb.Signal != nil {
+		s.sigCause.Store(cause)
+		defer s.sigCause.Store(nil)
 		s.cb.Signal(s, sig)
 		return
 	}
 	if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-		s.stopping = true
+		s.stop(cause)
 	}
 }
 
@@ -403,7 +533,7 @@ func (s *Service) handleMessage(m msg.Message, files []*os.File) {
 		}
 		s.send(&msg.Message{Kind: msg.KindPong, Seq: m.Seq})
 	case msg.KindStop:
-		s.signal(syscall.SIGTERM)
+		s.signal(syscall.SIGTERM, &StopError{Cause: CauseRS})
 	case msg.KindLUPrepare:
 		s.luPrepare(m)
 	case msg.KindLUCancel:
@@ -422,54 +552,23 @@ func (s *Service) send(m *msg.Message) {
 	}
 }
 
-// StoreFD hands rs a copy of f to keep in this service's fd store under
-// name. rs gives it back in Init.FDs on every restart, so a listening
-// socket stays open, with its backlog, while the service is reincarnated.
-// The caller keeps f. Standalone, it does nothing.
-// rs keeps at most msg.MaxStoredFDs names per service and takes one
-// more for a fault; StoreFD refuses it instead.
-func (s *Service) StoreFD(name string, f *os.File) error {
-	if s.conn == nil {
-		return nil
-	}
-	s.storeMu.Lock()
-	defer s.storeMu.Unlock()
-	if _, ok := s.stored[name]; !ok && len(s.stored) >= msg.MaxStoredFDs {
-		return fmt.Errorf("store fd %q: the fd store is full (%d fds)", name, msg.MaxStoredFDs)
-	}
-	if err := s.conn.Send(&msg.Message{Kind: msg.KindFDStore, Names: []string{name}}, f); err != nil {
-		return fmt.Errorf("store fd %q: %w", name, err)
-	}
-	s.stored[name] = struct{}{}
-	return nil
-}
-
-// handedFDs is how many fds rs hands with an init: the fd store's and
-// the listeners.
-func (s *Service) handedFDs() int {
-	s.storeMu.Lock()
-	defer s.storeMu.Unlock()
-	return len(s.stored) + len(s.listeners)
-}
-
 // Standalone tells whether the service runs without rs.
 func (s *Service) Standalone() bool { return s.conn == nil }
 
 // Label is the service's label in rs ("" when standalone).
 func (s *Service) Label() string { return s.label }
 
-// DebugGarbage sends rs a malformed packet, for fault injection: rs must
-// treat the service as faulty and reincarnate it.
-func (s *Service) DebugGarbage() error {
+// Logger is the logger sef logs through, with the label.
+func (s *Service) Logger() *slog.Logger { return s.log }
+
+func (s *Service) debugGarbage() error {
 	if s.conn == nil {
 		return nil
 	}
 	return s.conn.SendRaw([]byte{0xc1, 0xff, 0x00}, nil, false)
 }
 
-// DebugCloseChannel closes the channel to rs, for fault injection. Call it
-// from the main loop. The service carries on; rs reincarnates it.
-func (s *Service) DebugCloseChannel() error {
+func (s *Service) debugCloseChannel() error {
 	if s.conn == nil {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package sef
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -69,7 +70,7 @@ func startup(t *testing.T, cb Callbacks) (*Service, *fakeRS) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		s, err := Startup(cb)
+		s, err := Startup(context.Background(), cb)
 		done <- result{s, err}
 	}()
 	if m, _ := f.recv(); m.Kind != msg.KindHello || m.Version != msg.ProtocolVersion {
@@ -91,7 +92,7 @@ func startup(t *testing.T, cb Callbacks) (*Service, *fakeRS) {
 func receive(s *Service) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.Receive()
+		_, err := s.Receive(context.Background())
 		done <- err
 	}()
 	return done
@@ -118,7 +119,7 @@ func TestInitFailureIsReported(t *testing.T) {
 	f := &fakeRS{t: t, c: c}
 	done := make(chan error, 1)
 	go func() {
-		_, err := Startup(Callbacks{InitFresh: func(*Service, Init) error { return errors.New("no disk") }})
+		_, err := Startup(context.Background(), Callbacks{InitFresh: func(*Service, Init) error { return errors.New("no disk") }})
 		done <- err
 	}()
 	f.recv() // hello
@@ -156,7 +157,7 @@ func TestLiveUpdatePrepare(t *testing.T) {
 	if m, _ := f.recv(); m.Kind != msg.KindPong {
 		t.Fatalf("while preparing: %+v", m)
 	}
-	s.Post("work") // one more pass of the loop; prepare says not ready
+	s.Post(context.Background(), "work") // one more pass of the loop; prepare says not ready
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestLiveUpdatePrepare(t *testing.T) {
 		t.Fatalf("state %q", b)
 	}
 	// Quiescent: work waits. A cancel resumes it.
-	s.Post("after")
+	s.Post(context.Background(), "after")
 	f.send(&msg.Message{Kind: msg.KindLUCancel})
 	if err := <-done; err != nil {
 		t.Fatalf("Receive after cancel: %v", err)
@@ -186,19 +187,19 @@ func TestLiveUpdatePrepare(t *testing.T) {
 func TestStandalone(t *testing.T) {
 	os.Unsetenv(msg.EnvChannelFD)
 	called := false
-	s, err := Startup(Callbacks{InitFresh: func(s *Service, in Init) error {
+	s, err := Startup(context.Background(), Callbacks{InitFresh: func(s *Service, in Init) error {
 		called = in.Type == InitFresh
 		return nil
 	}})
 	if err != nil || !called || !s.Standalone() {
 		t.Fatalf("standalone: %v, init called %v", err, called)
 	}
-	s.Post(1)
-	if w, err := s.Receive(); err != nil || w != 1 {
+	s.Post(context.Background(), 1)
+	if w, err := s.Receive(context.Background()); err != nil || w != 1 {
 		t.Fatalf("Receive: %v %v", w, err)
 	}
 	s.Stop()
-	if _, err := s.Receive(); !errors.Is(err, ErrStopped) {
+	if _, err := s.Receive(context.Background()); !errors.Is(err, ErrStopped) {
 		t.Fatalf("after Stop: %v", err)
 	}
 }
@@ -229,7 +230,7 @@ func TestLiveUpdateInitReportsWhatItDidNotTake(t *testing.T) {
 			f := &fakeRS{t: t, c: conn}
 			done := make(chan error, 1)
 			go func() {
-				_, err := Startup(c.cb)
+				_, err := Startup(context.Background(), c.cb)
 				done <- err
 			}()
 			f.recv() // hello
@@ -268,7 +269,7 @@ func TestListenersAreNotInTheStoreCap(t *testing.T) {
 	f := &fakeRS{t: t, c: conn}
 	done := make(chan *Service, 1)
 	go func() {
-		s, err := Startup(Callbacks{InitRestart: func(*Service, Init) error { return nil }})
+		s, err := Startup(context.Background(), Callbacks{InitRestart: func(*Service, Init) error { return nil }})
 		if err != nil {
 			t.Error(err)
 		}

@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	os.Chmod(dir, 0o755) // the foreign-uid test runs `service` as nobody
 	builds := [][]string{
-		{"-o", dir + "/", "github.com/reincarnation/rs/cmd/rs", "github.com/reincarnation/rs/cmd/service", "github.com/reincarnation/rs/servers/kv", "github.com/reincarnation/rs/servers/idle"},
+		{"-o", dir + "/", "github.com/reincarnation/rs/cmd/rs", "github.com/reincarnation/rs/cmd/service", "github.com/reincarnation/rs/servers/kv", "github.com/reincarnation/rs/servers/idle", "github.com/reincarnation/rs/servers/httpcount"},
 		// Two versions for live updates, and three that fail theirs.
 		{"-o", dir + "/kv-a", "-ldflags", "-X main.version=a", "github.com/reincarnation/rs/servers/kv"},
 		{"-o", dir + "/kv-b", "-ldflags", "-X main.version=b", "github.com/reincarnation/rs/servers/kv"},

@@ -348,7 +348,7 @@ func TestLaunchSefListenCrashRefusesNone(t *testing.T) {
 		t.Errorf("%d dials refused (or found no socket) across %d crashes", refused.Load(), kills)
 	}
 	b, _ := os.ReadFile(filepath.Join(r.logDir, "kv.log"))
-	if strings.Contains(string(b), "inherited=false") || strings.Contains(string(b), "closing unknown fd") {
+	if strings.Contains(string(b), "from=sef.Listen") || strings.Contains(string(b), "closing unknown fd") {
 		t.Errorf("kv did not take rs's socket from its fd store:\n%s", b)
 	}
 }

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -18,7 +19,7 @@ import (
 func logRole(role string, args []string) int {
 	switch role {
 	case "last-words": // after init: 200 lines on each stream, a line with no newline, then SIGKILL itself
-		if _, err := sef.Startup(sef.Callbacks{}); err != nil {
+		if _, err := sef.Startup(context.Background(), sef.Callbacks{}); err != nil {
 			return 1
 		}
 		for i := range 200 {
@@ -35,13 +36,13 @@ func logRole(role string, args []string) int {
 			fmt.Fprintf(os.Stderr, "up, restarts %d\n", in.Restarts)
 			return nil
 		}
-		s, err := sef.Startup(sef.Callbacks{InitFresh: say, InitRestart: say})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{InitFresh: say, InitRestart: say})
 		if err != nil {
 			return 1
 		}
 		return serveForever(s)
 	case "flood-lines": // after init, writes lines of 64 KiB + 1 bytes (and a newline) to stdout as fast as it can
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -53,7 +54,7 @@ func logRole(role string, args []string) int {
 		}()
 		return serveForever(s)
 	case "nonblock-stderr": // sets O_NONBLOCK on its stderr, says so on it and in the file args[0]
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -66,7 +67,7 @@ func logRole(role string, args []string) int {
 		}
 		return serveForever(s)
 	case "numbered": // after init, writes "n <i>" lines of args[0] bytes as fast as it can
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -84,7 +85,7 @@ func logRole(role string, args []string) int {
 
 func counter() int {
 	var n uint64
-	s, err := sef.Startup(sef.Callbacks{
+	s, err := sef.Startup(context.Background(), sef.Callbacks{
 		InitLiveUpdate: func(s *sef.Service, in sef.Init) error {
 			b, err := in.State.Bytes()
 			if err != nil {
@@ -103,11 +104,11 @@ func counter() int {
 	}
 	go func() {
 		for range time.Tick(time.Millisecond) {
-			s.Post(struct{}{})
+			s.Post(context.Background(), struct{}{})
 		}
 	}()
 	for {
-		if _, err := s.Receive(); errors.Is(err, sef.ErrStopped) {
+		if _, err := s.Receive(context.Background()); errors.Is(err, sef.ErrStopped) {
 			return 0
 		}
 		fmt.Fprintf(os.Stdout, "n %d\n", n)

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,7 +16,7 @@ import (
 func opsRole(role string, args []string) int {
 	switch role {
 	case "gate-init": // its init succeeds once someone opens the fifo args[0] for writing
-		s, err := sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error {
+		s, err := sef.Startup(context.Background(), sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error {
 			f, err := os.Open(args[0]) // blocks until the writer comes
 			if err != nil {
 				return err
@@ -30,7 +31,7 @@ func opsRole(role string, args []string) int {
 		if err := writeAtomic(args[0], strings.Join(os.Environ(), "\n")+"\n"); err != nil {
 			return 1
 		}
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}

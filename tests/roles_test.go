@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -25,7 +26,7 @@ func runRole(role string, args []string) int {
 	case "exit-now": // dies before any handshake
 		return 1
 	case "exit-after-init": // runs, then dies at once
-		if _, err := sef.Startup(sef.Callbacks{}); err != nil {
+		if _, err := sef.Startup(context.Background(), sef.Callbacks{}); err != nil {
 			return 1
 		}
 		return 4
@@ -35,20 +36,20 @@ func runRole(role string, args []string) int {
 			time.Sleep(time.Hour) // block forever, without tripping deadlock detection
 		}
 	case "fail-init":
-		_, err := sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error {
+		_, err := sef.Startup(context.Background(), sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error {
 			return errors.New("no database configured")
 		}})
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	case "hang-init":
-		sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error {
+		sef.Startup(context.Background(), sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error {
 			for {
 				time.Sleep(time.Hour)
 			}
 		}})
 		return 1
 	case "stubborn": // ignores stop and SIGTERM
-		s, err := sef.Startup(sef.Callbacks{Signal: func(*sef.Service, os.Signal) {}})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{Signal: func(*sef.Service, os.Signal) {}})
 		if err != nil {
 			return 1
 		}
@@ -62,7 +63,7 @@ func runRole(role string, args []string) int {
 		if err := os.WriteFile(args[0], []byte(fmt.Sprint(child.Process.Pid)), 0o644); err != nil {
 			return 1
 		}
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -85,14 +86,14 @@ func runRole(role string, args []string) int {
 			time.Sleep(time.Hour)
 		}
 	case "cpuhog": // a service whose main loop burns CPU
-		if _, err := sef.Startup(sef.Callbacks{Ping: nil}); err != nil {
+		if _, err := sef.Startup(context.Background(), sef.Callbacks{Ping: nil}); err != nil {
 			return 1
 		}
 		for {
 			spin++
 		}
 	case "memhog": // a service that allocates without end
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -108,7 +109,7 @@ func runRole(role string, args []string) int {
 		}()
 		return serveForever(s)
 	case "fdhog": // opens files until it cannot, then gives up
-		if _, err := sef.Startup(sef.Callbacks{}); err != nil {
+		if _, err := sef.Startup(context.Background(), sef.Callbacks{}); err != nil {
 			return 1
 		}
 		var files []*os.File
@@ -121,7 +122,7 @@ func runRole(role string, args []string) int {
 			files = append(files, f)
 		}
 	case "linger": // stores a TCP socket that lingers with unsent data, then replaces it
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -142,7 +143,7 @@ func runRole(role string, args []string) int {
 		return rawService(func(c *msg.Conn, in msg.Message) { storePipes(c, "p", 64) }, 252)
 	case "sef-hand-300": // a sef service that fills its fd store and tries to hand 300 fds with its state
 		var keep []*os.File // the old instance keeps its ends
-		s, err := sef.Startup(sef.Callbacks{
+		s, err := sef.Startup(context.Background(), sef.Callbacks{
 			InitFresh: func(s *sef.Service, in sef.Init) error {
 				for i := 0; i <= msg.MaxStoredFDs; i++ {
 					r, w, _ := os.Pipe()
@@ -175,7 +176,7 @@ func runRole(role string, args []string) int {
 		}
 		return serveForever(s)
 	case "linger-flood": // replaces a lingering socket in its fd store, 300 times
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -193,7 +194,7 @@ func runRole(role string, args []string) int {
 		}
 		return serveForever(s)
 	case "crash-if": // runs, but dies right after its init while the file args[0] exists
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -211,7 +212,7 @@ func runRole(role string, args []string) int {
 		if err := writeAtomic(args[0], fmt.Sprint(child.Process.Pid)); err != nil {
 			return 1
 		}
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -233,19 +234,19 @@ func runRole(role string, args []string) int {
 		if err := writeAtomic(args[0], strings.Join(pids, "\n")); err != nil {
 			return 1
 		}
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
 		return serveForever(s)
 	case "plain": // the smallest well-behaved service
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
 		return serveForever(s)
 	case "say": // says its pid on stdout and stderr once its init is done, every instance
-		s, err := sef.Startup(sef.Callbacks{})
+		s, err := sef.Startup(context.Background(), sef.Callbacks{})
 		if err != nil {
 			return 1
 		}
@@ -253,7 +254,7 @@ func runRole(role string, args []string) int {
 		fmt.Fprintf(os.Stderr, "say err pid=%d\n", os.Getpid())
 		return serveForever(s)
 	case "fail-init-msg": // init fails with args[0] as its error
-		sef.Startup(sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error { return errors.New(args[0]) }})
+		sef.Startup(context.Background(), sef.Callbacks{InitFresh: func(*sef.Service, sef.Init) error { return errors.New(args[0]) }})
 		return 1
 	case "controller": // before its init, runs args[1:] and writes "exit N\n<stderr>" to args[0]
 		return controller(args[0], args[1:], false)
@@ -364,7 +365,7 @@ var spin uint64
 
 func serveForever(s *sef.Service) int {
 	for {
-		if _, err := s.Receive(); errors.Is(err, sef.ErrStopped) {
+		if _, err := s.Receive(context.Background()); errors.Is(err, sef.ErrStopped) {
 			return 0
 		}
 	}
@@ -451,7 +452,7 @@ func controller(out string, argv []string, setsid bool) int {
 		return 1
 	}
 	os.Rename(out+".tmp", out)
-	s, err := sef.Startup(sef.Callbacks{})
+	s, err := sef.Startup(context.Background(), sef.Callbacks{})
 	if err != nil {
 		return 1
 	}

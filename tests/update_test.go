@@ -349,3 +349,26 @@ func TestUpdateMustNotLoseTheState(t *testing.T) {
 		t.Fatalf("after update --discard-state: %+v, want idle running under a new pid", now)
 	}
 }
+
+// TestUpdateWithPingsOff: with pings off (period 0s) nothing but the
+// update itself wakes kv's receive loop, and it still reaches its state
+// at once: idle connections parked, five updates in a row, the
+// connections and the keys kept.
+func TestUpdateWithPingsOff(t *testing.T) {
+	addr := freeAddr(t)
+	r := startRS(t, strings.Replace(updateConfig(addr), `period = "200ms"`, `period = "0s"`, 1))
+	r.waitState("kv", control.StateRunning, 0)
+	admin := dialKV(t, addr)
+	loadKeys(t, admin, 100)
+	idle := dialKV(t, addr) // open, silent: parked at every update
+	for u := 0; u < 5; u++ {
+		next := []string{"kv-b", "kv-a"}[u%2]
+		if _, errOut, code := r.service("update", "--binary", bin(next), "kv"); code != 0 {
+			t.Fatalf("update %d with pings off: exit %d: %s", u, code, errOut)
+		}
+		if v := kvInfo(t, idle, "version"); v != next[len("kv-"):] {
+			t.Fatalf("after update %d: version %q on the idle connection", u, v)
+		}
+	}
+	checkKeys(t, admin, 100)
+}

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,13 +13,13 @@ import (
 )
 
 func main() {
-	s, err := sef.Startup(sef.Callbacks{})
+	s, err := sef.Startup(context.Background(), sef.Callbacks{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "idle:", err)
 		os.Exit(1)
 	}
 	for {
-		if _, err := s.Receive(); errors.Is(err, sef.ErrStopped) {
+		if _, err := s.Receive(context.Background()); errors.Is(err, sef.ErrStopped) {
 			return
 		}
 	}

@@ -3,8 +3,9 @@ package main
 import (
 	"errors"
 	"net"
-	"os"
 	"strings"
+
+	"github.com/reincarnation/rs/sef/handoff"
 )
 
 // batch is the requests one connection had buffered, handed to the main
@@ -44,13 +45,13 @@ const (
 
 // serve is a connection goroutine: read, parse every complete request
 // buffered, run them as one batch, write the replies, repeat.
-func (srv *server) serve(c net.Conn) {
+func (srv *server) serve(c *handoff.Conn) {
 	srv.serveFrom(c, make([]byte, 0, readSize), parser{})
 }
 
 // serveFrom serves c starting with bytes already read and a parser in the
 // middle of a request: what a live update handed over.
-func (srv *server) serveFrom(c net.Conn, buf []byte, p parser) {
+func (srv *server) serveFrom(c *handoff.Conn, buf []byte, p parser) {
 	defer srv.wg.Done()
 	defer srv.untrack(c)
 	if cap(buf) < readSize {
@@ -83,9 +84,10 @@ func (srv *server) serveFrom(c net.Conn, buf []byte, p parser) {
 		if rerr != nil {
 			return
 		}
-		if h := srv.handing.Load(); h != nil {
-			// A live update is being prepared: stop before reading.
-			if !srv.park(h, c, buf, &p) {
+		if c.Parking() {
+			// A live update is being prepared: the safe point is here,
+			// before reading.
+			if !c.Park(buf, parkState(&p)) {
 				return
 			}
 			continue
@@ -94,8 +96,8 @@ func (srv *server) serveFrom(c net.Conn, buf []byte, p parser) {
 		var n int
 		n, rerr = c.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		if errors.Is(rerr, os.ErrDeadlineExceeded) {
-			rerr = nil // the hand-off's wake-up, not the client's doing
+		if errors.Is(rerr, handoff.ErrInterrupted) {
+			rerr = nil // the hand-off's wake-up: to the safe point
 		}
 	}
 }
@@ -108,7 +110,9 @@ func (srv *server) roundTrip(c net.Conn, b *batch, reqs [][]string) bool {
 	if n := 1 + countDebug(reqs); cap(b.replies) < n {
 		b.replies = make(chan reply, n)
 	}
-	srv.svc.Post(b)
+	if srv.svc.Post(srv.ctx, b) != nil {
+		return false // stopping
+	}
 	for {
 		select {
 		case r := <-b.replies:

@@ -48,12 +48,12 @@
 // # Live update
 //
 // `service update` moves the map and every open client connection to the
-// new version (update.go): on rs's prepare request the connection
-// goroutines and the acceptor park at their next read, handing the main
-// loop the bytes they had read but not parsed and any half-read request;
-// once all are parked (and no DEBUG SLEEP is pending) the state save
-// writes the store, shard by shard on every CPU, and each connection,
-// whose socket goes along as a dup. The new version maps the state and
+// new version (update.go, with sef/handoff doing the generic part): on
+// rs's prepare request the connection goroutines and the acceptor park at
+// their next read, with the bytes they had read but not parsed and any
+// half-read request; once all are parked (and no DEBUG SLEEP is pending) the state save
+// writes the store, shard by shard on every CPU, and handoff writes each
+// connection, whose socket goes along as a copy. The new version maps the state and
 // rebuilds the shards in parallel, then serves each connection from
 // exactly where the old one stopped. If the update is rolled back,
 // everyone resumes in the old version. The map is a store of 16 shards by

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -30,14 +32,24 @@ func newFake() *fakeService {
 	return &fakeService{work: make(chan any, 64), stop: make(chan struct{})}
 }
 
-func (f *fakeService) Post(w any) {
+func (f *fakeService) Post(ctx context.Context, w any) error {
 	select {
 	case f.work <- w:
+		return nil
 	case <-f.stop:
+		return errFakeStopped
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
-func (f *fakeService) Receive() (any, error) {
+func (f *fakeService) Reached() {}
+
+func (f *fakeService) Listen(network, addr string) (net.Listener, error) {
+	return net.Listen(network, addr)
+}
+
+func (f *fakeService) Receive(ctx context.Context) (any, error) {
 	select {
 	case <-f.stop:
 		return nil, errFakeStopped
@@ -48,6 +60,8 @@ func (f *fakeService) Receive() (any, error) {
 		return w, nil
 	case <-f.stop:
 		return nil, errFakeStopped
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
@@ -70,11 +84,12 @@ func startServer(t testing.TB, network string, allowFaults bool, hook func(*serv
 	if network == "unix" {
 		addr = "unix:" + filepath.Join(t.TempDir(), "kv.sock")
 	}
-	ln, err := listen(addr)
+	fake := newFake()
+	ln, err := listen(fake, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{fake: newFake(), finished: make(chan struct{})}
+	ts := &testServer{fake: fake, finished: make(chan struct{})}
 	ts.addr = ln.Addr().String()
 	if network == "unix" {
 		ts.addr = "unix:" + ts.addr

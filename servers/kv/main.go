@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/reincarnation/rs/internal/sefdebug"
 	"github.com/reincarnation/rs/sef"
 )
 
@@ -49,21 +51,20 @@ func run(args []string) int {
 
 	started := time.Now()
 	k := &kv{addr: *listenAddr, log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	slog.SetDefault(k.log) // sef logs through the default logger
-	s, err := sef.Startup(sef.Callbacks{
+	s, err := sef.Startup(context.Background(), sef.Callbacks{
 		InitFresh:      k.initialize,
 		InitRestart:    k.initialize,
 		InitLiveUpdate: k.initLiveUpdate,
 		LUStateChanged: func(_ *sef.Service, old, state int) {
 			if old == 0 {
-				k.srv.beginHandoff()
+				k.srv.group.Begin()
 			} else if state == 0 {
-				k.srv.endHandoff()
+				k.srv.group.End()
 			}
 		},
 		LUPrepare:   func(*sef.Service, int) bool { return k.srv.handoffReady() },
 		LUStateSave: func(_ *sef.Service, w *sef.StateWriter) error { return k.srv.saveState(w) },
-	})
+	}, sef.WithLogger(k.log))
 	if err != nil {
 		k.log.Error("start-up failed", "err", err)
 		if k.ln != nil {
@@ -72,7 +73,7 @@ func run(args []string) int {
 		return 1
 	}
 
-	srv := newServer(s, k.ln, serverConfig{
+	srv := newServer(sefService{s}, k.ln, serverConfig{
 		allowFaults: *allowFaults,
 		standalone:  s.Standalone(),
 		log:         k.log,
@@ -89,8 +90,8 @@ func run(args []string) int {
 	if k.data != nil {
 		srv.eng.data = k.data
 		for _, rc := range k.conns {
-			if srv.track(rc.c) {
-				go srv.serveFrom(rc.c, rc.buf, rc.p)
+			if hc := srv.group.Adopt(rc.c, nil); hc != nil && srv.track(hc) {
+				go srv.serveFrom(hc, rc.buf, rc.p)
 			}
 		}
 		k.log.Info("live update: state restored", "keys", k.data.len(), "connections", len(k.conns))
@@ -98,16 +99,16 @@ func run(args []string) int {
 	}
 	err = srv.run()
 	if errors.Is(err, sef.ErrStopped) {
-		k.log.Info("exiting after a graceful stop")
+		k.log.Info("exiting after a graceful stop", "why", err)
 		return 0
 	}
 	k.log.Error("main loop failed", "err", err)
 	return 1
 }
 
-// initialize is the init callback for fresh starts and restarts alike: take the
-// listener back from rs's fd store if it is there (a restart, so no
-// connection is refused meanwhile), else open it and store it.
+// initialize is the init callback for fresh starts and restarts alike:
+// the listener rs holds for kv (so a restart refuses no connection), or
+// a new one that sef stores in rs.
 func (k *kv) initialize(s *sef.Service, in sef.Init) error {
 	k.in = in
 	if in.Label != "" {
@@ -121,31 +122,26 @@ func (k *kv) initialize(s *sef.Service, in sef.Init) error {
 		k.log.Warn("closing unknown fd from the fd store", "name", name)
 		f.Close()
 	}
-	if f, ok := in.FDs[listenerFD]; ok {
+	if f, ok := in.FDs[listenerFD]; ok { // a `listen` socket of the config
 		if k.ln, err = inheritListener(f); err != nil {
 			return err
 		}
-		k.log.Info("listening", "addr", k.ln.Addr().String(), "inherited", true, "init", initName(in.Type), "restarts", in.Restarts)
+		k.log.Info("listening", "addr", k.ln.Addr().String(), "from", "rs's listen socket", "init", initName(in.Type), "restarts", in.Restarts)
 		return nil
 	}
-	if k.ln, err = listen(k.addr); err != nil {
+	if k.ln, err = listen(s, k.addr); err != nil {
 		return err
 	}
-	if !s.Standalone() {
-		f, err := socketFile(k.ln)
-		if err == nil {
-			err = s.StoreFD(listenerFD, f)
-			f.Close() // rs has its own copy now
-		}
-		if err != nil {
-			k.ln.Close()
-			k.ln = nil
-			return fmt.Errorf("store listener: %w", err)
-		}
-	}
-	k.log.Info("listening", "addr", k.ln.Addr().String(), "inherited", false, "init", initName(in.Type), "standalone", s.Standalone())
+	k.log.Info("listening", "addr", k.ln.Addr().String(), "from", "sef.Listen", "init", initName(in.Type), "restarts", in.Restarts, "standalone", s.Standalone())
 	return nil
 }
+
+// sefService is *sef.Service with the fault hooks of DEBUG FAULT, which
+// sef keeps out of its public API.
+type sefService struct{ *sef.Service }
+
+func (s sefService) DebugGarbage() error      { return sefdebug.Garbage(s.Service) }
+func (s sefService) DebugCloseChannel() error { return sefdebug.CloseChannel(s.Service) }
 
 // initLiveUpdate is the new version's init: the listener as on a restart,
 // then the old version's map and connections. Nothing reads a connection

@@ -1,22 +1,24 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/reincarnation/rs/sef/handoff"
 )
 
 // service is the part of *sef.Service that the server uses; tests stand
 // in a fake for it.
 type service interface {
-	Post(work any)
-	Receive() (any, error)
+	Post(ctx context.Context, work any) error
+	Receive(ctx context.Context) (any, error)
+	Reached()
 	DebugGarbage() error
 	DebugCloseChannel() error
 }
@@ -25,9 +27,9 @@ const (
 	// faultAckWait bounds how long a fault waits for its +OK to be
 	// written before it strikes anyway.
 	faultAckWait = time.Second
-	// shutdownWait bounds the wait for connection goroutines at exit. One
-	// can be stuck in Post when the loop stopped with a full queue; the
-	// process is exiting, so it is left behind after this long.
+	// shutdownWait bounds the wait for connection goroutines at exit (one
+	// writing to a client that does not read, say); the process is
+	// exiting, so it is left behind after this long.
 	shutdownWait = 2 * time.Second
 )
 
@@ -54,11 +56,14 @@ type server struct {
 
 	stats connStats
 	quit  chan struct{} // closed when the main loop has ended
+	// ctx is the network goroutines' context for Post: cancelled with
+	// quit, so none stays blocked on a full queue.
+	ctx    context.Context
+	cancel context.CancelFunc
 
-	// handoff is the live update being prepared (main loop); handing is
-	// the same pointer for the network goroutines to check before a read.
-	handoff *handoff
-	handing atomic.Pointer[handoff]
+	// group parks the acceptor and the connection goroutines for a live
+	// update (see update.go).
+	group *handoff.Group
 
 	mu      sync.Mutex // guards conns and closing, nothing else
 	conns   map[net.Conn]struct{}
@@ -83,14 +88,17 @@ type serverConfig struct {
 }
 
 func newServer(svc service, ln net.Listener, cfg serverConfig) *server {
+	g := handoff.New(handoff.Checkpoints, svc.Reached)
 	srv := &server{
 		svc:      svc,
-		ln:       ln,
+		group:    g,
+		ln:       g.Listener(ln),
 		log:      cfg.log,
 		sleeping: make(map[*batch]stopper),
 		quit:     make(chan struct{}),
 		conns:    make(map[net.Conn]struct{}),
 	}
+	srv.ctx, srv.cancel = context.WithCancel(context.Background())
 	if srv.log == nil {
 		srv.log = slog.Default()
 	}
@@ -119,7 +127,7 @@ func (srv *server) run() error {
 
 func (srv *server) loop() error {
 	for {
-		w, err := srv.svc.Receive()
+		w, err := srv.svc.Receive(srv.ctx)
 		if err != nil {
 			return err
 		}
@@ -136,8 +144,6 @@ func (srv *server) loop() error {
 			srv.execute(w.b)
 		case acceptFailed:
 			return w.err
-		case parkedWork, acceptorWork:
-			srv.parkedItem(w)
 		default:
 			srv.log.Error("unexpected work item", "type", fmt.Sprintf("%T", w))
 		}
@@ -153,7 +159,7 @@ func (srv *server) execute(b *batch) {
 		b.out, eff = srv.eng.exec(b.reqs[b.next], b.out)
 		switch eff.kind {
 		case effSleep:
-			srv.sleeping[b] = srv.afterFunc(eff.sleep, func() { srv.svc.Post(wake{b}) })
+			srv.sleeping[b] = srv.afterFunc(eff.sleep, func() { srv.svc.Post(srv.ctx, wake{b}) })
 			return
 		case effFault:
 			b.out = appendSimple(b.out, "OK")
@@ -196,16 +202,8 @@ func (srv *server) accept() {
 				return
 			default:
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// Only a live update sets a deadline: park until it is
-				// cancelled (or the process ends at its commit).
-				if h := srv.handing.Load(); h != nil && !srv.parkAcceptor(h) {
-					return
-				}
-				continue
-			}
 			if !transientAcceptError(err) {
-				srv.svc.Post(acceptFailed{err})
+				srv.svc.Post(srv.ctx, acceptFailed{err})
 				return
 			}
 			// Out of fds or buffers: back off as net/http does, rather
@@ -222,11 +220,12 @@ func (srv *server) accept() {
 			continue
 		}
 		delay = 0
-		if !srv.track(c) {
-			c.Close() // shutting down
+		hc := c.(*handoff.Conn)
+		if !srv.track(hc) {
+			hc.Close() // shutting down
 			continue
 		}
-		go srv.serve(c)
+		go srv.serve(hc)
 	}
 }
 
@@ -266,6 +265,8 @@ func (srv *server) untrack(c net.Conn) {
 // closed, parked sleeps cancelled. Called by the main loop after it ended.
 func (srv *server) shutdown() {
 	close(srv.quit)
+	srv.cancel()
+	srv.group.Close() // parked goroutines return
 	for b, t := range srv.sleeping {
 		t.Stop()
 		delete(srv.sleeping, b)

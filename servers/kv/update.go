@@ -9,25 +9,25 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
+
+	"github.com/reincarnation/rs/sef/handoff"
 )
 
 // Live update: kv hands its map AND its open client connections to the
-// new version. While rs has asked it to prepare, every connection
-// goroutine stops at its next read (a read deadline in the past wakes one
-// blocked in Read) and parks: it posts what it holds — the bytes read but
-// not yet parsed, and the parser's half-read request — to the main loop,
-// then waits. The acceptor parks the same way, leaving new connections in
-// the listen backlog. Once all of them are parked, and no DEBUG SLEEP is
-// pending, nothing is in flight: the state is reached, and the state save
-// writes the map and each parked connection (a dup of its socket goes
-// along as an fd). If rs cancels, everyone resumes where it stopped; if it
-// commits, this process exits and the new one serves the same sockets,
-// starting with the bytes this one had read.
+// new version, through sef/handoff. While rs has asked it to prepare,
+// every connection goroutine stops at its safe point (before it reads
+// the next requests) and parks with what it holds: the bytes read but
+// not yet parsed, and the parser's half-read request. The acceptor parks
+// the same way, leaving new connections in the listen backlog. Once all
+// of them are parked, and no DEBUG SLEEP is pending, nothing is in
+// flight: the state is reached, and the state save writes the map and
+// each parked connection (a copy of its socket goes along as an fd). If
+// rs cancels, everyone resumes where it stopped; if it commits, this
+// process exits and the new one serves the same sockets, starting with
+// the bytes this one had read.
 
 // luFault makes a kv built with -ldflags "-X main.luFault=..." fail its
 // live-update init on purpose, for rollback tests: exit, hang, restore.
@@ -35,132 +35,26 @@ var luFault = ""
 
 // stateMagic starts kv's state; a new version that cannot read it refuses
 // the update and the old one carries on.
-const stateMagic = "kv-state-2\n"
+const stateMagic = "kv-state-3\n"
 
-// handoff is a live update being prepared (main loop only, except resume).
-type handoff struct {
-	resume   chan struct{} // closed when the update is cancelled
-	parked   map[net.Conn]*parkedConn
-	acceptor bool
-}
-
-// parkedConn is what a connection goroutine holds when it parks.
-type parkedConn struct {
-	c   net.Conn
-	buf []byte // read, not yet parsed
-	p   parser // the request it is in the middle of
-}
-
-// Work items of the hand-off.
-type (
-	parkedWork struct {
-		h  *handoff
-		pc *parkedConn
-	}
-	acceptorWork struct{ h *handoff }
-)
-
-// deadliner is what both TCP and unix listeners offer.
-type deadliner interface{ SetDeadline(time.Time) error }
-
-// beginHandoff asks every goroutine that reads the network to park.
-func (srv *server) beginHandoff() {
-	h := &handoff{resume: make(chan struct{}), parked: map[net.Conn]*parkedConn{}}
-	srv.handoff = h
-	srv.handing.Store(h)
-	srv.setDeadlines(time.Unix(1, 0))
-}
-
-// endHandoff: the update was cancelled (or failed here); carry on.
-func (srv *server) endHandoff() {
-	h := srv.handoff
-	if h == nil {
-		return
-	}
-	srv.handoff = nil
-	srv.handing.Store(nil)
-	srv.setDeadlines(time.Time{})
-	close(h.resume)
-}
-
-func (srv *server) setDeadlines(t time.Time) {
-	if d, ok := srv.ln.(deadliner); ok {
-		d.SetDeadline(t)
-	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	for c := range srv.conns {
-		c.SetReadDeadline(t)
-	}
-}
-
-// handoffReady is the prepare callback: is everything parked?
+// handoffReady is the prepare callback: everything parked, no sleep
+// pending (its reply is still to be written).
 func (srv *server) handoffReady() bool {
-	h := srv.handoff
-	if h == nil || !h.acceptor || len(srv.sleeping) > 0 {
-		return false
-	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	for c := range srv.conns {
-		if h.parked[c] == nil {
-			return false
-		}
-	}
-	return true
-}
-
-// park is called by a connection goroutine that saw the hand-off: it
-// posts what it holds and waits. False: the process is ending.
-func (srv *server) park(h *handoff, c net.Conn, buf []byte, p *parser) bool {
-	srv.svc.Post(parkedWork{h, &parkedConn{c: c, buf: buf, p: *p}})
-	select {
-	case <-h.resume:
-		return true
-	case <-srv.quit:
-		return false
-	}
-}
-
-// parkAcceptor is park for the acceptor.
-func (srv *server) parkAcceptor(h *handoff) bool {
-	srv.svc.Post(acceptorWork{h})
-	select {
-	case <-h.resume:
-		return true
-	case <-srv.quit:
-		return false
-	}
-}
-
-// parkedItem records a parked goroutine, unless it belongs to a hand-off
-// that has ended (it has resumed by itself then).
-func (srv *server) parkedItem(w any) {
-	switch w := w.(type) {
-	case parkedWork:
-		if w.h == srv.handoff {
-			w.h.parked[w.pc.c] = w.pc
-		}
-	case acceptorWork:
-		if w.h == srv.handoff {
-			w.h.acceptor = true
-		}
-	}
+	return len(srv.sleeping) == 0 && srv.group.Ready()
 }
 
 // fileAdder is the part of *sef.StateWriter that saveState needs.
 type fileAdder interface {
 	io.Writer
-	AddFD(name string, f *os.File) error
+	handoff.ConnAdder
 }
 
 // saveState writes the map and every parked connection. The state is
 // built in memory with appends and written in large pieces: this runs
 // while clients wait.
 func (srv *server) saveState(w fileAdder) error {
-	h := srv.handoff
-	if h == nil {
-		return errors.New("state save without a prepared hand-off")
+	if !srv.group.Ready() {
+		return errors.New("state save before every connection parked")
 	}
 	// Each shard is encoded on its own, on every CPU at once.
 	shards := srv.eng.data.shards
@@ -188,32 +82,25 @@ func (srv *server) saveState(w fileAdder) error {
 			return err
 		}
 	}
-	conns := make([]*parkedConn, 0, len(h.parked))
-	for _, pc := range h.parked {
-		conns = append(conns, pc)
-	}
-	sort.Slice(conns, func(i, j int) bool { return conns[i].c.RemoteAddr().String() < conns[j].c.RemoteAddr().String() })
-	e.uint(uint64(len(conns)))
-	for i, pc := range conns {
-		f, err := socketFile(pc.c)
-		if err != nil {
-			return fmt.Errorf("connection %d: %w", i, err)
-		}
-		name := fmt.Sprintf("conn.%d", i)
-		if err := w.AddFD(name, f); err != nil {
-			f.Close()
-			return err
-		}
-		e.str(name)
-		e.str(string(pc.buf))
-		e.uint(uint64(pc.p.left))
-		e.uint(uint64(pc.p.size))
-		e.uint(uint64(len(pc.p.args)))
-		for _, a := range pc.p.args {
-			e.str(a)
-		}
+	var err error
+	e.b, err = srv.group.AppendState(e.b, w)
+	if err != nil {
+		return err
 	}
 	return e.flush(w)
+}
+
+// parkState is what a connection goroutine parks with: its parser's
+// half-read request.
+func parkState(p *parser) []byte {
+	var e stateEncoder
+	e.uint(uint64(p.left))
+	e.uint(uint64(p.size))
+	e.uint(uint64(len(p.args)))
+	for _, a := range p.args {
+		e.str(a)
+	}
+	return e.b
 }
 
 // restoredConn is a connection the old version handed over.
@@ -285,34 +172,23 @@ func parseState(raw []byte, fds map[string]*os.File) (data *store, conns []resto
 	if err != nil {
 		return nil, nil, err
 	}
-	nc := d.count()
-	for i := 0; i < nc && d.err == nil; i++ {
-		name := d.str()
-		rc := restoredConn{buf: []byte(d.str())}
-		rc.p.left = d.count()
-		rc.p.size = d.count()
-		args := d.count()
-		for j := 0; j < args && d.err == nil; j++ {
-			rc.p.args = append(rc.p.args, d.str())
-		}
-		if d.err != nil {
-			break
-		}
-		f, ok := fds[name]
-		if !ok {
-			return nil, conns, fmt.Errorf("state names connection %q, but no such fd came", name)
-		}
-		delete(fds, name)
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			return nil, conns, fmt.Errorf("connection %q: %w", name, err)
-		}
-		rc.c = c
-		conns = append(conns, rc)
+	restored, _, err := handoff.Decode(raw[d.off:], fds)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state: %w", err)
 	}
-	if d.err != nil {
-		return nil, conns, fmt.Errorf("state: %w", d.err)
+	for _, r := range restored {
+		rc := restoredConn{c: r.Conn, buf: r.Unread}
+		pd := stateDecoder{s: unsafe.String(unsafe.SliceData(r.State), len(r.State))}
+		rc.p.left = pd.count()
+		rc.p.size = pd.count()
+		args := pd.count()
+		for j := 0; j < args && pd.err == nil; j++ {
+			rc.p.args = append(rc.p.args, pd.str())
+		}
+		conns = append(conns, rc)
+		if pd.err != nil {
+			return nil, conns, fmt.Errorf("state: connection: %w", pd.err)
+		}
 	}
 	return data, conns, nil
 }

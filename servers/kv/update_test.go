@@ -6,7 +6,11 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/reincarnation/rs/sef/handoff"
 )
 
 // stateBuffer is a StateWriter stand-in: bytes plus named fds.
@@ -15,7 +19,11 @@ type stateBuffer struct {
 	fds map[string]*os.File
 }
 
-func (b *stateBuffer) AddFD(name string, f *os.File) error {
+func (b *stateBuffer) AddConn(name string, c syscall.Conn) error {
+	f, err := c.(interface{ File() (*os.File, error) }).File() // a dup, as sef makes
+	if err != nil {
+		return err
+	}
 	b.fds[name] = f
 	return nil
 }
@@ -46,8 +54,19 @@ func TestStateCarriesHalfReadRequest(t *testing.T) {
 	if err != nil || len(reqs) != 0 {
 		t.Fatalf("parse: %v %v", reqs, err)
 	}
-	h := &handoff{parked: map[net.Conn]*parkedConn{peer: {c: peer, buf: in[used:], p: p}}, acceptor: true}
-	srv := &server{eng: newEngine(false, false, &meta{}), handoff: h}
+	// The connection's goroutine parks with what it holds.
+	reached := make(chan struct{}, 1)
+	g := handoff.New(handoff.Checkpoints, func() { reached <- struct{}{} })
+	defer g.Close()
+	hc := g.Adopt(peer, nil)
+	g.Begin()
+	go hc.Park(in[used:], parkState(&p))
+	select {
+	case <-reached:
+	case <-time.After(wait):
+		t.Fatal("the connection did not park")
+	}
+	srv := &server{eng: newEngine(false, false, &meta{}), group: g}
 	srv.eng.data.set("a", "1")
 	srv.eng.data.set("empty", "")
 
@@ -93,7 +112,9 @@ func TestLoadStateRejectsGarbage(t *testing.T) {
 // BenchmarkStateRoundTrip: save and load a map of 100k keys, the part of
 // a live update's pause that grows with the data.
 func BenchmarkStateRoundTrip(b *testing.B) {
-	srv := &server{eng: newEngine(false, false, &meta{}), handoff: &handoff{parked: map[net.Conn]*parkedConn{}}}
+	g := handoff.New(handoff.Checkpoints, nil)
+	g.Begin()
+	srv := &server{eng: newEngine(false, false, &meta{}), group: g}
 	for i := 0; i < 100000; i++ {
 		srv.eng.data.set("key:"+strconv.Itoa(i), "value:"+strconv.Itoa(i))
 	}

@@ -18,6 +18,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,7 +43,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "flood: -line must be %d..%d, -bytes >= 0\n", minLine, chunkMax)
 		os.Exit(2)
 	}
-	s, err := sef.Startup(sef.Callbacks{})
+	s, err := sef.Startup(context.Background(), sef.Callbacks{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "flood:", err)
 		os.Exit(1)
@@ -54,7 +55,7 @@ func main() {
 		}
 	}()
 	for {
-		if _, err := s.Receive(); errors.Is(err, sef.ErrStopped) {
+		if _, err := s.Receive(context.Background()); errors.Is(err, sef.ErrStopped) {
 			return
 		}
 	}
