@@ -132,20 +132,23 @@ func (s *Server) dependentsOf(label string) []*service {
 }
 
 // checkDowns answers every `down` whose service, and the dependents it
-// stopped with it, have no instance left. The fd store goes with a
-// service that is down.
+// stopped with it, have no instance left: not the primary, nor a standby
+// or an instance it replaced still on its way out, which may hold the
+// service's listeners (a client could still connect). The fd store goes
+// with a service that is down.
 func (s *Server) checkDowns() {
 	if s.downsPending == 0 {
 		return
 	}
+	over := func(svc *service) bool { return svc.primary == nil && svc.instances == 0 }
 	for _, label := range s.order {
 		svc := s.services[label]
-		if len(svc.downWaiters) == 0 || svc.primary != nil {
+		if len(svc.downWaiters) == 0 || !over(svc) {
 			continue
 		}
 		done := true
 		for _, d := range svc.downAlso {
-			done = done && d.primary == nil
+			done = done && over(d)
 		}
 		if done {
 			s.answerDown(svc)
