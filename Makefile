@@ -6,7 +6,7 @@ BIN := bin
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
+	$(GO) build -o $(BIN)/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle ./servers/httpcount
 
 # Start rs in the foreground with the demo configuration; the services'
 # logs go to var/log/<label>.log in the checkout.
@@ -25,8 +25,9 @@ test-daemons:
 	GO=$(GO) sh tests/daemons.sh
 
 # Speed figures, beside runit and s6 (never part of make test): a few
-# minutes, bounded by the bench's own -timeout. Installs runit, s6 and
-# redis-tools from Debian's packages when missing (tests/bench/install-peers.sh).
+# minutes, bounded by the bench's own -timeout. Installs runit, s6,
+# redis-tools, wrk and apache2-utils from Debian's packages when missing
+# (tests/bench/install-peers.sh).
 # BENCHFLAGS passes flags, e.g. BENCHFLAGS="-scenario crash -n 5".
 BENCHFLAGS ?=
 bench: build

@@ -1,8 +1,9 @@
 #!/bin/sh
 # install-peers.sh [PACKAGE ...] installs the Debian packages of the
 # outside programs the bench (and later tests) drive; by default all of
-# them: redis-tools (redis-benchmark, redis-cli), runit (runsv) and s6
-# (s6-supervise, s6-svc, s6-notifyoncheck). The bench names the ones it
+# them: redis-tools (redis-benchmark, redis-cli), runit (runsv), s6
+# (s6-supervise, s6-svc, s6-notifyoncheck), wrk and apache2-utils (ab),
+# the HTTP load tools of the http scenario. The bench names the ones it
 # misses. Packages already installed are skipped, so it is cheap to run
 # again. Quiet unless something fails; needs root (or sudo -n).
 #
@@ -10,7 +11,7 @@
 # would offer to replace the system's init. The bench only ever runs
 # runsv on a directory of its own, as its child.
 set -eu
-[ $# -gt 0 ] || set -- redis-tools runit s6
+[ $# -gt 0 ] || set -- redis-tools runit s6 wrk apache2-utils
 
 missing=
 for p in "$@"; do

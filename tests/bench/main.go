@@ -3,9 +3,9 @@
 // of figures all measured in the same run. `make bench` runs it; it is
 // never part of `make test`.
 //
-//	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
+//	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle ./servers/httpcount
 //	go run ./tests/bench [-bin DIR] [-n 20] [-notify-n 12] [-net tcp|unix] [-v]
-//	                     [-scenario ping,control,crash,notify,update,redisbench,group,logs,scale]
+//	                     [-scenario ping,control,crash,notify,update,redisbench,group,http,logs,scale]
 //	                     [-keys 100000] [-big-keys 1000000] [-updates 10] [-kvb PATH] [-rb-n 200000]
 //	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
 //	                     [-timeout 8m]
@@ -35,6 +35,12 @@
 //     one client each: a group update of the three (one atomic update)
 //     beside updating them one by one, round by round; the gap each
 //     client saw, the commands' times, failed requests.
+//   - http (http.go, httpload.go): servers/httpcount (sef/sefhttp) under
+//     an rs of its own, with 4 Go keep-alive clients that keep every
+//     response's counter and, in turn, wrk and ab -k: -updates live
+//     updates beside -updates `service restart`s of the same server
+//     under the same load: requests/s, failed requests, non-2xx, the
+//     longest wait, responses lost or duplicated (the counter).
 //   - logs (logs.go): a service's output into its log file, MB/s, under
 //     rs --log-dir beside svlogd (runsv), s6-log (s6-supervise) and the
 //     floor (flood | cat > file); then status and kv's crash → serving
@@ -47,8 +53,8 @@
 // When bin/rs has --log-dir, every rs the bench starts keeps its
 // services' logs in the temp dir.
 //
-// runsv, svlogd, s6-supervise, s6-svc, s6-log and redis-benchmark are installed by
-// install-peers.sh (Debian packages runit, s6, redis-tools) when missing;
+// runsv, svlogd, s6-supervise, s6-svc, s6-log, redis-benchmark, wrk and ab are installed by
+// install-peers.sh (Debian packages runit, s6, redis-tools, wrk, apache2-utils) when missing;
 // what cannot be had is skipped with a note. Every wait has a deadline,
 // and the whole run one (-timeout). At the end, even on failure, every
 // process the bench started is stopped (rs: SIGTERM then SIGKILL; the
@@ -127,7 +133,7 @@ type options struct {
 }
 
 // scenarioNames are the scenarios, in the order they run.
-var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "group", "logs", "scale"}
+var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "group", "http", "logs", "scale"}
 
 func parseScenarios(s string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -161,14 +167,14 @@ func main() {
 	}
 	n := flag.Int("n", 20, "crash → serving: rounds (one kill of each column per round)")
 	notifyN := flag.Int("notify-n", 12, "notify: crash → serving rounds (one kill of each column per round)")
-	bin := flag.String("bin", "bin", "directory holding rs, service, kv and idle")
+	bin := flag.String("bin", "bin", "directory holding rs, service, kv, idle and httpcount")
 	netw := flag.String("net", "tcp", "kv listens on tcp (127.0.0.1) or unix")
 	logPath := flag.String("log", "", "write rs's log to this file (default: in the temp dir, shown on trouble)")
 	verbose := flag.Bool("v", false, "print every crash → serving and update sample")
 	scen := flag.String("scenario", "all", "comma-separated: "+strings.Join(scenarioNames, ",")+", or all")
 	keys := flag.Int("keys", 100000, "update: keys in kv during the measured updates")
 	bigKeys := flag.Int("big-keys", 1000000, "update: keys in kv during a last phase of updates (0: no such phase)")
-	updates := flag.Int("updates", 10, "update, redisbench: live updates (and s6 restarts) per phase")
+	updates := flag.Int("updates", 10, "update, redisbench, http: live updates (and restarts) per phase")
 	kvb := flag.String("kvb", "", "update, redisbench: second kv binary to alternate with bin/kv (default: build one with version b)")
 	rbN := flag.Int("rb-n", 200000, "redisbench: requests per test (-n), raised if too few to last through the updates")
 	scaleN := flag.Int("scale", 1000, "scale: idle services under one rs")
@@ -232,6 +238,11 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	if o.scenarios["group"] {
 		if err := b.groupScenario(); err != nil {
+			return err
+		}
+	}
+	if o.scenarios["http"] {
+		if err := b.httpScenario(); err != nil {
 			return err
 		}
 	}

@@ -49,6 +49,8 @@ var peerPackages = []struct{ prog, pkg string }{
 	{"svlogd", "runit"},
 	{"s6-log", "s6"},
 	{"redis-benchmark", "redis-tools"},
+	{"wrk", "wrk"},
+	{"ab", "apache2-utils"},
 }
 
 // findTools looks the peers up, runs install-peers.sh once for the
