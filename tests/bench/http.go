@@ -9,7 +9,8 @@ package main
 // the same load on the same server, through -updates `service restart`s:
 // the server started again without sef's live update, as any
 // supervisor does it, which closes the keep-alive connections and loses
-// the counter.
+// the counter; then the same loads through -updates s6-svc -r of
+// httpcount standalone under s6-supervise (httpS6).
 //
 // For each phase: requests/s (the tool's, and the Go clients'), failed
 // requests (Go clients' errors, wrk's socket errors, ab's failed requests
@@ -23,9 +24,11 @@ package main
 // tool is skipped with a note.
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -118,7 +121,7 @@ func (b *bench) httpScenario() (err error) {
 			continue
 		}
 		for _, how := range []string{"update", "restart"} {
-			ph, err := b.httpPhase(ctl, [2]string{hc, hcB}, url, how, tool)
+			ph, err := b.httpPhase(url, how, tool, b.rsCmd(ctl, [2]string{hc, hcB}))
 			if err != nil {
 				return err
 			}
@@ -128,20 +131,121 @@ func (b *bench) httpScenario() (err error) {
 	if b.tools.path["wrk"] == "" && b.tools.path["ab"] == "" {
 		b.notes = append(b.notes, "http: neither wrk nor ab: the Go clients alone")
 		for _, how := range []string{"update", "restart"} {
-			ph, err := b.httpPhase(ctl, [2]string{hc, hcB}, url, how, "")
+			ph, err := b.httpPhase(url, how, "", b.rsCmd(ctl, [2]string{hc, hcB}))
 			if err != nil {
 				return err
 			}
 			phases = append(phases, ph)
 		}
 	}
-	b.httpReport(phases)
+	s6, err := b.httpS6(hc)
+	if err != nil {
+		return err
+	}
+	b.httpReport(append(phases, s6...))
 	return nil
 }
 
+// httpS6 runs each tool's load through -updates `s6-svc -r` of httpcount
+// standalone under s6-supervise, with readiness notification
+// (s6-notifyoncheck asking for a count: without it s6 pauses a second
+// before every respawn, see crash.go), each at least crashSpacing after
+// the instance first served: s6 also pauses before respawning a service
+// that ran less than a second. The restart's window ends when a new pid
+// answers.
+func (b *bench) httpS6(hc string) ([]*httpPhase, error) {
+	var phases []*httpPhase
+	for _, prog := range []string{"s6-supervise", "s6-svc", "s6-notifyoncheck"} {
+		if b.tools.path[prog] == "" {
+			b.notes = append(b.notes, "http: the s6-svc -r rows are skipped: "+b.tools.missing[prog])
+			return nil, nil
+		}
+	}
+	addr, err := tcpAddr("http-s6")
+	if err != nil {
+		return nil, err
+	}
+	url := "http://" + addr + "/"
+	dir := filepath.Join(b.dir, "http-s6")
+	sup, err := b.superviseReady("s6-supervise", dir, httpCheck+addr, hc, "--listen", addr)
+	if err != nil {
+		b.notes = append(b.notes, "http: the s6-svc -r rows are skipped: "+err.Error())
+		return nil, nil
+	}
+	defer func() {
+		for _, p := range sup.stop() {
+			b.notes = append(b.notes, "http (s6): "+p)
+		}
+	}()
+	pid, served, err := b.httpServed(sup, url, 0)
+	if err != nil {
+		b.notes = append(b.notes, "http: the s6-svc -r rows are skipped: httpcount under s6-supervise: "+err.Error())
+		return nil, nil
+	}
+	restart := func(ph *httpPhase, _ int, base time.Time, what string) (window, error) {
+		if err := b.sleepUntil(served.Add(crashSpacing)); err != nil {
+			return window{}, err
+		}
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		out, err := exec.CommandContext(ctx, b.tools.path["s6-svc"], "-r", dir).CombinedOutput()
+		cancel()
+		if err != nil {
+			return window{}, fmt.Errorf("%s: s6-svc -r: %v: %s", what, err, out)
+		}
+		if pid, served, err = b.httpServed(sup, url, pid); err != nil {
+			return window{}, fmt.Errorf("%s: %w", what, err)
+		}
+		return window{t0.Sub(base), served.Sub(base)}, nil
+	}
+	for _, tool := range []string{"wrk", "ab"} {
+		if b.tools.path[tool] == "" {
+			continue
+		}
+		ph, err := b.httpPhase(url, "s6", tool, restart)
+		if err != nil {
+			return phases, err
+		}
+		phases = append(phases, ph)
+	}
+	return phases, nil
+}
+
+// httpServed waits until the supervisor's child is a pid other than
+// notPid and a request is answered, and returns the pid and when.
+func (b *bench) httpServed(sup *supervised, url string, notPid int) (int, time.Time, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && b.ctx.Err() == nil {
+		for _, k := range sup.children() {
+			if k == notPid {
+				continue
+			}
+			if _, err := probeCount(url); err == nil {
+				return k, time.Now(), nil
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := b.ctx.Err(); err != nil {
+		return 0, time.Time{}, err
+	}
+	return 0, time.Time{}, fmt.Errorf("no new pid (not %d) answering %s within 10s", notPid, url)
+}
+
+// httpCmd does command i of a phase (named what) and returns its window
+// from base.
+type httpCmd func(ph *httpPhase, i int, base time.Time, what string) (window, error)
+
+// rsCmd updates (alternating bins) or restarts httpcount under rs.
+func (b *bench) rsCmd(ctl control.Client, bins [2]string) httpCmd {
+	return func(ph *httpPhase, i int, base time.Time, what string) (window, error) {
+		return b.httpCommand(ctl, ph, bins[(i+1)%2], base, what)
+	}
+}
+
 // httpPhase runs the Go clients and tool through -updates commands of
-// kind how.
-func (b *bench) httpPhase(ctl control.Client, bins [2]string, url, how, tool string) (*httpPhase, error) {
+// kind how ("update", "restart" or "s6").
+func (b *bench) httpPhase(url, how, tool string, command httpCmd) (*httpPhase, error) {
 	ph := &httpPhase{how: how, tool: tool}
 	name := fmt.Sprintf("http %s (%s)", how, toolName(tool))
 	v0, err := probeCount(url)
@@ -185,7 +289,7 @@ func (b *bench) httpPhase(ctl control.Client, bins [2]string, url, how, tool str
 		if err := b.sleep(updateSpacing); err != nil {
 			return nil, err
 		}
-		w, err := b.httpCommand(ctl, ph, bins[(i+1)%2], base, fmt.Sprintf("%s %d/%d", name, i+1, b.opts.updates))
+		w, err := command(ph, i, base, fmt.Sprintf("%s %d/%d", name, i+1, b.opts.updates))
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +346,7 @@ func (ph *httpPhase) count() {
 	served := int64(ph.v1) - int64(ph.v0) - 1 // responses between the probes
 	got := int64(ph.goResp) + int64(ph.tr.requests)
 	switch extra := served - got; {
-	case ph.how == "restart":
+	case ph.how != "update":
 		ph.countNote = fmt.Sprintf("**lost** (reset by each restart): %d after the row, %d before it, %d responses delivered", ph.v1, ph.v0, got)
 		ph.countOK = false
 	case ph.dups > 0:
@@ -312,10 +416,7 @@ func (b *bench) httpReport(phases []*httpPhase) {
 	liveKnown := false
 	var liveGaps, restartGaps []time.Duration
 	for _, ph := range phases {
-		how := "rs: service update (live)"
-		if ph.how == "restart" {
-			how = "rs: service restart"
-		}
+		how := map[string]string{"update": "rs: service update (live)", "restart": "rs: service restart", "s6": "s6-supervise + readiness: s6-svc -r"}[ph.how]
 		load := fmt.Sprintf("%s + %d Go clients", toolName(ph.tool), httpClients)
 		if ph.tool == "" {
 			load = toolName("")
@@ -350,7 +451,7 @@ func (b *bench) httpReport(phases []*httpPhase) {
 				liveLost++
 			}
 			liveGaps = append(liveGaps, ph.gaps...)
-		} else {
+		} else if ph.how == "restart" {
 			restartGaps = append(restartGaps, ph.gaps...)
 		}
 		what := fmt.Sprintf("http %s (%s)", ph.how, toolName(ph.tool))

@@ -38,9 +38,10 @@
 //   - http (http.go, httpload.go): servers/httpcount (sef/sefhttp) under
 //     an rs of its own, with 4 Go keep-alive clients that keep every
 //     response's counter and, in turn, wrk and ab -k: -updates live
-//     updates beside -updates `service restart`s of the same server
-//     under the same load: requests/s, failed requests, non-2xx, the
-//     longest wait, responses lost or duplicated (the counter).
+//     updates beside -updates `service restart`s of the same server,
+//     and s6-svc -r of it standalone under s6-supervise, under the same
+//     load: requests/s, failed requests, non-2xx, the longest wait,
+//     responses lost or duplicated (the counter).
 //   - logs (logs.go): a service's output into its log file, MB/s, under
 //     rs --log-dir beside svlogd (runsv), s6-log (s6-supervise) and the
 //     floor (flood | cat > file); then status and kv's crash → serving

@@ -198,10 +198,19 @@ const readyCheckPause = 50 * time.Millisecond
 
 // checkEnv makes this binary the readiness check: PING the kv at the
 // address it names, exit 0 on PONG; or, for "line:ADDR", ask the
-// sdnotify fixture at ADDR (linePid), exit 0 on its answer.
+// sdnotify fixture at ADDR (linePid), exit 0 on its answer; or, for
+// "http:HOST:PORT", exit 0 on a count from httpcount there.
 const checkEnv = "RSBENCH_CHECK"
 
+const httpCheck = "http:"
+
 func checkMain() {
+	if addr, ok := strings.CutPrefix(os.Getenv(checkEnv), httpCheck); ok {
+		if _, err := probeCount("http://" + addr + "/"); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if addr, ok := strings.CutPrefix(os.Getenv(checkEnv), lineCheck); ok {
 		if _, err := linePid(resp.SplitAddr(addr)); err != nil {
 			os.Exit(1)
