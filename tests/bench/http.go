@@ -414,7 +414,7 @@ func (b *bench) httpReport(phases []*httpPhase) {
 		head: []string{"how", "load", "requests/s", "failed requests", "non-2xx", "longest wait, Go clients (per command: median (min–max))", "tool's longest", "command", "Go clients' connections", "counter"}}
 	var liveFailed, liveLost int
 	liveKnown := false
-	var liveGaps, restartGaps []time.Duration
+	var liveGaps, restartGaps, s6Gaps []time.Duration
 	for _, ph := range phases {
 		how := map[string]string{"update": "rs: service update (live)", "restart": "rs: service restart", "s6": "s6-supervise + readiness: s6-svc -r"}[ph.how]
 		load := fmt.Sprintf("%s + %d Go clients", toolName(ph.tool), httpClients)
@@ -453,6 +453,8 @@ func (b *bench) httpReport(phases []*httpPhase) {
 			liveGaps = append(liveGaps, ph.gaps...)
 		} else if ph.how == "restart" {
 			restartGaps = append(restartGaps, ph.gaps...)
+		} else {
+			s6Gaps = append(s6Gaps, ph.gaps...)
 		}
 		what := fmt.Sprintf("http %s (%s)", ph.how, toolName(ph.tool))
 		var notes []string
@@ -486,9 +488,15 @@ func (b *bench) httpReport(phases []*httpPhase) {
 		"A Go client's connection: kept means the idle keep-alive connections went to the new instance unclosed. "+
 		"The counter: the responses between a probe before the row and one after it, against those the clients and the tool counted (wrk drops the requests it has in flight when it stops; ab counts exactly).",
 		b.opts.updates, updateSpacing, redialPause))
-	if len(liveGaps) > 0 && len(restartGaps) > 0 {
-		t.foot = append(t.foot, fmt.Sprintf("Longest wait of a Go client over every command: %s across the live updates, %s across the restarts.",
-			short(slices.Max(liveGaps)), short(slices.Max(restartGaps))))
+	if len(liveGaps) > 0 {
+		s := fmt.Sprintf("Longest wait of a Go client over every command: %s across the live updates", short(slices.Max(liveGaps)))
+		if len(restartGaps) > 0 {
+			s += fmt.Sprintf(", %s across `service restart`", short(slices.Max(restartGaps)))
+		}
+		if len(s6Gaps) > 0 {
+			s += fmt.Sprintf(", %s across s6-svc -r (whose readiness check, s6-notifyoncheck, polls every %v)", short(slices.Max(s6Gaps)), readyCheckPause)
+		}
+		t.foot = append(t.foot, s+".")
 	}
 	b.sections = append(b.sections, t)
 	if !liveKnown {
