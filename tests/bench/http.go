@@ -198,10 +198,16 @@ func (b *bench) httpS6(hc string) ([]*httpPhase, error) {
 		}
 		return window{t0.Sub(base), served.Sub(base)}, nil
 	}
+	var tools []string
 	for _, tool := range []string{"wrk", "ab"} {
-		if b.tools.path[tool] == "" {
-			continue
+		if b.tools.path[tool] != "" {
+			tools = append(tools, tool)
 		}
+	}
+	if len(tools) == 0 {
+		tools = []string{""} // the Go clients alone
+	}
+	for _, tool := range tools {
 		ph, err := b.httpPhase(url, "s6", tool, restart)
 		if err != nil {
 			return phases, err
