@@ -21,7 +21,8 @@ package main
 // be distinct and the count after the phase must be what the phase
 // delivered (see httpload.go for how wrk's in-flight requests are
 // allowed for). Every command, wait and tool run is bounded; a missing
-// tool is skipped with a note.
+// tool is skipped with a note. httpcount listens on loopback TCP
+// whatever -net says: wrk and ab speak TCP only.
 
 import (
 	"context"

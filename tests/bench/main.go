@@ -477,11 +477,11 @@ func (b *bench) waitRunning(label string, notPid int, limit time.Duration) (cont
 		label, limit, last.State, last.Pid, last.LastExit, lastErr)
 }
 
-// reapLeftovers reports kv instances still alive after rs exited (there
-// should be none) and kills them.
+// reapLeftovers reports kv and httpcount instances still alive after rs
+// exited (there should be none) and kills them.
 func (b *bench) reapLeftovers() {
 	for _, pid := range b.killed {
-		if exe := filepath.Base(exeOf(pid)); alive(pid, "") && (strings.HasPrefix(exe, "kv") || exe == "sdnotify") {
+		if exe := filepath.Base(exeOf(pid)); alive(pid, "") && (strings.HasPrefix(exe, "kv") || exe == "sdnotify" || strings.HasPrefix(exe, "httpcount")) {
 			b.problem(fmt.Sprintf("%s pid %d outlived rs; killed it", exe, pid))
 			unix.Kill(pid, unix.SIGKILL)
 		}
