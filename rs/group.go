@@ -234,6 +234,9 @@ func (s *Server) initLevel(g *group) {
 		files := u.heldFiles
 		u.heldNames, u.heldFiles = nil, nil
 		u.progress(fmt.Sprintf("handing over state and %d fds to pid %d", len(files)-1, u.new.pid()))
+		if h, ok := u.new.drv.(holder); ok {
+			h.holdNext() // it serves only at the commit
+		}
 		s.giveInit(u.new, initUpdate, lu, files)
 		s.closeHeld(u.svc, files...)
 	}
@@ -264,11 +267,27 @@ func (s *Server) groupInited(u *update) {
 	for _, m := range slices.Backward(g.members) {
 		lines = append(lines, fmt.Sprintf("%s pid %d -> %d", m.svc.spec.Label, m.old.pid(), m.new.pid()))
 		s.commit(m)
+		s.release(m)
 	}
 	took := time.Since(g.begin).Round(time.Microsecond)
 	s.log.Info("group update committed", "label", strings.Join(g.labels, ","), "took", took)
 	answer(g.reply, control.Reply{Message: fmt.Sprintf("%s updated as one in %v: %s",
 		strings.Join(g.labels, " "), took, strings.Join(lines, ", "))})
+}
+
+// release ends the hold of a committed member's new instance, now its
+// service's primary: it serves from here. A send that fails is the
+// primary's fault, as any.
+func (s *Server) release(u *update) {
+	h, ok := u.new.drv.(holder)
+	if !ok || u.new.phase >= phaseStopping {
+		return
+	}
+	if err := h.release(); err != nil {
+		s.sendFailed(u.new, err)
+		return
+	}
+	u.progress(fmt.Sprintf("pid %d released: it serves", u.new.pid()))
 }
 
 // groupRollback: member failed (why); every member rolls back, the old
