@@ -53,9 +53,10 @@ type Init struct {
 	// State is the old instance's saved state, for sef.InitLiveUpdate
 	// (RS.Prepare's result); nil hands an empty state.
 	State *Saved
-	// Hold asks a live update's new instance to hold until Commit, as rs
-	// does a group update's members: Receive delivers no work, Listen's
-	// listeners accept nothing, Committed stays open.
+	// Hold asks a live update's new instance (Type sef.InitLiveUpdate
+	// only) to hold until Commit, as rs does a group update's members:
+	// Receive delivers no work, Listen's listeners accept nothing,
+	// Committed stays open.
 	Hold bool
 }
 
