@@ -63,8 +63,26 @@
 // everything taken (as before); an rs that predates it finds an unknown
 // field, a malformed message, and rolls the update back, the safe side.
 //
-// lu-commit and standby are reserved for later exchanges (commit notice,
-// warm standby take-over).
+// Held init (a group update's members, `service update a b c`): rs sets
+// hold in a live update's init; the new instance answers init-result
+// {hold} once its init succeeded and then holds: it accepts no
+// connection, reads none handed over to it, and its sef delivers no
+// work (pings are answered), so the bytes clients send meanwhile wait in
+// the kernel for whichever instance wins. When every member's init
+// succeeded rs sends each new instance lu-commit (and the old ones
+// stop); on a rollback the held ones are killed, having answered
+// nothing. A held instance that loses its channel stops, as any does.
+//
+//	| -- init {type: live-update, hold} --> |
+//	| <-- init-result {hold} -------------- |  held
+//	| -- lu-commit -----------------------> |  it serves from here
+//
+// A sef that predates hold finds an unknown field in that init, a
+// malformed message, and fails its init: the group rolls back, nothing
+// lost. An init-result without hold to a held init (a sef that ignored
+// it) makes rs roll the group back at once.
+//
+// standby is reserved for a later exchange (warm standby take-over).
 //
 // Reading. A Conn keeps its socket out of the Go runtime's poller, which
 // would also watch it for writability and wake the process each time the

@@ -38,7 +38,7 @@ const (
 	KindLUCancel   Kind = 7  // rs → service: resume normal work
 	KindStop       Kind = 8  // rs → service: stop gracefully and exit 0
 	KindFDStore    Kind = 9  // service → rs: keep the attached fd under Names[0]
-	KindLUCommit   Kind = 10 // reserved: rs → old instance, the update took
+	KindLUCommit   Kind = 10 // rs → a new instance held after its init (Hold): the update took, serve
 	KindStandby    Kind = 11 // reserved: rs → standby instance, take over
 	KindHello      Kind = 12 // service → rs: first message, exec and start-up done
 	kindMax             = KindHello
@@ -113,6 +113,14 @@ type Message struct {
 	// handed and did not take (NotTakenState, NotTakenFDs). Absent from
 	// a sef that predates it, which rs reads as everything taken.
 	NotTaken []string `msgpack:"u,omitempty"`
+	// Hold, in a live update's init: once its init succeeded the new
+	// instance holds (accepts nothing, reads no handed-over connection,
+	// delivers no work) until lu-commit, so that a rollback loses
+	// nothing it answered; in that init's init-result: the instance
+	// holds. Absent (false) is the instance serving from its init on.
+	// rs asks it only of a group update's members; a sef that predates
+	// it cannot decode such an init (an unknown field) and fails it.
+	Hold bool `msgpack:"h,omitempty"`
 }
 
 // What a live update's init-result may list in NotTaken.
@@ -216,6 +224,9 @@ func (m *Message) Validate(nfds int) error {
 			}
 		}
 	}
+	if m.Hold && m.Kind != KindInitResult && (m.Kind != KindInit || m.InitType != InitLiveUpdate) {
+		return fmt.Errorf("%w: %s: hold outside a live update's init", ErrMalformed, m.Kind)
+	}
 	if nfds >= 0 && nfds != len(m.Names) {
 		return fmt.Errorf("%w: %s: %d fds, %d names", ErrFDMismatch, m.Kind, nfds, len(m.Names))
 	}
@@ -267,7 +278,7 @@ func (m *Message) heartbeat() (uint64, bool) {
 		return 0, false
 	}
 	if m.Version != 0 || m.InitType != 0 || m.Label != "" || m.Restarts != 0 ||
-		m.State != 0 || m.MaxTime != 0 || m.Err != "" || m.Names != nil || m.NotTaken != nil {
+		m.State != 0 || m.MaxTime != 0 || m.Err != "" || m.Names != nil || m.NotTaken != nil || m.Hold {
 		return 0, false
 	}
 	return m.Seq, true

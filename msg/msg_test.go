@@ -379,3 +379,41 @@ func TestNotTaken(t *testing.T) {
 		}
 	}
 }
+
+// Hold goes only in a live update's init and in an init-result; a
+// decoder that predates it (a strict one, as every sef's) refuses it.
+func TestHold(t *testing.T) {
+	for _, m := range []Message{
+		{Kind: KindInit, Version: 1, InitType: InitLiveUpdate, Hold: true},
+		{Kind: KindInitResult, Hold: true},
+	} {
+		b, err := Encode(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := Decode(b, 0); err != nil || !reflect.DeepEqual(got, m) {
+			t.Fatalf("round trip: %+v, %v", got, err)
+		}
+	}
+	for _, bad := range []Message{
+		{Kind: KindInit, Version: 1, InitType: InitRestart, Hold: true},
+		{Kind: KindPing, Seq: 1, Hold: true},
+		{Kind: KindLUCommit, Hold: true},
+	} {
+		b, _ := msgpack.Marshal(&bad)
+		if _, err := Decode(b, 0); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%+v: %v, want ErrMalformed", bad, err)
+		}
+	}
+	type before struct { // Message as a sef without Hold decodes it
+		Kind     Kind     `msgpack:"k"`
+		Version  uint16   `msgpack:"v,omitempty"`
+		InitType InitType `msgpack:"t,omitempty"`
+	}
+	b, _ := Encode(&Message{Kind: KindInit, Version: 1, InitType: InitLiveUpdate, Hold: true})
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields(true)
+	if err := dec.Decode(&before{}); err == nil {
+		t.Fatal("a decoder without Hold read a held init")
+	}
+}

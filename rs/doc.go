@@ -64,7 +64,10 @@
 // instance is spawned, the members are prepared level by level
 // (dependents first), each ready one held quiescent with its state, then
 // the new instances are inited level by level in the other order, and
-// the members commit together once every init succeeded. Whatever ends
+// the members commit together once every init succeeded. A member's new
+// instance is held from its init to the commit (the init asks it, its
+// init-result confirms it, lu-commit releases it: holder in driver.go),
+// so that a rollback loses nothing it could have answered. Whatever ends
 // one member's update (a timeout, a failed or crashed instance, an old
 // one's death, a shutdown) calls rollback, which for a member rolls the
 // whole group back. Each member still logs, emits and counts its own

@@ -40,6 +40,18 @@ type driver interface {
 	close()
 }
 
+// holder is a driver whose protocol can hold a live update's new
+// instance after its init until the update takes (sef's): a group
+// update's members, so that one whose init succeeded answers nothing a
+// rollback would lose (group.go).
+type holder interface {
+	// holdNext makes the next init ask the instance to hold; its
+	// sigReady then says whether it does (held).
+	holdNext()
+	// release tells a held instance that the update took: it serves.
+	release() error
+}
+
 // initKind says why an instance starts.
 type initKind uint8
 
@@ -93,8 +105,10 @@ type signal struct {
 	files  []*os.File // the lifecycle's from here on
 	at     time.Time
 	// sigReady after a live update's init: what it was handed and did not
-	// take (leftState, leftFDs).
+	// take (leftState, leftFDs), and whether it holds until released
+	// (asked by holder.holdNext).
 	left []string
+	held bool
 	// The notify protocol's signals.
 	text string
 	n    int

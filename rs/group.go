@@ -25,9 +25,13 @@ import (
 //	init the last level, then ...     (dependencies first: a level's new
 //	                                   instances get their init, with their
 //	                                   state, once the level after it inited)
-//	every init succeeded: commit all  (dependencies first)
+//	                                  (each init asks its instance to hold:
+//	                                   it answers nothing until released)
+//	every init succeeded: commit all  (dependencies first), each new
+//	                                  instance released (lu-commit)
 //	any step of any member fails:     every member rolls back, dependencies
-//	                                  resumed first; the reply names the member
+//	                                  resumed first, the held new instances
+//	                                  killed; the reply names the member
 //
 // The flags apply to every member: --binary is the new binary of each
 // (several instances of one program), --state and --maxtime hold for each
@@ -35,10 +39,19 @@ import (
 // can join: the other types are replaced, not updated, and a replacement
 // cannot wait for the others' verdict.
 //
-// A new instance serves from its init on: one whose init succeeded
-// while another member's is still under way may answer requests that a
-// rollback then loses (MINIX holds it until the commit; the protocol here
-// has no such hold yet, msg's lu-commit is reserved for it).
+// A new instance holds from its init to the commit, as MINIX's do: its
+// init carries hold, and sef then accepts no connection, reads none
+// handed over to it and delivers no work until lu-commit (pings are
+// answered). One whose init succeeded while another member's is under
+// way has so answered nothing a rollback would lose: the old instance
+// kept its own copies of the listeners and connections, and what
+// clients sent meanwhile waits in the kernel for whichever instance
+// wins. A member whose init-result does not confirm the hold rolls the
+// group back at once; a sef that predates hold cannot decode such an
+// init and fails it, which rolls the group back too, before anything is
+// lost. The hold is bounded by the other members' steps (each has its
+// deadline); if rs dies meanwhile the held instance loses its channel
+// and stops.
 type group struct {
 	members    []*update   // in prepare order: dependents first
 	levels     [][]*update // members cut into levels, in prepare order
@@ -234,6 +247,9 @@ func (s *Server) initLevel(g *group) {
 		files := u.heldFiles
 		u.heldNames, u.heldFiles = nil, nil
 		u.progress(fmt.Sprintf("handing over state and %d fds to pid %d", len(files)-1, u.new.pid()))
+		if h, ok := u.new.drv.(holder); ok {
+			h.holdNext() // it serves only at the commit
+		}
 		s.giveInit(u.new, initUpdate, lu, files)
 		s.closeHeld(u.svc, files...)
 	}
@@ -264,11 +280,27 @@ func (s *Server) groupInited(u *update) {
 	for _, m := range slices.Backward(g.members) {
 		lines = append(lines, fmt.Sprintf("%s pid %d -> %d", m.svc.spec.Label, m.old.pid(), m.new.pid()))
 		s.commit(m)
+		s.release(m)
 	}
 	took := time.Since(g.begin).Round(time.Microsecond)
 	s.log.Info("group update committed", "label", strings.Join(g.labels, ","), "took", took)
 	answer(g.reply, control.Reply{Message: fmt.Sprintf("%s updated as one in %v: %s",
 		strings.Join(g.labels, " "), took, strings.Join(lines, ", "))})
+}
+
+// release ends the hold of a committed member's new instance, now its
+// service's primary: it serves from here. A send that fails is the
+// primary's fault, as any.
+func (s *Server) release(u *update) {
+	h, ok := u.new.drv.(holder)
+	if !ok || u.new.phase >= phaseStopping {
+		return
+	}
+	if err := h.release(); err != nil {
+		s.sendFailed(u.new, err)
+		return
+	}
+	u.progress(fmt.Sprintf("pid %d released: it serves", u.new.pid()))
 }
 
 // groupRollback: member failed (why); every member rolls back, the old

@@ -282,6 +282,10 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 	case sigReady:
 		s.disarm(inst, tInit)
 		if incoming {
+			if u.grp != nil && !sig.held {
+				s.rollback(u, "new instance does not hold until the group's commit (its init-result has no hold): it would serve what a rollback loses; update it alone")
+				return
+			}
 			if why := u.notTaken(sig.left); why != "" {
 				s.rollback(u, why)
 				return

@@ -33,6 +33,9 @@ type sefDriver struct {
 	// luCancelled: lu-cancel went out before its lu-ready came; one
 	// crossing lu-ready is expected and dropped.
 	luCancelled bool
+	// hold: the next init asks the instance to hold until lu-commit
+	// (holder); only a live update's init carries it.
+	hold bool
 }
 
 // newSefDriver makes the channel of a new instance: the driver holds rs's
@@ -109,7 +112,7 @@ func (d *sefDriver) handle(m msg.Message, files []*os.File, at time.Time) signal
 				left = append(left, leftFDs)
 			}
 		}
-		return signal{kind: sigReady, left: left}
+		return signal{kind: sigReady, left: left, held: d.hold && m.Hold}
 	case msg.KindPong:
 		if !d.pingOut || m.Seq != d.pingSeq {
 			return fault(fmt.Errorf("pong %d out of sequence (expected %d)", m.Seq, d.pingSeq))
@@ -147,12 +150,16 @@ func (d *sefDriver) init(kind initKind, label string, restarts int, names []stri
 		typ = msg.InitLiveUpdate
 	}
 	err := d.send(&msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: typ,
-		Label: label, Restarts: uint32(restarts), Names: names}, files...)
+		Label: label, Restarts: uint32(restarts), Names: names, Hold: d.hold && typ == msg.InitLiveUpdate}, files...)
 	if err == nil {
 		d.initSent = true
 	}
 	return err
 }
+
+func (d *sefDriver) holdNext() { d.hold = true }
+
+func (d *sefDriver) release() error { return d.send(&msg.Message{Kind: msg.KindLUCommit}) }
 
 func (d *sefDriver) ping(seq uint64) error {
 	d.pingSeq, d.pingOut = seq, true

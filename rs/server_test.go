@@ -55,6 +55,12 @@ func runRole(role string) int {
 	if raw, ok := strings.CutPrefix(role, "send:"); ok {
 		return hostile(raw)
 	}
+	if flag, ok := strings.CutPrefix(role, "ignore-hold:"); ok {
+		if _, err := os.Stat(flag); err != nil {
+			return runRole("plain")
+		}
+		return ignoreHold()
+	}
 	return 2
 }
 

@@ -123,6 +123,22 @@
 //		},
 //	}
 //
+// Held until the commit: in a group update (`service update a b c`) rs
+// asks each member's new instance, in its init, to hold until every
+// member's init succeeded. sef's init-result says it holds; then, until
+// rs's lu-commit, Receive delivers no work (pings and signals are
+// handled), the listeners Listen returns accept nothing and s.Committed()
+// stays open. If the group rolls back, rs kills the held instance: it has
+// answered nothing, and what clients sent meanwhile waits in the kernel
+// for the old instance, which kept its own copies of every socket. At
+// lu-commit Committed is closed and all of it serves. A service with
+// readers of its own (connections handed over in the state, a socket
+// from Init.FDs) waits on Committed (and Done) before it reads them;
+// sef/handoff does it with HoldUntil. If the channel to rs ends while
+// held (rs died), the service stops as ever, Committed still open. A
+// single-service update, a restart and a fresh start are not held:
+// Committed is closed from the start.
+//
 // Network services need not write the parking themselves: package
 // sef/handoff parks the acceptor and the connection goroutines at the
 // safe point and hands the open connections, with the bytes read and not
@@ -138,7 +154,8 @@
 //
 // Package seftest is a fake rs: it runs a Service in the test's process
 // and drives its callbacks (init fresh, restart or live update with a
-// state; ping; prepare to a state, cancel, stop) with no processes. The
+// state, held until Commit or not; ping; prepare to a state, cancel,
+// stop) with no processes. The
 // fault-injection helpers rs's own tests use live in internal/sefdebug,
 // out of this API.
 //

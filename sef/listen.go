@@ -63,8 +63,18 @@ func (s *Service) handedFDs() int {
 // closing it leaves rs's copy (and its backlog) open. A unix socket's path
 // is not removed on close, since the next instance serves on it; a stale
 // one (nothing answers there) is replaced, anything else is
-// ErrAddrInUse. Standalone, it just listens.
+// ErrAddrInUse. Standalone, it just listens. In a new instance that rs
+// holds until a group update's commit (Committed), Accept waits for the
+// commit: the connections wait in the backlog meanwhile.
 func (s *Service) Listen(network, addr string) (net.Listener, error) {
+	ln, err := s.listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return s.gateListener(ln), nil
+}
+
+func (s *Service) listen(network, addr string) (net.Listener, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6", "unix":
 	default:

@@ -124,6 +124,8 @@ type Service struct {
 	closed bool          // main loop only: we closed the channel on purpose
 	lu     *luState      // main loop only: a live update being prepared
 
+	holdState // a group update's new instance, held until lu-commit (hold.go)
+
 	done     chan struct{} // closed once the service stops
 	stopOnce sync.Once
 	stopErr  *StopError                // set before done is closed
@@ -170,6 +172,7 @@ func Startup(ctx context.Context, cb Callbacks, opts ...Option) (*Service, error
 		stored: map[string]struct{}{},
 		kept:   map[string]*os.File{},
 	}
+	s.startHold(false)
 	if names := os.Getenv("LISTEN_FDNAMES"); names != "" {
 		s.listeners = map[string]struct{}{}
 		for _, n := range strings.Split(names, ":") {
@@ -208,7 +211,7 @@ func Startup(ctx context.Context, cb Callbacks, opts ...Option) (*Service, error
 	if in.State != nil {
 		in.State.mem.Close()
 	}
-	res := &msg.Message{Kind: msg.KindInitResult}
+	res := &msg.Message{Kind: msg.KindInitResult, Hold: s.held()}
 	if initErr != nil {
 		res.Err = initErr.Error()
 	} else if in.Type == InitLiveUpdate {
@@ -259,6 +262,7 @@ func (s *Service) receiveInit(ctx context.Context) (Init, error) {
 		s.conn.Send(&msg.Message{Kind: msg.KindInitResult, Err: err.Error()})
 		return Init{}, err
 	}
+	s.startHold(m.Hold)
 	s.label = m.Label
 	if m.Label != "" {
 		s.log = s.log.With("label", m.Label)
@@ -371,6 +375,9 @@ func (s *Service) notTaken(in Init) []string {
 func (s *Service) readChannel() {
 	for {
 		m, files, err := s.conn.Recv()
+		if err == nil && s.onCommit(m, files) {
+			continue
+		}
 		s.events <- event{m: m, files: files, err: err}
 		if err != nil {
 			return
@@ -415,6 +422,18 @@ func (s *Service) Receive(ctx context.Context) (any, error) {
 		case <-s.done:
 			return nil, s.stopErr
 		default:
+		}
+		if s.held() {
+			// Held until the group's commit: events only, no work.
+			select {
+			case ev := <-s.events:
+				s.handle(ev)
+			case <-s.done:
+			case <-s.committed:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			continue
 		}
 		if s.lu != nil && !s.lu.ready {
 			s.luTry()

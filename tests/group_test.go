@@ -17,14 +17,15 @@ import (
 
 // groupKV is three kv instances for group updates: kv1 depends on kv2,
 // kv2 on kv3, so the prepare order is kv1 kv2 kv3 whatever the
-// command's. kv2 runs its own copy of kv-a (in a directory of its own),
-// which a test may replace to make kv2's next instance fail.
+// command's. Each member runs its own copy of kv-a (in a directory of
+// its own), which a test may replace to make that member's next
+// instance fail.
 type groupKV struct {
 	r     *rsProc
 	addrs map[string]string
 	conns map[string]*resp.Client
 	pids  map[string]int
-	kv2   string // kv2's binary
+	bins  map[string]string // each member's binary
 }
 
 var groupLabels = []string{"kv1", "kv2", "kv3"}
@@ -32,18 +33,16 @@ var groupLabels = []string{"kv1", "kv2", "kv3"}
 func startGroupKV(t *testing.T, extra string) *groupKV {
 	t.Helper()
 	g := &groupKV{addrs: map[string]string{}, conns: map[string]*resp.Client{}, pids: map[string]int{},
-		kv2: filepath.Join(t.TempDir(), "kv2")}
-	copyFile(bin("kv-a"), g.kv2)
+		bins: map[string]string{}}
+	dir := t.TempDir()
 	deps := map[string]string{"kv1": `["kv2"]`, "kv2": `["kv3"]`, "kv3": `[]`}
 	var cfg strings.Builder
 	for _, l := range groupLabels {
 		g.addrs[l] = freeAddr(t)
-		binary := "$BIN/kv-a"
-		if l == "kv2" {
-			binary = g.kv2
-		}
+		g.bins[l] = filepath.Join(dir, l)
+		copyFile(bin("kv-a"), g.bins[l])
 		fmt.Fprintf(&cfg, "[service.%s]\nbinary = %q\nargs = [\"--listen\", %q]\nperiod = \"200ms\"\ninit_timeout = \"2s\"\ndepends = %s\n\n",
-			l, binary, g.addrs[l], deps[l])
+			l, g.bins[l], g.addrs[l], deps[l])
 	}
 	cfg.WriteString(extra)
 	g.r = startRS(t, cfg.String())
@@ -53,6 +52,16 @@ func startGroupKV(t *testing.T, extra string) *groupKV {
 		loadKeys(t, g.conns[l], 100)
 	}
 	return g
+}
+
+// replaceBinary makes label's next instance run build.
+func (g *groupKV) replaceBinary(t *testing.T, label, build string) {
+	t.Helper()
+	tmp := g.bins[label] + ".new"
+	copyFile(bin(build), tmp)
+	if err := os.Rename(tmp, g.bins[label]); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // check: every member runs, each on the same connection as before with
@@ -155,11 +164,7 @@ func TestGroupUpdateCommits(t *testing.T) {
 func TestGroupUpdateRollsBackAll(t *testing.T) {
 	g := startGroupKV(t, "")
 	// Only kv2's next instance runs the failing build.
-	tmp := g.kv2 + ".new"
-	copyFile(bin("kv-luexit"), tmp)
-	if err := os.Rename(tmp, g.kv2); err != nil {
-		t.Fatal(err)
-	}
+	g.replaceBinary(t, "kv2", "kv-luexit")
 	js := g.r.watchEvents("--json")
 	_, errOut, code := g.r.service("update", "kv1", "kv2", "kv3")
 	if code == 0 || !strings.Contains(errOut, "update kv1 kv2 kv3 rolled back: kv2: new instance terminated: exit 1; every member's old instance serves on") {

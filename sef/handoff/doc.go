@@ -32,6 +32,12 @@
 // to work. At the commit the old instance just exits: closing its
 // copies of the sockets sends nothing to the clients.
 //
+// A group update's new instance is held after its init until the whole
+// group commits (sef's Committed): call g.HoldUntil(s.Committed()) before
+// Adopt and Listener, and until then the Group's listeners accept
+// nothing and its connections read nothing, not even the bytes handed
+// over with them, so a rollback loses nothing (sef/sefhttp does it).
+//
 // Deadlines: the Group wakes blocked reads and accepts with a read
 // deadline in the past, so it owns the listeners' deadlines; a Conn's own
 // deadlines (SetReadDeadline, SetDeadline) still work, and come back when

@@ -45,6 +45,7 @@ type Group struct {
 	conns     map[*Conn]struct{}
 	listeners map[*Listener]struct{}
 	closed    bool
+	hold      <-chan struct{} // HoldUntil's: nothing read or accepted before it closes
 }
 
 // round is one update's preparation.
@@ -191,8 +192,9 @@ func (g *Group) Conns() int {
 
 // track makes a Conn of c; nil when the Group is closed (c is closed).
 func (g *Group) track(c net.Conn, unread []byte) *Conn {
-	hc := &Conn{Conn: c, g: g, unread: unread, idle: g.mode == IdleReads}
+	hc := &Conn{Conn: c, g: g, unread: unread, idle: g.mode == IdleReads, gone: make(chan struct{})}
 	g.mu.Lock()
+	hc.gate = g.hold
 	if g.closed {
 		g.mu.Unlock()
 		c.Close()
@@ -239,6 +241,9 @@ type Conn struct {
 	g *Group
 
 	unread []byte // handed-over bytes Read returns first (the reader's)
+
+	gate <-chan struct{} // HoldUntil's, when tracked; nil: none
+	gone chan struct{}   // closed by Close
 
 	mu       sync.Mutex
 	idle     bool      // IdleReads: a Read may park
@@ -322,6 +327,9 @@ func (c *Conn) ours() bool {
 // Checkpoints mode an update's wake-up returns ErrInterrupted; in
 // IdleReads mode an idle connection parks here during an update.
 func (c *Conn) Read(p []byte) (int, error) {
+	if err := c.g.waitHold(c.gate, c.gone); err != nil {
+		return 0, err
+	}
 	if len(c.unread) > 0 {
 		n := copy(p, c.unread)
 		c.unread = c.unread[n:]
@@ -381,6 +389,9 @@ func (c *Conn) SetDeadline(t time.Time) error {
 // Close closes the connection and stops tracking it.
 func (c *Conn) Close() error {
 	c.mu.Lock()
+	if !c.closed {
+		close(c.gone)
+	}
 	c.closed = true
 	c.mu.Unlock()
 	g := c.g
@@ -404,6 +415,8 @@ type Listener struct {
 
 	mu     sync.Mutex
 	inject []*Conn
+	gone   chan struct{} // closed by Close
+	closed bool
 }
 
 // deadliner is what both TCP and unix listeners offer.
@@ -412,7 +425,7 @@ type deadliner interface{ SetDeadline(time.Time) error }
 // Listener tracks ln; its Accept returns tracked connections. The
 // Group owns ln's deadline.
 func (g *Group) Listener(ln net.Listener) *Listener {
-	l := &Listener{Listener: ln, g: g}
+	l := &Listener{Listener: ln, g: g, gone: make(chan struct{})}
 	g.mu.Lock()
 	g.listeners[l] = struct{}{}
 	r := g.round
@@ -445,6 +458,9 @@ func (l *Listener) Inject(cs ...*Conn) {
 // Accept returns the next injected connection, else the next new one;
 // during an update it parks first.
 func (l *Listener) Accept() (net.Conn, error) {
+	if err := l.g.waitHold(l.g.holdGate(), l.gone); err != nil {
+		return nil, net.ErrClosed
+	}
 	for {
 		l.mu.Lock()
 		if len(l.inject) > 0 {
@@ -477,6 +493,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // Close closes the listener and stops tracking it.
 func (l *Listener) Close() error {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.gone)
+	}
+	l.mu.Unlock()
 	g := l.g
 	g.mu.Lock()
 	_, tracked := g.listeners[l]

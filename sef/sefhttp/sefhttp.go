@@ -76,6 +76,7 @@ func (srv *Server) Run(ctx context.Context) error {
 		return err
 	}
 	svc = s
+	g.HoldUntil(s.Committed()) // a group update's new instance serves from the commit
 	network := srv.Network
 	if network == "" {
 		network = "tcp"

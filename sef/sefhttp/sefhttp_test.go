@@ -146,3 +146,73 @@ func TestUpdateKeepsCountAndConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A group update's new instance holds until the commit: a request on
+// the handed-over keep-alive connection, and one on a new connection,
+// wait (unanswered, their bytes in the kernel) while it is held, and are
+// answered by it once committed, the count carried over.
+func TestHeldUntilCommit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	old := startCounter(t, ctx, seftest.Init{})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	if n, _ := get(t, ctx, client, old.addr); n != "1" {
+		t.Fatalf("first count %q", n)
+	}
+	saved, err := old.rs.Prepare(ctx, sef.StateWorkFree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer saved.Close()
+	stored, err := old.rs.Stored()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := startCounter(t, ctx, seftest.Init{Type: sef.InitLiveUpdate, State: saved, FDs: stored, Hold: true})
+	for _, f := range stored {
+		f.Close()
+	}
+	if !next.rs.Held() {
+		t.Fatal("the new instance does not hold")
+	}
+	answers := make(chan string, 2)
+	fresh := &http.Client{Transport: &http.Transport{}}
+	defer fresh.CloseIdleConnections()
+	for _, c := range []*http.Client{client, fresh} {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+next.addr+"/", nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				answers <- err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			answers <- strings.TrimSpace(string(b))
+		}()
+	}
+	for range 5 {
+		if err := next.rs.Ping(ctx); err != nil {
+			t.Fatalf("ping while held: %v", err)
+		}
+	}
+	select {
+	case a := <-answers:
+		t.Fatalf("answered %q while held", a)
+	default:
+	}
+	old.rs.Stop() // the commit: the old one stops, the new one is released
+	next.rs.Commit()
+	got := map[string]bool{<-answers: true, <-answers: true}
+	if !got["2"] || !got["3"] {
+		t.Fatalf("after the commit: %v, want counts 2 and 3", got)
+	}
+	if err := <-old.done; err != nil {
+		t.Fatalf("old instance's Run: %v", err)
+	}
+	next.rs.Stop()
+	if err := <-next.done; err != nil {
+		t.Fatal(err)
+	}
+}

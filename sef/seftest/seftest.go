@@ -1,8 +1,9 @@
 // Package seftest is a fake rs for unit tests of a service's callbacks:
 // it starts a *sef.Service in the test's own process, on a socketpair
 // instead of rs's channel, and drives it as rs would (init fresh,
-// restart or live update with a state; pings; a live update prepared to
-// a state and then cancelled or committed; stop), with no processes.
+// restart or live update with a state, held until a commit or not;
+// pings; a live update prepared to a state and then cancelled or
+// committed; stop), with no processes.
 //
 // The service's main loop is the test's to run, as in main:
 //
@@ -52,6 +53,11 @@ type Init struct {
 	// State is the old instance's saved state, for sef.InitLiveUpdate
 	// (RS.Prepare's result); nil hands an empty state.
 	State *Saved
+	// Hold asks a live update's new instance (Type sef.InitLiveUpdate
+	// only) to hold until Commit, as rs does a group update's members:
+	// Receive delivers no work, Listen's listeners accept nothing,
+	// Committed stays open.
+	Hold bool
 }
 
 // Saved is what a prepared instance handed over in its lu-ready.
@@ -73,6 +79,7 @@ type RS struct {
 	svc      *msg.Conn // the service's end, closed with ours
 	in       Init
 	notTaken []string
+	held     bool
 
 	recvMu sync.Mutex // one reader of c at a time
 	seq    uint64
@@ -159,7 +166,7 @@ func (r *RS) handshake(ctx context.Context, in Init) error {
 	if m.Kind != msg.KindHello {
 		return fmt.Errorf("seftest: first message %s, want hello", m.Kind)
 	}
-	init := &msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: msg.InitType(in.Type), Label: in.Label, Restarts: uint32(in.Restarts)}
+	init := &msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: msg.InitType(in.Type), Label: in.Label, Restarts: uint32(in.Restarts), Hold: in.Hold}
 	if in.Type == 0 {
 		init.InitType = msg.InitFresh
 	}
@@ -202,6 +209,7 @@ func (r *RS) handshake(ctx context.Context, in Init) error {
 		case msg.KindInitResult:
 			msg.CloseFiles(files)
 			r.notTaken = m.NotTaken
+			r.held = m.Hold
 			if m.Err != "" {
 				return fmt.Errorf("seftest: init failed: %s", m.Err)
 			}
@@ -281,6 +289,14 @@ func (r *RS) drain() {
 // NotTaken is what a live update's init-result said the new instance
 // did not take (msg.NotTakenState, msg.NotTakenFDs).
 func (r *RS) NotTaken() []string { return r.notTaken }
+
+// Held tells whether the init-result said the instance holds until
+// Commit (Init.Hold asked it).
+func (r *RS) Held() bool { return r.held }
+
+// Commit ends the hold of an instance started with Init.Hold, as rs does
+// at a group update's commit: it serves from here.
+func (r *RS) Commit() error { return r.c.Send(&msg.Message{Kind: msg.KindLUCommit}) }
 
 // Stored returns copies of the fd store as the service filled it, for
 // the next instance's Init.FDs; the caller closes them.

@@ -45,6 +45,10 @@ func (f *fakeService) Post(ctx context.Context, w any) error {
 
 func (f *fakeService) Reached() {}
 
+func (f *fakeService) Committed() <-chan struct{} { return committed }
+
+var committed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 func (f *fakeService) Listen(network, addr string) (net.Listener, error) {
 	return net.Listen(network, addr)
 }

@@ -19,6 +19,7 @@ type service interface {
 	Post(ctx context.Context, work any) error
 	Receive(ctx context.Context) (any, error)
 	Reached()
+	Committed() <-chan struct{}
 	DebugGarbage() error
 	DebugCloseChannel() error
 }
@@ -89,6 +90,9 @@ type serverConfig struct {
 
 func newServer(svc service, ln net.Listener, cfg serverConfig) *server {
 	g := handoff.New(handoff.Checkpoints, svc.Reached)
+	// A group update's new instance accepts and reads nothing until the
+	// group commits: a rollback then loses nothing it answered.
+	g.HoldUntil(svc.Committed())
 	srv := &server{
 		svc:      svc,
 		group:    g,
