@@ -52,6 +52,8 @@ func DefaultTimeout(req Request) time.Duration {
 		return time.Minute
 	case OpUpdate:
 		return time.Minute + max(req.MaxTime, 0)
+	case OpUpdateSelfResult:
+		return 5 * time.Second
 	}
 	return time.Minute
 }
