@@ -180,6 +180,12 @@ func (s *Server) adopted() {
 		if svc.logFiles.Stdout != nil && svc.instances == 0 {
 			s.releaseLog(svc)
 		}
+		if svc.failed && svc.spec.FailedRetry > 0 {
+			s.arm(svc, tRetry, svc.spec.FailedRetry) // its timer did not cross the exec
+		}
+		if svc.primary != nil {
+			s.ensureStandby(svc)
+		}
 	}
 	s.startWaiting()
 }

@@ -440,11 +440,15 @@ func (s *Server) execSelf(bin string, t *Table) error {
 	defer f.Close()
 	tfd := rawFD(f)
 	keep := append(t.fds(), tfd)
-	env := selfEnv(os.Environ(), tfd, -1, "")
+	base := s.execEnv
+	if base == nil {
+		base = os.Environ()
+	}
+	env := selfEnv(base, tfd, -1, "")
 	if s.exe != nil {
 		efd := rawFD(s.exe)
 		keep = append(keep, efd)
-		env = selfEnv(os.Environ(), tfd, efd, "")
+		env = selfEnv(base, tfd, efd, "")
 	}
 	argv := append([]string{bin}, s.args...)
 	s.log.Info("update-self: exec", "binary", bin, "services", len(t.Services), "why", t.Why)

@@ -41,6 +41,10 @@ type Options struct {
 	Args     []string
 	Carry    map[string]int
 	FlushLog func()
+	// ExecEnv is the environment the exec of update-self gets (default:
+	// rs's now): rs's own as it started, with what cmd/rs took out of
+	// it for itself (systemd's NOTIFY_SOCKET, say).
+	ExecEnv []string
 }
 
 // Server is rs: the service table and the loop that owns it. Everything
@@ -93,6 +97,7 @@ type Server struct {
 	exe         *os.File
 	exePath     string
 	args        []string
+	execEnv     []string
 	carry       map[string]int
 	flushLog    func()
 	self        *selfState
@@ -130,7 +135,7 @@ func New(opts Options) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	s.args, s.carry, s.flushLog = opts.Args, opts.Carry, opts.FlushLog
+	s.args, s.carry, s.flushLog, s.execEnv = opts.Args, opts.Carry, opts.FlushLog, opts.ExecEnv
 	if p, err := os.Executable(); err == nil {
 		s.exePath = p
 	}

@@ -150,6 +150,14 @@ func TestUpdateSelf(t *testing.T) {
 	if !strings.HasPrefix(st.LastExit, "no-heartbeat") {
 		t.Errorf("kv's last exit: %q, want no-heartbeat", st.LastExit)
 	}
+	// The new rs forked that kv: an update-self keeps it too.
+	r.mustService("update-self")
+	if p := r.waitState("kv", control.StateRunning, 0).Pid; p != st.Pid {
+		t.Errorf("kv started by the new rs: pid %d, then %d", st.Pid, p)
+	}
+	if p := kvPid(t, kvAddr); p != st.Pid {
+		t.Errorf("kv answers from pid %d, not %d", p, st.Pid)
+	}
 }
 
 // TestUpdateSelfBadBinary: a new binary that exits at once fails its

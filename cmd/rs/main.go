@@ -145,6 +145,7 @@ func run(c *cli.Context) error {
 	// An exec in place (update-self, or the re-exec after a panic): the
 	// table of the rs before is adopted instead of the config.
 	self := takeSelfEnv()
+	execEnv := os.Environ() // before rs takes systemd's variables for itself
 	var tbl *rs.Table
 	if self.table != "" {
 		if tbl, err = rs.ReadTable(self.table); err == nil {
@@ -218,7 +219,7 @@ func run(c *cli.Context) error {
 	defer sd.close()
 	carry := map[string]int{"control": rawFD(ln)}
 	opts := rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy, Reopen: reopenOwn, ConfigFile: c.String("config"),
-		Args: os.Args[1:], Carry: carry, FlushLog: func() { out.Flush(time.Second) }}
+		Args: os.Args[1:], Carry: carry, FlushLog: func() { out.Flush(time.Second) }, ExecEnv: execEnv}
 	srv := rs.New(opts)
 	if tbl != nil {
 		// Before the orphan reaper, which would reap the services.

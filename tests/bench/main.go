@@ -30,6 +30,7 @@
 //   - update (update.go, s6update.go): live updates under load with
 //     100k keys, beside s6-svc -r of the same kv under s6.
 //   - redisbench (redisbench.go): redis-benchmark through live updates.
+//   - self (self.go): service update-self of rs, 20 times, under load.
 //   - logs (logs.go): a service's output into its log file, MB/s, under
 //     rs --log-dir beside svlogd (runsv), s6-log (s6-supervise) and the
 //     floor (flood | cat > file); then status and kv's crash → serving
@@ -118,10 +119,11 @@ type options struct {
 	window     time.Duration
 	rssWindow  time.Duration
 	cpuprofile string // scale: RS_CPUPROFILE for its rs
+	selfN      int    // self: update-selfs
 }
 
 // scenarioNames are the scenarios, in the order they run.
-var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "logs", "scale"}
+var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "self", "logs", "scale"}
 
 func parseScenarios(s string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -168,6 +170,7 @@ func main() {
 	window := flag.Duration("window", 20*time.Second, "scale: window over which rs's CPU is measured")
 	rssWindow := flag.Duration("rss-window", time.Minute, "scale: how long rs's RSS is sampled, from the start of -window")
 	cpuprofile := flag.String("cpuprofile", "", "scale: write the scale rs's CPU profile (RS_CPUPROFILE) to this file")
+	selfN := flag.Int("self-n", 20, "self: update-selfs of rs under load")
 	timeout := flag.Duration("timeout", 8*time.Minute, "stop the scenarios after this long, print what was measured")
 	flag.Parse()
 	if *netw != "tcp" && *netw != "unix" {
@@ -194,7 +197,7 @@ func main() {
 	}
 	err = run(ctx, options{n: *n, notifyN: *notifyN, bin: *bin, netw: *netw, logPath: *logPath, verbose: *verbose,
 		scenarios: scenarios, keys: *keys, updates: *updates, kvb: *kvb, rbN: *rbN,
-		scaleN: *scaleN, window: *window, rssWindow: *rssWindow, cpuprofile: *cpuprofile})
+		scaleN: *scaleN, window: *window, rssWindow: *rssWindow, cpuprofile: *cpuprofile, selfN: max(*selfN, 1)})
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w (%v)", err, c)
@@ -218,7 +221,7 @@ func run(ctx context.Context, o options) (err error) {
 		ctl: control.Client{Socket: filepath.Join(dir, "rs.sock"), Timeout: 2 * time.Second}}
 	defer b.print()
 	b.findTools()
-	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["notify"] || o.scenarios["update"] || o.scenarios["redisbench"] {
+	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["notify"] || o.scenarios["update"] || o.scenarios["redisbench"] || o.scenarios["self"] {
 		if err := b.mainRS(); err != nil {
 			return err
 		}
@@ -337,6 +340,11 @@ max_restarts = -1
 	}
 	if o.scenarios["update"] || o.scenarios["redisbench"] {
 		if err := b.liveUpdates(); err != nil {
+			return err
+		}
+	}
+	if o.scenarios["self"] {
+		if err := b.selfUpdates(); err != nil {
 			return err
 		}
 	}
