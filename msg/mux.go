@@ -93,10 +93,12 @@ func (m *Mux) Pause(paused func()) {
 	unix.Write(int(m.wake.Fd()), one[:])
 }
 
-// Resume lets a paused Run read again.
+// Resume lets a paused Run read again; a Pause that Run has not come
+// to yet is called off.
 func (m *Mux) Resume() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.pausing = nil
 	if m.resume != nil {
 		close(m.resume)
 		m.resume = nil

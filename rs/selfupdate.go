@@ -245,7 +245,9 @@ func (s *Server) selfBlocker() error {
 		}
 		primaries++
 		switch {
-		case p.phase != phaseRunning || p.reason != "" || p.selfStop:
+		case p.reason != "":
+			return busy("%s: being killed (%s)", label, p.reason)
+		case p.phase != phaseRunning || p.selfStop:
 			return busy("%s: %s", label, svc.state())
 		case p.reloading:
 			return busy("%s: reloading", label)

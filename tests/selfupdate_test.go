@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,7 +20,8 @@ import (
 // update-self: rs execs a new binary of itself in place with its table.
 
 // selfConfig runs a service of every type: kv (sef, with faults allowed
-// for the heartbeat check), sdnotify (notify, serving on a listener rs
+// for the heartbeat check; timeouts long enough for a loaded machine),
+// sdnotify (notify, serving on a listener rs
 // holds), plain (simple, probed) and the counter role (sef, a log line
 // every millisecond).
 func selfConfig(t *testing.T) (cfg, kvAddr, noteAddr, plainAddr string) {
@@ -28,6 +31,7 @@ func selfConfig(t *testing.T) (cfg, kvAddr, noteAddr, plainAddr string) {
 binary = "$BIN/kv"
 args = ["--listen", %q, "--allow-faults"]
 period = "100ms"
+ping_timeout = "1s"
 
 [service.note]
 type = "notify"
@@ -35,19 +39,23 @@ binary = "$BIN/sdnotify"
 args = ["-serve"]
 listen = ["tcp:%s"]
 period = "200ms"
+ping_timeout = "2s"
 
 [service.plain]
 type = "simple"
 binary = "$BIN/plain"
 args = ["-listen", %q]
+ready = "tcp:%s"
 probe = "tcp:%s"
 period = "100ms"
+probe_timeout = "2s"
 
 [service.counter]
 binary = "$BIN/roles"
 args = ["-role", "counter"]
 period = "100ms"
-`, kvAddr, noteAddr, plainAddr, plainAddr)
+ping_timeout = "2s"
+`, kvAddr, noteAddr, plainAddr, plainAddr, plainAddr)
 	return
 }
 
@@ -107,7 +115,15 @@ func lastCount(t *testing.T, r *rsProc) int {
 // on (a hung kv is found by the new rs's heartbeat).
 func TestUpdateSelf(t *testing.T) {
 	cfg, kvAddr, noteAddr, _ := selfConfig(t)
-	r := startRS(t, cfg)
+	r := startRS(t, cfg, "--metrics", "127.0.0.1:0")
+	var metricsAddr string
+	r.waitFor("metrics listening", func() bool {
+		m := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`).FindStringSubmatch(r.log.String())
+		if m != nil {
+			metricsAddr = m[1]
+		}
+		return m != nil
+	})
 	before := rsPids(t, r)
 	kvDo(t, kvAddr, "SET", "k", "v")
 	kv := dialKV(t, kvAddr) // a connection open across every exec
@@ -140,6 +156,12 @@ func TestUpdateSelf(t *testing.T) {
 	}
 	if p := noteServes(t, noteAddr); p != before["note"] {
 		t.Errorf("note answers from pid %d, not %d", p, before["note"])
+	}
+	// The metrics listener crossed every exec: the same address answers.
+	if resp, err := http.Get("http://" + metricsAddr + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz after the updates: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	// A line written after the last update reaches the log file.
 	n := lastCount(t, r)
@@ -179,8 +201,25 @@ func TestUpdateSelfBadBinary(t *testing.T) {
 	if v := kvDo(t, kvAddr, "GET", "k"); v.Str != "v" {
 		t.Errorf("kv lost its key: %v", v)
 	}
+	// Something that cannot be carried is refused, and nothing changes:
+	// a standby.
+	r.mustService("clone", "kv")
+	r.waitFor2("kv", func(st control.Status) bool { return st.StandbyPid != 0 })
+	if _, errs, code := r.service("update-self"); code == 0 || !strings.Contains(errs, "kv: has a standby") {
+		t.Errorf("update-self with a standby: exit %d, %q", code, errs)
+	}
+	r.mustService("unclone", "kv")
+	r.waitFor2("kv", func(st control.Status) bool { return st.StandbyPid == 0 })
 	// And it still updates itself.
-	r.mustService("update-self")
+	r.waitFor("update-self", func() bool {
+		_, _, code := r.service("update-self") // the standby's end may still be under way
+		return code == 0
+	})
+	for l, p := range rsPids(t, r) {
+		if before[l] != p {
+			t.Errorf("%s: pid %d before, %d after", l, before[l], p)
+		}
+	}
 }
 
 // TestUpdateSelfRollback: the new rs refuses the table (an rsfault hook)
