@@ -161,6 +161,14 @@ func epollAdd(ep syscall.RawConn, c *Conn, data uint64) error {
 	return nil
 }
 
+// FD is the channel's descriptor, for a table that crosses an exec in
+// place; the Conn still owns it.
+func (c *Conn) FD() int {
+	fd := -1
+	c.sockRaw.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
 // Close closes the channel and takes it out of its Mux. A blocked Recv
 // returns net.ErrClosed; so does a Send blocked on a full queue (the
 // socket is shut down first).

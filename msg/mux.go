@@ -24,6 +24,13 @@ type Mux struct {
 	mu    sync.Mutex
 	next  uint64
 	conns map[uint64]*muxEntry
+
+	// Pause: wake (an eventfd in the set, data 0) makes Run look at
+	// pausing between two passes; resume ends its wait.
+	wake    *os.File
+	pausing func()
+	resume  chan struct{}
+	closed  chan struct{}
 }
 
 type muxEntry struct {
@@ -53,7 +60,71 @@ func NewMux() (*Mux, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mux: %w", err)
 	}
-	return &Mux{ep: ep, epRaw: raw, conns: map[uint64]*muxEntry{}}, nil
+	m := &Mux{ep: ep, epRaw: raw, conns: map[uint64]*muxEntry{}, closed: make(chan struct{})}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		ep.Close()
+		return nil, fmt.Errorf("mux: eventfd: %w", err)
+	}
+	m.wake = os.NewFile(uintptr(efd), "mux-wake")
+	var cerr error
+	raw.Control(func(epfd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN} // data 0: no channel's token
+		cerr = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, efd, &ev)
+	})
+	if cerr != nil {
+		ep.Close()
+		m.wake.Close()
+		return nil, fmt.Errorf("mux: %w", cerr)
+	}
+	return m, nil
+}
+
+// Pause makes Run stop reading once its pass is delivered: it calls
+// paused on Run's goroutine after its last delivery, then waits for
+// Resume (or Close). Every packet read before is delivered by then; the
+// rest waits in the channels. It never blocks.
+func (m *Mux) Pause(paused func()) {
+	m.mu.Lock()
+	m.pausing = paused
+	m.mu.Unlock()
+	var one [8]byte
+	one[0] = 1 // any non-zero count; the native order does not matter
+	unix.Write(int(m.wake.Fd()), one[:])
+}
+
+// Resume lets a paused Run read again; a Pause that Run has not come
+// to yet is called off.
+func (m *Mux) Resume() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pausing = nil
+	if m.resume != nil {
+		close(m.resume)
+		m.resume = nil
+	}
+}
+
+// paused runs a Pause asked for, between two passes; false once the
+// Mux is closed.
+func (m *Mux) paused() bool {
+	m.mu.Lock()
+	f := m.pausing
+	if f == nil {
+		m.mu.Unlock()
+		return true
+	}
+	m.pausing = nil
+	r := make(chan struct{})
+	m.resume = r
+	m.mu.Unlock()
+	f()
+	select {
+	case <-r:
+		return true
+	case <-m.closed:
+		return false
+	}
 }
 
 // Add has Run read c, its deliveries carrying key, until c fails or is
@@ -123,6 +194,11 @@ func (m *Mux) Run(deliver func([]Delivery)) {
 		ready = ready[:0]
 		m.mu.Lock()
 		for i := range events[:n] {
+			if epollData(&events[i]) == 0 {
+				var b [8]byte
+				unix.Read(int(m.wake.Fd()), b[:])
+				continue
+			}
 			if e, ok := m.conns[epollData(&events[i])]; ok {
 				ready = append(ready, e)
 			}
@@ -151,8 +227,21 @@ func (m *Mux) Run(deliver func([]Delivery)) {
 			deliver(batch)
 			clear(batch)
 		}
+		if !m.paused() {
+			return
+		}
 	}
 }
 
 // Close ends Run. The Conns stay open; their owners close them.
-func (m *Mux) Close() error { return m.ep.Close() }
+func (m *Mux) Close() error {
+	m.mu.Lock()
+	select {
+	case <-m.closed:
+	default:
+		close(m.closed)
+	}
+	m.mu.Unlock()
+	m.wake.Close()
+	return m.ep.Close()
+}

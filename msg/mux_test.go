@@ -252,3 +252,48 @@ func newPipe(t *testing.T) (r, w *os.File) {
 	t.Cleanup(func() { r.Close(); w.Close() })
 	return r, w
 }
+
+// Pause: Run calls paused after its last delivery and reads nothing more
+// until Resume; what was sent meanwhile waits in the channel.
+func TestMuxPause(t *testing.T) {
+	m, out := muxRun(t)
+	mine, theirs := newPair(t)
+	if err := m.Add(mine, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := theirs.Send(&Message{Kind: KindPong, Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if d := next(t, out); d.Msg.Seq != 1 {
+		t.Fatalf("delivery %+v", d)
+	}
+	paused := make(chan struct{})
+	m.Pause(func() { close(paused) })
+	select {
+	case <-paused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pause: paused not called within 10s")
+	}
+	if err := theirs.Send(&Message{Kind: KindPong, Seq: 2}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-out:
+		t.Fatalf("delivered while paused: %+v", d)
+	default:
+	}
+	m.Resume()
+	if d := next(t, out); d.Msg.Seq != 2 {
+		t.Fatalf("after Resume: %+v", d)
+	}
+	// A Resume right after a Pause never leaves Run paused, whether Run
+	// came to the Pause before it (then paused ran) or not.
+	m.Pause(func() {})
+	m.Resume()
+	if err := theirs.Send(&Message{Kind: KindPong, Seq: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if d := next(t, out); d.Msg.Seq != 3 {
+		t.Fatalf("after a Pause called off: %+v", d)
+	}
+}

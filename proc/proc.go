@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strconv"
@@ -433,7 +434,11 @@ func (p *Process) waitPidfd() {
 			}
 		})
 	}
-	_ = err // on any error the blocking waitid below still reaps
+	if err != nil {
+		// On any error the blocking waitid below still reaps, but the
+		// group is killed first: say so, it is not the process's doing.
+		slog.Warn("proc: the wait on a pidfd failed; killing its group and reaping", "pid", p.pid, "err", err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_ = unix.Kill(-p.pid, syscall.SIGKILL) // stragglers of the group

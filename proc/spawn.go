@@ -34,7 +34,9 @@ type spawnReq struct {
 	// needStop: atExec must run at the exec stop, never after exec
 	// (it writes the child's environment).
 	needStop bool
-	reply    chan spawnRes
+	// exec, if set, makes this request an exec in place (self.go).
+	exec  *execReq
+	reply chan spawnRes
 }
 
 type spawnRes struct {
@@ -67,6 +69,10 @@ func spawner() {
 		spawnerFS = fmt.Errorf("unshare(CLONE_FS) of the spawner thread: %w", err)
 	}
 	for r := range spawnCh {
+		if r.exec != nil {
+			r.reply <- doExec(r.exec)
+			continue
+		}
 		r.reply <- spawnUmask(r)
 	}
 }

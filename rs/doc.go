@@ -178,6 +178,70 @@
 // Reopen) and reads its Status for log_error, none of which waits on
 // I/O. No service gets rs's own fds 0-2.
 //
+// # Updating rs itself (selfupdate.go, selfadopt.go, selftable.go)
+//
+// `service update-self [--binary P]` replaces rs's binary in place:
+// execve keeps the pid, so the services stay rs's children and run on
+// untouched. PR_SET_PDEATHSIG fires when the thread that forked a child
+// ends, and execve ends every thread but its caller: so cmd/rs runs
+// proc's spawner on the main thread (proc.Main), every fork and the exec
+// go to it, and the main thread of every image is the parent of every
+// service (TestUpdateSelf: 20 update-selfs, every pid the same).
+//
+// The steps: the loop checks that nothing under way would be cut in two
+// (selfBlocker) and makes a first table; off the loop the new binary is
+// run as `rs --check-table FD` on it (a binary that does not run, or
+// cannot read this table's version, fails here: nothing changed, the
+// command says why); the loop then freezes: the Mux, every notify
+// reader and the log writer stop reading once what they read has reached
+// the loop (the log writer writes out what it holds; the rest waits in
+// the sockets and pipes), no ping goes out, requests but status are
+// refused; the loop makes the final table from its own data, and the
+// connection's goroutine writes it to a memfd and execs on the spawner
+// thread with every fd it names kept open (FD_CLOEXEC cleared in the
+// exec path only, forks held off meanwhile). A failed exec thaws.
+//
+// The table (Table, msgpack, version TableVersion; another version is
+// refused) holds each service's spec and the policy's memory (failed,
+// restarts, history, last_exit), its fd store, its listen sockets, its
+// log pipes (both ends of stdout and stderr), and its running primary:
+// pid and cgroups (proc.Held), its channel and the sef driver's sequence
+// (ping seq, a ping out), or its notify socket; and rs's own control
+// socket and metrics listener (Options.Carry), the notify sockets' seq,
+// rs's start time, the client's token. The new rs (Adopt, before its
+// Run and its orphan reaper) takes each instance over by pidfd_open and
+// waits on it with waitid(P_PIDFD) in its own goroutine as a spawn does,
+// adds its channel to the Mux, reads on its log pipes, and pings it; an
+// instance that is no child any more (it ended in the exec's window)
+// starts again as after a crash. The client's connection ends with the
+// exec; `service update-self` asks the rs on the same socket what came
+// of its token (OpUpdateSelfResult) and prints it.
+//
+// Refused before the exec, nothing changed (one line, CodeBusy): a live
+// update, a standby (unclone it), an instance starting, stopping,
+// reloading or killed, a service in backoff, one failed or down whose
+// listeners are paused, a command waiting on a service (up, down,
+// restart, clone), a hook running, a removal, a shutdown, a notify
+// service's MAINPID=, a log whose mode changed and is still read.
+//
+// Rollback: a binary that fails --check-table changes nothing. A new rs
+// that passes it but then cannot read or adopt the table execs the old
+// binary (an fd of it crossed the exec: whatever is at its path now)
+// with the same table and $RS_SELF_ROLLBACK; the old rs adopts it and
+// the command fails with the reason. Not protected: a new binary that
+// passes --check-table and then dies or hangs before it adopts (its
+// exit is the process's: the services die by PDEATHSIG, or wait for
+// it); an old binary that cannot take its own table back. What is lost
+// at the exec: `service events` and `logs -f` streams (their clients
+// see the connection end), a probe of a simple service under way (the
+// next ping probes again), hooks' and checks' os/exec children.
+//
+// A panic in the loop (panic.go): handleSafe recovers it, logs it with
+// its stack, and rs re-execs its own binary (through its fd of it) with
+// the table, as update-self does but without --check-table; refused (as
+// above) or failed, rs goes on with the loop. The fault hook that tests
+// it (SIGUSR2 panics the loop) is compiled only with -tags rsfault.
+//
 // rs runs on one P (cmd/rs): the loop is the work, and a second P only
 // adds wake-ups between rs's own threads.
 package rs

@@ -23,15 +23,16 @@ type LogQueue struct {
 	w       io.Writer
 	lines   chan []byte
 	done    chan struct{}
-	dropped atomic.Int64 // since the last notice
-	lost    atomic.Int64 // in all
+	flushed chan struct{} // a Flush's mark was reached
+	dropped atomic.Int64  // since the last notice
+	lost    atomic.Int64  // in all
 	closed  atomic.Bool
 }
 
 // NewLogQueue returns a queue of up to depth lines in front of w, and
 // starts its writer; Close ends it.
 func NewLogQueue(w io.Writer, depth int) *LogQueue {
-	q := &LogQueue{w: w, lines: make(chan []byte, depth), done: make(chan struct{})}
+	q := &LogQueue{w: w, lines: make(chan []byte, depth), done: make(chan struct{}), flushed: make(chan struct{}, 1)}
 	go q.run()
 	return q
 }
@@ -59,10 +60,38 @@ func (q *LogQueue) run() {
 		if b == nil {
 			return // Close's mark: everything before it is out
 		}
+		if len(b) == 0 {
+			select { // Flush's mark
+			case q.flushed <- struct{}{}:
+			default:
+			}
+			continue
+		}
 		if n := q.dropped.Swap(0); n > 0 && q.Notice != nil {
 			q.Notice(q.w, n)
 		}
 		q.w.Write(b)
+	}
+}
+
+// Flush waits until what is queued now is written, at most d (rs's
+// exec in place, which ends the queue's goroutine).
+func (q *LogQueue) Flush(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-q.flushed: // an old mark's
+	default:
+	}
+	select {
+	case q.lines <- []byte{}:
+	case <-t.C:
+		return
+	}
+	select {
+	case <-q.flushed:
+	case <-q.done:
+	case <-t.C:
 	}
 }
 

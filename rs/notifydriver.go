@@ -181,6 +181,15 @@ type notifyDriver struct {
 	mainFD  *os.File
 	closeMu sync.Once
 
+	// adopted: taken over from the rs before an exec in place; its
+	// reader says no hello.
+	adopted bool
+	// pauseMu guards resume: the reader is to stop (update-self's
+	// freeze) until it is closed (pauseRead, resumeRead).
+	pauseMu sync.Mutex
+	resume  chan struct{}
+	paused  func()
+
 	// The loop's.
 	ready     bool
 	reloading bool
@@ -273,7 +282,9 @@ func (d *notifyDriver) attach(s *Server, inst *instance) error {
 
 // read is the driver's goroutine: it ends when the socket is closed.
 func (d *notifyDriver) read(s *Server) {
-	s.post(evNotify{drv: d, hello: true})
+	if !d.adopted {
+		s.post(evNotify{drv: d, hello: true})
+	}
 	buf := make([]byte, notifyMax)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*notifyMaxFDs))
 	for {
@@ -281,6 +292,10 @@ func (d *notifyDriver) read(s *Server) {
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				d.waitResume()
+				continue
 			}
 			s.log.Warn("notify socket", "label", d.spec.Label, "err", err)
 			return
@@ -293,6 +308,43 @@ func (d *notifyDriver) read(s *Server) {
 		}
 		s.post(ev)
 	}
+}
+
+// pauseRead stops the reader once the datagram it is reading is posted
+// (update-self's freeze): paused is called from the reader then. It
+// never blocks.
+func (d *notifyDriver) pauseRead(paused func()) {
+	d.pauseMu.Lock()
+	d.resume, d.paused = make(chan struct{}), paused
+	d.pauseMu.Unlock()
+	d.conn.SetReadDeadline(time.Now())
+}
+
+// resumeRead lets a paused reader read again; close calls it too.
+func (d *notifyDriver) resumeRead() {
+	d.pauseMu.Lock()
+	defer d.pauseMu.Unlock()
+	d.conn.SetReadDeadline(time.Time{})
+	if d.resume != nil {
+		close(d.resume)
+		d.resume, d.paused = nil, nil
+	}
+}
+
+// waitResume: the reader's deadline passed, so a pause was asked for
+// (or it ended just now).
+func (d *notifyDriver) waitResume() {
+	d.pauseMu.Lock()
+	r, paused := d.resume, d.paused
+	d.paused = nil
+	d.pauseMu.Unlock()
+	if r == nil {
+		return
+	}
+	if paused != nil {
+		paused()
+	}
+	<-r
 }
 
 // take judges one datagram, off the loop: its event, or why it is
@@ -551,6 +603,7 @@ func (d *notifyDriver) dropMain() {
 // the main pid's watcher stopped, off the loop (Server.bg waits for it
 // before rs exits).
 func (d *notifyDriver) close() {
+	d.resumeRead()
 	d.closeMu.Do(func() {
 		d.mainMu.Lock()
 		f := d.mainFD

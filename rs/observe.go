@@ -26,6 +26,7 @@ const (
 	EventUpdateStarted   = "update-started"   // an update's new instance is starting (Detail: binary)
 	EventUpdateCommitted = "update-committed" // the new instance replaced the old one
 	EventUpdateRollback  = "update-rolled-back"
+	EventAdopted         = "adopted"    // a running instance taken over by a new rs (update-self)
 	EventRemoved         = "removed"    // taken out of the table (service remove, or gone from the config at a reload)
 	EventRSStopped       = "rs-stopped" // rs stopped every service and ends; the last event (no label)
 	// EventReloadPrefix + a reload's action for the service (added,

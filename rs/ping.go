@@ -163,6 +163,9 @@ func (s *Server) pingTick(g *pingGroup) {
 
 // pingCheck judges the outstanding ping, if any, and sends the next.
 func (s *Server) pingCheck(inst *instance, now time.Time) {
+	if s.self != nil {
+		return // frozen for update-self: the next rs pings
+	}
 	period, deadline := inst.spec.pingPeriod(), inst.spec.pingDeadline()
 	if inst.pingOut {
 		if deadline >= period && now.Sub(inst.pingAt) >= deadline {

@@ -20,6 +20,9 @@ func (s *Server) Handle(req control.Request, peer control.Peer, progress func(st
 	if req.Op == control.OpReload {
 		return s.handleReload(peer) // reads the file here, off the loop
 	}
+	if req.Op == control.OpUpdateSelf || req.Op == control.OpUpdateSelfResult {
+		return s.handleUpdateSelf(req, peer, progress)
+	}
 	prog := make(chan string, 16)
 	reply := make(chan control.Reply, 1)
 	s.post(evRequest{req: req, peer: peer, reply: reply, prog: prog})
@@ -143,6 +146,10 @@ func (s *Server) request(ev evRequest) {
 			return
 		}
 		fail(ev.reply, control.ErrShutdown)
+		return
+	}
+	if s.self != nil && req.Op != control.OpStatus {
+		fail(ev.reply, control.Errorf(control.CodeBusy, "rs is updating itself; try again"))
 		return
 	}
 	if err := s.busyRemoving(req); err != nil {

@@ -34,6 +34,17 @@ type Options struct {
 	// ConfigFile is the config file rs was started with, which `service
 	// reload` and SIGHUP read again (reload.go); "": none.
 	ConfigFile string
+	// Args are rs's arguments after argv[0], for the exec of
+	// update-self; Carry, fds of rs's own that cross that exec (the
+	// control socket, the metrics listener) by name; FlushLog, if set,
+	// writes out rs's own log before it.
+	Args     []string
+	Carry    map[string]int
+	FlushLog func()
+	// ExecEnv is the environment the exec of update-self gets (default:
+	// rs's now): rs's own as it started, with what cmd/rs took out of
+	// it for itself (systemd's NOTIFY_SOCKET, say).
+	ExecEnv []string
 }
 
 // Server is rs: the service table and the loop that owns it. Everything
@@ -82,6 +93,20 @@ type Server struct {
 
 	notifyDir string // where notify services' sockets are made
 
+	// update-self (selfupdate.go): the binary rs runs (exe, an fd of it
+	// for a rollback), what crosses the exec, a freeze under way (the
+	// loop's), freezes asked for, and what came of the last one here.
+	exe         *os.File
+	exePath     string
+	args        []string
+	execEnv     []string
+	carry       map[string]int
+	flushLog    func()
+	self        *selfState
+	selfGen     atomic.Uint64
+	selfOutcome *selfOutcome
+	reexecing   atomic.Bool // a re-exec after a panic is under way (panic.go)
+
 	watchers map[*Watcher]struct{} // of lifecycle events (observe.go)
 	unclean  []string              // services that did not stop cleanly at the shutdown (exitstatus.go)
 }
@@ -111,6 +136,15 @@ func New(opts Options) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	s.args, s.carry, s.flushLog, s.execEnv = opts.Args, opts.Carry, opts.FlushLog, opts.ExecEnv
+	if p, err := os.Executable(); err == nil {
+		s.exePath = p
+	}
+	// The binary rs runs now, even once a new one is put at its path:
+	// what an update-self rolls back to.
+	if f, err := os.Open("/proc/self/exe"); err == nil {
+		s.exe = f
 	}
 	s.mux, s.muxErr = msg.NewMux()
 	var err error
@@ -192,7 +226,7 @@ func (s *Server) Run() {
 	}
 	defer s.unwatchAll() // after the last event: "rs-stopped" is in every channel
 	for ev := range s.events {
-		s.handle(ev)
+		s.handleSafe(ev)
 		if s.shutdown != nil && len(s.live) == 0 && s.hooksRunning == 0 {
 			for _, svc := range s.services {
 				s.dropFDStore(svc)
@@ -204,6 +238,18 @@ func (s *Server) Run() {
 			return
 		}
 	}
+}
+
+// handleSafe is handle with a panic (a bug in rs) caught: the services
+// must not die of it (they would, by PDEATHSIG, with rs). It is logged
+// with its stack and rs re-execs itself with its table (panic.go).
+func (s *Server) handleSafe(ev event) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.panicked(r, ev)
+		}
+	}()
+	s.handle(ev)
 }
 
 // handle is the loop's one switch.
@@ -244,6 +290,12 @@ func (s *Server) handle(ev event) {
 	case evProbe:
 		ev.f()
 		close(ev.done)
+	case evSelf:
+		s.selfEvent(ev)
+	case evSelfPaused:
+		s.selfPaused(ev)
+	case evAdopted:
+		s.adopted()
 	default:
 		s.unknownEvents.Add(1)
 		s.log.Error("unknown event: a bug in rs", "type", fmt.Sprintf("%T", ev))

@@ -50,6 +50,9 @@ type simpleDriver struct {
 	// notReadyWhy is why the last ready check failed, for the init
 	// timeout's reason (written by run, read on the loop).
 	notReadyWhy atomic.Pointer[error]
+	// adopted: taken over running from the rs before an exec in place;
+	// run goes straight to its pings.
+	adopted bool
 }
 
 // errNoStateTransfer: a live update needs a state transfer, which a
@@ -103,16 +106,18 @@ func (d *simpleDriver) attach(s *Server, inst *instance) error {
 // run is the instance's goroutine: hello, the ready check once init
 // came, then one probe per ping, until ctx ends.
 func (d *simpleDriver) run() {
-	d.post(signal{kind: sigHello})
-	select {
-	case <-d.initC:
-	case <-d.ctx.Done():
-		return
+	if !d.adopted {
+		d.post(signal{kind: sigHello})
+		select {
+		case <-d.initC:
+		case <-d.ctx.Done():
+			return
+		}
+		if d.ready != nil && !d.awaitReady() {
+			return
+		}
+		d.post(signal{kind: sigReady})
 	}
-	if d.ready != nil && !d.awaitReady() {
-		return
-	}
-	d.post(signal{kind: sigReady})
 	for {
 		select {
 		case <-d.pingC:
@@ -216,6 +221,16 @@ func (s *Server) onDriverSignal(ev evSignal) {
 		return
 	}
 	s.onSignal(ev.inst, ev.sig)
+}
+
+// simpleLaunchSpec is how an adopted simple service was started, for
+// its checks' launch (its environment, user, directory).
+func simpleLaunchSpec(spec Spec, env []string) proc.Spec {
+	ps, err := launch(spec, env, nil)
+	if err != nil {
+		return proc.Spec{Path: spec.Binary, Env: env}
+	}
+	return ps
 }
 
 // startSimple starts spec's binary as a simple service: no channel, no

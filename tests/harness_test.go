@@ -47,6 +47,8 @@ func TestMain(m *testing.M) {
 		{"-o", dir + "/kv-lurestore", "-ldflags", "-X main.luFault=restore", "github.com/reincarnation/rs/servers/kv"},
 		// A daemon that knows nothing of rs, for type simple.
 		{"-o", dir + "/plain", "github.com/reincarnation/rs/tests/fixtures/plain"},
+		// rs with its fault hooks (a panic in the loop, a table refused).
+		{"-o", dir + "/rs-fault", "-tags", "rsfault", "github.com/reincarnation/rs/cmd/rs"},
 	}
 	for _, args := range builds {
 		build := exec.Command("go", append([]string{"build"}, args...)...)
@@ -119,6 +121,12 @@ func startRS(t *testing.T, config string, extra ...string) *rsProc {
 // startRSTo is startRS with rs's stdout and stderr on out (nil: r.log).
 func startRSTo(t *testing.T, config string, out *os.File, extra ...string) *rsProc {
 	t.Helper()
+	return startRSBin(t, bin("rs"), config, out, extra...)
+}
+
+// startRSBin is startRSTo of the rs binary rsBin.
+func startRSBin(t *testing.T, rsBin, config string, out *os.File, extra ...string) *rsProc {
+	t.Helper()
 	dir := t.TempDir()
 	r := &rsProc{t: t, dir: dir, sock: filepath.Join(dir, "rs.sock"), logDir: filepath.Join(dir, "log"),
 		log: &syncBuffer{}, done: make(chan struct{})}
@@ -135,7 +143,7 @@ func startRSTo(t *testing.T, config string, out *os.File, extra ...string) *rsPr
 		}
 		args = append(args, "--config", cfg)
 	}
-	r.cmd = exec.Command(bin("rs"), args...)
+	r.cmd = exec.Command(rsBin, args...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	if out != nil {
 		r.cmd.Stdout, r.cmd.Stderr = out, out

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,7 +27,26 @@ import (
 	"github.com/reincarnation/rs/rs/metrics"
 )
 
+// The main goroutine stays on the main thread, which serves every fork
+// and the exec of update-self (proc.Main): children die with the thread
+// that forked them (PDEATHSIG), and an exec keeps only the thread that
+// calls it.
+func init() { runtime.LockOSThread() }
+
 func main() {
+	// `rs --check-table FD`: the check an rs runs a new binary through
+	// before it execs it in place (update-self).
+	if len(os.Args) == 3 && os.Args[1] == "--check-table" {
+		if err := rs.CheckTable(os.Args[2], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "rs --check-table:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	proc.Main(rsMain)
+}
+
+func rsMain() {
 	app := &cli.App{
 		Name:      "rs",
 		Usage:     "reincarnation server: supervise sef services",
@@ -52,6 +72,7 @@ func main() {
 		}
 		os.Exit(1)
 	}
+	os.Exit(0)
 }
 
 // rs's exit status: 0 when every service stopped cleanly at the end, 1
@@ -121,8 +142,23 @@ func run(c *cli.Context) error {
 		defer pprof.StopCPUProfile()
 	}
 	slog.SetDefault(log)
+	// An exec in place (update-self, or the re-exec after a panic): the
+	// table of the rs before is adopted instead of the config.
+	self := takeSelfEnv()
+	execEnv := os.Environ() // before rs takes systemd's variables for itself
+	var tbl *rs.Table
+	if self.table != "" {
+		if tbl, err = rs.ReadTable(self.table); err == nil {
+			err = faultAdopt(self.rollback != "")
+		}
+		if err != nil {
+			log.Error("update-self: cannot take the table; rolling back to the old binary", "err", err)
+			out.Flush(time.Second)
+			return rs.Rollback(err.Error(), os.Args[1:], self.table, self.old, self.rollback != "", tbl)
+		}
+	}
 	var specs []rs.Spec
-	if path := c.String("config"); path != "" {
+	if path := c.String("config"); path != "" && tbl == nil {
 		if specs, err = rs.LoadConfig(path); err != nil {
 			return err
 		}
@@ -138,7 +174,12 @@ func run(c *cli.Context) error {
 	if sock == "" {
 		sock = control.DefaultSocket()
 	}
-	ln, err := control.Listen(sock)
+	var ln *net.UnixListener
+	if fd, ok := tbl.CarriedFD("control"); ok {
+		ln, err = inheritUnix(fd)
+	} else {
+		ln, err = control.Listen(sock)
+	}
 	if err != nil {
 		return err
 	}
@@ -161,8 +202,6 @@ func run(c *cli.Context) error {
 	if err := proc.SetSubreaper(); err != nil {
 		log.Warn("not a subreaper: orphans of the services go to PID 1", "err", err)
 	}
-	reaper := proc.NewReaper(log)
-	defer reaper.Stop()
 
 	// Before the first service: the cgroups an rs that was SIGKILLed left
 	// behind are emptied here.
@@ -178,15 +217,36 @@ func run(c *cli.Context) error {
 	// Before rs.New takes the environment the services get.
 	sd := takeSystemdEnv(log)
 	defer sd.close()
-	srv := rs.New(rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy, Reopen: reopenOwn, ConfigFile: c.String("config")})
+	carry := map[string]int{"control": rawFD(ln)}
+	opts := rs.Options{Logger: log, LogDir: logDir, LogBusy: logBusy, Reopen: reopenOwn, ConfigFile: c.String("config"),
+		Args: os.Args[1:], Carry: carry, FlushLog: func() { out.Flush(time.Second) }, ExecEnv: execEnv}
+	srv := rs.New(opts)
+	if tbl != nil {
+		// Before the orphan reaper, which would reap the services.
+		if _, err := srv.Adopt(tbl, self.rollback); err != nil {
+			log.Error("update-self: cannot adopt the table; rolling back to the old binary", "err", err)
+			out.Flush(time.Second)
+			return rs.Rollback(err.Error(), os.Args[1:], self.table, self.old, self.rollback != "", tbl)
+		}
+		self.close()
+	}
+	reaper := proc.NewReaper(log)
+	defer reaper.Stop()
 	ctl := &control.Server{Handler: srv.Handle, Stream: srv.HandleStream, Log: log}
 	var met *metrics.Server
 	if addr := c.String("metrics"); addr != "" {
 		// Bound before the loop runs: an address taken is an error at start.
-		if met, err = listenMetrics(addr, srv, log); err != nil {
+		if fd, ok := tbl.CarriedFD("metrics"); ok {
+			met, err = inheritMetrics(fd, srv, log)
+		} else {
+			met, err = listenMetrics(addr, srv, log)
+		}
+		if err != nil {
 			return fmt.Errorf("--metrics: %w", err)
 		}
+		carry["metrics"] = met.FD()
 	}
+	faultHooks(srv)
 	go srv.Run()
 	go ctl.Serve(ln)
 	if met != nil {
@@ -198,8 +258,10 @@ func run(c *cli.Context) error {
 		defer met.Close()
 		log.Info("metrics listening", "addr", met.Addr().String())
 	}
-	log.Info("rs started", "socket", sock, "services", len(specs), "pid", os.Getpid(), "log_dir", logDir)
-	srv.Start(specs)
+	log.Info("rs started", "socket", sock, "services", len(specs), "pid", os.Getpid(), "log_dir", logDir, "adopted", tbl != nil)
+	if tbl == nil {
+		srv.Start(specs)
+	}
 	go func() {
 		// Off the loop: the reload reads the file in this goroutine, and
 		// logs each service's outcome itself.

@@ -12,12 +12,16 @@ import (
 // listenMetrics binds addr for srv's metrics; the gauges come from status
 // requests to srv's loop, off it.
 func listenMetrics(addr string, srv *rs.Server, log *slog.Logger) (*metrics.Server, error) {
-	status := func() ([]control.Status, error) {
+	return metrics.Listen(addr, metrics.New(statusOf(srv), 0), log)
+}
+
+// statusOf is the metrics' status: a status request to srv's loop.
+func statusOf(srv *rs.Server) metrics.StatusFunc {
+	return func() ([]control.Status, error) {
 		r := srv.Do(control.Request{Op: control.OpStatus}, nil)
 		if r.Err != "" {
 			return nil, errors.New(r.Err)
 		}
 		return r.Services, nil
 	}
-	return metrics.Listen(addr, metrics.New(status, 0), log)
 }

@@ -102,6 +102,18 @@ func main() {
 				Action:      simple(control.OpRemove),
 			},
 			{Name: "shutdown", Usage: "stop every service, then rs exits", Action: shutdown},
+			{
+				Name: "update-self", Usage: "replace rs itself by a new binary, in place: no service restarts",
+				Description: "rs runs the new binary with --check-table on its table first; then it writes the table\n" +
+					"(every service, its pids, channels, fd store, listeners, log pipes) into a memfd and execs the new\n" +
+					"binary in place: same pid, so the services stay its children and run on untouched. A new rs that\n" +
+					"cannot take the table execs the old binary again with it (rollback). Refused, changing nothing,\n" +
+					"while something cannot be carried: a live update, a standby, a service starting, stopping or in\n" +
+					"backoff, a command waiting on a service, a hook, a removal. The command waits for the new rs to\n" +
+					"answer on the same socket and prints what came of it.",
+				Flags:  []cli.Flag{&cli.StringFlag{Name: "binary", Usage: "the new rs binary (default: the one rs runs)"}},
+				Action: updateSelf,
+			},
 			completionCommand(),
 		},
 	}

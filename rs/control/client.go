@@ -58,6 +58,8 @@ func DefaultTimeout(req Request) time.Duration {
 			d *= n
 		}
 		return time.Minute + min(d, math.MaxInt64-time.Minute)
+	case OpUpdateSelfResult:
+		return 5 * time.Second
 	}
 	return time.Minute
 }

@@ -36,6 +36,11 @@ const (
 	OpReload = "reload"
 	// OpRemove stops a service (if it runs) and forgets it.
 	OpRemove = "remove"
+	// OpUpdateSelf execs a new rs binary (Binary; "": rs's own) in
+	// place, carrying the table; the connection ends with the exec, and
+	// the client asks the new rs OpUpdateSelfResult with its Token.
+	OpUpdateSelf       = "update-self"
+	OpUpdateSelfResult = "update-self-result"
 )
 
 // Service states, as `service status` shows them.
@@ -79,6 +84,9 @@ type Request struct {
 	Follow  bool  `msgpack:"follow,omitempty"`
 	// Signal: for signal, the signal's name ("SIGHUP", "HUP").
 	Signal string `msgpack:"signal,omitempty"`
+	// Token: for update-self and update-self-result, the client's name
+	// of its update-self (random), which crosses the exec.
+	Token string `msgpack:"token,omitempty"`
 }
 
 // Reply is rs's answer. Err empty means success; then Code is empty too.
@@ -236,6 +244,14 @@ func DecodeRequest(b []byte) (Request, error) {
 	case OpUp, OpDown, OpRestart, OpUpdate, OpClone, OpUnclone, OpRemove:
 		if r.Label == "" {
 			return Request{}, fmt.Errorf("%w: %s needs a label", ErrInvalid, r.Op)
+		}
+	case OpUpdateSelf:
+		if len(r.Token) > 64 {
+			return Request{}, fmt.Errorf("%w: token too long", ErrInvalid)
+		}
+	case OpUpdateSelfResult:
+		if r.Token == "" || len(r.Token) > 64 {
+			return Request{}, fmt.Errorf("%w: update-self-result needs a token", ErrInvalid)
 		}
 	case OpSignal:
 		if r.Label == "" || r.Signal == "" {

@@ -143,6 +143,8 @@ const (
 	mYield
 	mRecovered
 	mClose
+	mFreeze
+	mThaw
 )
 
 type message struct {
@@ -151,6 +153,8 @@ type message struct {
 	cfg   Config
 	sink  *sink     // mAdd
 	until time.Time // mYield
+	// mFreeze
+	frozen func(map[string]Held, error)
 }
 
 // New returns a Writer into dir (made when the first file is opened) and
@@ -267,6 +271,80 @@ func (w *Writer) Add(label string, cfg Config) (Files, error) {
 		return w.null, fmt.Errorf("log of %s: mode %q: want file, inherit or null", label, cfg.Mode)
 	}
 	w.files[label] = sf
+	return sf.files, nil
+}
+
+// Held are the fds of one service's pipes (log = "file"), for a table
+// that crosses an exec in place: read and write ends of stdout and
+// stderr. The Writer still owns them.
+type Held struct {
+	OutR int `msgpack:"out_r"`
+	OutW int `msgpack:"out_w"`
+	ErrR int `msgpack:"err_r"`
+	ErrW int `msgpack:"err_w"`
+}
+
+// Freeze readies the Writer for an exec in place: every line read so
+// far is written, no pipe is read any more (the services' output waits
+// in them) and frozen is called, on the Writer's goroutine, with the
+// pipes of every service with log = "file". Thaw undoes it. It never
+// waits.
+func (w *Writer) Freeze(frozen func(map[string]Held, error)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		frozen(nil, ErrClosed)
+		return
+	}
+	w.post(message{kind: mFreeze, frozen: frozen})
+}
+
+// Thaw reads the pipes again after a Freeze: the exec did not happen.
+func (w *Writer) Thaw() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.post(message{kind: mThaw})
+	}
+}
+
+// Adopt is Add (log = "file") of the pipes a previous image of rs held
+// for label (Freeze): the Writer owns their fds from now on and reads
+// on what the service writes, as if it had made them.
+func (w *Writer) Adopt(label string, cfg Config, h Held) (Files, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Mode != ModeFile || w.dir == "" {
+		return Files{}, fmt.Errorf("log of %s: adopted pipes need log = file and a log directory", label)
+	}
+	for _, fd := range []int{h.OutR, h.OutW, h.ErrR, h.ErrW} {
+		if fd < 0 {
+			return Files{}, fmt.Errorf("log of %s: adopted pipe fd %d", label, fd)
+		}
+		unix.CloseOnExec(fd)
+	}
+	for _, fd := range []int{h.OutR, h.ErrR} {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return Files{}, fmt.Errorf("log of %s: %w", label, err)
+		}
+	}
+	s := &sink{label: label, cfg: cfg, stat: &Stat{}}
+	s.streams[0] = &stream{sink: s, fd: h.OutR, split: splitter{name: "out"}}
+	s.streams[1] = &stream{sink: s, fd: h.ErrR, split: splitter{name: "err"}}
+	s.outW = os.NewFile(uintptr(h.OutW), label+".out")
+	s.errW = os.NewFile(uintptr(h.ErrW), label+".err")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		s.closePipes()
+		return w.null, ErrClosed
+	}
+	if _, ok := w.files[label]; ok {
+		s.closePipes()
+		return Files{}, fmt.Errorf("log of %s: added already", label)
+	}
+	sf := &sinkFiles{mode: ModeFile, files: Files{Stdout: s.outW, Stderr: s.errW}, stat: s.stat}
+	w.files[label] = sf
+	w.post(message{kind: mAdd, label: label, cfg: cfg, sink: s})
 	return sf.files, nil
 }
 

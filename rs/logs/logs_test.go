@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -435,4 +436,66 @@ func TestYield(t *testing.T) {
 			t.Errorf("%s: flood's pipe still holds %d bytes", end, n)
 		}
 	}
+}
+
+// TestFreezeAdopt: Freeze writes out what was read (a half line as a
+// line) and stops reading; a second Writer that adopts the pipes (as a
+// new rs does after an exec in place) reads on what was written
+// meanwhile and after, into the same file.
+func TestFreezeAdopt(t *testing.T) {
+	dir := t.TempDir()
+	w1, err := New(dir, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := w1.Add("svc", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "svc.log")
+	fmt.Fprint(f.Stdout, "one\nhalf")
+	waitFile(t, path, func(l []string) bool { return len(l) == 1 })
+	got := make(chan map[string]Held, 1)
+	w1.Freeze(func(h map[string]Held, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		got <- h
+	})
+	var h Held
+	select {
+	case m := <-got:
+		h = m["svc"]
+	case <-time.After(10 * time.Second):
+		t.Fatal("Freeze did not answer")
+	}
+	waitFile(t, path, func(l []string) bool { return len(l) == 2 }) // "half", written out
+	fmt.Fprint(f.Stdout, "two\n")                                   // waits in the pipe
+	// The new Writer gets its own copies (w1 still holds its fds here).
+	dup := func(fd int) int {
+		n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	w2, err := New(dir, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2, err := w2.Adopt("svc", Config{}, Held{OutR: dup(h.OutR), OutW: dup(h.OutW), ErrR: dup(h.ErrR), ErrW: dup(h.ErrW)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(f2.Stderr, "three\n")
+	lines := waitFile(t, path, func(l []string) bool { return len(l) == 4 })
+	var text []string
+	for _, l := range lines {
+		text = append(text, l[len("2006-01-02T15:04:05.000000Z "):])
+	}
+	if want := []string{"out one", "out half", "out two", "err three"}; !slices.Equal(text, want) {
+		t.Errorf("lines %q, want %q", text, want)
+	}
+	w2.Close(time.Second)
+	w1.Close(time.Second)
 }

@@ -147,6 +147,9 @@ type loop struct {
 	yieldUntil time.Time
 	recovering map[string]bool
 	held       []*stream
+	// frozen: an exec in place is coming (Writer.Freeze); no pipe is
+	// read until Thaw.
+	frozen bool
 }
 
 func (w *Writer) run() {
@@ -283,6 +286,10 @@ func (l *loop) messages() bool {
 			}
 		case mClose:
 			closing = true
+		case mFreeze:
+			l.freeze(m.frozen)
+		case mThaw:
+			l.thaw()
 		}
 	}
 	return closing
@@ -733,5 +740,51 @@ func (l *loop) unhold(st *stream) {
 	// polls it again.
 	if err := unix.EpollCtl(l.w.epfd, unix.EPOLL_CTL_ADD, st.fd, &ev); err != nil && !errors.Is(err, unix.EEXIST) {
 		l.w.log.Error("logs: epoll_ctl add", "label", st.sink.label, "err", err)
+	}
+}
+
+// freeze writes out every line read so far (a line without its newline
+// as a line of its own), takes every pipe out of the epoll set and hands
+// the pipes of every sink to frozen: what they hold from now on waits in
+// them for the next rs.
+func (l *loop) freeze(frozen func(map[string]Held, error)) {
+	if len(l.retired) > 0 {
+		frozen(nil, errors.New("the output of a service whose log mode changed is still being read"))
+		return
+	}
+	l.ts = stamp(l.ts, time.Now())
+	held := map[string]Held{}
+	for label, s := range l.sinks {
+		for _, st := range s.streams {
+			s.out = st.split.flush(s.out, l.ts)
+		}
+		l.write(s)
+		if !l.isFailing(s) {
+			l.poll(s, false)
+		}
+		s.closeFile()
+		held[label] = Held{OutR: s.streams[0].fd, ErrR: s.streams[1].fd, OutW: fdOf(s.outW), ErrW: fdOf(s.errW)}
+	}
+	l.frozen = true
+	frozen(held, nil)
+}
+
+func fdOf(f *os.File) int {
+	if f == nil {
+		return -1
+	}
+	return int(f.Fd())
+}
+
+// thaw reads the pipes again: the exec did not happen.
+func (l *loop) thaw() {
+	if !l.frozen {
+		return
+	}
+	l.frozen = false
+	for _, s := range l.sinks {
+		if !l.isFailing(s) {
+			l.poll(s, true)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -32,6 +33,12 @@ func Listen(addr string, c *Collector, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	return On(ln, c, log), nil
+}
+
+// On is Listen on a listener already bound (one that crossed rs's exec
+// in place, say); the Server owns ln.
+func On(ln net.Listener, c *Collector, log *slog.Logger) *Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(c.Registry, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -62,11 +69,23 @@ func Listen(addr string, c *Collector, log *slog.Logger) (*Server, error) {
 		},
 		end: make(chan struct{}),
 	}
-	return s, nil
+	return s
 }
 
 // Collector is the Collector the server serves.
 func (s *Server) Collector() *Collector { return s.c }
+
+// FD is the listening socket's descriptor, for rs's exec in place (the
+// Server still owns it); -1 if it has none.
+func (s *Server) FD() int {
+	fd := -1
+	if sc, ok := s.ln.(*limitListener).Listener.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(u uintptr) { fd = int(u) })
+		}
+	}
+	return fd
+}
 
 // Addr is the address bound.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }

@@ -5,7 +5,7 @@
 //
 //	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle ./servers/httpcount
 //	go run ./tests/bench [-bin DIR] [-n 20] [-notify-n 12] [-net tcp|unix] [-v]
-//	                     [-scenario ping,control,crash,notify,update,redisbench,group,http,logs,scale]
+//	                     [-scenario ping,control,crash,notify,update,redisbench,group,http,self,logs,scale]
 //	                     [-keys 100000] [-big-keys 1000000] [-updates 10] [-kvb PATH] [-rb-n 200000]
 //	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
 //	                     [-timeout 8m]
@@ -42,6 +42,7 @@
 //     and s6-svc -r of it standalone under s6-supervise, under the same
 //     load: requests/s, failed requests, non-2xx, the longest wait,
 //     responses lost or duplicated (the counter).
+//   - self (self.go): service update-self of rs, 20 times, under load.
 //   - logs (logs.go): a service's output into its log file, MB/s, under
 //     rs --log-dir beside svlogd (runsv), s6-log (s6-supervise) and the
 //     floor (flood | cat > file); then status and kv's crash → serving
@@ -131,10 +132,11 @@ type options struct {
 	window     time.Duration
 	rssWindow  time.Duration
 	cpuprofile string // scale: RS_CPUPROFILE for its rs
+	selfN      int    // self: update-selfs
 }
 
 // scenarioNames are the scenarios, in the order they run.
-var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "group", "http", "logs", "scale"}
+var scenarioNames = []string{"ping", "control", "crash", "notify", "update", "redisbench", "group", "http", "self", "logs", "scale"}
 
 func parseScenarios(s string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -182,6 +184,7 @@ func main() {
 	window := flag.Duration("window", 20*time.Second, "scale: window over which rs's CPU is measured")
 	rssWindow := flag.Duration("rss-window", time.Minute, "scale: how long rs's RSS is sampled, from the start of -window")
 	cpuprofile := flag.String("cpuprofile", "", "scale: write the scale rs's CPU profile (RS_CPUPROFILE) to this file")
+	selfN := flag.Int("self-n", 20, "self: update-selfs of rs under load")
 	timeout := flag.Duration("timeout", 8*time.Minute, "stop the scenarios after this long, print what was measured")
 	flag.Parse()
 	if *netw != "tcp" && *netw != "unix" {
@@ -208,7 +211,7 @@ func main() {
 	}
 	err = run(ctx, options{n: *n, notifyN: *notifyN, bin: *bin, netw: *netw, logPath: *logPath, verbose: *verbose,
 		scenarios: scenarios, keys: *keys, bigKeys: *bigKeys, updates: *updates, kvb: *kvb, rbN: *rbN,
-		scaleN: *scaleN, window: *window, rssWindow: *rssWindow, cpuprofile: *cpuprofile})
+		scaleN: *scaleN, window: *window, rssWindow: *rssWindow, cpuprofile: *cpuprofile, selfN: max(*selfN, 1)})
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w (%v)", err, c)
@@ -232,7 +235,7 @@ func run(ctx context.Context, o options) (err error) {
 		ctl: control.Client{Socket: filepath.Join(dir, "rs.sock"), Timeout: 2 * time.Second}}
 	defer b.print()
 	b.findTools()
-	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["notify"] || o.scenarios["update"] || o.scenarios["redisbench"] {
+	if o.scenarios["ping"] || o.scenarios["control"] || o.scenarios["crash"] || o.scenarios["notify"] || o.scenarios["update"] || o.scenarios["redisbench"] || o.scenarios["self"] {
 		if err := b.mainRS(); err != nil {
 			return err
 		}
@@ -361,6 +364,11 @@ max_restarts = -1
 	}
 	if o.scenarios["update"] || o.scenarios["redisbench"] {
 		if err := b.liveUpdates(); err != nil {
+			return err
+		}
+	}
+	if o.scenarios["self"] {
+		if err := b.selfUpdates(); err != nil {
 			return err
 		}
 	}
