@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,6 +133,53 @@ func parseSubtree(name string) (pid int, start, pidNS uint64, ok bool) {
 		}
 	}
 	return pid, start, pidNS, true
+}
+
+// cgLocksEnv names, in the environment of an rs exec'd in place
+// (Exec), the fds of its subtrees' flocks that crossed the exec.
+const cgLocksEnv = "RS_PROC_CGROUP_LOCKS"
+
+// containmentLocks are the fds of the subtrees' flocks (none before
+// InitContainment).
+func containmentLocks() []int {
+	if cg.log == nil {
+		return nil // not set up yet: nothing locked
+	}
+	return slices.Clone(cg.locks)
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+// inheritedLocks takes the flocks an earlier image of this rs kept across
+// its exec in place ($RS_PROC_CGROUP_LOCKS, unset here): each a
+// directory fd, given FD_CLOEXEC again so that no service inherits it.
+// Anything else named there is left alone.
+func inheritedLocks() []int {
+	v, ok := os.LookupEnv(cgLocksEnv)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(cgLocksEnv)
+	var fds []int
+	for _, f := range strings.Split(v, ",") {
+		fd, err := strconv.Atoi(f)
+		if err != nil || fd <= 2 {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		unix.CloseOnExec(fd)
+		fds = append(fds, fd)
+	}
+	return fds
 }
 
 // initPidNS is the inode of the initial pid namespace (the kernel's
@@ -272,6 +320,7 @@ func hasOpt(super, opt string) bool {
 
 func setupCgroups(log *slog.Logger) cgroups {
 	c := cgroups{info: Info{Mode: ContainProcessGroup}, log: log}
+	c.locks = inheritedLocks() // held: makeSubtree finds its own subtrees locked by them
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		log.Warn("containment: process groups: cannot read mountinfo", "err", err)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -57,6 +58,13 @@ func Exec(path string, argv, env []string, keep []int) error {
 	// of FD_CLOEXEC and the exec: a child would inherit the fds.
 	forkMu.Lock()
 	defer forkMu.Unlock()
+	// The flocks on rs's cgroup subtrees cross the exec too, so that
+	// no other rs takes them for an orphan's meanwhile (cgroup.go).
+	if locks := containmentLocks(); len(locks) > 0 {
+		keep = append(slices.Clip(keep), locks...)
+		env = slices.DeleteFunc(slices.Clone(env), func(v string) bool { return strings.HasPrefix(v, cgLocksEnv+"=") })
+		env = append(env, cgLocksEnv+"="+joinInts(locks))
+	}
 	reply := make(chan spawnRes, 1)
 	spawnCh <- spawnReq{exec: &execReq{path: path, argv: argv, env: env, keep: keep}, reply: reply}
 	r := <-reply
