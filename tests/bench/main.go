@@ -6,7 +6,7 @@
 //	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle
 //	go run ./tests/bench [-bin DIR] [-n 20] [-notify-n 12] [-net tcp|unix] [-v]
 //	                     [-scenario ping,control,crash,notify,update,redisbench,logs,scale]
-//	                     [-keys 100000] [-updates 10] [-kvb PATH] [-rb-n 200000]
+//	                     [-keys 100000] [-big-keys 1000000] [-updates 10] [-kvb PATH] [-rb-n 200000]
 //	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
 //	                     [-timeout 8m]
 //
@@ -28,7 +28,8 @@
 //     standalone under runsv and s6-supervise; from rs's log, what
 //     listen costs per start.
 //   - update (update.go, s6update.go): live updates under load with
-//     100k keys, beside s6-svc -r of the same kv under s6.
+//     no extra keys, 100k keys and 1M keys in one run, beside s6-svc -r
+//     of the same kv under s6 with 100k keys.
 //   - redisbench (redisbench.go): redis-benchmark through live updates.
 //   - logs (logs.go): a service's output into its log file, MB/s, under
 //     rs --log-dir beside svlogd (runsv), s6-log (s6-supervise) and the
@@ -111,6 +112,7 @@ type options struct {
 	verbose    bool
 	scenarios  map[string]bool
 	keys       int    // update: keys loaded before the measured updates
+	bigKeys    int    // update: keys for a last phase of updates (0 or <= keys: none)
 	updates    int    // update, redisbench: updates per phase
 	kvb        string // update, redisbench: the second kv binary ("" builds one)
 	rbN        int    // redisbench: -n
@@ -161,6 +163,7 @@ func main() {
 	verbose := flag.Bool("v", false, "print every crash → serving and update sample")
 	scen := flag.String("scenario", "all", "comma-separated: "+strings.Join(scenarioNames, ",")+", or all")
 	keys := flag.Int("keys", 100000, "update: keys in kv during the measured updates")
+	bigKeys := flag.Int("big-keys", 1000000, "update: keys in kv during a last phase of updates (0: no such phase)")
 	updates := flag.Int("updates", 10, "update, redisbench: live updates (and s6 restarts) per phase")
 	kvb := flag.String("kvb", "", "update, redisbench: second kv binary to alternate with bin/kv (default: build one with version b)")
 	rbN := flag.Int("rb-n", 200000, "redisbench: requests per test (-n), raised if too few to last through the updates")
@@ -175,8 +178,8 @@ func main() {
 		os.Exit(2)
 	}
 	scenarios, err := parseScenarios(*scen)
-	if err == nil && (*keys < 0 || *updates < 1 || *rbN < 1 || *n < 1 || *notifyN < 1 || *scaleN < 1 || *window < time.Second) {
-		err = errors.New("-keys must be >= 0, -n, -notify-n, -updates, -rb-n and -scale >= 1, -window >= 1s")
+	if err == nil && (*keys < 0 || *bigKeys < 0 || *updates < 1 || *rbN < 1 || *n < 1 || *notifyN < 1 || *scaleN < 1 || *window < time.Second) {
+		err = errors.New("-keys and -big-keys must be >= 0, -n, -notify-n, -updates, -rb-n and -scale >= 1, -window >= 1s")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -193,7 +196,7 @@ func main() {
 		}
 	}
 	err = run(ctx, options{n: *n, notifyN: *notifyN, bin: *bin, netw: *netw, logPath: *logPath, verbose: *verbose,
-		scenarios: scenarios, keys: *keys, updates: *updates, kvb: *kvb, rbN: *rbN,
+		scenarios: scenarios, keys: *keys, bigKeys: *bigKeys, updates: *updates, kvb: *kvb, rbN: *rbN,
 		scaleN: *scaleN, window: *window, rssWindow: *rssWindow, cpuprofile: *cpuprofile})
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && errors.Is(err, context.DeadlineExceeded) {

@@ -5,9 +5,10 @@ package main
 //
 // Updates alternate two kv binaries: bin/kv and a second one, built with
 // -ldflags "-X main.version=b" into the temp dir (or -kvb). They run in
-// two phases, each of -updates updates spaced updateSpacing apart: first
+// phases, each of -updates updates spaced updateSpacing apart: first
 // with only the clients' own keys in kv (the floor of the mechanism), then
-// with -keys more, loaded pipelined. For each update the bench times the
+// with -keys more, loaded pipelined, then (unless -big-keys is 0) with
+// -big-keys: does the pause clients see grow with the state? For each update the bench times the
 // command (rs.Client.Do until rs's final reply) and the gap: the longest
 // any client waited for one reply among the requests under way during the
 // command. Every reply is checked; errors and wrong replies are counted
@@ -144,10 +145,13 @@ func dbsize(c *resp.Client) (int64, error) {
 }
 
 // loadKeys sets n keys, pipelined 1000 at a time.
-func loadKeys(c *resp.Client, n int) error {
+func loadKeys(c *resp.Client, n int) error { return loadKeysFrom(c, 0, n) }
+
+// loadKeysFrom sets keys from to n-1 (the names loadKeys gives them).
+func loadKeysFrom(c *resp.Client, from, n int) error {
 	const batch = 1000
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
-	for i := 0; i < n; i += batch {
+	for i := from; i < n; i += batch {
 		m := min(batch, n-i)
 		for j := range m {
 			key := fmt.Sprintf("key:%07d", i+j)
@@ -176,6 +180,7 @@ func loadKeys(c *resp.Client, n int) error {
 type updateResult struct {
 	gaps, cmds          []time.Duration // with the keys, per update
 	floorGaps           []time.Duration // with only the clients' keys
+	bigGaps, bigCmds    []time.Duration // with -big-keys keys (none if not asked)
 	errs, wrong, fails  int             // failed requests, wrong replies, failed updates
 	before, after, want int64           // DBSIZE
 }
@@ -226,6 +231,30 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	var bigWs []window
+	want := int64(b.opts.keys)
+	if big := b.opts.bigKeys; big > b.opts.keys {
+		// The state so far must be whole before it grows.
+		mid, err := dbsize(c)
+		if err != nil {
+			return nil, err
+		}
+		if mid != before {
+			b.problem(fmt.Sprintf("update: DBSIZE %d before the updates with %d keys, %d after", before, b.opts.keys, mid))
+		}
+		t := time.Now()
+		if err := loadKeysFrom(c, b.opts.keys, big); err != nil {
+			return nil, fmt.Errorf("update: loading %d keys: %w", big, err)
+		}
+		b.notes = append(b.notes, fmt.Sprintf("update: %d more keys loaded (pipelined) in %v", big-b.opts.keys, short(time.Since(t))))
+		if before, err = dbsize(c); err != nil {
+			return nil, err
+		}
+		if bigWs, err = b.updatePhase(u, l, fmt.Sprintf("%d keys", big), k); err != nil {
+			return nil, err
+		}
+		want = int64(big)
+	}
 	running = false
 	if !l.stopAndWait() {
 		return nil, fmt.Errorf("update: a client did not stop within %v", loadRequestTimeout+5*time.Second)
@@ -235,11 +264,14 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 		return nil, fmt.Errorf("update: DBSIZE on the connection opened before the updates: %w", err)
 	}
 
-	res := &updateResult{before: before, after: after, want: int64(b.opts.keys) + own, fails: u.failed}
+	res := &updateResult{before: before, after: after, want: want + own, fails: u.failed}
 	res.gaps, res.cmds = b.updateRows(l, keyWs, fmt.Sprintf("%d keys", b.opts.keys))
 	res.floorGaps, _ = b.updateRows(l, floorWs, "0 extra keys")
-	b.notes = append(b.notes, fmt.Sprintf("update: %d+%d updates alternating %s, %v apart, %d failed; %d keys loaded (pipelined) in %v",
-		k, k, u.describe(), updateSpacing, u.failed, b.opts.keys, short(loadTook)))
+	if len(bigWs) > 0 {
+		res.bigGaps, res.bigCmds = b.updateRows(l, bigWs, fmt.Sprintf("%d keys", b.opts.bigKeys))
+	}
+	b.notes = append(b.notes, fmt.Sprintf("update: %d updates per phase (%d phases) alternating %s, %v apart, %d failed; %d keys loaded (pipelined) in %v",
+		k, 2+min(len(bigWs), 1), u.describe(), updateSpacing, u.failed, b.opts.keys, short(loadTook)))
 	redials, gaveUp := 0, 0
 	for _, lc := range l.clients {
 		res.errs += lc.errs
@@ -257,12 +289,12 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 	if res.errs+res.wrong+gaveUp > 0 {
 		b.bad = true
 	}
-	if d := l.outside(append(floorWs, keyWs...)); len(d) > 0 {
+	if d := l.outside(slices.Concat(floorWs, keyWs, bigWs)); len(d) > 0 {
 		slices.Sort(d)
 		b.notes = append(b.notes, fmt.Sprintf("update: reply wait outside the updates: median %s, p99 %s, max %s over %d requests",
 			short(d[len(d)/2]), short(d[len(d)*99/100]), short(d[len(d)-1]), len(d)))
 	}
-	dbNote := fmt.Sprintf("update: DBSIZE %d before the updates with keys, %d after (want %d)", before, after, res.want)
+	dbNote := fmt.Sprintf("update: DBSIZE %d before the last phase of updates, %d after (want %d)", before, after, res.want)
 	if before != after || before != res.want {
 		b.problem(dbNote)
 	} else {
