@@ -31,8 +31,13 @@ import (
 // starting with the bytes this one had read.
 
 // luFault makes a kv built with -ldflags "-X main.luFault=..." fail its
-// live-update init on purpose, for rollback tests: exit, hang, restore.
+// live-update init on purpose, for rollback tests: exit, hang, restore;
+// base fails the pre-copy base's load.
 var luFault = ""
+
+// preCopy "off" (-ldflags "-X main.preCopy=off") builds a kv without the
+// pre-copy callbacks, as one built before them, for tests.
+var preCopy = "on"
 
 // stateMagic starts kv's state; a new version that cannot read it refuses
 // the update and the old one carries on.
@@ -167,32 +172,15 @@ func (srv *server) saveState(w fileAdder) error {
 	if h == nil {
 		return errors.New("state save without a prepared hand-off")
 	}
-	// Each shard is encoded on its own, on every CPU at once.
-	shards := srv.eng.data.shards
-	parts := make([][]byte, len(shards))
-	parallel(len(shards), func(i int) {
-		se := stateEncoder{b: make([]byte, 0, 32*len(shards[i])+16)}
-		se.uint(uint64(len(shards[i])))
-		for k, v := range shards[i] {
-			se.str(k)
-			se.str(v)
-		}
-		parts[i] = se.b
-	})
-	var e stateEncoder
-	e.str(stateMagic)
-	e.uint(uint64(len(parts)))
-	for _, p := range parts {
-		e.uint(uint64(len(p)))
-	}
-	if err := e.flush(w); err != nil {
-		return err
-	}
-	for _, p := range parts {
-		if _, err := w.Write(p); err != nil {
+	if d, ok := w.(interface{ Delta() bool }); ok && d.Delta() {
+		// A pre-copy base went before: only what changed since.
+		if err := srv.saveDelta(w); err != nil {
 			return err
 		}
+	} else if err := srv.saveMap(w); err != nil {
+		return err
 	}
+	var e stateEncoder
 	conns := make([]*parkedConn, 0, len(h.parked))
 	for _, pc := range h.parked {
 		conns = append(conns, pc)
@@ -220,6 +208,37 @@ func (srv *server) saveState(w fileAdder) error {
 	return e.flush(w)
 }
 
+// saveMap writes the whole map.
+func (srv *server) saveMap(w io.Writer) error {
+	// Each shard is encoded on its own, on every CPU at once.
+	shards := srv.eng.data.shards
+	parts := make([][]byte, len(shards))
+	parallel(len(shards), func(i int) {
+		se := stateEncoder{b: make([]byte, 0, 32*len(shards[i])+16)}
+		se.uint(uint64(len(shards[i])))
+		for k, v := range shards[i] {
+			se.str(k)
+			se.str(v)
+		}
+		parts[i] = se.b
+	})
+	var e stateEncoder
+	e.str(stateMagic)
+	e.uint(uint64(len(parts)))
+	for _, p := range parts {
+		e.uint(uint64(len(p)))
+	}
+	if err := e.flush(w); err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // restoredConn is a connection the old version handed over.
 type restoredConn struct {
 	c   net.Conn
@@ -230,6 +249,12 @@ type restoredConn struct {
 // loadState reads what saveState wrote. It takes ownership of fds; on
 // error every connection it made is closed again.
 func loadState(r io.Reader, fds map[string]*os.File) (data *store, conns []restoredConn, err error) {
+	return loadStateOnto(r, fds, nil)
+}
+
+// loadStateOnto is loadState when a pre-copy base (base, nil if none)
+// was loaded before: a delta applies onto it.
+func loadStateOnto(r io.Reader, fds map[string]*os.File, base *store) (data *store, conns []restoredConn, err error) {
 	raw, err := readState(r)
 	if err != nil {
 		for _, f := range fds {
@@ -237,7 +262,7 @@ func loadState(r io.Reader, fds map[string]*os.File) (data *store, conns []resto
 		}
 		return nil, nil, fmt.Errorf("state: %w", err)
 	}
-	return parseState(raw, fds)
+	return parseState(raw, fds, base)
 }
 
 // readState gets the state's bytes: mapped when the reader can (sef's
@@ -252,7 +277,7 @@ func readState(r io.Reader) ([]byte, error) {
 // parseState decodes the state. raw is never written again, so the
 // strings share its bytes. It takes ownership of fds; on error every
 // connection it made is closed again.
-func parseState(raw []byte, fds map[string]*os.File) (data *store, conns []restoredConn, err error) {
+func parseState(raw []byte, fds map[string]*os.File, base *store) (data *store, conns []restoredConn, err error) {
 	defer func() {
 		for _, f := range fds {
 			f.Close()
@@ -271,21 +296,14 @@ func parseState(raw []byte, fds map[string]*os.File) (data *store, conns []resto
 	// it, so a hundred thousand keys cost one allocation, not 200k. raw
 	// is never written again, so the string can share its bytes.
 	d := stateDecoder{s: unsafe.String(unsafe.SliceData(raw), len(raw))}
-	if magic := d.str(); d.err == nil && magic != stateMagic {
+	switch magic := d.str(); {
+	case d.err == nil && magic == deltaMagic:
+		data, err = applyDelta(&d, base)
+	case d.err == nil && magic != stateMagic:
 		return nil, nil, fmt.Errorf("state format %q, this kv reads %q", magic, stateMagic)
+	default:
+		data, err = parseMap(&d)
 	}
-	lengths := make([]int, d.count())
-	for i := range lengths {
-		lengths[i] = d.count()
-	}
-	sections := make([]string, len(lengths))
-	for i, n := range lengths {
-		sections[i] = d.take(n)
-	}
-	if d.err != nil {
-		return nil, nil, fmt.Errorf("state: %w", d.err)
-	}
-	data, err = loadShards(sections)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -319,6 +337,22 @@ func parseState(raw []byte, fds map[string]*os.File) (data *store, conns []resto
 		return nil, conns, fmt.Errorf("state: %w", d.err)
 	}
 	return data, conns, nil
+}
+
+// parseMap reads the whole map of a state.
+func parseMap(d *stateDecoder) (*store, error) {
+	lengths := make([]int, d.count())
+	for i := range lengths {
+		lengths[i] = d.count()
+	}
+	sections := make([]string, len(lengths))
+	for i, n := range lengths {
+		sections[i] = d.take(n)
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("state: %w", d.err)
+	}
+	return loadShards(sections)
 }
 
 // loadShards builds the store from the shard sections: on every CPU at
