@@ -105,7 +105,10 @@ func (sn *snapshot) step(w io.Writer) (bool, error) {
 	case b := <-sn.encoded:
 		sn.out--
 		_, err := w.Write(b) // sef copies it
-		sn.spare <- b[:0]    // never blocks: as many places as buffers
+		select {
+		case sn.spare <- b[:0]:
+		default: // enough spares
+		}
 		if err != nil {
 			return false, err
 		}
@@ -198,8 +201,9 @@ func (sn *snapshot) drop() {
 }
 
 // saveDelta writes what changed since the base began.
-func (srv *server) saveDelta(w io.Writer) error {
-	st := srv.eng.data
+func (srv *server) saveDelta(w io.Writer) error { return writeDelta(srv.eng.data, w) }
+
+func writeDelta(st *store, w io.Writer) error {
 	if st.rec == nil {
 		return errors.New("state save: a delta without a base begun")
 	}
