@@ -148,8 +148,8 @@
 //     LUStateSave then finds w.Delta() true and writes only what changed
 //     since LUBaseStart.
 //   - New instance: sef runs LUBaseLoad in a goroutine on the stream as
-//     soon as it comes, while the old instance serves (on one CPU, at the
-//     lowest priority: the old instance's clients come first). At a
+//     soon as it comes, while the old instance serves (on one CPU, so
+//     that the old instance keeps the others for its clients). At a
 //     live-update init sef waits for the load to end, then runs the init
 //     with the delta in Init.State (Init.State.Delta set). A load that
 //     fails, or a stream that is malformed, fails the init.

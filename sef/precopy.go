@@ -322,13 +322,11 @@ func (s *Service) startPreload(f *os.File) (*preload, error) {
 	go func() {
 		defer close(p.done)
 		defer nb.Close()
-		// The old instance serves while this loads: its clients come
-		// first. The load takes one CPU at most, on a thread of the
-		// lowest priority; the goroutine ends locked to it, so the
-		// thread ends with it and no other goroutine inherits it.
+		// The old instance serves while this loads: the load takes one
+		// CPU at most, so the old one keeps the others. (Not a lower
+		// priority: the end of the load falls in the pause, and a
+		// thread's priority cannot be raised again without privilege.)
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-		runtime.LockOSThread()
-		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19) // best effort
 		p.loaded, p.err = loadBase(s, bufio.NewReaderSize(nb, 64<<10))
 	}()
 	return p, nil

@@ -16,6 +16,13 @@ import (
 
 const precopyKeys = 50000
 
+// precopyConfig is updateConfig with room for -race on a busy machine:
+// these tests are about the state, not about pings.
+func precopyConfig(addr string) string {
+	c := strings.Replace(updateConfig(addr), `period = "200ms"`, `period = "1s"`, 1)
+	return strings.Replace(c, `init_timeout = "1s"`, `init_timeout = "10s"`, 1)
+}
+
 // precopyWriter is a client that writes throughout: new keys of its
 // own, and overwrites and deletes of the loaded keys it owns (those
 // with j % clients == i), among them keys the base has already sent.
@@ -109,7 +116,7 @@ func checkPrecopy(t *testing.T, c *resp.Client, writers []*precopyWriter) {
 // sent): afterwards every key and every write is there.
 func TestPreCopyUpdateKeepsEveryWrite(t *testing.T) {
 	addr := freeAddr(t)
-	r := startRS(t, updateConfig(addr))
+	r := startRS(t, precopyConfig(addr))
 	r.waitState("kv", control.StateRunning, 0)
 	admin := dialKV(t, addr)
 	admin.SetDeadline(time.Now().Add(time.Minute))
@@ -156,7 +163,7 @@ func TestPreCopyUpdateKeepsEveryWrite(t *testing.T) {
 // it streams; the old instance carries on with every key and write.
 func TestPreCopyRollbackDuringTheBase(t *testing.T) {
 	addr := freeAddr(t)
-	r := startRS(t, updateConfig(addr))
+	r := startRS(t, precopyConfig(addr))
 	st := r.waitState("kv", control.StateRunning, 0)
 	admin := dialKV(t, addr)
 	admin.SetDeadline(time.Now().Add(time.Minute))
@@ -194,7 +201,7 @@ func TestPreCopyRollbackDuringTheBase(t *testing.T) {
 // updates to one with it and back, with the whole state in the pause.
 func TestPreCopyWithAnOldKV(t *testing.T) {
 	addr := freeAddr(t)
-	r := startRS(t, strings.Replace(updateConfig(addr), "$BIN/kv-a", "$BIN/kv-nopre", 1))
+	r := startRS(t, strings.Replace(precopyConfig(addr), "$BIN/kv-a", "$BIN/kv-nopre", 1))
 	r.waitState("kv", control.StateRunning, 0)
 	admin := dialKV(t, addr)
 	admin.SetDeadline(time.Now().Add(time.Minute))
