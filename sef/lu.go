@@ -143,7 +143,6 @@ func (s *Service) luPrepare(m msg.Message, base *os.File) {
 		s.send(&msg.Message{Kind: msg.KindLUReady, Err: "an update is already being prepared"})
 		return
 	}
-
 	valid := st >= StateWorkFree && st <= StateProtocolFree
 	if s.cb.LUStateIsValid != nil {
 		valid = s.cb.LUStateIsValid(s, st)

@@ -233,6 +233,14 @@ func Startup(ctx context.Context, cb Callbacks, opts ...Option) (*Service, error
 			initErr = pre.wait(ctx.Done())
 			if initErr == nil {
 				in.State.Delta = pre.loaded
+			} else {
+				// No init runs: what it would have taken is closed here.
+				for _, f := range in.State.FDs {
+					f.Close()
+				}
+				for _, f := range in.FDs {
+					f.Close()
+				}
 			}
 		} else {
 			pre.wait(closedChan)
@@ -275,7 +283,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // instance may get lu-base, the pre-copy base stream: its load starts
 // at once (pre) and goes on while the old instance serves.
 func (s *Service) receiveInit(ctx context.Context) (in Init, pre *preload, err error) {
-	in, pre, err = s.receiveInit2(ctx)
+	in, pre, err = s.awaitInit(ctx)
 	if err != nil && pre != nil {
 		pre.wait(closedChan)
 		pre = nil
@@ -283,7 +291,7 @@ func (s *Service) receiveInit(ctx context.Context) (in Init, pre *preload, err e
 	return in, pre, err
 }
 
-func (s *Service) receiveInit2(ctx context.Context) (Init, *preload, error) {
+func (s *Service) awaitInit(ctx context.Context) (Init, *preload, error) {
 	// Load the local time zone now, not at the first log line after init:
 	// a standby that takes over would read /etc/localtime on its way.
 	time.Now().Zone()
