@@ -87,8 +87,8 @@ func (s *Server) baseDone(u *update, n uint64) {
 	u.baseDoneAt = time.Now()
 	u.baseBytes = n
 	s.arm(u, tUpdate, u.maxTime)
-	u.progress(fmt.Sprintf("pre-copy base streamed: %s in %v while the old instance served; preparing: state %d, maxtime %v",
-		byteSize(n), u.baseDoneAt.Sub(u.prepareAt).Round(time.Microsecond), u.state, u.maxTime))
+	u.progress(fmt.Sprintf("pre-copy base streamed: %s in %v while the old instance served; maxtime %v starts now",
+		byteSize(n), u.baseDoneAt.Sub(u.prepareAt).Round(time.Microsecond), u.maxTime))
 }
 
 // byteSize spells n bytes for an operator.

@@ -164,8 +164,8 @@ func (s *Server) updateHello(u *update) {
 	if u.base {
 		// maxtime bounds the pause, so it starts once the base is out.
 		s.arm(u, tUpdate, baseTime(u.maxTime))
-		u.progress(fmt.Sprintf("pre-copy: the old instance streams its base to the new one while it serves (at most %v), then state %d, maxtime %v",
-			baseTime(u.maxTime), u.state, u.maxTime))
+		u.progress(fmt.Sprintf("preparing: state %d, maxtime %v from the end of the pre-copy base, which the old instance streams to the new one while it serves (at most %v)",
+			u.state, u.maxTime, baseTime(u.maxTime)))
 		return
 	}
 	s.arm(u, tUpdate, u.maxTime)

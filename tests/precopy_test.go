@@ -211,7 +211,7 @@ func TestPreCopyWithAnOldKV(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("update to %s: exit %d: %s", next, code, errOut)
 		}
-		if strings.Contains(errOut, "pre-copy") {
+		if strings.Contains(errOut, "pre-copy base") {
 			t.Errorf("update to %s: progress %q: a pre-copy with a side that has none", next, errOut)
 		}
 		c := dialKV(t, addr)
