@@ -174,12 +174,13 @@ func (b *baseSend) run(poke func()) {
 		b.queue[0] = nil
 		b.queue = b.queue[1:]
 		b.mu.Unlock()
-		if err == nil {
-			if _, werr := b.f.Write(c); errors.Is(werr, syscall.EPIPE) {
-				err = fmt.Errorf("the new instance closed the stream (%w)", werr)
-			} else if werr != nil {
-				err = fmt.Errorf("write: %w", werr)
-			}
+		if _, werr := b.f.Write(c); errors.Is(werr, syscall.EPIPE) {
+			err = fmt.Errorf("the new instance closed the stream (%w)", werr)
+		} else if werr != nil {
+			err = fmt.Errorf("write: %w", werr)
+		}
+		if err != nil {
+			break // the main loop learns it at once and gives up
 		}
 		b.mu.Lock()
 		b.queued -= len(c)
@@ -204,8 +205,9 @@ func (b *baseSend) run(poke func()) {
 
 // drain waits until the new instance has read the pipe empty: what it
 // has not read yet it must load in the pause, so the old instance heads
-// for the state only once the pipe is empty (FIONREAD, TIOCINQ in x/sys, works on either
-// end of a pipe). An abort closes the pipe and ends the wait.
+// for the state only once the pipe is empty (FIONREAD, TIOCINQ in
+// x/sys, works on either end of a pipe). An abort closes the pipe and
+// ends the wait.
 func (b *baseSend) drain() error {
 	rc, err := b.f.SyscallConn()
 	if err != nil {
@@ -253,6 +255,12 @@ const baseWorkShare = 2
 // base is in the pipe it tells rs and lets preparing go on.
 func (s *Service) baseTry() (more bool) {
 	b := s.lu.base
+	if !b.stepDone && len(b.result) > 0 {
+		// The writer ended before the last step: it failed, and the
+		// update with it, at once rather than after the whole base.
+		s.baseFailed(fmt.Errorf("pre-copy base: %w", <-b.result))
+		return false
+	}
 	if !b.stepDone {
 		if b.pending() >= baseQueue {
 			return false // the writer pokes when there is room

@@ -362,3 +362,41 @@ func TestPreCopyHostileBase(t *testing.T) {
 		})
 	}
 }
+
+// The new instance going away mid-stream (its read end closed) fails
+// the update at once, not after the whole base: the old instance
+// refuses and resumes.
+func TestPreCopyReaderGoneMidStream(t *testing.T) {
+	var ended atomic.Int32
+	s, f := startup(t, Callbacks{
+		LUBaseStart: func(*Service, int) (BaseStep, error) {
+			return func(w io.Writer) (bool, error) {
+				_, err := w.Write(make([]byte, 64<<10))
+				return false, err // never done: only the failure ends it
+			}, nil
+		},
+		LUBaseLoad: func(*Service, io.Reader) error { return nil },
+		LUStateChanged: func(_ *Service, old, state int) {
+			if state == 0 {
+				ended.Add(1)
+			}
+		},
+	})
+	got := make(chan any, 16)
+	done := serve(s, got)
+	r, w := pipe(t)
+	f.send(&msg.Message{Kind: msg.KindLUPrepare, State: 1, MaxTime: int64(time.Second), Names: []string{msg.BaseFD}}, w)
+	w.Close()
+	io.ReadFull(r, make([]byte, 100<<10)) // some of it, then gone
+	r.Close()
+	m, _ := f.recv()
+	if m.Kind != msg.KindLUReady || !strings.Contains(m.Err, "closed the stream") {
+		t.Fatalf("%+v, want lu-ready refusing over the closed stream", m)
+	}
+	s.Post(context.Background(), "after")
+	if w := <-got; w != "after" || ended.Load() != 1 {
+		t.Fatalf("after the failure: work %v, LUStateChanged(N, 0) %d times", w, ended.Load())
+	}
+	f.send(&msg.Message{Kind: msg.KindStop})
+	<-done
+}
