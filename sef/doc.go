@@ -176,7 +176,8 @@
 //
 // Package seftest is a fake rs: it runs a Service in the test's process
 // and drives its callbacks (init fresh, restart or live update with a
-// state; ping; prepare to a state, cancel, stop) with no processes. The
+// state; ping; prepare to a state, with a pre-copy base or without;
+// cancel, stop) with no processes (Example_preCopy). The
 // fault-injection helpers rs's own tests use live in internal/sefdebug,
 // out of this API.
 //
