@@ -52,6 +52,31 @@
 //	 |                     one resumes with its state and fds untouched
 //	 (not ready within maxtime: lu-cancel, the old instance resumes)
 //
+// Pre-copy. When both instances said {precopy} in their hello, rs makes
+// a pipe and hands its ends out (and closes its own); the old instance
+// streams a base of its state into it while it still serves, the new
+// one loads it meanwhile, and lu-ready's memfd then holds only the
+// delta. rs never reads the pipe:
+//
+//	rs                  old instance                 new instance
+//	 | (spawn) --------------------------------------------------> |
+//	 | <-- hello {precopy} --------------------------------------- |
+//	 | -- lu-base + "base" (read end) ---------------------------> |  loads it
+//	 | -- lu-prepare {state, maxtime} --> |                        |
+//	 |    + "base" (write end)            |==== base stream ====>  |
+//	 |                (serving meanwhile) |                        |
+//	 | <-- lu-base-done {base bytes} ---- |  maxtime starts here   |
+//	 | <-- lu-ready + "state" (delta) --- |                        |
+//	 | -- init {type: live-update} ... (as above; its init waits   |
+//	 |    for the load to end)  -------------------------------->  |
+//
+// A service says {precopy} in hello only when it can do both sides; an
+// rs that predates the field finds an unknown field in hello and fails
+// the instance, so rs must be updated (update-self) before services
+// built with pre-copy; the other way round, an rs with pre-copy and a
+// sef without it simply never sends the pipe. A sef given a pipe it has
+// no use for closes it and answers lu-base-done {0}.
+//
 // nottaken lists what the new instance was handed and did not take:
 // "state" when the old instance handed a state (bytes or fds) and no
 // restore ran (neither an InitLiveUpdate nor an LUStateRestore callback),
@@ -93,6 +118,7 @@
 // system calls (sys.go), and pings and pongs skip msgpack's reflection.
 //
 // Direction is part of validity: a service may send only hello,
-// init-result, pong, lu-ready and fd-store (Kind.FromService); the sequence itself is
+// init-result, pong, lu-ready, lu-base-done and fd-store
+// (Kind.FromService); the sequence itself is
 // checked by rs.
 package msg

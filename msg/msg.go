@@ -40,8 +40,10 @@ const (
 	KindFDStore    Kind = 9  // service → rs: keep the attached fd under Names[0]
 	KindLUCommit   Kind = 10 // rs → a new instance held after its init (Hold): the update took, serve
 	KindStandby    Kind = 11 // reserved: rs → standby instance, take over
-	KindHello      Kind = 12 // service → rs: first message, exec and start-up done
-	kindMax             = KindHello
+	KindHello      Kind = 12 // service → rs: first message, exec and start-up done; PreCopy
+	KindLUBase     Kind = 13 // rs → new instance in hello: the pre-copy base stream's read end attached
+	KindLUBaseDone Kind = 14 // service → rs: the base stream is written (Base bytes); preparing goes on
+	kindMax             = KindLUBaseDone
 )
 
 var kindNames = [...]string{
@@ -57,6 +59,8 @@ var kindNames = [...]string{
 	KindLUCommit:   "lu-commit",
 	KindStandby:    "standby",
 	KindHello:      "hello",
+	KindLUBase:     "lu-base",
+	KindLUBaseDone: "lu-base-done",
 }
 
 func (k Kind) String() string {
@@ -69,7 +73,7 @@ func (k Kind) String() string {
 // FromService tells whether k is a kind a service may send.
 func (k Kind) FromService() bool {
 	switch k {
-	case KindInitResult, KindPong, KindLUReady, KindFDStore, KindHello:
+	case KindInitResult, KindPong, KindLUReady, KindFDStore, KindHello, KindLUBaseDone:
 		return true
 	}
 	return false
@@ -121,7 +125,17 @@ type Message struct {
 	// rs asks it only of a group update's members; a sef that predates
 	// it cannot decode such an init (an unknown field) and fails it.
 	Hold bool `msgpack:"h,omitempty"`
+	// PreCopy, in hello: the service can stream a pre-copy base as an
+	// old instance and load one as a new instance (sef's LUBaseStart and
+	// LUBaseLoad). Sent only when true.
+	PreCopy bool `msgpack:"p,omitempty"`
+	// Base, in lu-base-done: the bytes of the base stream written.
+	Base uint64 `msgpack:"b,omitempty"`
 }
+
+// BaseFD names the pre-copy pipe's end attached to lu-prepare (the
+// write end) and to lu-base (the read end).
+const BaseFD = "base"
 
 // What a live update's init-result may list in NotTaken.
 const (
@@ -254,10 +268,20 @@ func (m *Message) Validate(nfds int) error {
 		if len(m.Names) != 1 {
 			return fmt.Errorf("%w: fd-store: %d names, want 1", ErrMalformed, len(m.Names))
 		}
+	case KindLUBase:
+		if len(m.Names) != 1 || m.Names[0] != BaseFD {
+			return fmt.Errorf("%w: lu-base: names %q, want [%q]", ErrMalformed, m.Names, BaseFD)
+		}
+	}
+	if m.PreCopy && m.Kind != KindHello {
+		return fmt.Errorf("%w: %s: pre-copy flag outside hello", ErrMalformed, m.Kind)
+	}
+	if m.Kind == KindLUPrepare && len(m.Names) > 0 && (len(m.Names) != 1 || m.Names[0] != BaseFD) {
+		return fmt.Errorf("%w: lu-prepare: names %q, want none or [%q]", ErrMalformed, m.Names, BaseFD)
 	}
 	if len(m.Names) > 0 {
 		switch m.Kind {
-		case KindInit, KindLUReady, KindFDStore, KindStandby:
+		case KindInit, KindLUReady, KindFDStore, KindStandby, KindLUPrepare, KindLUBase:
 		default:
 			return fmt.Errorf("%w: %s carries no fds", ErrFDMismatch, m.Kind)
 		}
@@ -278,7 +302,8 @@ func (m *Message) heartbeat() (uint64, bool) {
 		return 0, false
 	}
 	if m.Version != 0 || m.InitType != 0 || m.Label != "" || m.Restarts != 0 ||
-		m.State != 0 || m.MaxTime != 0 || m.Err != "" || m.Names != nil || m.NotTaken != nil || m.Hold {
+		m.State != 0 || m.MaxTime != 0 || m.Err != "" || m.Names != nil || m.NotTaken != nil || m.Hold ||
+		m.PreCopy || m.Base != 0 {
 		return 0, false
 	}
 	return m.Seq, true

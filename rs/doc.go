@@ -112,6 +112,26 @@
 // timer cut into up to four slots; a round trip ends at the kernel's
 // timestamp of the pong.
 //
+// # Live update (update.go, precopy.go)
+//
+// `service update` spawns the new instance first (role incoming); on its
+// hello the old one is asked to prepare (lu-prepare, with maxtime on
+// tUpdate); at its lu-ready the new one gets its init with the old
+// one's state and fds; its init result commits (the old one is stopped)
+// or rolls back (the new one is killed, the old one resumes). With
+// pre-copy (both hellos said so), updateHello makes a pipe (pipe2,
+// O_CLOEXEC, grown to 1 MiB with F_SETPIPE_SZ: cheap syscalls on the
+// loop), hands the read end to the new instance (lu-base) and the write
+// end to the old one with lu-prepare, and closes its own ends off the
+// loop. rs never reads the pipe. While the base streams, tUpdate is the
+// base's bound (baseTime: MinBaseTime, 60s, or 30 maxtimes); at
+// lu-base-done it is re-armed with maxtime, which bounds the pause, and
+// the progress lines say how much base went across. Failures are the
+// same rollbacks as without it: the new instance dying breaks the pipe
+// and the old one refuses the update, and a rollback's lu-cancel ends
+// the old one's stream. The commit's log line splits the time into
+// start, base, prepare and init.
+//
 // # Fds a service hands rs (lifecycle.go)
 //
 // One budget holds on every path. A service's fd store keeps at most

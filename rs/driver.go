@@ -86,6 +86,7 @@ const (
 	sigState                     // the state asked for is reached: state and fds in files, named
 	sigRefused                   // it will not prepare (err)
 	sigFault                     // it broke the protocol (reason, err)
+	sigBaseDone                  // the pre-copy base is streamed (bytes); it heads for the state
 
 	// The notify protocol's (notifydriver.go).
 	sigStatus    // its status text is text
@@ -104,6 +105,7 @@ type signal struct {
 	names  []string
 	files  []*os.File // the lifecycle's from here on
 	at     time.Time
+	bytes  uint64 // sigBaseDone: the base's size
 	// sigReady after a live update's init: what it was handed and did not
 	// take (leftState, leftFDs), and whether it holds until released
 	// (asked by holder.holdNext).

@@ -315,6 +315,10 @@ func (s *Server) onSignal(inst *instance, sig signal) {
 			return
 		}
 		s.stateReady(u, sig.names, sig.files)
+	case sigBaseDone:
+		if u != nil && u.old == inst && u.base {
+			s.baseDone(u, sig.bytes)
+		}
 	case sigRefused:
 		s.closeHeld(inst.svc, sig.files...)
 		if u != nil && u.old == inst {

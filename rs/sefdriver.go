@@ -30,6 +30,11 @@ type sefDriver struct {
 	pingOut    bool
 	luAsked    bool // asked to prepare; no verdict (stop or lu-cancel) sent yet
 	luReady    bool // and it answered with its state
+	preCopy    bool // its hello said it can stream and load a pre-copy base
+	luBase     bool // asked to prepare with a base stream; no lu-base-done yet
+	// baseCrossing: lu-cancel went out before its lu-base-done came; one
+	// crossing lu-base-done is expected and dropped.
+	baseCrossing bool
 	// luCancelled: lu-cancel went out before its lu-ready came; one
 	// crossing lu-ready is expected and dropped.
 	luCancelled bool
@@ -91,8 +96,18 @@ func (d *sefDriver) handle(m msg.Message, files []*os.File, at time.Time) signal
 		if d.hello || m.Version != msg.ProtocolVersion {
 			return fault(fmt.Errorf("hello out of sequence or protocol version %d (rs speaks %d)", m.Version, msg.ProtocolVersion))
 		}
-		d.hello = true
+		d.hello, d.preCopy = true, m.PreCopy
 		return signal{kind: sigHello}
+	case msg.KindLUBaseDone:
+		if d.baseCrossing && !d.luBase {
+			d.baseCrossing = false
+			return signal{kind: sigNone}
+		}
+		if !d.luAsked || !d.luBase {
+			return fault(errors.New("unexpected lu-base-done"))
+		}
+		d.luBase = false
+		return signal{kind: sigBaseDone, bytes: m.Base}
 	case msg.KindFDStore:
 		return signal{kind: sigStoreFD, names: m.Names, files: files}
 	case msg.KindInitResult:
@@ -170,7 +185,7 @@ func (d *sefDriver) prepare(state int, maxTime time.Duration) error {
 	if err := d.send(&msg.Message{Kind: msg.KindLUPrepare, State: uint32(state), MaxTime: int64(maxTime)}); err != nil {
 		return err
 	}
-	d.luAsked, d.luReady = true, false
+	d.luAsked, d.luReady, d.luBase, d.baseCrossing = true, false, false, false
 	return nil
 }
 
@@ -178,7 +193,7 @@ func (d *sefDriver) cancel() error {
 	if !d.luAsked {
 		return nil // it refused by itself, or was never asked
 	}
-	d.luAsked, d.luCancelled = false, !d.luReady
+	d.luAsked, d.luCancelled, d.baseCrossing, d.luBase = false, !d.luReady, d.luBase, false
 	return d.send(&msg.Message{Kind: msg.KindLUCancel})
 }
 

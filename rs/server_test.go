@@ -106,6 +106,8 @@ func hostile(what string) int {
 		c.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion})
 	case "lu-ready-unasked":
 		c.Send(&msg.Message{Kind: msg.KindLUReady})
+	case "lu-base-done-unasked":
+		c.Send(&msg.Message{Kind: msg.KindLUBaseDone, Base: 1})
 	case "fds-unasked":
 		r, w, _ := os.Pipe()
 		c.SendRaw(enc(map[string]any{"k": int(msg.KindPong), "q": 1, "n": []string{"a", "b"}}), []*os.File{r, w}, false)
@@ -235,16 +237,17 @@ func upSpec(t *testing.T, s *Server, spec Spec) control.Reply {
 
 func TestHostileMessagesMakeServiceFaulty(t *testing.T) {
 	cases := map[string]string{
-		"garbage":            "faulty: malformed message",
-		"unknown-kind":       "faulty: unknown message kind",
-		"rs-kind":            "faulty: sent stop, which only rs sends",
-		"pong-unasked":       "faulty: pong 42 out of sequence",
-		"second-init-result": "faulty: second init-result",
-		"oversized":          "faulty: oversized message",
-		"lu-ready-unasked":   "faulty: unexpected lu-ready",
-		"fds-unasked":        "faulty: fds do not match their names",
-		"second-hello":       "faulty: hello out of sequence",
-		"hello-65537":        "faulty: malformed message",
+		"garbage":              "faulty: malformed message",
+		"unknown-kind":         "faulty: unknown message kind",
+		"rs-kind":              "faulty: sent stop, which only rs sends",
+		"pong-unasked":         "faulty: pong 42 out of sequence",
+		"second-init-result":   "faulty: second init-result",
+		"oversized":            "faulty: oversized message",
+		"lu-ready-unasked":     "faulty: unexpected lu-ready",
+		"lu-base-done-unasked": "faulty: unexpected lu-base-done",
+		"fds-unasked":          "faulty: fds do not match their names",
+		"second-hello":         "faulty: hello out of sequence",
+		"hello-65537":          "faulty: malformed message",
 	}
 	s, _ := newServer(t)
 	fdsBefore := countFDs(t)

@@ -53,6 +53,12 @@ type update struct {
 	heldNames []string
 	heldFiles []*os.File
 	inited    bool
+
+	// base: the old instance streams a pre-copy base (precopy.go);
+	// baseDoneAt is when it said it was done, baseBytes its size.
+	base       bool
+	baseDoneAt time.Time
+	baseBytes  uint64
 }
 
 func (u *update) timerSlots() *timers { return &u.t }
@@ -168,6 +174,10 @@ func (s *Server) updateTimer(u *update) {
 	case phaseSpawning, phaseSpawned:
 		s.rollback(u, fmt.Sprintf("new instance did not start within %v", u.spec.InitTimeout))
 	case phaseHello:
+		if u.base && u.baseDoneAt.IsZero() {
+			s.rollback(u, fmt.Sprintf("pre-copy base not streamed within %v", baseTime(u.maxTime)))
+			return
+		}
 		s.rollback(u, fmt.Sprintf("prepare timed out after %v (state %d not reached)", u.maxTime, u.state))
 	}
 }
@@ -184,13 +194,21 @@ func (s *Server) updateHello(u *update) {
 	s.askPrepare(u)
 }
 
-// askPrepare asks u's old instance to prepare, within maxtime.
+// askPrepare asks u's old instance to prepare, within maxtime, after
+// a pre-copy base where both instances can stream one (prepareOld).
 func (s *Server) askPrepare(u *update) {
-	if err := u.old.drv.prepare(u.state, u.maxTime); err != nil {
+	if err := s.prepareOld(u); err != nil {
 		s.rollback(u, "cannot ask the old instance to prepare: "+err.Error())
 		return
 	}
 	u.prepareAt = time.Now()
+	if u.base {
+		// maxtime bounds the pause, so it starts once the base is out.
+		s.arm(u, tUpdate, baseTime(u.maxTime))
+		u.progress(fmt.Sprintf("preparing: state %d, maxtime %v from the end of the pre-copy base, which the old instance streams to the new one while it serves (at most %v)",
+			u.state, u.maxTime, baseTime(u.maxTime)))
+		return
+	}
 	s.arm(u, tUpdate, u.maxTime)
 	u.progress(fmt.Sprintf("preparing: state %d, maxtime %v", u.state, u.maxTime))
 }
@@ -205,8 +223,12 @@ func (s *Server) stateReady(u *update, names []string, files []*os.File) {
 	defer s.closeHeld(u.svc, files...)
 	u.readyAt = time.Now()
 	s.disarm(u, tUpdate) // from here the new instance's own init deadline rules
-	u.progress(fmt.Sprintf("ready: old instance quiescent after %v, handing over state and %d fds",
-		time.Since(u.begin).Round(time.Microsecond), len(files)-1))
+	what := "state"
+	if u.base {
+		what = fmt.Sprintf("the delta since the %s base", byteSize(u.baseBytes))
+	}
+	u.progress(fmt.Sprintf("ready: old instance quiescent after %v, handing over %s and %d fds",
+		time.Since(u.begin).Round(time.Microsecond), what, len(files)-1))
 	lu := make([]string, len(names))
 	for i, n := range names {
 		lu[i] = "lu:" + n
@@ -261,9 +283,14 @@ func (s *Server) commit(u *update) {
 	s.stopInstance(old)
 	now := time.Now()
 	gap := now.Sub(u.begin).Round(time.Microsecond)
+	prep := u.prepareAt
+	if u.base {
+		prep = u.baseDoneAt // the base streamed while the old one served
+	}
 	s.log.Info("update committed", "label", svc.spec.Label, "old_pid", old.pid(), "new_pid", u.new.pid(), "took", gap,
 		"start", u.prepareAt.Sub(u.begin).Round(time.Microsecond),
-		"prepare", u.readyAt.Sub(u.prepareAt).Round(time.Microsecond),
+		"base", prep.Sub(u.prepareAt).Round(time.Microsecond), "base_bytes", u.baseBytes,
+		"prepare", u.readyAt.Sub(prep).Round(time.Microsecond),
 		"init", now.Sub(u.readyAt).Round(time.Microsecond))
 	u.progress(fmt.Sprintf("committed: pid %d replaces pid %d", u.new.pid(), old.pid()))
 	s.emit(control.Event{Label: svc.spec.Label, Event: EventUpdateCommitted, Pid: u.new.pid(),

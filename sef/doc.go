@@ -71,6 +71,8 @@
 //	LUStateDump     nothing
 //	LUReadyPre      no veto
 //	LUStateSave     nothing to save
+//	LUBaseStart     none: no pre-copy (both it and LUBaseLoad, or neither)
+//	LUBaseLoad      none
 //
 // # Live update
 //
@@ -145,6 +147,48 @@
 // yet used, to the new instance; sef/sefhttp does all of it for an
 // http.Server.
 //
+// # Pre-copy: a hand-off whose pause does not grow with the state
+//
+// The one-shot save above runs while clients wait: a state of a million
+// keys is saved and loaded in the pause. Pre-copy (after the live
+// migration of virtual machines, Clark et al., NSDI 2005) moves the bulk
+// before the pause. A service that sets LUBaseStart and LUBaseLoad (both;
+// its hello says so) gets, when both instances of an update have them,
+// a pipe from rs: the write end with lu-prepare in the old instance, the
+// read end in the new one while it waits in hello for its init.
+//
+//   - Old instance: LUBaseStart(state) begins a snapshot; from then on
+//     the service records every change (for kv: each key written or
+//     deleted, and FLUSHALL as a reset). sef calls the returned BaseStep
+//     on the main loop between work items (work goes first: a step runs
+//     when no work waits, or once the loop has spent twice the last step
+//     on work since), and queues what it writes for a goroutine that
+//     writes the pipe, so the main loop never blocks on it. Once the
+//     step says done and the new instance has read the pipe empty, sef
+//     closes its end, sends lu-base-done and only then calls
+//     LUStateChanged(0, state) and asks LUPrepare, as without pre-copy.
+//     LUStateSave then finds w.Delta() true and writes only what changed
+//     since LUBaseStart.
+//   - New instance: sef runs LUBaseLoad in a goroutine on the stream as
+//     soon as it comes, while the old instance serves (on one CPU, so
+//     that the old instance keeps the others for its clients). At a
+//     live-update init sef waits for the load to end, then runs the init
+//     with the delta in Init.State (Init.State.Delta set). A load that
+//     fails, or a stream that is malformed, fails the init.
+//   - A rollback at any point (lu-cancel, a step's error, the new
+//     instance gone: the pipe breaks) ends the stream and calls
+//     LUStateChanged(state, 0): drop the snapshot and the record of
+//     changes there, and work goes on where it was.
+//
+// The stream is framed by sef ("sefbase", a version byte, frames of at
+// most 1 MiB, an end marker with the byte count) and is hostile: a bad
+// header, version, frame size, count, an early end or bytes after the
+// end are errors, never a panic. A service without the callbacks behaves
+// exactly as before: it never says it can, so rs sends no pipe (and a sef
+// given one anyway closes it and saves the whole state). maxtime counts
+// from lu-base-done: it bounds the pause, not the base; rs bounds the
+// base by itself (rs.MinBaseTime, or 30 maxtimes if longer).
+//
 // The fd store: StoreFD hands rs a copy of an fd (a listening socket,
 // say) once; rs keeps it across crashes and restarts and gives it back in
 // Init.FDs, so clients wait in the socket's backlog while the service is
@@ -154,8 +198,9 @@
 //
 // Package seftest is a fake rs: it runs a Service in the test's process
 // and drives its callbacks (init fresh, restart or live update with a
-// state, held until Commit or not; ping; prepare to a state, cancel,
-// stop) with no processes. The
+// state, held until Commit or not; ping; prepare to a state, with a
+// pre-copy base or without; cancel, stop) with no processes
+// (Example_preCopy). The
 // fault-injection helpers rs's own tests use live in internal/sefdebug,
 // out of this API.
 //

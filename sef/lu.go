@@ -36,8 +36,15 @@ type StateWriter struct {
 	*bufio.Writer
 	names []string
 	files []*os.File
-	max   int // fds it may carry: the new instance's init holds them, the state and the fd store
+	max   int  // fds it may carry: the new instance's init holds them, the state and the fd store
+	delta bool // a pre-copy base went before: write only what changed since it began
 }
+
+// Delta tells whether a pre-copy base was streamed to the new instance
+// before this save: the save then writes only what changed since the
+// base began (LUBaseStart), and the new instance's Init.State.Delta is
+// set. False: write the whole state, as without pre-copy.
+func (w *StateWriter) Delta() bool { return w.delta }
 
 // AddFD hands a copy of f to the new instance under name: sef
 // duplicates f, and the caller keeps f (and closes it when it likes).
@@ -82,7 +89,10 @@ func (w *StateWriter) add(name string, rc syscall.RawConn, fname string) error {
 type StateReader struct {
 	io.Reader
 	Size int64
-	mem  *os.File
+	// Delta: a pre-copy base came first (LUBaseLoad loaded it) and this
+	// is what changed since, not the whole state.
+	Delta bool
+	mem   *os.File
 	// FDs are the fds the old instance handed over, by name; they are
 	// the callee's to close.
 	FDs map[string]*os.File
@@ -117,13 +127,19 @@ func (r *StateReader) Bytes() ([]byte, error) {
 // luState is a live update in progress (main loop only).
 type luState struct {
 	state int
-	ready bool // lu-ready sent: quiescent until commit (stop) or cancel
+	ready bool      // lu-ready sent: quiescent until commit (stop) or cancel
+	base  *baseSend // the pre-copy base being streamed, nil once done or without one
+	delta bool      // the base was streamed: the save writes the delta
 }
 
-// luPrepare starts preparing for state, or refuses it at once.
-func (s *Service) luPrepare(m msg.Message) {
+// luPrepare starts preparing for state, or refuses it at once. base is
+// the pre-copy pipe's write end if rs sent one (ours to close).
+func (s *Service) luPrepare(m msg.Message, base *os.File) {
 	st := int(m.State)
 	if s.lu != nil {
+		if base != nil {
+			base.Close()
+		}
 		s.send(&msg.Message{Kind: msg.KindLUReady, Err: "an update is already being prepared"})
 		return
 	}
@@ -132,7 +148,21 @@ func (s *Service) luPrepare(m msg.Message) {
 		valid = s.cb.LUStateIsValid(s, st)
 	}
 	if !valid {
+		if base != nil {
+			base.Close()
+		}
 		s.send(&msg.Message{Kind: msg.KindLUReady, Err: fmt.Sprintf("state %d not supported", st)})
+		return
+	}
+	if base != nil && s.cb.LUBaseStart == nil {
+		// The new instance sees no base and takes a whole state; maxtime
+		// starts now.
+		base.Close()
+		base = nil
+		s.send(&msg.Message{Kind: msg.KindLUBaseDone})
+	}
+	if base != nil {
+		s.luPrepareBase(st, base)
 		return
 	}
 	s.log.Info("preparing for live update", "state", st)
@@ -145,12 +175,41 @@ func (s *Service) luPrepare(m msg.Message) {
 	}
 }
 
+// luPrepareBase starts preparing with a pre-copy: the base streams
+// first, while the service serves; LUStateChanged(0, state) comes once
+// it is in the pipe (baseTry).
+func (s *Service) luPrepareBase(st int, base *os.File) {
+	f, err := nonblocking(base)
+	var step BaseStep
+	if err == nil {
+		step, err = s.cb.LUBaseStart(s, st)
+		if err == nil && step == nil {
+			err = errors.New("LUBaseStart returned no step")
+		}
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		s.send(&msg.Message{Kind: msg.KindLUReady, Err: "pre-copy base: " + err.Error()})
+		return
+	}
+	s.log.Info("preparing for live update; streaming the pre-copy base", "state", st)
+	s.lu = &luState{state: st, base: newBaseSend(s, f, step)}
+	if s.cb.LUStateDump != nil {
+		s.cb.LUStateDump(s, st)
+	}
+}
+
 // luEnd leaves the update state: cancelled by rs, or failed here.
 func (s *Service) luEnd(why string) {
 	if s.lu == nil {
 		return
 	}
 	old := s.lu.state
+	if s.lu.base != nil {
+		s.lu.base.abort()
+	}
 	s.lu = nil
 	s.log.Info("live update ended; resuming", "why", why)
 	if s.cb.LUStateChanged != nil {
@@ -158,9 +217,21 @@ func (s *Service) luEnd(why string) {
 	}
 }
 
-// luTry runs at the top of the receive loop while preparing: once the
-// state is reached it saves the state and reports ready to rs.
-func (s *Service) luTry() {
+// luTry runs at the top of the receive loop while preparing: it drives
+// the pre-copy base if there is one (more: a step may run again at
+// once), then, once the state is reached, it saves the state and
+// reports ready to rs.
+func (s *Service) luTry() (more bool) {
+	if s.lu.base != nil {
+		if more = s.baseTry(); more || s.lu == nil || s.lu.base != nil {
+			return more
+		}
+	}
+	s.luTryState()
+	return false
+}
+
+func (s *Service) luTryState() {
 	st := s.lu.state
 	if s.cb.LUPrepare != nil && !s.cb.LUPrepare(s, st) {
 		return
@@ -187,7 +258,7 @@ func (s *Service) luSave() error {
 	}
 	mem := os.NewFile(uintptr(fd), "sef-state")
 	defer mem.Close() // rs and the new instance hold their own references
-	w := &StateWriter{Writer: bufio.NewWriterSize(mem, 1<<20), max: msg.MaxFDs - 1 - s.handedFDs()}
+	w := &StateWriter{Writer: bufio.NewWriterSize(mem, 1<<20), max: msg.MaxFDs - 1 - s.handedFDs(), delta: s.lu.delta}
 	defer func() { msg.CloseFiles(w.files) }()
 	if s.cb.LUStateSave != nil {
 		if err := s.cb.LUStateSave(s, w); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -85,7 +86,25 @@ type Callbacks struct {
 	// non-nil error refuses it and the service carries on.
 	LUReadyPre func(s *Service, result error) error
 	// LUStateSave writes the state for the new version. Default: nothing.
+	// After a pre-copy base (w.Delta()) it writes only what changed since.
 	LUStateSave func(s *Service, w *StateWriter) error
+
+	// Pre-copy, for a state too large to save in the pause (see the
+	// package doc). A service sets both or neither.
+	//
+	// LUBaseStart begins a base snapshot in the old instance, on the
+	// main loop, when preparing starts and rs opened a base stream. From
+	// then on the service records what changes (for LUStateSave's
+	// delta); sef calls the returned step between work items until it is
+	// done, and only then LUStateChanged(0, state). An update that ends
+	// meanwhile calls LUStateChanged(state, 0) as ever: drop the snapshot
+	// and the record of changes there. An error refuses the update.
+	LUBaseStart func(s *Service, state int) (BaseStep, error)
+	// LUBaseLoad reads the base in the new instance, in a goroutine of
+	// its own while Startup waits for its init (nothing else of the
+	// service runs then). It must read r to its io.EOF; its error fails
+	// the init. The init then finds the delta in Init.State (Delta set).
+	LUBaseLoad func(s *Service, r io.Reader) error
 }
 
 // Option configures Startup.
@@ -198,16 +217,41 @@ func Startup(ctx context.Context, cb Callbacks, opts ...Option) (*Service, error
 	s.conn = conn
 	// Hello tells rs that exec and runtime start-up are done; a live
 	// update waits for it before it asks the old instance to prepare.
-	if err := conn.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion}); err != nil {
+	preCopy := cb.LUBaseStart != nil && cb.LUBaseLoad != nil
+	if err := conn.Send(&msg.Message{Kind: msg.KindHello, Version: msg.ProtocolVersion, PreCopy: preCopy}); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("send hello: %w", err)
 	}
-	in, err := s.receiveInit(ctx)
+	in, pre, err := s.receiveInit(ctx)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	initErr := s.callInit(in)
+	var initErr error
+	if pre != nil {
+		if in.Type == InitLiveUpdate {
+			// The base was loading while the old instance served; what
+			// is left of it is short: the old one wrote it all before it
+			// went quiescent. rs's init deadline bounds this wait.
+			initErr = pre.wait(ctx.Done())
+			if initErr == nil {
+				in.State.Delta = pre.loaded
+			} else {
+				// No init runs: what it would have taken is closed here.
+				for _, f := range in.State.FDs {
+					f.Close()
+				}
+				for _, f := range in.FDs {
+					f.Close()
+				}
+			}
+		} else {
+			pre.wait(closedChan)
+		}
+	}
+	if initErr == nil {
+		initErr = s.callInit(in)
+	}
 	if in.State != nil {
 		in.State.mem.Close()
 	}
@@ -236,7 +280,19 @@ func channelFromEnv() (*msg.Conn, error) {
 	return conn, err
 }
 
-func (s *Service) receiveInit(ctx context.Context) (Init, error) {
+// receiveInit waits for the init. Before it, a live update's new
+// instance may get lu-base, the pre-copy base stream: its load starts
+// at once (pre) and goes on while the old instance serves.
+func (s *Service) receiveInit(ctx context.Context) (in Init, pre *preload, err error) {
+	in, pre, err = s.awaitInit(ctx)
+	if err != nil && pre != nil {
+		pre.wait(closedChan)
+		pre = nil
+	}
+	return in, pre, err
+}
+
+func (s *Service) awaitInit(ctx context.Context) (Init, *preload, error) {
 	// Load the local time zone now, not at the first log line after init:
 	// a standby that takes over would read /etc/localtime on its way.
 	time.Now().Zone()
@@ -244,14 +300,37 @@ func (s *Service) receiveInit(ctx context.Context) (Init, error) {
 	// every init it starts, and if rs dies the channel closes and Recv
 	// returns; ctx ends the wait too.
 	stop := context.AfterFunc(ctx, func() { s.conn.SetReadDeadline(time.Unix(1, 0)) })
-	m, files, err := s.conn.Recv()
+	var pre *preload
+	var m msg.Message
+	var files []*os.File
+	var err error
+	for {
+		m, files, err = s.conn.Recv()
+		if err != nil || m.Kind != msg.KindLUBase {
+			break
+		}
+		if pre != nil || s.cb.LUBaseLoad == nil {
+			msg.CloseFiles(files)
+			stop()
+			return Init{}, pre, fmt.Errorf("%w: unexpected lu-base", ErrProtocol)
+		}
+		if pre, err = s.startPreload(files[0]); err != nil {
+			stop()
+			return Init{}, nil, err
+		}
+	}
 	if !stop() && ctx.Err() != nil {
 		msg.CloseFiles(files)
-		return Init{}, fmt.Errorf("receive init: %w", ctx.Err())
+		return Init{}, pre, fmt.Errorf("receive init: %w", ctx.Err())
 	}
 	if err != nil {
-		return Init{}, fmt.Errorf("receive init: %w", err)
+		return Init{}, pre, fmt.Errorf("receive init: %w", err)
 	}
+	in, err := s.initFrom(m, files)
+	return in, pre, err
+}
+
+func (s *Service) initFrom(m msg.Message, files []*os.File) (Init, error) {
 	if m.Kind != msg.KindInit {
 		msg.CloseFiles(files)
 		return Init{}, fmt.Errorf("%w: first message is %s, want init", ErrProtocol, m.Kind)
@@ -435,8 +514,20 @@ func (s *Service) Receive(ctx context.Context) (any, error) {
 			}
 			continue
 		}
-		if s.lu != nil && !s.lu.ready {
-			s.luTry()
+		if s.lu != nil && !s.lu.ready && s.luTry() {
+			// A pre-copy step may run again at once: take what is
+			// there, without waiting, and come back for the next step.
+			select {
+			case ev := <-s.events:
+				s.handle(ev)
+			case <-s.poke:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case w := <-s.work:
+				return w, nil
+			default:
+			}
+			continue
 		}
 		if s.lu != nil && s.lu.ready {
 			// Quiescent: the state has been handed over. Only rs's
@@ -541,7 +632,8 @@ func (s *Service) signal(sig os.Signal, cause *StopError) {
 }
 
 func (s *Service) handleMessage(m msg.Message, files []*os.File) {
-	msg.CloseFiles(files) // rs sends fds only with init
+	// rs sends fds only with init, and lu-prepare's base pipe
+	defer func() { msg.CloseFiles(files) }()
 	switch m.Kind {
 	case msg.KindPing:
 		if s.cb.Ping != nil {
@@ -554,7 +646,12 @@ func (s *Service) handleMessage(m msg.Message, files []*os.File) {
 	case msg.KindStop:
 		s.signal(syscall.SIGTERM, &StopError{Cause: CauseRS})
 	case msg.KindLUPrepare:
-		s.luPrepare(m)
+		var base *os.File
+		if len(files) == 1 { // msg checked its name
+			base = files[0]
+			files = nil
+		}
+		s.luPrepare(m, base)
 	case msg.KindLUCancel:
 		s.luEnd("cancelled by rs")
 	default:

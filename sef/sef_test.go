@@ -18,8 +18,9 @@ import (
 
 // fakeRS is rs's end of a channel whose other end this process's sef uses.
 type fakeRS struct {
-	t *testing.T
-	c *msg.Conn
+	t     *testing.T
+	c     *msg.Conn
+	hello msg.Message // what the service said first
 }
 
 func (f *fakeRS) send(m *msg.Message, files ...*os.File) {
@@ -73,8 +74,8 @@ func startup(t *testing.T, cb Callbacks) (*Service, *fakeRS) {
 		s, err := Startup(context.Background(), cb)
 		done <- result{s, err}
 	}()
-	if m, _ := f.recv(); m.Kind != msg.KindHello || m.Version != msg.ProtocolVersion {
-		t.Fatalf("first message %+v, want hello", m)
+	if f.hello, _ = f.recv(); f.hello.Kind != msg.KindHello || f.hello.Version != msg.ProtocolVersion {
+		t.Fatalf("first message %+v, want hello", f.hello)
 	}
 	f.send(&msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: msg.InitFresh, Label: "t"})
 	if m, _ := f.recv(); m.Kind != msg.KindInitResult || m.Err != "" {

@@ -45,6 +45,10 @@ func TestMain(m *testing.M) {
 		{"-o", dir + "/kv-luhang", "-ldflags", "-X main.luFault=hang", "github.com/reincarnation/rs/servers/kv"},
 		{"-o", dir + "/sdnotify", "github.com/reincarnation/rs/tests/fixtures/sdnotify"},
 		{"-o", dir + "/kv-lurestore", "-ldflags", "-X main.luFault=restore", "github.com/reincarnation/rs/servers/kv"},
+		// Pre-copy (precopy_test.go): a kv whose base load fails, and one
+		// without pre-copy, as a kv built before it.
+		{"-o", dir + "/kv-lubase", "-ldflags", "-X main.luFault=base", "github.com/reincarnation/rs/servers/kv"},
+		{"-o", dir + "/kv-nopre", "-ldflags", "-X main.preCopy=off -X main.version=nopre", "github.com/reincarnation/rs/servers/kv"},
 		// A daemon that knows nothing of rs, for type simple.
 		{"-o", dir + "/plain", "github.com/reincarnation/rs/tests/fixtures/plain"},
 		// rs with its fault hooks (a panic in the loop, a table refused).

@@ -81,7 +81,7 @@ func (u *update) phase() string {
 	switch {
 	case strings.HasPrefix(last, "new instance started"):
 		return "before its hello"
-	case strings.HasPrefix(last, "preparing"):
+	case strings.HasPrefix(last, "preparing"), strings.HasPrefix(last, "pre-copy base streamed"):
 		return "while the old one prepared"
 	case strings.HasPrefix(last, "ready"):
 		return "in its live-update init"

@@ -18,7 +18,7 @@
 //		}
 //	}()
 //	err = rs.Ping(ctx)                                   // answered by the loop
-//	saved, err := rs.Prepare(ctx, sef.StateRequestFree) // LUStateSave's output
+//	saved, err := rs.Prepare(ctx, sef.StateRequestFree) // LUStateSave's output (PrepareBase: with a pre-copy base)
 //	rs.Stop(ctx)                                         // a commit stops the old one
 //	s2, rs2, err := seftest.Start(ctx, seftest.Init{Type: sef.InitLiveUpdate, State: saved}, callbacks)
 //
@@ -64,6 +64,10 @@ type Init struct {
 type Saved struct {
 	State []byte
 	FDs   map[string]*os.File
+	// Base is the pre-copy base stream as the old instance wrote it
+	// (RS.PrepareBase), nil without one; Init.State with a Base hands it
+	// to the new instance before its init, as rs does.
+	Base []byte
 }
 
 // Close closes the handed-over fds.
@@ -165,6 +169,11 @@ func (r *RS) handshake(ctx context.Context, in Init) error {
 	}
 	if m.Kind != msg.KindHello {
 		return fmt.Errorf("seftest: first message %s, want hello", m.Kind)
+	}
+	if in.Type == sef.InitLiveUpdate && in.State != nil && in.State.Base != nil {
+		if err := r.sendBase(in.State.Base); err != nil {
+			return err
+		}
 	}
 	init := &msg.Message{Kind: msg.KindInit, Version: msg.ProtocolVersion, InitType: msg.InitType(in.Type), Label: in.Label, Restarts: uint32(in.Restarts), Hold: in.Hold}
 	if in.Type == 0 {

@@ -56,8 +56,20 @@
 // connection, whose socket goes along as a copy. The new version maps the state and
 // rebuilds the shards in parallel, then serves each connection from
 // exactly where the old one stopped. If the update is rolled back,
-// everyone resumes in the old version. The map is a store of 16 shards by
+// everyone resumes in the old version. The map is a store of 64 shards by
 // a fixed hash (store.go) so that both sides can work in parallel.
+//
+// Pre-copy (precopy.go, sef's LUBaseStart and LUBaseLoad): before the
+// connections park, the map streams to the new version while kv serves.
+// Each step, between requests, takes the next 1024 entries from an
+// iterator kept across steps (string headers only: no key's bytes are
+// touched); a goroutine encodes them off the main loop, and a later step
+// writes the batch. From the first step the store records every key
+// written or deleted, and FLUSHALL as a reset. The new version builds its
+// store from the stream meanwhile; the state saved in the pause is then
+// only the delta (each recorded key's value now, or its deletion, after
+// the reset if one came) and the connections. A rollback drops the
+// snapshot and the record.
 //
 // Bounds: arguments up to 512 MiB, arrays up to 1 Mi elements, inline and
 // header lines up to 64 KiB, 1 GiB per request; beyond that the frame is

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -32,6 +33,10 @@ type kv struct {
 	// What a live update handed over, restored by initLiveUpdate.
 	data  *store
 	conns []restoredConn
+	// Pre-copy: base is what LUBaseLoad built in the new version; snap
+	// the old version's base being written.
+	base *store
+	snap *snapshot
 }
 
 func run(args []string) int {
@@ -51,7 +56,7 @@ func run(args []string) int {
 
 	started := time.Now()
 	k := &kv{addr: *listenAddr, log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	s, err := sef.Startup(context.Background(), sef.Callbacks{
+	cb := sef.Callbacks{
 		InitFresh:      k.initialize,
 		InitRestart:    k.initialize,
 		InitLiveUpdate: k.initLiveUpdate,
@@ -60,11 +65,30 @@ func run(args []string) int {
 				k.srv.group.Begin()
 			} else if state == 0 {
 				k.srv.group.End()
+				if k.snap != nil {
+					k.snap.drop()
+					k.snap = nil
+				}
 			}
+		},
+		LUBaseStart: func(s *sef.Service, _ int) (sef.BaseStep, error) {
+			k.snap = startBase(k.srv.eng.data, s.Reached)
+			return k.snap.step, nil
+		},
+		LUBaseLoad: func(_ *sef.Service, r io.Reader) (err error) {
+			if luFault == "base" {
+				return errors.New("refusing the base (built with luFault=base)")
+			}
+			k.base, err = loadBase(r)
+			return err
 		},
 		LUPrepare:   func(*sef.Service, int) bool { return k.srv.handoffReady() },
 		LUStateSave: func(_ *sef.Service, w *sef.StateWriter) error { return k.srv.saveState(w) },
-	}, sef.WithLogger(k.log))
+	}
+	if preCopy == "off" {
+		cb.LUBaseStart, cb.LUBaseLoad = nil, nil
+	}
+	s, err := sef.Startup(context.Background(), cb, sef.WithLogger(k.log))
 	if err != nil {
 		k.log.Error("start-up failed", "err", err)
 		if k.ln != nil {
@@ -159,7 +183,12 @@ func (k *kv) initLiveUpdate(s *sef.Service, in sef.Init) error {
 	if err := k.initialize(s, in); err != nil {
 		return err
 	}
-	data, conns, err := loadState(in.State, in.State.FDs)
+	base := k.base
+	k.base = nil
+	if !in.State.Delta {
+		base = nil // a whole state came
+	}
+	data, conns, err := loadStateOnto(in.State, in.State.FDs, base)
 	if err == nil && luFault == "restore" {
 		for _, rc := range conns {
 			rc.c.Close()

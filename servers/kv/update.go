@@ -30,8 +30,13 @@ import (
 // the bytes this one had read.
 
 // luFault makes a kv built with -ldflags "-X main.luFault=..." fail its
-// live-update init on purpose, for rollback tests: exit, hang, restore.
+// live-update init on purpose, for rollback tests: exit, hang, restore;
+// base fails the pre-copy base's load.
 var luFault = ""
+
+// preCopy "off" (-ldflags "-X main.preCopy=off") builds a kv without the
+// pre-copy callbacks, as one built before them, for tests.
+var preCopy = "on"
 
 // stateMagic starts kv's state; a new version that cannot read it refuses
 // the update and the old one carries on.
@@ -56,6 +61,25 @@ func (srv *server) saveState(w fileAdder) error {
 	if !srv.group.Ready() {
 		return errors.New("state save before every connection parked")
 	}
+	if d, ok := w.(interface{ Delta() bool }); ok && d.Delta() {
+		// A pre-copy base went before: only what changed since.
+		if err := srv.saveDelta(w); err != nil {
+			return err
+		}
+	} else if err := srv.saveMap(w); err != nil {
+		return err
+	}
+	var e stateEncoder
+	var err error
+	e.b, err = srv.group.AppendState(e.b, w)
+	if err != nil {
+		return err
+	}
+	return e.flush(w)
+}
+
+// saveMap writes the whole map.
+func (srv *server) saveMap(w io.Writer) error {
 	// Each shard is encoded on its own, on every CPU at once.
 	shards := srv.eng.data.shards
 	parts := make([][]byte, len(shards))
@@ -82,12 +106,7 @@ func (srv *server) saveState(w fileAdder) error {
 			return err
 		}
 	}
-	var err error
-	e.b, err = srv.group.AppendState(e.b, w)
-	if err != nil {
-		return err
-	}
-	return e.flush(w)
+	return nil
 }
 
 // parkState is what a connection goroutine parks with: its parser's
@@ -113,6 +132,12 @@ type restoredConn struct {
 // loadState reads what saveState wrote. It takes ownership of fds; on
 // error every connection it made is closed again.
 func loadState(r io.Reader, fds map[string]*os.File) (data *store, conns []restoredConn, err error) {
+	return loadStateOnto(r, fds, nil)
+}
+
+// loadStateOnto is loadState when a pre-copy base (base, nil if none)
+// was loaded before: a delta applies onto it.
+func loadStateOnto(r io.Reader, fds map[string]*os.File, base *store) (data *store, conns []restoredConn, err error) {
 	raw, err := readState(r)
 	if err != nil {
 		for _, f := range fds {
@@ -120,7 +145,7 @@ func loadState(r io.Reader, fds map[string]*os.File) (data *store, conns []resto
 		}
 		return nil, nil, fmt.Errorf("state: %w", err)
 	}
-	return parseState(raw, fds)
+	return parseState(raw, fds, base)
 }
 
 // readState gets the state's bytes: mapped when the reader can (sef's
@@ -135,7 +160,7 @@ func readState(r io.Reader) ([]byte, error) {
 // parseState decodes the state. raw is never written again, so the
 // strings share its bytes. It takes ownership of fds; on error every
 // connection it made is closed again.
-func parseState(raw []byte, fds map[string]*os.File) (data *store, conns []restoredConn, err error) {
+func parseState(raw []byte, fds map[string]*os.File, base *store) (data *store, conns []restoredConn, err error) {
 	defer func() {
 		for _, f := range fds {
 			f.Close()
@@ -154,21 +179,14 @@ func parseState(raw []byte, fds map[string]*os.File) (data *store, conns []resto
 	// it, so a hundred thousand keys cost one allocation, not 200k. raw
 	// is never written again, so the string can share its bytes.
 	d := stateDecoder{s: unsafe.String(unsafe.SliceData(raw), len(raw))}
-	if magic := d.str(); d.err == nil && magic != stateMagic {
+	switch magic := d.str(); {
+	case d.err == nil && magic == deltaMagic:
+		data, err = applyDelta(&d, base)
+	case d.err == nil && magic != stateMagic:
 		return nil, nil, fmt.Errorf("state format %q, this kv reads %q", magic, stateMagic)
+	default:
+		data, err = parseMap(&d)
 	}
-	lengths := make([]int, d.count())
-	for i := range lengths {
-		lengths[i] = d.count()
-	}
-	sections := make([]string, len(lengths))
-	for i, n := range lengths {
-		sections[i] = d.take(n)
-	}
-	if d.err != nil {
-		return nil, nil, fmt.Errorf("state: %w", d.err)
-	}
-	data, err = loadShards(sections)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -191,6 +209,22 @@ func parseState(raw []byte, fds map[string]*os.File) (data *store, conns []resto
 		}
 	}
 	return data, conns, nil
+}
+
+// parseMap reads the whole map of a state.
+func parseMap(d *stateDecoder) (*store, error) {
+	lengths := make([]int, d.count())
+	for i := range lengths {
+		lengths[i] = d.count()
+	}
+	sections := make([]string, len(lengths))
+	for i, n := range lengths {
+		sections[i] = d.take(n)
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("state: %w", d.err)
+	}
+	return loadShards(sections)
 }
 
 // loadShards builds the store from the shard sections: on every CPU at

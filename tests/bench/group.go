@@ -186,7 +186,7 @@ func (g *groupBench) update(what string, base time.Time, binary string, labels .
 			b.problem(fmt.Sprintf("group: %s succeeded but %s is pid %d (was %d), binary %s", what, l, st.Pid, before[l], filepath.Base(st.Binary)))
 		}
 	}
-	return window{start.Sub(base), end.Sub(base)}, nil
+	return window{start: start.Sub(base), end: end.Sub(base)}, nil
 }
 
 // failedIn counts the requests of l that failed during one of ws.

@@ -197,7 +197,7 @@ func (b *bench) httpS6(hc string) ([]*httpPhase, error) {
 		if pid, served, err = b.httpServed(sup, url, pid); err != nil {
 			return window{}, fmt.Errorf("%s: %w", what, err)
 		}
-		return window{t0.Sub(base), served.Sub(base)}, nil
+		return window{start: t0.Sub(base), end: served.Sub(base)}, nil
 	}
 	var tools []string
 	for _, tool := range []string{"wrk", "ab"} {
@@ -403,7 +403,7 @@ func (b *bench) httpCommand(ctl control.Client, ph *httpPhase, binary string, ba
 	if len(bad) > 0 {
 		b.problem(fmt.Sprintf("%s: %s (pid %d, was %d)", what, strings.Join(bad, "; "), st.Pid, before.Pid))
 	}
-	return window{start.Sub(base), end.Sub(base)}, nil
+	return window{start: start.Sub(base), end: end.Sub(base)}, nil
 }
 
 func toolName(tool string) string {

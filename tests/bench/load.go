@@ -35,7 +35,10 @@ type span struct {
 
 // window is the time an update command was under way, as offsets from
 // load.base.
-type window struct{ start, end time.Duration }
+// window is an update's: from the command to its reply; pause, when
+// not 0, is when a pre-copy's base had streamed (its progress line
+// came), the start of the pause proper.
+type window struct{ start, end, pause time.Duration }
 
 type load struct {
 	base    time.Time

@@ -267,7 +267,7 @@ func (b *bench) redisBench(bins [2]string, cmdMedian time.Duration) error {
 				case <-time.After(10 * time.Millisecond):
 				}
 			}
-			start, end, err := u.update(fmt.Sprintf("update %d/%d (redis-benchmark, test %d)", i+1, k, reached+1))
+			start, end, _, err := u.update(fmt.Sprintf("update %d/%d (redis-benchmark, test %d)", i+1, k, reached+1))
 			if err != nil {
 				fatal = err
 				return

@@ -107,7 +107,7 @@ func (b *bench) s6Restarts() (*s6Result, error) {
 			return nil, fmt.Errorf("update (s6): restart %d: %w", i+1, err)
 		}
 		t1 := time.Now()
-		ws = append(ws, window{t0.Sub(l.base), t1.Sub(l.base)})
+		ws = append(ws, window{start: t0.Sub(l.base), end: t1.Sub(l.base)})
 		res.restarts = append(res.restarts, t1.Sub(t0))
 		pid, served = r.pid, t1
 		sup.saw(pid)

@@ -70,7 +70,7 @@ func (b *bench) selfUpdates() error {
 				b.problem(fmt.Sprintf("self: update-self %d/%d: %v %s", i+1, k, err, out))
 				continue
 			}
-			ws = append(ws, window{start, end})
+			ws = append(ws, window{start: start, end: end})
 			if s, err := b.status("kv"); err == nil {
 				rtts = append(rtts, s.PingRTTUs)
 			}

@@ -117,11 +117,15 @@ func (b *bench) updatePhase(u *updater, l *load, name string, k int) ([]window, 
 		if err := b.sleep(updateSpacing); err != nil {
 			return ws, err
 		}
-		start, end, err := u.update(fmt.Sprintf("update %d/%d (%s)", i+1, k, name))
+		start, end, pause, err := u.update(fmt.Sprintf("update %d/%d (%s)", i+1, k, name))
 		if err != nil {
 			return ws, err
 		}
-		ws = append(ws, window{start.Sub(l.base), end.Sub(l.base)})
+		w := window{start: start.Sub(l.base), end: end.Sub(l.base)}
+		if !pause.IsZero() {
+			w.pause = pause.Sub(l.base)
+		}
+		ws = append(ws, w)
 	}
 	return ws, nil
 }
@@ -329,6 +333,9 @@ func (b *bench) waitClients(c *resp.Client) (int64, error) {
 func (b *bench) updateRows(l *load, ws []window, name string) (gaps, cmds []time.Duration) {
 	gap := row{name: "update gap (" + name + ")"}
 	cmd := row{name: "update command (" + name + ")"}
+	// With pre-copy, the gap after the base: the pause proper, apart
+	// from the wait of requests while the base streamed.
+	pause := row{name: "update gap after the pre-copy base (" + name + ")"}
 	for i, w := range ws {
 		cmd.d = append(cmd.d, w.end-w.start)
 		g, n := l.gap(w)
@@ -337,10 +344,18 @@ func (b *bench) updateRows(l *load, ws []window, name string) (gaps, cmds []time
 			continue
 		}
 		gap.d = append(gap.d, g)
+		var pg time.Duration
+		if w.pause > 0 {
+			pg, _ = l.gap(window{start: w.pause, end: w.end})
+			pause.d = append(pause.d, pg)
+		}
 		if b.verbose {
-			fmt.Fprintf(os.Stderr, "update %d (%s): command %v, gap %v over %d requests\n", i+1, name, w.end-w.start, g, n)
+			fmt.Fprintf(os.Stderr, "update %d (%s): command %v, gap %v over %d requests, after the base %v\n", i+1, name, w.end-w.start, g, n, pg)
 		}
 	}
 	b.rows = append(b.rows, gap, cmd)
+	if len(pause.d) > 0 {
+		b.rows = append(b.rows, pause)
+	}
 	return gap.d, cmd.d
 }

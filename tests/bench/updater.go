@@ -44,25 +44,31 @@ func (b *bench) newUpdater(bins [2]string) (*updater, error) {
 	return u, nil
 }
 
-// update does one update and returns when the command was sent and when
-// its reply came. A failed update or check is a problem noted, not an
-// error; the error is for a kv that does not run again at all.
-func (u *updater) update(what string) (start, end time.Time, err error) {
+// update does one update and returns when the command was sent, when
+// its reply came, and when its progress said a pre-copy base had
+// streamed (zero without one). A failed update or check is a problem
+// noted, not an error; the error is for a kv that does not run again at
+// all.
+func (u *updater) update(what string) (start, end, pause time.Time, err error) {
 	b := u.b
 	target := u.bins[u.next]
 	before, err := b.status("kv")
 	if err != nil {
-		return start, end, err
+		return start, end, pause, err
 	}
 	start = time.Now()
-	r, uerr := u.ctl.Do(control.Request{Op: control.OpUpdate, Label: "kv", Binary: target}, nil)
+	r, uerr := u.ctl.Do(control.Request{Op: control.OpUpdate, Label: "kv", Binary: target}, func(p string) {
+		if strings.HasPrefix(p, "pre-copy base streamed") {
+			pause = time.Now()
+		}
+	})
 	end = time.Now()
 	if b.verbose {
 		fmt.Fprintf(os.Stderr, "%s → %s: %v, %q, err %v\n", what, filepath.Base(target), end.Sub(start), r.Message, uerr)
 	}
 	st, err := b.waitRunning("kv", 0, 10*time.Second)
 	if err != nil {
-		return start, end, fmt.Errorf("%s: after the update: %w", what, err)
+		return start, end, pause, fmt.Errorf("%s: after the update: %w", what, err)
 	}
 	if !slices.Contains(b.killed, st.Pid) {
 		b.killed = append(b.killed, st.Pid)
@@ -71,7 +77,7 @@ func (u *updater) update(what string) (start, end time.Time, err error) {
 		u.failed++
 		b.problem(fmt.Sprintf("%s → %s failed after %v: %v; kv now pid %d (was %d), binary %s",
 			what, filepath.Base(target), short(end.Sub(start)), uerr, st.Pid, before.Pid, filepath.Base(st.Binary)))
-		return start, end, nil
+		return start, end, pause, nil
 	}
 	u.next = 1 - u.next
 	var bad []string
@@ -103,7 +109,7 @@ func (u *updater) update(what string) (start, end time.Time, err error) {
 	if len(bad) > 0 {
 		b.problem(fmt.Sprintf("%s → %s succeeded but: %s", what, filepath.Base(target), strings.Join(bad, "; ")))
 	}
-	return start, end, nil
+	return start, end, pause, nil
 }
 
 // describe names the two binaries and their versions.

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+)
+
+// runBase writes st's whole base into a buffer, calling between(step)
+// after each step, as sef would call work between steps.
+func runBase(t *testing.T, sn *snapshot, wake <-chan struct{}, between func(step int)) *bytes.Buffer {
+	t.Helper()
+	var buf bytes.Buffer
+	for step := 0; ; step++ {
+		n := buf.Len()
+		done, err := sn.step(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			return &buf
+		}
+		between(step)
+		if buf.Len() == n {
+			select { // nothing written: the encoder wakes us
+			case <-wake:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no wake-up from the encoder")
+			}
+		}
+	}
+}
+
+func contents(st *store) map[string]string {
+	m := map[string]string{}
+	for _, sh := range st.shards {
+		maps.Copy(m, sh)
+	}
+	return m
+}
+
+// The base plus the delta is the store as it is at the end, whatever
+// was written, overwritten, deleted or flushed while the base streamed.
+func TestPreCopyBaseAndDelta(t *testing.T) {
+	const keys = 20000
+	for _, flush := range []bool{false, true} {
+		t.Run(fmt.Sprintf("flushall=%v", flush), func(t *testing.T) {
+			st := newStore()
+			for i := range keys {
+				st.set(fmt.Sprintf("key:%d", i), fmt.Sprintf("value:%d", i))
+			}
+			wake := make(chan struct{}, 1)
+			sn := startBase(st, func() {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			})
+			buf := runBase(t, sn, wake, func(step int) {
+				for j := range 50 { // keys already sent and not yet sent alike
+					k := fmt.Sprintf("key:%d", (step*50+j)*7%keys)
+					switch j % 3 {
+					case 0:
+						st.set(k, fmt.Sprintf("new:%d", step))
+					case 1:
+						st.del(k)
+					case 2:
+						st.set(fmt.Sprintf("added:%d:%d", step, j), "x")
+					}
+				}
+				if flush && step == 5 {
+					st.clear()
+					st.set("after-flush", "y")
+				}
+			})
+			// Writes between the base's end and the quiescent point.
+			st.set("late", "z")
+			st.del("key:1")
+			base, err := loadBase(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var delta bytes.Buffer
+			if err := writeDelta(st, &delta); err != nil {
+				t.Fatal(err)
+			}
+			delta.WriteByte(0) // no connections
+			got, conns, err := parseState(delta.Bytes(), nil, base)
+			if err != nil || len(conns) != 0 {
+				t.Fatalf("delta: %v (%d connections)", err, len(conns))
+			}
+			want := contents(st)
+			if g := contents(got); !maps.Equal(g, want) {
+				t.Fatalf("base + delta: %d keys, want %d", len(g), len(want))
+			}
+			sn.drop()
+			if st.rec != nil {
+				t.Fatal("the record of changes outlives the drop")
+			}
+		})
+	}
+}
+
+// A dropped snapshot (a rollback during the base) leaves the store as
+// it was and records nothing more.
+func TestPreCopyDropDuringTheBase(t *testing.T) {
+	st := newStore()
+	for i := range 10000 {
+		st.set(fmt.Sprintf("key:%d", i), "v")
+	}
+	sn := startBase(st, func() {})
+	var buf bytes.Buffer
+	sn.step(&buf)
+	sn.step(&buf)
+	sn.drop()
+	st.set("after", "x")
+	if st.rec != nil || st.len() != 10001 {
+		t.Fatalf("after the drop: rec %v, %d keys", st.rec, st.len())
+	}
+}
+
+// The base is the other instance's: malformed input is an error.
+func TestPreCopyHostileBase(t *testing.T) {
+	good := func() []byte {
+		var e stateEncoder
+		e.str(baseMagic)
+		var body stateEncoder
+		body.str("k")
+		body.str("v")
+		e.uint(uint64(len(body.b)))
+		e.b = append(e.b, body.b...)
+		e.uint(0)
+		return e.b
+	}()
+	if st, err := loadBase(bytes.NewReader(good)); err != nil || st.len() != 1 {
+		t.Fatalf("good base: %v", err)
+	}
+	huge := append([]byte{}, good[:len(baseMagic)+1]...)
+	huge = append(huge, 0xff, 0xff, 0xff, 0xff, 0x0f) // a batch of 4 GiB
+	for name, in := range map[string][]byte{
+		"empty":          nil,
+		"bad magic":      append([]byte{byte(len(baseMagic))}, "kv-base-9\n"...),
+		"cut short":      good[:len(good)-3],
+		"no end":         good[:len(good)-1],
+		"trailing bytes": append(append([]byte{}, good...), 1),
+		"huge batch":     huge,
+		"bad pair":       append(append([]byte{}, good[:len(baseMagic)+1]...), 2, 9, 'k', 0),
+	} {
+		if _, err := loadBase(bytes.NewReader(in)); err == nil {
+			t.Errorf("%s: loadBase accepted %q", name, in)
+		}
+	}
+	if _, _, err := parseState(append([]byte{byte(len(deltaMagic))}, deltaMagic+"\x00\x00\x00"...), nil, nil); err == nil {
+		t.Error("a delta with no base loaded was accepted")
+	}
+}
