@@ -1,5 +1,4 @@
-// Command httpcount, on sef/sefhttp, answers each request with the next
-// number of a counter that survives `service update`, losing nothing.
+// Command httpcount answers each request with a counter that `service update` keeps.
 package main
 
 import (
