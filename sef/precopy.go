@@ -334,7 +334,11 @@ func (s *Service) startPreload(f *os.File) (*preload, error) {
 		// CPU at most, so the old one keeps the others. (Not a lower
 		// priority: the end of the load falls in the pause, and a
 		// thread's priority cannot be raised again without privilege.)
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+		// The CPUs come back from a goroutine of their own: GOMAXPROCS
+		// waits for a garbage collection under way to end, tens of
+		// milliseconds after a large load, and the init must not.
+		prev := runtime.GOMAXPROCS(1)
+		defer func() { go runtime.GOMAXPROCS(prev) }()
 		p.loaded, p.err = loadBase(s, bufio.NewReaderSize(nb, 64<<10))
 	}()
 	return p, nil
