@@ -28,10 +28,18 @@ func muxRun(t *testing.T) (*Mux, <-chan Delivery) {
 	}()
 	t.Cleanup(func() {
 		m.Close()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("Mux.Run did not return after Close")
+		// Drain what is still delivered: a test that stopped reading (a
+		// flood) would leave Run blocked in its callback on a full out.
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case <-done:
+				return
+			case <-out:
+			case <-timeout:
+				t.Error("Mux.Run did not return after Close")
+				return
+			}
 		}
 	})
 	return m, out
