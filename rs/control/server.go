@@ -76,8 +76,10 @@ const DefaultMaxConns = 64
 // are held, the oldest that has not sent its request yet is closed to
 // make room (a flood of silent connections only pushes out its own);
 // if every one held has a request in progress, new ones wait in the
-// listen backlog until one ends. A connection's buffer is the size of
-// its request, known before it is read.
+// listen backlog until one ends. Streams, which last as long as their
+// client likes, take at most MaxStreams of them; one more is refused
+// (busy), so that the rest stay for requests that end. A connection's
+// buffer is the size of its request, known before it is read.
 type Server struct {
 	Handler Handler
 	// Stream answers the requests whose reply is streamed (logs); nil:
@@ -85,18 +87,24 @@ type Server struct {
 	Stream   StreamHandler
 	Log      *slog.Logger
 	MaxConns int // 0: DefaultMaxConns
+	// MaxStreams bounds the streams (logs -f, events) open at once, so
+	// that they never take every connection: a client that opens
+	// streams without end (a service with control = true, say) leaves
+	// room for the operator's commands. 0: half of MaxConns.
+	MaxStreams int
 	// Keepalive: how often a connection whose request is in progress
 	// tells the client that rs lives; 0: DefaultKeepalive.
 	Keepalive time.Duration
 
 	conns sync.WaitGroup
 
-	mu    sync.Mutex
-	room  *sync.Cond // signalled when a held connection ends
-	held  int        // connections whose goroutine has not ended
-	leave int        // of them, closed to make room and on their way out
-	idle  []*conn    // held, waiting for their request; oldest first
-	evict int64      // connections closed to make room, for the log
+	mu      sync.Mutex
+	room    *sync.Cond // signalled when a held connection ends
+	held    int        // connections whose goroutine has not ended
+	leave   int        // of them, closed to make room and on their way out
+	idle    []*conn    // held, waiting for their request; oldest first
+	evict   int64      // connections closed to make room, for the log
+	streams int        // streams open now (serveStream)
 }
 
 // conn is one held connection.
@@ -299,13 +307,40 @@ func (s *Server) serveConn(cn *conn) {
 		r = s.Handler(req, peer, func(p string) { send(Reply{Progress: p}) })
 	case s.Stream == nil:
 		r = Failure(fmt.Errorf("%w: this rs does not answer %s", ErrInvalid, req.Op))
+	case !s.takeStream():
+		r = Failure(fmt.Errorf("%w: %d streams (logs -f, events) are open, as many as rs serves at once; end one", ErrBusy, s.streamLimit()))
 	default:
 		r = s.serveStream(c, req, peer, sendErr)
+		s.mu.Lock()
+		s.streams--
+		s.mu.Unlock()
 	}
 	close(stop)
 	<-stopped // no keepalive after the reply
 	r.Done = true
 	send(r)
+}
+
+func (s *Server) streamLimit() int {
+	if s.MaxStreams > 0 {
+		return s.MaxStreams
+	}
+	conns := s.MaxConns
+	if conns <= 0 {
+		conns = DefaultMaxConns
+	}
+	return max(conns/2, 1)
+}
+
+// takeStream counts a stream in, if one more may be open.
+func (s *Server) takeStream() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams >= s.streamLimit() {
+		return false
+	}
+	s.streams++
+	return true
 }
 
 // serveStream runs the stream handler while it watches the connection:

@@ -179,3 +179,76 @@ func waitGoroutines(t *testing.T, n int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Streams take at most MaxStreams connections: one more is refused as
+// busy, a plain request is still answered beside them, and an ended
+// stream frees its place.
+func TestStreamLimit(t *testing.T) {
+	srv := &Server{MaxConns: 8, MaxStreams: 2,
+		Handler: func(Request, Peer, func(string)) Reply { return Reply{Message: "ok"} },
+		Stream: func(req Request, _ Peer, out *Stream) Reply {
+			if err := out.Send(Reply{Logs: []LogLine{{Label: req.Label, Line: "open"}}}); err != nil {
+				return Failure(err)
+			}
+			<-out.Gone()
+			return Reply{}
+		}}
+	c := serveWith(t, srv)
+	c.Timeout = 0
+	open := func() (context.CancelFunc, chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		first, res := make(chan struct{}), make(chan error, 1)
+		go func() {
+			once := false
+			_, err := c.Stream(ctx, Request{Op: OpEvents, Follow: true}, func(Reply) error {
+				if !once {
+					once = true
+					close(first)
+				}
+				return nil
+			})
+			res <- err
+		}()
+		select {
+		case <-first:
+		case err := <-res:
+			res <- err
+		case <-time.After(10 * time.Second):
+			t.Fatal("the stream did not open")
+		}
+		return cancel, res
+	}
+	cancel1, res1 := open()
+	cancel2, _ := open()
+	defer cancel2()
+	ctx, cancel3 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel3()
+	if _, err := c.Stream(ctx, Request{Op: OpEvents, Follow: true}, func(Reply) error { return nil }); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a third stream: %v, want ErrBusy", err)
+	}
+	if r, err := c.Do(Request{Op: OpStatus}, nil); err != nil || r.Message != "ok" {
+		t.Fatalf("status beside two streams: %+v, %v", r, err)
+	}
+	cancel1()
+	select {
+	case <-res1:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first stream did not end")
+	}
+	// Its place is free once its goroutine has counted it out.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cancelN, resN := open()
+		select {
+		case err := <-resN:
+			cancelN()
+			if !errors.Is(err, ErrBusy) || time.Now().After(deadline) {
+				t.Fatalf("a stream after one ended: %v", err)
+			}
+			continue // the first one's end is still being counted
+		default:
+		}
+		cancelN()
+		break
+	}
+}
