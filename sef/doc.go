@@ -170,8 +170,11 @@
 //     LUStateSave then finds w.Delta() true and writes only what changed
 //     since LUBaseStart.
 //   - New instance: sef runs LUBaseLoad in a goroutine on the stream as
-//     soon as it comes, while the old instance serves (on one CPU, so
-//     that the old instance keeps the others for its clients). At a
+//     soon as it comes, while the old instance serves: on one CPU, and
+//     paced to half of it (before each read that waits on the pipe it
+//     sleeps as long as it worked), so that the old instance and its
+//     clients keep the rest; what is already read is loaded at once, so
+//     the end of the load, which falls in the pause, is never paced. At a
 //     live-update init sef waits for the load to end, then runs the init
 //     with the delta in Init.State (Init.State.Delta set). A load that
 //     fails, or a stream that is malformed, fails the init.

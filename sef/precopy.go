@@ -405,6 +405,27 @@ type baseReader struct {
 	total uint64
 	end   bool
 	err   error
+	// The load is paced while the old instance streams (see pace).
+	lastRet time.Time
+	worked  time.Duration
+}
+
+// pace: before a read that will wait on the pipe (nothing buffered),
+// the load sleeps as long as it worked since the last such read, so that
+// while the old instance serves and streams, the load takes half a CPU
+// at most and leaves the rest to the old instance and its clients. What
+// is buffered is read at once: the load's tail, which falls in the pause
+// once the old instance has seen the pipe read empty, is never paced.
+func (b *baseReader) pace() {
+	if b.lastRet.IsZero() {
+		return
+	}
+	b.worked += time.Since(b.lastRet)
+	buffered, ok := b.r.(interface{ Buffered() int })
+	if b.worked > 2*time.Millisecond && ok && buffered.Buffered() == 0 {
+		time.Sleep(b.worked)
+		b.worked = 0
+	}
 }
 
 var errBaseShort = errors.New("base stream cut short")
@@ -413,6 +434,8 @@ func (b *baseReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
+	b.pace()
+	defer func() { b.lastRet = time.Now() }()
 	for b.left == 0 {
 		if b.end {
 			return 0, io.EOF
