@@ -163,6 +163,16 @@ func (g *Group) readyLocked() bool {
 	return r != nil && len(r.parked) == len(g.conns) && len(r.lnsParked) == len(g.listeners)
 }
 
+// leave takes a connection or listener out of the group (forget, under
+// g.mu, reports whether it was tracked): one that goes while the others
+// wait parked may be what completes the round.
+func (g *Group) leave(forget func(g *Group) bool) {
+	g.mu.Lock()
+	ready := forget(g) && g.readyLocked()
+	g.mu.Unlock()
+	g.changed(ready)
+}
+
 // changed is called after something parked or left: it tells sef when
 // that made the state reached.
 func (g *Group) changed(ready bool) {
@@ -394,16 +404,14 @@ func (c *Conn) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	g := c.g
-	g.mu.Lock()
-	_, tracked := g.conns[c]
-	delete(g.conns, c)
-	if g.round != nil {
-		delete(g.round.parked, c)
-	}
-	ready := tracked && g.readyLocked()
-	g.mu.Unlock()
-	g.changed(ready)
+	c.g.leave(func(g *Group) bool {
+		_, tracked := g.conns[c]
+		delete(g.conns, c)
+		if g.round != nil {
+			delete(g.round.parked, c)
+		}
+		return tracked
+	})
 	return c.Conn.Close()
 }
 
@@ -499,16 +507,14 @@ func (l *Listener) Close() error {
 		close(l.gone)
 	}
 	l.mu.Unlock()
-	g := l.g
-	g.mu.Lock()
-	_, tracked := g.listeners[l]
-	delete(g.listeners, l)
-	if g.round != nil {
-		delete(g.round.lnsParked, l)
-	}
-	ready := tracked && g.readyLocked()
-	g.mu.Unlock()
-	g.changed(ready)
+	l.g.leave(func(g *Group) bool {
+		_, tracked := g.listeners[l]
+		delete(g.listeners, l)
+		if g.round != nil {
+			delete(g.round.lnsParked, l)
+		}
+		return tracked
+	})
 	return l.Listener.Close()
 }
 
