@@ -18,10 +18,6 @@ import (
 func (r *RS) PrepareBase(ctx context.Context, state int) (*Saved, error) {
 	r.recvMu.Lock()
 	defer r.recvMu.Unlock()
-	maxTime := time.Minute
-	if dl, ok := ctx.Deadline(); ok {
-		maxTime = time.Until(dl)
-	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("seftest: pipe: %w", err)
@@ -38,43 +34,20 @@ func (r *RS) PrepareBase(ctx context.Context, state int) (*Saved, error) {
 	}()
 	stop := context.AfterFunc(ctx, func() { pr.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	err = r.c.Send(&msg.Message{Kind: msg.KindLUPrepare, State: uint32(state), MaxTime: int64(maxTime),
-		Names: []string{msg.BaseFD}}, pw)
-	pw.Close()
+	sv, err := r.prepare(ctx, state, []string{msg.BaseFD}, pw)
 	if err != nil {
 		return nil, err
 	}
-	for {
-		m, files, err := r.next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				r.c.Send(&msg.Message{Kind: msg.KindLUCancel})
-			}
-			return nil, fmt.Errorf("seftest: prepare: %w", err)
-		}
-		if m.Kind != msg.KindLUReady {
-			msg.CloseFiles(files) // lu-base-done, pongs
-			continue
-		}
-		if m.Err != "" {
-			msg.CloseFiles(files)
-			return nil, fmt.Errorf("%w: %s", ErrRefused, m.Err)
-		}
-		sv, err := saved(m, files)
-		if err != nil {
-			return nil, err
-		}
-		res := <-base // the service closed its end before lu-ready
-		if res.err != nil {
-			sv.Close()
-			return nil, fmt.Errorf("seftest: base: %w", res.err)
-		}
-		sv.Base = res.b
-		if sv.Base == nil {
-			sv.Base = []byte{}
-		}
-		return sv, nil
+	res := <-base // the service closed its end before lu-ready
+	if res.err != nil {
+		sv.Close()
+		return nil, fmt.Errorf("seftest: base: %w", res.err)
 	}
+	sv.Base = res.b
+	if sv.Base == nil {
+		sv.Base = []byte{}
+	}
+	return sv, nil
 }
 
 // sendBase hands the new instance a pipe carrying b, as rs's lu-base.

@@ -357,11 +357,21 @@ func (r *RS) Ping(ctx context.Context) error {
 func (r *RS) Prepare(ctx context.Context, state int) (*Saved, error) {
 	r.recvMu.Lock()
 	defer r.recvMu.Unlock()
+	return r.prepare(ctx, state, nil)
+}
+
+// prepare sends lu-prepare for state (with fds under names) and waits
+// for lu-ready; the caller holds recvMu.
+func (r *RS) prepare(ctx context.Context, state int, names []string, fds ...*os.File) (*Saved, error) {
 	maxTime := time.Minute
 	if dl, ok := ctx.Deadline(); ok {
 		maxTime = time.Until(dl)
 	}
-	if err := r.c.Send(&msg.Message{Kind: msg.KindLUPrepare, State: uint32(state), MaxTime: int64(maxTime)}); err != nil {
+	err := r.c.Send(&msg.Message{Kind: msg.KindLUPrepare, State: uint32(state), MaxTime: int64(maxTime), Names: names}, fds...)
+	for _, f := range fds {
+		f.Close() // the service has its own copy
+	}
+	if err != nil {
 		return nil, err
 	}
 	for {
@@ -373,7 +383,7 @@ func (r *RS) Prepare(ctx context.Context, state int) (*Saved, error) {
 			return nil, fmt.Errorf("seftest: prepare: %w", err)
 		}
 		if m.Kind != msg.KindLUReady {
-			msg.CloseFiles(files)
+			msg.CloseFiles(files) // lu-base-done, pongs
 			continue
 		}
 		if m.Err != "" {
