@@ -13,7 +13,10 @@ package main
 // any client waited for one reply among the requests under way during the
 // command. Every reply is checked; errors and wrong replies are counted
 // (there should be none), and DBSIZE must be the same after the updates
-// as before. After each update the bench checks that kv runs the binary it
+// as before. After the last phase, as many windows with no update, each
+// as long as that phase's median update, measure the same longest wait
+// for the load alone: the floor under a long update's gap on this
+// machine. After each update the bench checks that kv runs the binary it
 // asked for, with a new pid, the same restart count and INFO init_type
 // live-update.
 
@@ -130,6 +133,34 @@ func (b *bench) updatePhase(u *updater, l *load, name string, k int) ([]window, 
 	return ws, nil
 }
 
+// quietPhase waits through k windows with no update, each as long as
+// the median update in ws, under the same load and with the same state:
+// the longest reply wait a window that long shows without any update is
+// the floor under the gap of those updates, which a short update (the
+// one with no keys) does not have to reach. None if ws is empty.
+func (b *bench) quietPhase(l *load, ws []window, k int) ([]window, error) {
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	d := make([]time.Duration, len(ws))
+	for i, w := range ws {
+		d[i] = w.end - w.start
+	}
+	length := median(sorted(d))
+	var quiet []window
+	for range k {
+		if err := b.sleep(updateSpacing); err != nil {
+			return quiet, err
+		}
+		start := time.Since(l.base)
+		if err := b.sleep(length); err != nil {
+			return quiet, err
+		}
+		quiet = append(quiet, window{start: start, end: time.Since(l.base)})
+	}
+	return quiet, nil
+}
+
 // kvDo sends one command on c, with a deadline.
 func kvDo(c *resp.Client, args ...string) (resp.Value, error) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
@@ -182,11 +213,16 @@ func loadKeysFrom(c *resp.Client, from, n int) error {
 // updateResult is what the update scenario measured, for the table
 // beside s6's restarts.
 type updateResult struct {
-	gaps, cmds          []time.Duration // with the keys, per update
-	floorGaps           []time.Duration // with only the clients' keys
-	bigGaps, bigCmds    []time.Duration // with -big-keys keys (none if not asked)
-	errs, wrong, fails  int             // failed requests, wrong replies, failed updates
-	before, after, want int64           // DBSIZE
+	gaps, cmds       []time.Duration // with the keys, per update
+	floorGaps        []time.Duration // with only the clients' keys
+	bigGaps, bigCmds []time.Duration // with -big-keys keys (none if not asked)
+	// The load alone, in windows with no update as long as the median
+	// -big-keys update (quietLen): how long clients wait anyway over
+	// such a window, on this machine, under this load.
+	quietGaps           []time.Duration
+	quietLen            time.Duration
+	errs, wrong, fails  int   // failed requests, wrong replies, failed updates
+	before, after, want int64 // DBSIZE
 }
 
 // updateGap is the update scenario. The median command time of the
@@ -259,6 +295,10 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 		}
 		want = int64(big)
 	}
+	quietWs, err := b.quietPhase(l, bigWs, k)
+	if err != nil {
+		return nil, err
+	}
 	running = false
 	if !l.stopAndWait() {
 		return nil, fmt.Errorf("update: a client did not stop within %v", loadRequestTimeout+5*time.Second)
@@ -273,6 +313,16 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 	res.floorGaps, _ = b.updateRows(l, floorWs, "0 extra keys")
 	if len(bigWs) > 0 {
 		res.bigGaps, res.bigCmds = b.updateRows(l, bigWs, fmt.Sprintf("%d keys", b.opts.bigKeys))
+	}
+	quiet := row{name: fmt.Sprintf("gap with no update, over windows as long as the %d-key updates", b.opts.bigKeys)}
+	for _, w := range quietWs {
+		if g, n := l.gap(w); n > 0 {
+			quiet.d = append(quiet.d, g)
+		}
+	}
+	if len(quiet.d) > 0 {
+		b.rows = append(b.rows, quiet)
+		res.quietGaps, res.quietLen = quiet.d, quietWs[0].end-quietWs[0].start
 	}
 	b.notes = append(b.notes, fmt.Sprintf("update: %d updates per phase (%d phases) alternating %s, %v apart, %d failed; %d keys loaded (pipelined) in %v",
 		k, 2+min(len(bigWs), 1), u.describe(), updateSpacing, u.failed, b.opts.keys, short(loadTook)))
@@ -295,7 +345,7 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 	}
 	if d := l.outside(slices.Concat(floorWs, keyWs, bigWs)); len(d) > 0 {
 		slices.Sort(d)
-		b.notes = append(b.notes, fmt.Sprintf("update: reply wait outside the updates: median %s, p99 %s, max %s over %d requests",
+		b.notes = append(b.notes, fmt.Sprintf("update: reply wait outside the updates (the quiet windows included): median %s, p99 %s, max %s over %d requests",
 			short(d[len(d)/2]), short(d[len(d)*99/100]), short(d[len(d)-1]), len(d)))
 	}
 	dbNote := fmt.Sprintf("update: DBSIZE %d before the last phase of updates, %d after (want %d)", before, after, res.want)
