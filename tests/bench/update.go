@@ -35,9 +35,12 @@ import (
 
 const (
 	updateSpacing = 300 * time.Millisecond
-	// updateTimeout bounds one update command: maxtime (2 s by default)
-	// plus the new instance's init timeout (5 s), and a margin.
-	updateTimeout = 20 * time.Second
+	// updateTimeout bounds one update command: rs's own bound on a
+	// pre-copy base (rs.MinBaseTime, 60 s, at the bench's 2 s maxtime), then
+	// maxtime and the new instance's init timeout (5 s), and a margin.
+	// Below rs's bound, a slow base failed the bench's update (at 20 s)
+	// while rs would still have finished it.
+	updateTimeout = 75 * time.Second
 )
 
 // liveUpdates runs the update and redisbench scenarios, which share the
