@@ -84,12 +84,16 @@ func newBaseSend(s *Service, f *os.File, step BaseStep) *baseSend {
 	return b
 }
 
-// Write is the step's io.Writer: it fills frames and queues them.
+// Write is the step's io.Writer: it fills frames and queues them. A
+// frame is filled to baseFrame exactly, never past its capacity: one
+// that grew would be a copy and a new allocation, and could not be
+// reused (frame). Filled to the frame limit instead, every frame of a
+// million keys' base was allocated twice and copied once more, and the
+// old instance collected garbage while it served.
 func (b *baseSend) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
-		room := maxBaseFrame - (len(b.cur) - 4)
-		k := min(room, len(p))
+		k := min(baseFrame-(len(b.cur)-4), len(p))
 		b.cur = append(b.cur, p[:k]...)
 		p = p[k:]
 		if len(b.cur)-4 >= baseFrame {

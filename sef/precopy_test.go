@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -399,4 +400,49 @@ func TestPreCopyReaderGoneMidStream(t *testing.T) {
 	}
 	f.send(&msg.Message{Kind: msg.KindStop})
 	<-done
+}
+
+// Frames are filled to baseFrame and never past their capacity, so the
+// writer can hand every one back for reuse: a step's writes of any size
+// neither grow a frame nor allocate a new one once the spares go round.
+func TestBaseFramesKeepTheirSize(t *testing.T) {
+	b := &baseSend{free: make(chan []byte, baseQueue/baseFrame+2)}
+	b.cond = sync.NewCond(&b.mu)
+	b.cur = b.frame()
+	chunk := bytes.Repeat([]byte{'x'}, 33<<10+7) // about one kv step, not a divisor of a frame
+	var payload int
+	check := func() {
+		t.Helper()
+		b.mu.Lock()
+		q := b.queue
+		b.queue, b.queued = nil, 0
+		b.mu.Unlock()
+		for _, f := range q {
+			if cap(f) != baseFrame+4 {
+				t.Fatalf("a frame of capacity %d, want %d: it grew", cap(f), baseFrame+4)
+			}
+			n := int(binary.BigEndian.Uint32(f))
+			if n != len(f)-4 || n > baseFrame {
+				t.Fatalf("a frame says %d bytes and holds %d (at most %d)", n, len(f)-4, baseFrame)
+			}
+			payload += n
+			b.free <- f // as the writer does once it is in the pipe
+		}
+	}
+	for range 100 {
+		b.Write(chunk)
+		check()
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		b.Write(chunk)
+		check()
+	})
+	if allocs > 0.5 {
+		t.Errorf("%.1f allocations per step with frames going round, want none", allocs)
+	}
+	b.flushFrame()
+	check()
+	if want := 201 * len(chunk); payload != want {
+		t.Errorf("%d payload bytes framed, want %d", payload, want)
+	}
 }
