@@ -8,7 +8,7 @@
 //	                     [-scenario ping,control,crash,notify,update,redisbench,group,http,self,logs,scale]
 //	                     [-keys 100000] [-big-keys 1000000] [-updates 10] [-kvb PATH] [-rb-n 200000]
 //	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
-//	                     [-timeout 8m]
+//	                     [-timeout 12m]
 //
 // It writes a config with kv (period 1s, max_restarts -1 so that the
 // kills never put it in `failed`), kvsb (the same with standby = true)
@@ -185,7 +185,7 @@ func main() {
 	rssWindow := flag.Duration("rss-window", time.Minute, "scale: how long rs's RSS is sampled, from the start of -window")
 	cpuprofile := flag.String("cpuprofile", "", "scale: write the scale rs's CPU profile (RS_CPUPROFILE) to this file")
 	selfN := flag.Int("self-n", 20, "self: update-selfs of rs under load")
-	timeout := flag.Duration("timeout", 8*time.Minute, "stop the scenarios after this long, print what was measured")
+	timeout := flag.Duration("timeout", 12*time.Minute, "stop the scenarios after this long, print what was measured")
 	flag.Parse()
 	if *netw != "tcp" && *netw != "unix" {
 		fmt.Fprintln(os.Stderr, "bench: -net: want tcp or unix")
