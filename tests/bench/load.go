@@ -42,6 +42,7 @@ type window struct{ start, end, pause time.Duration }
 
 type load struct {
 	base    time.Time
+	stopped time.Duration // when stopAndWait was called, from base
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	clients []*loadClient
@@ -54,7 +55,10 @@ type loadClient struct {
 	errs, wrong      int // network errors (and timeouts); replies not as expected
 	redials          int
 	gaveUp           bool
-	msgs             []string // the first few problems, for the notes
+	// every, when not 0, paces the client: one request each every, on a
+	// fixed schedule that does not catch up after a slow reply.
+	every time.Duration
+	msgs  []string // the first few problems, for the notes
 }
 
 // startLoad starts the clients; stopAndWait ends them.
@@ -62,10 +66,16 @@ func startLoad(addr string, base time.Time) *load { return startLoadN(addr, base
 
 // startLoadN is startLoad with n clients.
 func startLoadN(addr string, base time.Time, n int) *load {
+	return startLoadPaced(addr, base, n, 0)
+}
+
+// startLoadPaced is startLoadN with each client sending one request
+// every every (0: back to back).
+func startLoadPaced(addr string, base time.Time, n int, every time.Duration) *load {
 	network, address := resp.SplitAddr(addr)
 	l := &load{base: base, stop: make(chan struct{})}
 	for i := range n {
-		lc := &loadClient{id: i, network: network, address: address}
+		lc := &loadClient{id: i, network: network, address: address, every: every}
 		l.clients = append(l.clients, lc)
 		l.wg.Add(1)
 		go func() {
@@ -79,6 +89,7 @@ func startLoadN(addr string, base time.Time, n int) *load {
 // stopAndWait stops the clients and waits for them, at most
 // loadRequestTimeout plus a margin; false if one did not end.
 func (l *load) stopAndWait() bool {
+	l.stopped = time.Since(l.base)
 	close(l.stop)
 	done := make(chan struct{})
 	go func() { l.wg.Wait(); close(done) }()
@@ -88,6 +99,14 @@ func (l *load) stopAndWait() bool {
 	case <-time.After(loadRequestTimeout + 5*time.Second):
 		return false
 	}
+}
+
+// rate is the requests per second the clients made, once stopped.
+func (l *load) rate() float64 {
+	if l.stopped <= 0 {
+		return 0
+	}
+	return float64(l.requests()) / l.stopped.Seconds()
 }
 
 // requests is how many requests the clients have made; only safe once
@@ -186,7 +205,17 @@ func (lc *loadClient) run(base time.Time, stop <-chan struct{}) {
 
 	// do sends one command and returns its reply; a Go error means the
 	// connection is in an unknown state.
+	var next time.Time
 	do := func(args ...string) (resp.Value, error) {
+		if lc.every > 0 {
+			now := time.Now()
+			if next.Before(now) {
+				next = now // late: no burst to catch up
+			} else {
+				time.Sleep(next.Sub(now))
+			}
+			next = next.Add(lc.every)
+		}
 		s := span{start: time.Since(base)}
 		c.SetDeadline(time.Now().Add(loadRequestTimeout))
 		v, err := c.Do(args...)

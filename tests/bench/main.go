@@ -6,9 +6,9 @@
 //	go build -o bin/ ./cmd/rs ./cmd/service ./servers/kv ./servers/idle ./servers/httpcount
 //	go run ./tests/bench [-bin DIR] [-n 20] [-notify-n 12] [-net tcp|unix] [-v]
 //	                     [-scenario ping,control,crash,notify,update,redisbench,group,http,self,logs,scale]
-//	                     [-keys 100000] [-big-keys 1000000] [-updates 10] [-kvb PATH] [-rb-n 200000]
+//	                     [-keys 100000] [-big-keys 1000000] [-updates 10] [-paced-every 250us] [-kvb PATH] [-rb-n 200000]
 //	                     [-scale 1000] [-window 20s] [-rss-window 1m] [-cpuprofile FILE]
-//	                     [-timeout 12m]
+//	                     [-timeout 15m]
 //
 // It writes a config with kv (period 1s, max_restarts -1 so that the
 // kills never put it in `failed`), kvsb (the same with standby = true)
@@ -123,12 +123,13 @@ type options struct {
 	logPath    string
 	verbose    bool
 	scenarios  map[string]bool
-	keys       int    // update: keys loaded before the measured updates
-	bigKeys    int    // update: keys for a last phase of updates (0 or <= keys: none)
-	updates    int    // update, redisbench: updates per phase
-	kvb        string // update, redisbench: the second kv binary ("" builds one)
-	rbN        int    // redisbench: -n
-	scaleN     int    // scale: idle services
+	keys       int           // update: keys loaded before the measured updates
+	bigKeys    int           // update: keys for a last phase of updates (0 or <= keys: none)
+	pacedEvery time.Duration // update: a client's pace in the paced pass (0: no such pass)
+	updates    int           // update, redisbench: updates per phase
+	kvb        string        // update, redisbench: the second kv binary ("" builds one)
+	rbN        int           // redisbench: -n
+	scaleN     int           // scale: idle services
 	window     time.Duration
 	rssWindow  time.Duration
 	cpuprofile string // scale: RS_CPUPROFILE for its rs
@@ -177,6 +178,7 @@ func main() {
 	scen := flag.String("scenario", "all", "comma-separated: "+strings.Join(scenarioNames, ",")+", or all")
 	keys := flag.Int("keys", 100000, "update: keys in kv during the measured updates")
 	bigKeys := flag.Int("big-keys", 1000000, "update: keys in kv during a last phase of updates (0: no such phase)")
+	pacedEvery := flag.Duration("paced-every", 250*time.Microsecond, "update: after the pass with back-to-back clients, a second with each client sending one request this often (0: no second pass)")
 	updates := flag.Int("updates", 10, "update, redisbench, http: live updates (and restarts) per phase")
 	kvb := flag.String("kvb", "", "update, redisbench: second kv binary to alternate with bin/kv (default: build one with version b)")
 	rbN := flag.Int("rb-n", 200000, "redisbench: requests per test (-n), raised if too few to last through the updates")
@@ -185,14 +187,14 @@ func main() {
 	rssWindow := flag.Duration("rss-window", time.Minute, "scale: how long rs's RSS is sampled, from the start of -window")
 	cpuprofile := flag.String("cpuprofile", "", "scale: write the scale rs's CPU profile (RS_CPUPROFILE) to this file")
 	selfN := flag.Int("self-n", 20, "self: update-selfs of rs under load")
-	timeout := flag.Duration("timeout", 12*time.Minute, "stop the scenarios after this long, print what was measured")
+	timeout := flag.Duration("timeout", 15*time.Minute, "stop the scenarios after this long, print what was measured")
 	flag.Parse()
 	if *netw != "tcp" && *netw != "unix" {
 		fmt.Fprintln(os.Stderr, "bench: -net: want tcp or unix")
 		os.Exit(2)
 	}
 	scenarios, err := parseScenarios(*scen)
-	if err == nil && (*keys < 0 || *bigKeys < 0 || *updates < 1 || *rbN < 1 || *n < 1 || *notifyN < 1 || *scaleN < 1 || *window < time.Second) {
+	if err == nil && (*keys < 0 || *bigKeys < 0 || *updates < 1 || *pacedEvery < 0 || *rbN < 1 || *n < 1 || *notifyN < 1 || *scaleN < 1 || *window < time.Second) {
 		err = errors.New("-keys and -big-keys must be >= 0, -n, -notify-n, -updates, -rb-n and -scale >= 1, -window >= 1s")
 	}
 	if err != nil {
@@ -210,7 +212,7 @@ func main() {
 		}
 	}
 	err = run(ctx, options{n: *n, notifyN: *notifyN, bin: *bin, netw: *netw, logPath: *logPath, verbose: *verbose,
-		scenarios: scenarios, keys: *keys, bigKeys: *bigKeys, updates: *updates, kvb: *kvb, rbN: *rbN,
+		scenarios: scenarios, keys: *keys, bigKeys: *bigKeys, pacedEvery: *pacedEvery, updates: *updates, kvb: *kvb, rbN: *rbN,
 		scaleN: *scaleN, window: *window, rssWindow: *rssWindow, cpuprofile: *cpuprofile, selfN: max(*selfN, 1)})
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && errors.Is(err, context.DeadlineExceeded) {

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/reincarnation/rs/internal/resp"
@@ -30,8 +31,9 @@ type s6Result struct {
 	skipped                      string
 }
 
-func (b *bench) s6Restarts() (*s6Result, error) {
+func (b *bench) s6Restarts(ul updateLoad) (*s6Result, error) {
 	res := &s6Result{}
+	who := "update (s6" + ul.tag() + ")"
 	for _, prog := range []string{"s6-supervise", "s6-svc", "s6-notifyoncheck"} {
 		if b.tools.path[prog] == "" {
 			res.skipped = b.tools.missing[prog]
@@ -39,12 +41,12 @@ func (b *bench) s6Restarts() (*s6Result, error) {
 			return res, nil
 		}
 	}
-	addr, err := b.addr("update-s6")
+	addr, err := b.addr("update-s6" + strings.ReplaceAll(ul.tag(), ", ", "-"))
 	if err != nil {
 		return nil, err
 	}
 	network, address := resp.SplitAddr(addr)
-	dir := filepath.Join(b.dir, "update-s6")
+	dir := filepath.Join(b.dir, "update-s6"+strings.ReplaceAll(ul.tag(), ", ", "-"))
 	sup, err := b.superviseReady("s6-supervise", dir, addr, filepath.Join(b.bin, "kv"), "--listen", addr)
 	if err != nil {
 		res.skipped = err.Error()
@@ -53,7 +55,7 @@ func (b *bench) s6Restarts() (*s6Result, error) {
 	}
 	defer func() {
 		for _, p := range sup.stop() {
-			b.notes = append(b.notes, "update (s6): "+p)
+			b.notes = append(b.notes, who+": "+p)
 		}
 	}()
 	r, err := b.probe(network, address, 0, time.Now())
@@ -70,7 +72,7 @@ func (b *bench) s6Restarts() (*s6Result, error) {
 		return nil, err
 	}
 	defer func() { c.Close() }()
-	l := startLoad(addr, time.Now())
+	l := startLoadPaced(addr, time.Now(), loadClients, ul.every)
 	running := true
 	defer func() {
 		if running {
@@ -78,12 +80,12 @@ func (b *bench) s6Restarts() (*s6Result, error) {
 		}
 	}()
 	if _, err := b.waitClients(c); err != nil {
-		return nil, fmt.Errorf("update (s6): %w", err)
+		return nil, fmt.Errorf("%s: %w", who, err)
 	}
 	var ws []window
 	for i := range b.opts.updates {
 		if err := loadKeys(c, b.opts.keys); err != nil {
-			return nil, fmt.Errorf("update (s6): loading %d keys: %w", b.opts.keys, err)
+			return nil, fmt.Errorf("%s: loading %d keys: %w", who, b.opts.keys, err)
 		}
 		before, err := dbsize(c)
 		if err != nil {
@@ -100,11 +102,11 @@ func (b *bench) s6Restarts() (*s6Result, error) {
 		out, err := exec.CommandContext(ctx, b.tools.path["s6-svc"], "-r", dir).CombinedOutput()
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("update (s6): s6-svc -r: %v: %s", err, out)
+			return nil, fmt.Errorf("%s: s6-svc -r: %v: %s", who, err, out)
 		}
 		r, err := b.probe(network, address, pid, t0)
 		if err != nil {
-			return nil, fmt.Errorf("update (s6): restart %d: %w", i+1, err)
+			return nil, fmt.Errorf("%s: restart %d: %w", who, i+1, err)
 		}
 		t1 := time.Now()
 		ws = append(ws, window{start: t0.Sub(l.base), end: t1.Sub(l.base)})
@@ -130,7 +132,7 @@ func (b *bench) s6Restarts() (*s6Result, error) {
 	}
 	running = false
 	if !l.stopAndWait() {
-		return nil, fmt.Errorf("update (s6): a client did not stop within %v", loadRequestTimeout+5*time.Second)
+		return nil, fmt.Errorf("%s: a client did not stop within %v", who, loadRequestTimeout+5*time.Second)
 	}
 	for _, w := range ws {
 		if g, n := l.gap(w); n > 0 {
@@ -145,16 +147,17 @@ func (b *bench) s6Restarts() (*s6Result, error) {
 			res.gaveUp++
 		}
 	}
-	b.rows = append(b.rows, row{name: "s6-svc -r gap (100k keys reloaded each time)", d: res.gaps},
-		row{name: "s6-svc -r → new pid serving", d: res.restarts})
-	b.notes = append(b.notes, fmt.Sprintf("update (s6): %d restarts with s6-svc -r; %d clients: %d requests, %d failed, %d redial attempts, %d wrong replies, %d gave up",
-		len(res.restarts), loadClients, l.requests(), res.errs, res.redials, res.wrong, res.gaveUp))
+	b.rows = append(b.rows, row{name: "s6-svc -r gap (100k keys reloaded each time" + ul.tag() + ")", d: res.gaps},
+		row{name: "s6-svc -r → new pid serving" + ul.tag(), d: res.restarts})
+	b.notes = append(b.notes, fmt.Sprintf("%s: %d restarts with s6-svc -r; %s: %d requests, %d failed, %d redial attempts, %d wrong replies, %d gave up",
+		who, len(res.restarts), ul, l.requests(), res.errs, res.redials, res.wrong, res.gaveUp))
 	return res, nil
 }
 
 // updateReport is the table of rs's live update beside s6-svc -r.
-func (b *bench) updateReport(u *updateResult, s6 *s6Result) {
-	t := table{title: fmt.Sprintf("Update under load (%d clients on persistent connections, %d keys; %d updates or restarts)", loadClients, b.opts.keys, b.opts.updates),
+func (b *bench) updateReport(u *updateResult, s6 *s6Result, ul updateLoad) {
+	who := "update" + ul.tag()
+	t := table{title: fmt.Sprintf("Update under load (%s, %d keys; %d updates or restarts)", ul, b.opts.keys, b.opts.updates),
 		head: []string{"how", "gap: median (min–max)", "command → new instance serving", "failed requests", "state after"}}
 	state := fmt.Sprintf("kept: DBSIZE %d → %d", u.before, u.after)
 	kept := u.before == u.after && u.before == u.want
@@ -189,11 +192,11 @@ func (b *bench) updateReport(u *updateResult, s6 *s6Result) {
 	}
 	if len(u.gaps) > 0 {
 		g := sorted(u.gaps)
-		b.judge("update with 100k keys: rs gap < 20 ms (median)", fmt.Sprintf("%s (max %s)", short(median(g)), short(g[len(g)-1])), median(g) < 20*time.Millisecond)
+		b.judge(who+" with 100k keys: rs gap < 20 ms (median)", fmt.Sprintf("%s (max %s)", short(median(g)), short(g[len(g)-1])), median(g) < 20*time.Millisecond)
 	}
 	if len(u.bigGaps) > 0 && len(u.floorGaps) > 0 {
 		big, floor := median(sorted(u.bigGaps)), median(sorted(u.floorGaps))
-		b.judge(fmt.Sprintf("update: gap at %d keys ≤ 2× the gap with no keys (medians, same run)", b.opts.bigKeys),
+		b.judge(fmt.Sprintf("%s: gap at %d keys ≤ 2× the gap with no keys (medians, same run)", who, b.opts.bigKeys),
 			fmt.Sprintf("%s / %s = %.2f×", short(big), short(floor), float64(big)/float64(floor)), big <= 2*floor)
 		if len(u.quietGaps) > 0 {
 			q := median(sorted(u.quietGaps))
@@ -204,12 +207,12 @@ func (b *bench) updateReport(u *updateResult, s6 *s6Result) {
 		}
 		if s6.skipped == "" && len(s6.gaps) > 0 {
 			s6g := median(sorted(s6.gaps))
-			b.judge(fmt.Sprintf("update: gap at %d keys < s6-svc -r's at %d keys (medians)", b.opts.bigKeys, b.opts.keys),
+			b.judge(fmt.Sprintf("%s: gap at %d keys < s6-svc -r's at %d keys (medians)", who, b.opts.bigKeys, b.opts.keys),
 				fmt.Sprintf("%s vs %s", short(big), short(s6g)), big < s6g)
 		}
 	}
-	b.judge("update: 0 failed requests under rs", fmt.Sprint(u.errs+u.wrong), u.errs+u.wrong == 0)
-	b.judge("update: state kept under rs", fmt.Sprintf("DBSIZE %d → %d", u.before, u.after), kept)
+	b.judge(who+": 0 failed requests under rs", fmt.Sprint(u.errs+u.wrong), u.errs+u.wrong == 0)
+	b.judge(who+": state kept under rs", fmt.Sprintf("DBSIZE %d → %d", u.before, u.after), kept)
 	b.sections = append(b.sections, t)
 }
 

@@ -19,6 +19,11 @@ package main
 // machine. After each update the bench checks that kv runs the binary it
 // asked for, with a new pid, the same restart count and INFO init_type
 // live-update.
+//
+// All of it, s6-svc -r included, runs twice: with the clients back to
+// back, which saturates the CPUs, then with the clients paced
+// (-paced-every; see updateLoad), each pass with its own table and
+// targets.
 
 import (
 	"context"
@@ -52,21 +57,57 @@ func (b *bench) liveUpdates() error {
 	}
 	var cmdMedian time.Duration
 	if b.opts.scenarios["update"] {
-		res, err := b.updateGap(bins)
-		if err != nil {
-			return err
+		loads := []updateLoad{{}}
+		if e := b.opts.pacedEvery; e > 0 {
+			loads = append(loads, updateLoad{every: e})
 		}
-		cmdMedian = median(res.cmds)
-		s6, err := b.s6Restarts()
-		if err != nil {
-			return err
+		for _, ul := range loads {
+			res, err := b.updateGap(bins, ul)
+			if err != nil {
+				return err
+			}
+			if cmdMedian == 0 {
+				cmdMedian = median(res.cmds)
+			}
+			s6, err := b.s6Restarts(ul)
+			if err != nil {
+				return err
+			}
+			b.updateReport(res, s6, ul)
 		}
-		b.updateReport(res, s6)
 	}
 	if b.opts.scenarios["redisbench"] {
 		return b.redisBench(bins, cmdMedian)
 	}
 	return nil
+}
+
+// updateLoad is the pace of the update scenario's clients. Back to back
+// (every 0), the 4 clients and kv keep both CPUs of this machine busy,
+// so that any window a second long shows waits of 10-90 ms with no
+// update at all: an update that takes seconds (the base of 1M keys) is
+// measured against the scheduler as much as against itself. Paced, each
+// client sends one request every every, on a fixed schedule, and the
+// CPUs have room: the gap is then what the update itself costs.
+type updateLoad struct {
+	every time.Duration
+}
+
+// tag names the load in rows, notes and targets: "" back to back.
+func (ul updateLoad) tag() string {
+	if ul.every == 0 {
+		return ""
+	}
+	return ", paced"
+}
+
+// String describes the load.
+func (ul updateLoad) String() string {
+	if ul.every == 0 {
+		return fmt.Sprintf("%d clients back to back on persistent connections", loadClients)
+	}
+	return fmt.Sprintf("%d clients on persistent connections, paced: one request each every %v (at most %.0f/s in all)",
+		loadClients, ul.every, float64(loadClients)*float64(time.Second)/float64(ul.every))
 }
 
 // kvBinaries returns bin/kv and the second binary, building it if -kvb
@@ -230,7 +271,7 @@ type updateResult struct {
 
 // updateGap is the update scenario. The median command time of the
 // updates with keys sizes the redisbench scenario.
-func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
+func (b *bench) updateGap(bins [2]string, ul updateLoad) (*updateResult, error) {
 	k := b.opts.updates
 	u, err := b.newUpdater(bins)
 	if err != nil {
@@ -245,7 +286,8 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 	if _, err := kvDo(c, "FLUSHALL"); err != nil {
 		return nil, err
 	}
-	l := startLoad(b.kvAddr, time.Now())
+	l := startLoadPaced(b.kvAddr, time.Now(), loadClients, ul.every)
+	tag, who := ul.tag(), "update"+ul.tag()
 	running := true
 	defer func() {
 		if running {
@@ -257,20 +299,20 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 		return nil, err
 	}
 
-	floorWs, err := b.updatePhase(u, l, "0 extra keys", k)
+	floorWs, err := b.updatePhase(u, l, "0 extra keys"+tag, k)
 	if err != nil {
 		return nil, err
 	}
 	t := time.Now()
 	if err := loadKeys(c, b.opts.keys); err != nil {
-		return nil, fmt.Errorf("update: loading %d keys: %w", b.opts.keys, err)
+		return nil, fmt.Errorf("%s: loading %d keys: %w", who, b.opts.keys, err)
 	}
 	loadTook := time.Since(t)
 	before, err := dbsize(c)
 	if err != nil {
 		return nil, err
 	}
-	keyWs, err := b.updatePhase(u, l, fmt.Sprintf("%d keys", b.opts.keys), k)
+	keyWs, err := b.updatePhase(u, l, fmt.Sprintf("%d keys%s", b.opts.keys, tag), k)
 	if err != nil {
 		return nil, err
 	}
@@ -283,17 +325,17 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 			return nil, err
 		}
 		if mid != before {
-			b.problem(fmt.Sprintf("update: DBSIZE %d before the updates with %d keys, %d after", before, b.opts.keys, mid))
+			b.problem(fmt.Sprintf("%s: DBSIZE %d before the updates with %d keys, %d after", who, before, b.opts.keys, mid))
 		}
 		t := time.Now()
 		if err := loadKeysFrom(c, b.opts.keys, big); err != nil {
-			return nil, fmt.Errorf("update: loading %d keys: %w", big, err)
+			return nil, fmt.Errorf("%s: loading %d keys: %w", who, big, err)
 		}
-		b.notes = append(b.notes, fmt.Sprintf("update: %d more keys loaded (pipelined) in %v", big-b.opts.keys, short(time.Since(t))))
+		b.notes = append(b.notes, fmt.Sprintf("%s: %d more keys loaded (pipelined) in %v", who, big-b.opts.keys, short(time.Since(t))))
 		if before, err = dbsize(c); err != nil {
 			return nil, err
 		}
-		if bigWs, err = b.updatePhase(u, l, fmt.Sprintf("%d keys", big), k); err != nil {
+		if bigWs, err = b.updatePhase(u, l, fmt.Sprintf("%d keys%s", big, tag), k); err != nil {
 			return nil, err
 		}
 		want = int64(big)
@@ -304,20 +346,20 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 	}
 	running = false
 	if !l.stopAndWait() {
-		return nil, fmt.Errorf("update: a client did not stop within %v", loadRequestTimeout+5*time.Second)
+		return nil, fmt.Errorf("%s: a client did not stop within %v", who, loadRequestTimeout+5*time.Second)
 	}
 	after, err := dbsize(c)
 	if err != nil {
-		return nil, fmt.Errorf("update: DBSIZE on the connection opened before the updates: %w", err)
+		return nil, fmt.Errorf("%s: DBSIZE on the connection opened before the updates: %w", who, err)
 	}
 
 	res := &updateResult{before: before, after: after, want: want + own, fails: u.failed}
-	res.gaps, res.cmds = b.updateRows(l, keyWs, fmt.Sprintf("%d keys", b.opts.keys))
-	res.floorGaps, _ = b.updateRows(l, floorWs, "0 extra keys")
+	res.gaps, res.cmds = b.updateRows(l, keyWs, fmt.Sprintf("%d keys%s", b.opts.keys, tag))
+	res.floorGaps, _ = b.updateRows(l, floorWs, "0 extra keys"+tag)
 	if len(bigWs) > 0 {
-		res.bigGaps, res.bigCmds = b.updateRows(l, bigWs, fmt.Sprintf("%d keys", b.opts.bigKeys))
+		res.bigGaps, res.bigCmds = b.updateRows(l, bigWs, fmt.Sprintf("%d keys%s", b.opts.bigKeys, tag))
 	}
-	quiet := row{name: fmt.Sprintf("gap with no update, over windows as long as the %d-key updates", b.opts.bigKeys)}
+	quiet := row{name: fmt.Sprintf("gap with no update, over windows as long as the %d-key updates%s", b.opts.bigKeys, tag)}
 	for _, w := range quietWs {
 		if g, n := l.gap(w); n > 0 {
 			quiet.d = append(quiet.d, g)
@@ -327,7 +369,7 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 		b.rows = append(b.rows, quiet)
 		res.quietGaps, res.quietLen = quiet.d, quietWs[0].end-quietWs[0].start
 	}
-	b.notes = append(b.notes, fmt.Sprintf("update: %d updates per phase (%d phases) alternating %s, %v apart, %d failed; %d keys loaded (pipelined) in %v",
+	b.notes = append(b.notes, fmt.Sprintf("%s: %d updates per phase (%d phases) alternating %s, %v apart, %d failed; %d keys loaded (pipelined) in %v", who,
 		k, 2+min(len(bigWs), 1), u.describe(), updateSpacing, u.failed, b.opts.keys, short(loadTook)))
 	redials, gaveUp := 0, 0
 	for _, lc := range l.clients {
@@ -338,20 +380,20 @@ func (b *bench) updateGap(bins [2]string) (*updateResult, error) {
 			gaveUp++
 		}
 		for _, m := range lc.msgs {
-			b.problem("update: " + m)
+			b.problem(who + ": " + m)
 		}
 	}
-	b.notes = append(b.notes, fmt.Sprintf("update: %d clients on persistent connections (INCR, SET, GET): %d requests, %d errors, %d wrong replies, %d redials, %d gave up",
-		loadClients, l.requests(), res.errs, res.wrong, redials, gaveUp))
+	b.notes = append(b.notes, fmt.Sprintf("%s: %s (INCR, SET, GET): %d requests (%.0f/s), %d errors, %d wrong replies, %d redials, %d gave up",
+		who, ul, l.requests(), l.rate(), res.errs, res.wrong, redials, gaveUp))
 	if res.errs+res.wrong+gaveUp > 0 {
 		b.bad = true
 	}
 	if d := l.outside(slices.Concat(floorWs, keyWs, bigWs)); len(d) > 0 {
 		slices.Sort(d)
-		b.notes = append(b.notes, fmt.Sprintf("update: reply wait outside the updates (the quiet windows included): median %s, p99 %s, max %s over %d requests",
+		b.notes = append(b.notes, fmt.Sprintf("%s: reply wait outside the updates (the quiet windows included): median %s, p99 %s, max %s over %d requests", who,
 			short(d[len(d)/2]), short(d[len(d)*99/100]), short(d[len(d)-1]), len(d)))
 	}
-	dbNote := fmt.Sprintf("update: DBSIZE %d before the last phase of updates, %d after (want %d)", before, after, res.want)
+	dbNote := fmt.Sprintf("%s: DBSIZE %d before the last phase of updates, %d after (want %d)", who, before, after, res.want)
 	if before != after || before != res.want {
 		b.problem(dbNote)
 	} else {
