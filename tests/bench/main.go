@@ -195,7 +195,7 @@ func main() {
 	}
 	scenarios, err := parseScenarios(*scen)
 	if err == nil && (*keys < 0 || *bigKeys < 0 || *updates < 1 || *pacedEvery < 0 || *rbN < 1 || *n < 1 || *notifyN < 1 || *scaleN < 1 || *window < time.Second) {
-		err = errors.New("-keys and -big-keys must be >= 0, -n, -notify-n, -updates, -rb-n and -scale >= 1, -window >= 1s")
+		err = errors.New("-keys, -big-keys and -paced-every must be >= 0, -n, -notify-n, -updates, -rb-n and -scale >= 1, -window >= 1s")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

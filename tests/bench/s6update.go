@@ -41,12 +41,13 @@ func (b *bench) s6Restarts(ul updateLoad) (*s6Result, error) {
 			return res, nil
 		}
 	}
-	addr, err := b.addr("update-s6" + strings.ReplaceAll(ul.tag(), ", ", "-"))
+	name := "update-s6" + strings.ReplaceAll(ul.tag(), ", ", "-") // its socket and its service dir
+	addr, err := b.addr(name)
 	if err != nil {
 		return nil, err
 	}
 	network, address := resp.SplitAddr(addr)
-	dir := filepath.Join(b.dir, "update-s6"+strings.ReplaceAll(ul.tag(), ", ", "-"))
+	dir := filepath.Join(b.dir, name)
 	sup, err := b.superviseReady("s6-supervise", dir, addr, filepath.Join(b.bin, "kv"), "--listen", addr)
 	if err != nil {
 		res.skipped = err.Error()
