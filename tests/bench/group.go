@@ -100,7 +100,7 @@ func (g *groupBench) run() error {
 	}
 	base := time.Now()
 	for _, l := range groupSvcs {
-		g.loads[l] = startLoadN(g.addrs[l], base, 1)
+		g.loads[l] = startLoadN(g.addrs[l], base, 1, 0)
 	}
 	running := true
 	defer func() {

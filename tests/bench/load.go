@@ -61,17 +61,13 @@ type loadClient struct {
 	msgs  []string // the first few problems, for the notes
 }
 
-// startLoad starts the clients; stopAndWait ends them.
-func startLoad(addr string, base time.Time) *load { return startLoadN(addr, base, loadClients) }
+// startLoad starts loadClients clients back to back; stopAndWait ends
+// them.
+func startLoad(addr string, base time.Time) *load { return startLoadN(addr, base, loadClients, 0) }
 
-// startLoadN is startLoad with n clients.
-func startLoadN(addr string, base time.Time, n int) *load {
-	return startLoadPaced(addr, base, n, 0)
-}
-
-// startLoadPaced is startLoadN with each client sending one request
-// every every (0: back to back).
-func startLoadPaced(addr string, base time.Time, n int, every time.Duration) *load {
+// startLoadN is startLoad with n clients, each sending one request every
+// every (0: back to back).
+func startLoadN(addr string, base time.Time, n int, every time.Duration) *load {
 	network, address := resp.SplitAddr(addr)
 	l := &load{base: base, stop: make(chan struct{})}
 	for i := range n {
@@ -212,7 +208,10 @@ func (lc *loadClient) run(base time.Time, stop <-chan struct{}) {
 			if next.Before(now) {
 				next = now // late: no burst to catch up
 			} else {
-				time.Sleep(next.Sub(now))
+				select { // a long pace must not hold up stopAndWait
+				case <-stop:
+				case <-time.After(next.Sub(now)):
+				}
 			}
 			next = next.Add(lc.every)
 		}

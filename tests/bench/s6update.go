@@ -73,7 +73,7 @@ func (b *bench) s6Restarts(ul updateLoad) (*s6Result, error) {
 		return nil, err
 	}
 	defer func() { c.Close() }()
-	l := startLoadPaced(addr, time.Now(), loadClients, ul.every)
+	l := startLoadN(addr, time.Now(), loadClients, ul.every)
 	running := true
 	defer func() {
 		if running {
