@@ -34,8 +34,9 @@ import (
 // Only listening sockets (SO_ACCEPTCONN) of type stream or seqpacket are
 // touched; every other stored fd is left alone. What runs on the loop
 // (getsockopt, shutdown, bind, listen, fcntl) does not block; the accept
-// loop runs in its goroutine. `service down` itself closes the fd store,
-// which refuses clients too.
+// loop runs in its goroutine. `service down` itself shuts every held
+// listener down on the loop (refuseListening) before it replies, and
+// closes the fd store off it.
 
 // pausedListener is one held listening socket that turns clients away.
 type pausedListener struct {
@@ -229,6 +230,25 @@ func (s *Server) resumeListeners(svc *service) {
 	}
 	s.log.Info("held listeners serve again", "label", svc.spec.Label, "listeners", len(svc.paused))
 	svc.paused = nil
+}
+
+// refuseListening shuts down the listening sockets among files
+// (SHUT_RD), which refuses clients at once: a TCP listener leaves the
+// listening state, a unix one refuses connects (ECONNREFUSED). It runs
+// on the loop, where shutdown does not block, so that what follows it
+// (the reply to `down`, say) comes after the clients are turned away;
+// the close of the fds, which can block on one a service handed over,
+// stays off the loop (closeHeld). Errors are ignored: a socket shut down
+// already (paused) stays so.
+func refuseListening(files ...*os.File) {
+	for _, f := range files {
+		withFD(f, func(fd int) error {
+			if ok, _ := listening(fd); ok {
+				return unix.Shutdown(fd, unix.SHUT_RD)
+			}
+			return nil
+		})
+	}
 }
 
 // releaseListeners ends what pauseListeners started, for an fd store

@@ -129,3 +129,54 @@ func TestPauseResumeListeners(t *testing.T) {
 		t.Fatalf("still paused after release")
 	}
 }
+
+// Dropping the fd store (down, remove) refuses clients before it
+// returns, paused or not: the listening sockets are shut down on the
+// loop, whoever else still holds them (here the test's own listeners),
+// and the close that follows off the loop adds nothing a client sees.
+func TestDropFDStoreRefusesAtOnce(t *testing.T) {
+	for _, paused := range []bool{false, true} {
+		s := &Server{log: slog.New(slog.DiscardHandler)}
+		tcp, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tcp.Close()
+		sock := filepath.Join(t.TempDir(), "l.sock")
+		ux, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ux.Close()
+		conn, err := net.Dial("tcp", tcp.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		peer, err := tcp.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		svc := &service{fdstore: map[string]*os.File{
+			"tcp": fileOf(t, tcp), "unix": fileOf(t, ux), "conn": fileOf(t, conn),
+		}}
+		if paused {
+			s.pauseListeners(svc)
+		}
+		s.dropFDStore(svc)
+		if _, err := net.Dial("tcp", tcp.Addr().String()); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("paused %v: TCP after the drop: %v, want refused", paused, err)
+		}
+		if _, err := net.Dial("unix", sock); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("paused %v: unix after the drop: %v, want refused", paused, err)
+		}
+		if _, err := conn.Write([]byte("x")); err != nil { // not a listener: left alone
+			t.Errorf("paused %v: connected socket after the drop: %v", paused, err)
+		}
+		peer.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := peer.Read(make([]byte, 1)); err != nil {
+			t.Errorf("paused %v: connected socket after the drop: %v", paused, err)
+		}
+	}
+}

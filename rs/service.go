@@ -307,6 +307,10 @@ func (s *Server) serviceTimer(svc *service, k timerKind) {
 }
 
 func (s *Server) dropFDStore(svc *service) {
+	refuseListening(slices.Collect(maps.Values(svc.fdstore))...)
+	for _, l := range svc.listeners {
+		refuseListening(l.f)
+	}
 	s.closeListeners(svc)
 	s.releaseListeners(svc)
 	s.closeHeld(svc, slices.Collect(maps.Values(svc.fdstore))...)

@@ -33,12 +33,6 @@ func turnedAway(t *testing.T, network, addr string) string {
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return "refused"
 	}
-	if errors.Is(err, syscall.ECONNRESET) {
-		// rs closes a held listener off its loop, so a connection can
-		// land in its queue just before the close, which resets it:
-		// turned away at once too (seen once in .ci/run, after down).
-		return "closed"
-	}
 	if err != nil {
 		t.Fatalf("dial %s %s: %v, want refused or closed at once", network, addr, err)
 	}
