@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"syscall"
 	"time"
@@ -322,6 +324,9 @@ type preload struct {
 	done   chan struct{}
 	loaded bool  // a whole base was read and loaded
 	err    error // set before done is closed
+	// gcPercent is the GC percent to restore after the init, once done
+	// is closed; 0 if the load left it alone.
+	gcPercent int
 }
 
 // startPreload runs LUBaseLoad on the base's read end f (ours).
@@ -343,9 +348,55 @@ func (s *Service) startPreload(f *os.File) (*preload, error) {
 		// milliseconds after a large load, and the init must not.
 		prev := runtime.GOMAXPROCS(1)
 		defer func() { go runtime.GOMAXPROCS(prev) }()
+		p.gcPercent = raiseGCPercent(loadGCPercent)
 		p.loaded, p.err = loadBase(s, bufio.NewReaderSize(nb, 64<<10))
 	}()
 	return p, nil
+}
+
+// loadGCPercent is the GC percent (GOGC) while the base loads. A load
+// grows the heap from nothing to the whole state, and at the default of
+// 100 the collector runs each time the heap doubles: at a million kv
+// keys (gctrace, 2026-12-03), 10-11 collections during the load, the
+// last 38-50 ms of marking and ending 10-20 ms before the pause. At 400
+// the load sees 3, the last ending about 50 ms before it, and the heap
+// peaks at about 160 MB against 140. Back at 100 after the init, the
+// goal is twice the live heap the last collection found, above the heap
+// then, so the restore starts no collection either. Bench, 3 runs each
+// way (BENCHMARKS.md, 2026-12-03): the pause after the base at 1M keys
+// 3.4-4.1 ms against 5.3-6.2 ms under the saturating load, 2.8-3.1 ms
+// against 4.2-5.7 ms paced.
+const loadGCPercent = 400
+
+// raiseGCPercent raises the GC percent to to and returns what it was, or
+// 0 if it leaves it alone: already at to or above, collection off
+// (GOGC=off, which the metric reads as the largest uint64), or 0 (the
+// service asked for collections without a pause between them).
+func raiseGCPercent(to int) int {
+	sample := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	cur := sample[0].Value.Uint64()
+	if cur == 0 || cur >= uint64(to) {
+		return 0
+	}
+	debug.SetGCPercent(to)
+	return int(cur)
+}
+
+// restoreGC puts back the GC percent the load raised, after the init:
+// back at the load's end the collection it starts (the heap is then past
+// the old goal) would mark the whole new state in the pause. A setting
+// the service changed meanwhile stays.
+func (p *preload) restoreGC() {
+	if p.gcPercent == 0 {
+		return
+	}
+	if now := debug.SetGCPercent(p.gcPercent); now != loadGCPercent {
+		debug.SetGCPercent(now)
+	}
 }
 
 // wait waits for the preload; abandon closes the pipe first, so that a

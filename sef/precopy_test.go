@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -444,5 +447,54 @@ func TestBaseFramesKeepTheirSize(t *testing.T) {
 	check()
 	if want := 201 * len(chunk); payload != want {
 		t.Errorf("%d payload bytes framed, want %d", payload, want)
+	}
+}
+
+// gcPercent reads the GC percent without setting it.
+func gcPercent() uint64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// The base loads with the GC percent raised, and the init's end puts it
+// back; a service's own setting of off or higher is left alone, and so
+// is one it changes during the load.
+func TestPreCopyLoadGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	base := frameBase([]byte("some base"), 4)
+	for _, tc := range []struct {
+		name            string
+		before          int
+		during, after   uint64
+		setDuringLoadTo int
+	}{
+		{"default", 100, loadGCPercent, 100, 0},
+		{"higher", 800, 800, 800, 0},
+		{"off", -1, math.MaxUint64, math.MaxUint64, 0},
+		{"changed by the service", 100, 50, 50, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			debug.SetGCPercent(tc.before)
+			var during uint64
+			res := newInstance(t, Callbacks{
+				LUBaseStart: func(*Service, int) (BaseStep, error) { return nil, nil },
+				LUBaseLoad: func(_ *Service, r io.Reader) error {
+					if tc.setDuringLoadTo != 0 {
+						debug.SetGCPercent(tc.setDuringLoadTo)
+					}
+					during = gcPercent()
+					_, err := io.ReadAll(r)
+					return err
+				},
+				InitLiveUpdate: func(*Service, Init) error { return nil },
+			}, base, "")
+			if res.Err != "" {
+				t.Fatalf("init failed: %s", res.Err)
+			}
+			if after := gcPercent(); during != tc.during || after != tc.after {
+				t.Errorf("GC percent %d during the load (want %d), %d after the init (want %d)", during, tc.during, after, tc.after)
+			}
+		})
 	}
 }

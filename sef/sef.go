@@ -229,6 +229,9 @@ func Startup(ctx context.Context, cb Callbacks, opts ...Option) (*Service, error
 	}
 	var initErr error
 	if pre != nil {
+		// After the init's result, whatever it was: the preload has ended
+		// by then (waited for below).
+		defer pre.restoreGC()
 		if in.Type == InitLiveUpdate {
 			// The base was loading while the old instance served; what
 			// is left of it is short: the old one wrote it all before it
@@ -287,6 +290,7 @@ func (s *Service) receiveInit(ctx context.Context) (in Init, pre *preload, err e
 	in, pre, err = s.awaitInit(ctx)
 	if err != nil && pre != nil {
 		pre.wait(closedChan)
+		pre.restoreGC()
 		pre = nil
 	}
 	return in, pre, err
