@@ -174,7 +174,11 @@
 //     paced to half of it (before each read that waits on the pipe it
 //     sleeps as long as it worked), so that the old instance and its
 //     clients keep the rest; what is already read is loaded at once, so
-//     the end of the load, which falls in the pause, is never paced. At a
+//     the end of the load, which falls in the pause, is never paced. The
+//     load runs at a GC percent of 400 (unless the service's is off or
+//     higher), put back once the init has answered: at the default 100 a
+//     load that grows the heap from nothing collects each time it doubles,
+//     the last time just before the pause. At a
 //     live-update init sef waits for the load to end, then runs the init
 //     with the delta in Init.State (Init.State.Delta set). A load that
 //     fails, or a stream that is malformed, fails the init.

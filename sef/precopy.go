@@ -358,8 +358,8 @@ func (s *Service) startPreload(f *os.File) (*preload, error) {
 // grows the heap from nothing to the whole state, and at the default of
 // 100 the collector runs each time the heap doubles: at a million kv
 // keys (gctrace, 2026-12-03), 10-11 collections during the load, the
-// last 38-50 ms of marking and ending 10-20 ms before the pause. At 400
-// the load sees 3, the last ending about 50 ms before it, and the heap
+// last 38-50 ms of marking, ending 10-200 ms before the pause. At 400
+// the load sees 3, the last ending 47-66 ms before it, and the heap
 // peaks at about 160 MB against 140. Back at 100 after the init, the
 // goal is twice the live heap the last collection found, above the heap
 // then, so the restore starts no collection either. Bench, 3 runs each
