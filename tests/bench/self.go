@@ -43,6 +43,10 @@ func (b *bench) selfUpdates() error {
 	if err != nil {
 		return err
 	}
+	dropped, err := b.dropStandbys()
+	if err != nil {
+		return err
+	}
 	l := startLoad(b.kvAddr, time.Now())
 	running := true
 	defer func() {
@@ -165,6 +169,12 @@ func (b *bench) selfUpdates() error {
 	t.add("DBSIZE", fmt.Sprintf("%d after (want %d: the clients' keys and redis-benchmark's)", after, want))
 	t.add("ping round trip after the last", fmt.Sprintf("measured anew: %v (%dµs)", pinged, last))
 	t.foot = append(t.foot, rbNote)
+	if len(dropped) > 0 {
+		t.foot = append(t.foot, fmt.Sprintf("standbys dropped first (service unclone), as update-self refuses while one runs: %s", strings.Join(dropped, ", ")))
+	}
+	b.judge(fmt.Sprintf("self: every update-self done (%d), 0 failed requests, kv and rs keep their pids", k),
+		fmt.Sprintf("%d of %d, %d failed", len(ws), k, errs+wrong+gaveUp),
+		failed == 0 && errs+wrong+gaveUp == 0 && st.Pid == kvPid && rsAfter == rsPid)
 	b.sections = append(b.sections, t)
 	if errs+wrong+gaveUp+failed > 0 || st.Pid != kvPid || rsAfter != rsPid || after != want || !pinged {
 		b.bad = true
@@ -172,6 +182,27 @@ func (b *bench) selfUpdates() error {
 			errs, wrong, gaveUp, failed, kvPid, st.Pid, rsPid, rsAfter, want, after, pinged))
 	}
 	return nil
+}
+
+// dropStandbys unclones every service of the main rs that keeps a
+// standby (kvsb, sdnb): update-self refuses while a standby runs, and
+// self is the last scenario on that rs. It returns their labels.
+func (b *bench) dropStandbys() ([]string, error) {
+	r, err := b.ctl.Do(control.Request{Op: control.OpStatus}, nil)
+	if err != nil {
+		return nil, err
+	}
+	var labels []string
+	for _, s := range r.Services {
+		if !s.Standby && s.StandbyPid == 0 {
+			continue
+		}
+		if _, err := b.ctl.Do(control.Request{Op: control.OpUnclone, Label: s.Label}, nil); err != nil {
+			return labels, fmt.Errorf("self: unclone %s: %w", s.Label, err)
+		}
+		labels = append(labels, s.Label)
+	}
+	return labels, nil
 }
 
 // rsPid is the pid of the main rs, as it says.
