@@ -24,16 +24,46 @@ func fileOf(t *testing.T, v any) *os.File {
 	return f
 }
 
+// sockets is what a service's fd store holds in these tests: a TCP
+// listener on a port the kernel chose, a unix one, and a connected TCP
+// socket (conn, accepted as peer), all closed at the test's end.
+type sockets struct {
+	tcp, ux    net.Listener
+	sock       string // ux's path
+	conn, peer net.Conn
+}
+
+func newSockets(t *testing.T) sockets {
+	t.Helper()
+	var k sockets
+	var err error
+	if k.tcp, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.tcp.Close() })
+	k.sock = filepath.Join(t.TempDir(), "l.sock")
+	if k.ux, err = net.Listen("unix", k.sock); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.ux.Close() })
+	if k.conn, err = net.Dial("tcp", k.tcp.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.conn.Close() })
+	if k.peer, err = k.tcp.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.peer.Close() })
+	return k
+}
+
 // The held listeners of a service: TCP ones refuse while paused, others
 // accept and close at once, every other fd is left alone; resumed, the
 // same sockets accept again.
 func TestPauseResumeListeners(t *testing.T) {
 	s := &Server{log: slog.New(slog.DiscardHandler)}
-	tcp, err := net.Listen("tcp", "127.0.0.1:0") // a port the kernel chose
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tcp.Close()
+	k := newSockets(t)
+	tcp, sock, ux, conn, peer := k.tcp, k.sock, k.ux, k.conn, k.peer
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false) // Go's default is MPTCP where the kernel has it
 	plain, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
@@ -41,22 +71,6 @@ func TestPauseResumeListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	sock := filepath.Join(t.TempDir(), "l.sock")
-	ux, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ux.Close()
-	conn, err := net.Dial("tcp", tcp.Addr().String()) // a connected socket, not a listener
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	peer, err := tcp.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
 	r, w, _ := os.Pipe()
 	defer w.Close()
 	svc := &service{fdstore: map[string]*os.File{
@@ -137,29 +151,10 @@ func TestPauseResumeListeners(t *testing.T) {
 func TestDropFDStoreRefusesAtOnce(t *testing.T) {
 	for _, paused := range []bool{false, true} {
 		s := &Server{log: slog.New(slog.DiscardHandler)}
-		tcp, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tcp.Close()
-		sock := filepath.Join(t.TempDir(), "l.sock")
-		ux, err := net.Listen("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ux.Close()
-		conn, err := net.Dial("tcp", tcp.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		peer, err := tcp.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer peer.Close()
+		k := newSockets(t)
+		tcp, sock, conn, peer := k.tcp, k.sock, k.conn, k.peer
 		svc := &service{fdstore: map[string]*os.File{
-			"tcp": fileOf(t, tcp), "unix": fileOf(t, ux), "conn": fileOf(t, conn),
+			"tcp": fileOf(t, tcp), "unix": fileOf(t, k.ux), "conn": fileOf(t, conn),
 		}}
 		if paused {
 			s.pauseListeners(svc)
