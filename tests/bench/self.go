@@ -185,7 +185,7 @@ func (b *bench) selfUpdates() error {
 }
 
 // dropStandbys unclones every service of the main rs that keeps a
-// standby (kvsb, sdnb): update-self refuses while a standby runs, and
+// standby (kvsb): update-self refuses while a standby runs, and
 // self is the last scenario on that rs. It returns their labels.
 func (b *bench) dropStandbys() ([]string, error) {
 	r, err := b.ctl.Do(control.Request{Op: control.OpStatus}, nil)
