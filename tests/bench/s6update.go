@@ -148,7 +148,7 @@ func (b *bench) s6Restarts(ul updateLoad) (*s6Result, error) {
 			res.gaveUp++
 		}
 	}
-	b.rows = append(b.rows, row{name: "s6-svc -r gap (100k keys reloaded each time" + ul.tag() + ")", d: res.gaps},
+	b.rows = append(b.rows, row{name: fmt.Sprintf("s6-svc -r gap (%d keys reloaded each time%s)", b.opts.keys, ul.tag()), d: res.gaps},
 		row{name: "s6-svc -r → new pid serving" + ul.tag(), d: res.restarts})
 	b.notes = append(b.notes, fmt.Sprintf("%s: %d restarts with s6-svc -r; %s: %d requests, %d failed, %d redial attempts, %d wrong replies, %d gave up",
 		who, len(res.restarts), ul, l.requests(), res.errs, res.redials, res.wrong, res.gaveUp))
@@ -193,7 +193,7 @@ func (b *bench) updateReport(u *updateResult, s6 *s6Result, ul updateLoad) {
 	}
 	if len(u.gaps) > 0 {
 		g := sorted(u.gaps)
-		b.judge(who+" with 100k keys: rs gap < 20 ms (median)", fmt.Sprintf("%s (max %s)", short(median(g)), short(g[len(g)-1])), median(g) < 20*time.Millisecond)
+		b.judge(fmt.Sprintf("%s with %d keys: rs gap < 20 ms (median)", who, b.opts.keys), fmt.Sprintf("%s (max %s)", short(median(g)), short(g[len(g)-1])), median(g) < 20*time.Millisecond)
 	}
 	if len(u.bigGaps) > 0 && len(u.floorGaps) > 0 {
 		big, floor := median(sorted(u.bigGaps)), median(sorted(u.floorGaps))
