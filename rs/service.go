@@ -307,13 +307,14 @@ func (s *Server) serviceTimer(svc *service, k timerKind) {
 }
 
 func (s *Server) dropFDStore(svc *service) {
-	refuseListening(slices.Collect(maps.Values(svc.fdstore))...)
+	store := slices.Collect(maps.Values(svc.fdstore))
+	refuseListening(store...)
 	for _, l := range svc.listeners {
 		refuseListening(l.f)
 	}
 	s.closeListeners(svc)
 	s.releaseListeners(svc)
-	s.closeHeld(svc, slices.Collect(maps.Values(svc.fdstore))...)
+	s.closeHeld(svc, store...)
 	clear(svc.fdstore)
 }
 
