@@ -68,7 +68,9 @@
 // written or deleted, and FLUSHALL as a reset. The new version builds its
 // store from the stream meanwhile; the state saved in the pause is then
 // only the delta (each recorded key's value now, or its deletion, after
-// the reset if one came) and the connections. A rollback drops the
+// the reset if one came) and the connections. The base begins with each
+// shard's count of keys, so that the new version makes its maps that
+// large before it loads instead of growing them. A rollback drops the
 // snapshot and the record.
 //
 // Bounds: arguments up to 512 MiB, arrays up to 1 Mi elements, inline and

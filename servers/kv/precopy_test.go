@@ -121,32 +121,53 @@ func TestPreCopyDropDuringTheBase(t *testing.T) {
 	}
 }
 
-// The base is the other instance's: malformed input is an error.
-func TestPreCopyHostileBase(t *testing.T) {
-	good := func() []byte {
-		var e stateEncoder
-		e.str(baseMagic)
-		var body stateEncoder
-		body.str("k")
-		body.str("v")
-		e.uint(uint64(len(body.b)))
-		e.b = append(e.b, body.b...)
-		e.uint(0)
-		return e.b
-	}()
-	if st, err := loadBase(bytes.NewReader(good)); err != nil || st.len() != 1 {
-		t.Fatalf("good base: %v", err)
+// handBase is a base of one key, "k" = "v", in the format of magic,
+// with the shard counts counts (written only if magic has them).
+func handBase(magic string, counts ...uint64) []byte {
+	var e stateEncoder
+	e.str(magic)
+	if magic == baseMagic {
+		e.uint(uint64(len(counts)))
+		for _, c := range counts {
+			e.uint(c)
+		}
 	}
-	huge := append([]byte{}, good[:len(baseMagic)+1]...)
+	var body stateEncoder
+	body.str("k")
+	body.str("v")
+	e.uint(uint64(len(body.b)))
+	e.b = append(e.b, body.b...)
+	e.uint(0)
+	return e.b
+}
+
+// The base is the other instance's: malformed input is an error, and
+// shard counts it lies about size nothing.
+func TestPreCopyHostileBase(t *testing.T) {
+	good := handBase(baseMagic, 1)
+	for name, in := range map[string][]byte{
+		"good":                    good,
+		"an older kv's, no sizes": handBase(baseMagicV1),
+		"no shards":               handBase(baseMagic),
+		"counts past maxPresize":  handBase(baseMagic, maxPresize, maxPresize, 1<<63),
+	} {
+		if st, err := loadBase(bytes.NewReader(in)); err != nil || st.len() != 1 || contents(st)["k"] != "v" {
+			t.Fatalf("%s: loadBase: %v", name, err)
+		}
+	}
+	head := len(baseMagic) + 1 + 2 // the magic, 1 shard, its count
+	huge := append([]byte{}, good[:head]...)
 	huge = append(huge, 0xff, 0xff, 0xff, 0xff, 0x0f) // a batch of 4 GiB
 	for name, in := range map[string][]byte{
-		"empty":          nil,
-		"bad magic":      append([]byte{byte(len(baseMagic))}, "kv-base-9\n"...),
-		"cut short":      good[:len(good)-3],
-		"no end":         good[:len(good)-1],
-		"trailing bytes": append(append([]byte{}, good...), 1),
-		"huge batch":     huge,
-		"bad pair":       append(append([]byte{}, good[:len(baseMagic)+1]...), 2, 9, 'k', 0),
+		"empty":           nil,
+		"bad magic":       append([]byte{byte(len(baseMagic))}, "kv-base-9\n"...),
+		"too many shards": handBase(baseMagic, make([]uint64, maxBaseShards+1)...),
+		"cut in counts":   good[:len(baseMagic)+2],
+		"cut short":       good[:len(good)-3],
+		"no end":          good[:len(good)-1],
+		"trailing bytes":  append(append([]byte{}, good...), 1),
+		"huge batch":      huge,
+		"bad pair":        append(append([]byte{}, good[:head]...), 2, 9, 'k', 0),
 	} {
 		if _, err := loadBase(bytes.NewReader(in)); err == nil {
 			t.Errorf("%s: loadBase accepted %q", name, in)
@@ -154,5 +175,44 @@ func TestPreCopyHostileBase(t *testing.T) {
 	}
 	if _, _, err := parseState(append([]byte{byte(len(deltaMagic))}, deltaMagic+"\x00\x00\x00"...), nil, nil); err == nil {
 		t.Error("a delta with no base loaded was accepted")
+	}
+}
+
+// The new kv sizes its maps from the base's shard counts: the same base
+// without them (an older kv's) loads the same keys, with more
+// allocations: the maps' growth.
+func TestPreCopyBaseSizesTheMaps(t *testing.T) {
+	st := newStore()
+	for i := range 20000 {
+		st.set(fmt.Sprintf("key:%d", i), "v")
+	}
+	wake := make(chan struct{}, 1)
+	sn := startBase(st, func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	sized := runBase(t, sn, wake, func(int) {}).Bytes()
+	sn.drop()
+	head := len(baseMagic) + 1
+	r := bytes.NewReader(sized[head:])
+	if n, err := readShardCounts(r); err != nil || n != 20000 {
+		t.Fatalf("the base's counts add up to %d (%v), want 20000", n, err)
+	}
+	unsized := append([]byte{byte(len(baseMagicV1))}, baseMagicV1...)
+	unsized = append(unsized, sized[len(sized)-r.Len():]...)
+	allocs := map[string]float64{}
+	for name, in := range map[string][]byte{"sized": sized, "unsized": unsized} {
+		allocs[name] = testing.AllocsPerRun(3, func() {
+			got, err := loadBase(bytes.NewReader(in))
+			if err != nil || !maps.Equal(contents(got), contents(st)) {
+				t.Fatalf("%s: loadBase: %v", name, err)
+			}
+		})
+	}
+	// contents allocates the same in both; the maps' growth does not.
+	if allocs["sized"] >= allocs["unsized"] {
+		t.Fatalf("allocations per load: sized %v, unsized %v", allocs["sized"], allocs["unsized"])
 	}
 }

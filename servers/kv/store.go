@@ -18,10 +18,19 @@ type store struct {
 // sixty-fourth of a million keys clones in well under a millisecond.
 const storeShards = 64
 
-func newStore() *store {
+func newStore() *store { return newStoreSized(0) }
+
+// newStoreSized makes a store with room for about keys keys: the hash
+// spreads them evenly, and a shard takes its share and a sixteenth more
+// before it grows.
+func newStoreSized(keys int) *store {
+	per := 0
+	if keys > 0 {
+		per = keys/storeShards + keys/storeShards/16 + 1
+	}
 	s := &store{}
 	for i := range s.shards {
-		s.shards[i] = make(map[string]string)
+		s.shards[i] = make(map[string]string, per)
 	}
 	return s
 }
