@@ -178,7 +178,11 @@
 //     load runs at a GC percent of 400 (unless the service's is off or
 //     higher), put back once the init has answered: at the default 100 a
 //     load that grows the heap from nothing collects each time it doubles,
-//     the last time just before the pause. At a
+//     the last time just before the pause. If the heap is by then near
+//     the goal the old percent gives (no collection since the load grew
+//     it), the old percent comes back only after the next collection, so
+//     that putting it back does not start one as the new instance begins
+//     to serve. At a
 //     live-update init sef waits for the load to end, then runs the init
 //     with the delta in Init.State (Init.State.Delta set). A load that
 //     fails, or a stream that is malformed, fails the init.

@@ -327,6 +327,7 @@ type preload struct {
 	// gcPercent is the GC percent to restore after the init, once done
 	// is closed; 0 if the load left it alone.
 	gcPercent int
+	restored  chan struct{} // closed once restoreGC has put it back
 }
 
 // startPreload runs LUBaseLoad on the base's read end f (ours).
@@ -390,13 +391,63 @@ func raiseGCPercent(to int) int {
 // back at the load's end the collection it starts (the heap is then past
 // the old goal) would mark the whole new state in the pause. A setting
 // the service changed meanwhile stays.
+//
+// After the init, too, the heap may be near or past the goal the old
+// percent gives, if no collection ran since the load grew it: at 100k kv
+// keys the load ends at about 10 MB with no collection yet (the first
+// comes at 16 MB at 400), and the goal at 100 is 4 MB. Put back then, the
+// percent starts a collection at once, in the first milliseconds the new
+// instance serves, while the requests that waited out the pause are
+// answered. The old percent then comes back after the next collection
+// instead, which runs at the load's percent when the heap reaches its
+// goal; restored is closed once it is back.
 func (p *preload) restoreGC() {
+	p.restored = make(chan struct{})
 	if p.gcPercent == 0 {
+		close(p.restored)
 		return
 	}
-	if now := debug.SetGCPercent(p.gcPercent); now != loadGCPercent {
+	if !collectsSoon(p.gcPercent) {
+		putBackGC(p.gcPercent)
+		close(p.restored)
+		return
+	}
+	// An object no one holds: its cleanup runs once a collection has
+	// found it unreachable. (Not a tiny allocation, which the runtime
+	// may share with others: it has a pointer.)
+	runtime.AddCleanup(&struct{ p *int }{}, func(r gcRestore) {
+		putBackGC(r.percent)
+		close(r.done)
+	}, gcRestore{p.gcPercent, p.restored})
+}
+
+type gcRestore struct {
+	percent int
+	done    chan struct{}
+}
+
+// putBackGC sets the GC percent to old unless the service changed it
+// from loadGCPercent meanwhile.
+func putBackGC(old int) {
+	if now := debug.SetGCPercent(old); now != loadGCPercent {
 		debug.SetGCPercent(now)
 	}
+}
+
+// collectsSoon reports whether the heap is past half the way from the
+// last collection's live heap to the goal GC percent old would set: the
+// runtime starts a collection somewhere after that (earlier the larger
+// the heap grew since).
+func collectsSoon(old int) bool {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return false
+	}
+	live, heap := s[0].Value.Uint64(), s[1].Value.Uint64()
+	const heapMinimum = 4 << 20 // the runtime's goal at 100 before any collection
+	goal := max(live+live*uint64(old)/100, heapMinimum*uint64(old)/100)
+	return heap > live+(goal-live)/2
 }
 
 // wait waits for the preload; abandon closes the pipe first, so that a

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strings"
@@ -494,6 +495,49 @@ func TestPreCopyLoadGCPercent(t *testing.T) {
 			}
 			if after := gcPercent(); during != tc.during || after != tc.after {
 				t.Errorf("GC percent %d during the load (want %d), %d after the init (want %d)", during, tc.during, after, tc.after)
+			}
+		})
+	}
+}
+
+// After the init, a heap that grew past half the way to the goal the old
+// GC percent gives keeps the load's percent until the next collection:
+// put back at once, it would start one as the new instance begins to
+// serve. A heap well below that goal gets the old percent back at once.
+func TestPreCopyGCRestoreWaitsForACollection(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for _, grown := range []bool{false, true} {
+		t.Run(fmt.Sprintf("grown=%v", grown), func(t *testing.T) {
+			// No collection while the heap is set up, then the load's
+			// percent, whose goal is far above the heap (see below).
+			debug.SetGCPercent(-1)
+			runtime.GC()
+			var sink []byte
+			if grown {
+				// The heap is now 2 live + 4 MiB: past the half-way point
+				// at 100 (at most 1.5 live + 2 MiB), below the earliest
+				// trigger at 400 (3.8 live, and 11 MiB).
+				s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+				metrics.Read(s)
+				sink = make([]byte, s[0].Value.Uint64()+4<<20)
+			}
+			debug.SetGCPercent(loadGCPercent)
+			p := &preload{gcPercent: 100}
+			p.restoreGC()
+			if got := gcPercent(); grown && got != loadGCPercent || !grown && got != 100 {
+				t.Fatalf("GC percent %d right after the restore", got)
+			}
+			if grown {
+				runtime.GC()
+				runtime.KeepAlive(sink)
+			}
+			select {
+			case <-p.restored:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the GC percent was not put back after a collection")
+			}
+			if got := gcPercent(); got != 100 {
+				t.Fatalf("GC percent %d after the next collection, want 100", got)
 			}
 		})
 	}
