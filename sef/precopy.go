@@ -394,7 +394,7 @@ func raiseGCPercent(to int) int {
 //
 // After the init, too, the heap may be near or past the goal the old
 // percent gives, if no collection ran since the load grew it: at 100k kv
-// keys the load ends at about 10 MB with no collection yet (the first
+// keys the load ends at about 9 MB with no collection yet (the first
 // comes at 16 MB at 400), and the goal at 100 is 4 MB. Put back then, the
 // percent starts a collection at once, in the first milliseconds the new
 // instance serves, while the requests that waited out the pause are

@@ -30,9 +30,11 @@ import (
 // took 463 ms and 167 MB growing them, 132 ms and 84 MB made to size (a
 // Go benchmark, 2026-12-03), and that CPU is taken from the old instance
 // while it serves. A base of an older kv (baseMagicV1) has no counts and
-// loads the same, only slower. The delta: deltaMagic, the reset flag, then the count of
-// changes, each an op (1 set, 0 delete), the key and for a set the
-// value; the connections follow as in a whole state.
+// loads the same, only slower.
+//
+// The delta: deltaMagic, the reset flag, then the count of changes, each
+// an op (1 set, 0 delete), the key and for a set the value; the
+// connections follow as in a whole state.
 const (
 	baseMagic   = "kv-base-2\n"
 	baseMagicV1 = "kv-base-1\n" // no shard counts
