@@ -400,7 +400,8 @@ func raiseGCPercent(to int) int {
 // instance serves, while the requests that waited out the pause are
 // answered. The old percent then comes back after the next collection
 // instead, which runs at the load's percent when the heap reaches its
-// goal; restored is closed once it is back.
+// goal, or when the runtime forces one (every two minutes at the
+// latest); restored is closed once it is back.
 func (p *preload) restoreGC() {
 	p.restored = make(chan struct{})
 	if p.gcPercent == 0 {

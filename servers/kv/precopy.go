@@ -290,11 +290,11 @@ func loadBase(r io.Reader) (*store, error) {
 	if _, err := io.ReadFull(br, magic); err != nil {
 		return nil, fmt.Errorf("base: %w", err)
 	}
-	if magic[0] != byte(len(baseMagic)) || (string(magic[1:]) != baseMagic && string(magic[1:]) != baseMagicV1) {
+	keys := 0 // an older kv's base sizes nothing
+	switch m := string(magic[1:]); {
+	case magic[0] != byte(len(m)) || m != baseMagic && m != baseMagicV1: // both magics are as long
 		return nil, fmt.Errorf("base format %q, this kv reads %q and %q", magic, baseMagic, baseMagicV1)
-	}
-	keys := 0
-	if string(magic[1:]) == baseMagic {
+	case m == baseMagic:
 		var err error
 		if keys, err = readShardCounts(br); err != nil {
 			return nil, fmt.Errorf("base: %w", err)
