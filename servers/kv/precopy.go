@@ -25,7 +25,7 @@ import (
 // The base format, inside sef's framing: baseMagic, the count of shards
 // and each shard's count of keys when the base began, then batches,
 // each its length and then (key, value) pairs, and a batch of length 0
-// to end. The counts let the new kv size its maps before it loads:
+// to end. The counts let the new kv size its maps as it loads (shardSizer):
 // inserting a million keys into 64 maps on one P (as the load runs)
 // took 463 ms and 167 MB growing them, 132 ms and 84 MB made to size (a
 // Go benchmark, 2026-12-03), and that CPU is taken from the old instance
@@ -300,7 +300,7 @@ func loadBase(r io.Reader) (*store, error) {
 			return nil, fmt.Errorf("base: %w", err)
 		}
 	}
-	st := newStoreSized(keys)
+	st, size := newStore(), newShardSizer(keys)
 	for {
 		n, err := binary.ReadUvarint(br)
 		if err != nil {
@@ -321,7 +321,7 @@ func loadBase(r io.Reader) (*store, error) {
 			k := d.str()
 			v := d.str()
 			if d.err == nil {
-				st.set(k, v)
+				size.set(st, k, v)
 			}
 		}
 		if d.err != nil {

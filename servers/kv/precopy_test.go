@@ -178,6 +178,40 @@ func TestPreCopyHostileBase(t *testing.T) {
 	}
 }
 
+// A base sizes each shard's map at the shard's first key (shardSizer):
+// one whose keys do not come shard by shard, as an older or another kv
+// may send, loads every key all the same.
+func TestPreCopyBaseInAnyOrder(t *testing.T) {
+	var e stateEncoder
+	e.str(baseMagic)
+	counts := make([]uint64, storeShards)
+	want := map[string]string{}
+	for i := range 5000 {
+		k := fmt.Sprintf("key:%d", i)
+		want[k] = fmt.Sprint(i)
+		counts[shardOf(k)]++
+	}
+	e.uint(storeShards)
+	for _, c := range counts {
+		e.uint(c)
+	}
+	var body stateEncoder
+	for i := range 5000 { // in the order of i: every batch has keys of many shards
+		body.str(fmt.Sprintf("key:%d", i))
+		body.str(fmt.Sprint(i))
+		if i%100 == 99 {
+			e.uint(uint64(len(body.b)))
+			e.b = append(e.b, body.b...)
+			body.b = body.b[:0]
+		}
+	}
+	e.uint(0)
+	st, err := loadBase(bytes.NewReader(e.b))
+	if err != nil || !maps.Equal(contents(st), want) {
+		t.Fatalf("loadBase: %v; %d keys of %d", err, st.len(), len(want))
+	}
+}
+
 // The new kv sizes its maps from the base's shard counts: the same base
 // without them (an older kv's) loads the same keys, with more
 // allocations: the maps' growth.

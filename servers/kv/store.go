@@ -18,21 +18,47 @@ type store struct {
 // sixty-fourth of a million keys clones in well under a millisecond.
 const storeShards = 64
 
-func newStore() *store { return newStoreSized(0) }
-
-// newStoreSized makes a store with room for about keys keys: the hash
-// spreads them evenly, and a shard takes its share and a sixteenth more
-// before it grows.
-func newStoreSized(keys int) *store {
-	per := 0
-	if keys > 0 {
-		per = keys/storeShards + keys/storeShards/16 + 1
-	}
+func newStore() *store {
 	s := &store{}
 	for i := range s.shards {
-		s.shards[i] = make(map[string]string, per)
+		s.shards[i] = map[string]string{}
 	}
 	return s
+}
+
+// shardSizer makes a loading store's maps to size, each shard's when the
+// load's first key for it comes: room for about keys keys in all, which
+// the hash spreads evenly, so a shard takes its share and a sixteenth
+// more before it grows. One shard at a time, not all before the first
+// key: a base comes shard by shard (the snapshot walks them in order),
+// and sizing a million keys' maps at once took about 130 ms on the
+// bench's VM (the page faults of some 50 MB as the tables are set
+// empty), one burst of a CPU the old instance wanted while it served,
+// which sef's pace of the load then answered with as long a sleep
+// (BENCHMARKS.md, 2026-12-03). A base in another order only sizes later.
+type shardSizer struct {
+	per   int // 0: size nothing, the maps grow
+	sized [storeShards]bool
+}
+
+func newShardSizer(keys int) *shardSizer {
+	z := &shardSizer{}
+	if keys > 0 {
+		z.per = keys/storeShards + keys/storeShards/16 + 1
+	}
+	return z
+}
+
+// set is st.set for a store being loaded, which records no changes.
+func (z *shardSizer) set(st *store, k, v string) {
+	i := shardOf(k)
+	if !z.sized[i] {
+		z.sized[i] = true
+		if z.per > 0 && len(st.shards[i]) == 0 {
+			st.shards[i] = make(map[string]string, z.per)
+		}
+	}
+	st.shards[i][k] = v
 }
 
 // shardOf is FNV-1a: fixed across processes and versions, unlike the
