@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -247,13 +248,18 @@ func TestStoppedRSTimesOut(t *testing.T) {
 	r.waitState("p", control.StateRunning, 0)
 	r.cmd.Process.Signal(syscall.SIGSTOP)
 	defer r.cmd.Process.Signal(syscall.SIGCONT)
+	// At once: each waits out its own bound (5s for the first two).
+	var wg sync.WaitGroup
 	for _, args := range [][]string{{"status"}, {"down", "p"}, {"--timeout", "300ms", "restart", "p"}} {
-		_, errs, code := r.service(args...)
-		lines := strings.Split(strings.TrimSpace(errs), "\n")
-		if code == 0 || len(lines) != 1 || !strings.Contains(lines[0], "timed out") {
-			t.Errorf("service %v against a stopped rs: exit %d, %q", args, code, errs)
-		}
+		wg.Go(func() {
+			_, errs, code := r.service(args...)
+			lines := strings.Split(strings.TrimSpace(errs), "\n")
+			if code == 0 || len(lines) != 1 || !strings.Contains(lines[0], "timed out") {
+				t.Errorf("service %v against a stopped rs: exit %d, %q", args, code, errs)
+			}
+		})
 	}
+	wg.Wait()
 	r.cmd.Process.Signal(syscall.SIGCONT)
 	if st := r.status("p"); st.State != control.StateRunning && st.State != control.StateStopping && st.State != control.StateDown {
 		t.Errorf("p after rs resumed: %+v", st)
