@@ -252,8 +252,9 @@
 // passes --check-table and then dies or hangs before it adopts (its
 // exit is the process's: the services die by PDEATHSIG, or wait for
 // it); an old binary that cannot take its own table back. What is lost
-// at the exec: `service events` and `logs -f` streams (their clients
-// see the connection end), a probe of a simple service under way (the
+// at the exec: the `service events` and `logs -f` connections (the
+// command asks the new rs again, control.ErrClosed; events meanwhile
+// are not sent, log lines are, from the files), a probe of a simple service under way (the
 // next ping probes again), hooks' and checks' os/exec children.
 //
 // A panic in the loop (panic.go): handleSafe recovers it, logs it with

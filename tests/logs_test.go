@@ -483,3 +483,56 @@ args = ["-role", "say"]
 	later := r.status("later")
 	wait(regexp.MustCompile(fmt.Sprintf(`^later \| \S+ out say out pid=%d$`, later.Pid)))
 }
+
+// TestFollowAcrossUpdateSelf: `service logs -f` and `service events` go
+// on across update-self, whose exec closes their connections: the follow
+// asks the new rs from a little before the cut, and prints every counter
+// line once, none lost and none twice; events shows the new rs's events.
+func TestFollowAcrossUpdateSelf(t *testing.T) {
+	r := startRS(t, `
+[service.counter]
+binary = "$BIN/roles"
+args = ["-role", "counter"]
+
+[service.p]
+binary = "$BIN/roles"
+args = ["-role", "plain"]
+`)
+	r.waitState("counter", control.StateRunning, 0)
+	r.waitState("p", control.StateRunning, 0)
+	lines := r.follow("logs", "-f", "-n", "0", "counter")
+	events := r.follow("events", "p")
+	counterLine := regexp.MustCompile(`^\S+ out n (\d+)$`)
+	var ns []int
+	// upTo reads the follow until it printed n lines of the counter.
+	upTo := func(n int) {
+		t.Helper()
+		timeout := time.After(waitTimeout)
+		for len(ns) < n {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("the follow ended after %d counter lines", len(ns))
+				}
+				if m := counterLine.FindStringSubmatch(l); m != nil {
+					v, _ := strconv.Atoi(m[1])
+					ns = append(ns, v)
+				}
+			case <-timeout:
+				t.Fatalf("%d counter lines of %d", len(ns), n)
+			}
+		}
+	}
+	upTo(50)
+	for range 3 {
+		r.mustService("update-self")
+		upTo(len(ns) + 300) // 300 ms of the counter at least: lines from after the exec
+		r.mustService("restart", "p")
+		nextLine(t, events, regexp.MustCompile(` p ready `), nil)
+	}
+	for i := 1; i < len(ns); i++ {
+		if ns[i] != ns[i-1]+1 {
+			t.Fatalf("after n %d came n %d: a line lost or printed twice (around: %v)", ns[i-1], ns[i], ns[max(0, i-3):min(len(ns), i+3)])
+		}
+	}
+}

@@ -23,7 +23,8 @@ func eventsCommand() *cli.Command {
 		Description: "One line per event: `<time> <label> <event> key=value ...` (spawned, ready, fault, exited,\n" +
 			"stopped, reincarnating, backoff, failed, standby-takeover, update-started, update-committed,\n" +
 			"update-rolled-back, reload steps, rs-stopped). With --json one object per line with at least\n" +
-			"time, label and event. It goes on until interrupted or rs stops.",
+			"time, label and event. It goes on until interrupted or rs stops; across rs's update-self it\n" +
+			"asks the new rs again (events while that one starts are not shown).",
 		Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "one JSON object per line"}},
 		Action: events,
 	}
@@ -40,7 +41,9 @@ func events(c *cli.Context) error {
 	defer w.Flush()
 	asJSON := c.Bool("json")
 	enc := json.NewEncoder(w)
-	r, err := client(c).Stream(ctx, req, func(r control.Reply) error {
+	// Asked again after rs closed the connection (update-self): what
+	// happened in between is not sent again, and the note says so.
+	r, err := streamResumed(ctx, client(c), "events (those while rs did not answer are not shown)", func() control.Request { return req }, func(r control.Reply) error {
 		for _, ev := range r.Events {
 			if asJSON {
 				if err := enc.Encode(ev); err != nil {

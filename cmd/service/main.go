@@ -423,7 +423,8 @@ func logsCommand() *cli.Command {
 		Description: "Prints the last lines of LOGDIR/<label>.log (and of its rotated files when it holds fewer),\n" +
 			"as `<time> <out|err> <text>`; without a label every service's, merged by time, each line as\n" +
 			"`<label> | <time> <out|err> <text>`. Control characters are escaped. With -f it goes on with\n" +
-			"new lines as they come, across restarts, updates and rotation, until interrupted.",
+			"new lines as they come, across restarts, updates, rotation and rs's update-self, until\n" +
+			"interrupted.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "then print new lines as they come"},
 			&cli.StringFlag{Name: "lines", Aliases: []string{"n"}, Usage: "how many of the last lines (default 10; every line since --since)"},
@@ -508,16 +509,43 @@ func logs(c *cli.Context) error {
 	defer stop()
 	w := bufio.NewWriterSize(os.Stdout, 64<<10)
 	defer w.Flush()
-	r, err := client(c).Stream(ctx, req, func(r control.Reply) error {
+	// A follow whose connection rs closed (update-self) asks again from a
+	// little before the cut, and prints no line twice.
+	var shown shownLines
+	began, resumed := time.Now(), false
+	next := func() control.Request {
+		if !resumed {
+			resumed = true
+			return req
+		}
+		shown.again()
+		again := req
+		since := shown.since()
+		if since.IsZero() {
+			since = began
+		}
+		again.Lines, again.SinceUs = nil, max(req.SinceUs, since.UnixMicro())
+		return again
+	}
+	each := func(r control.Reply) error {
 		if r.Message != "" {
 			fmt.Fprintln(os.Stderr, "service: logs:", escape(r.Message))
 		}
 		for _, l := range r.Logs {
+			if req.Follow && shown.printed(l) {
+				continue
+			}
 			w.WriteString(logLine(l, req.Label == ""))
 			w.WriteByte('\n')
 		}
 		return w.Flush()
-	})
+	}
+	var r control.Reply
+	if req.Follow {
+		r, err = streamResumed(ctx, client(c), "logs", next, each)
+	} else {
+		r, err = client(c).Stream(ctx, req, each)
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

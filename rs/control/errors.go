@@ -32,6 +32,10 @@ var (
 	ErrUnreachable = errors.New("rs is not running")
 	// ErrTimeout: rs did not answer in time (stopped, or swamped).
 	ErrTimeout = errors.New("timed out")
+	// ErrClosed: rs closed the connection before its final reply. Its
+	// process ended, or it exec'd (update-self, or the re-exec after a
+	// panic in its loop): a stream (logs -f, events) can ask again.
+	ErrClosed = errors.New("rs closed the connection without a reply")
 )
 
 var sentinels = map[Code]error{

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -57,12 +58,15 @@ func (rr *replyReader) next() (Reply, error) {
 	rr.acc = rr.acc[:0]
 	for {
 		n, err := rr.r.Read(rr.pkt)
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			return Reply{}, ErrClosed
+		}
 		if err != nil {
 			return Reply{}, err
 		}
 		switch {
 		case n == 0:
-			return Reply{}, errors.New("rs closed the connection without a reply")
+			return Reply{}, ErrClosed
 		case n > 1+maxPiece:
 			return Reply{}, fmt.Errorf("reply from rs: a packet of more than %d bytes", 1+maxPiece)
 		case len(rr.acc)+n-1 > MaxReply:
