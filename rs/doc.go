@@ -254,8 +254,9 @@
 // it); an old binary that cannot take its own table back. What is lost
 // at the exec: the `service events` and `logs -f` connections (the
 // command asks the new rs again, control.ErrClosed; events meanwhile
-// are not sent, log lines are, from the files), a probe of a simple service under way (the
-// next ping probes again), hooks' and checks' os/exec children.
+// are not sent, log lines are, from the files), a probe of a simple
+// service under way (the next ping probes again), hooks' and checks'
+// os/exec children.
 //
 // A panic in the loop (panic.go): handleSafe recovers it, logs it with
 // its stack, and rs re-execs its own binary (through its fd of it) with
