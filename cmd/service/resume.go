@@ -18,6 +18,10 @@ import (
 // is gone) or when no rs has answered within resumeWait.
 const resumeWait = 30 * time.Second
 
+// resumeServed: a stream cut after this long was being served, and a
+// cut then starts a new resumeWait.
+const resumeServed = time.Second
+
 // streamResumed runs cl.Stream(ctx, req(), each) and, each time rs
 // closes the connection mid-stream, says so on stderr (what names the
 // command) and runs it again with req(), which may start where the last
@@ -26,12 +30,16 @@ func streamResumed(ctx context.Context, cl control.Client, what string, req func
 	var cutAt time.Time // the first cut with no answer since; zero once one came
 	delay := 5 * time.Millisecond
 	for {
-		answered := false
+		answered, began := false, time.Now()
 		r, err := cl.Stream(ctx, req(), func(r control.Reply) error {
 			answered = true
 			return each(r)
 		})
-		if answered {
+		// A stream cut after sending nothing but keepalives (a quiet
+		// service) was served all the same if it lasted: a new image
+		// answers in well under a second. (A timeout is 5s of silence,
+		// keepalives included: not served.)
+		if answered || errors.Is(err, control.ErrClosed) && time.Since(began) > resumeServed {
 			cutAt, delay = time.Time{}, 5*time.Millisecond
 		}
 		// A dial to the socket while the new image starts waits in its
