@@ -3,6 +3,7 @@ package tests
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -534,5 +535,49 @@ args = ["-role", "plain"]
 		if ns[i] != ns[i-1]+1 {
 			t.Fatalf("after n %d came n %d: a line lost or printed twice (around: %v)", ns[i-1], ns[i], ns[max(0, i-3):min(len(ns), i+3)])
 		}
+	}
+}
+
+// TestFollowEndsWhenRSDies: a follow whose rs is killed asks again,
+// finds nothing listening on the socket, and ends with an error at once
+// rather than waiting out its bound.
+func TestFollowEndsWhenRSDies(t *testing.T) {
+	r := startRS(t, `
+[service.say]
+binary = "$BIN/roles"
+args = ["-role", "say"]
+`)
+	r.waitState("say", control.StateRunning, 0)
+	cmd := exec.Command(bin("service"), "--socket", r.sock, "logs", "-f", "say")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb syncBuffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() { // the follow runs: its first line came
+		t.Fatalf("no line from the follow: %s", errb.String())
+	}
+	r.cmd.Process.Kill()
+	<-r.done
+	ended := make(chan error, 1)
+	go func() {
+		for sc.Scan() {
+		}
+		ended <- cmd.Wait()
+	}()
+	select {
+	case err := <-ended:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || !strings.Contains(errb.String(), "rs closed the connection") || !strings.Contains(errb.String(), "not running") {
+			t.Fatalf("the follow ended with %v, stderr %q", err, errb.String())
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("the follow did not end after rs died: %q", errb.String())
 	}
 }
