@@ -99,9 +99,7 @@
 // to rs. The instance is then quiescent: Receive returns no work, only
 // rs's verdict is awaited. On
 // commit rs stops it (Receive returns ErrStopped; the new instance has its
-// own copies of every fd, so closing them here disturbs nothing), and sef
-// first lowers every thread of the process to nice 19: the exit's
-// teardown of a large state then yields the CPU to the new instance. On
+// own copies of every fd, so closing them here disturbs nothing). On
 // rollback (the new version failed, or maxtime passed) rs sends lu-cancel:
 // LUStateChanged(N, 0) is called and work resumes exactly where it
 // stopped. In the new instance, Init.State reads the saved bytes and

@@ -648,9 +648,6 @@ func (s *Service) handleMessage(m msg.Message, files []*os.File) {
 		}
 		s.send(&msg.Message{Kind: msg.KindPong, Seq: m.Seq})
 	case msg.KindStop:
-		if s.lu != nil && s.lu.ready {
-			retire() // the update committed: only the exit is left (retire.go)
-		}
 		s.signal(syscall.SIGTERM, &StopError{Cause: CauseRS})
 	case msg.KindLUPrepare:
 		var base *os.File
