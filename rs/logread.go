@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -65,13 +64,6 @@ const (
 type logLine struct {
 	t    time.Time
 	text string
-}
-
-// lineTime parses the stamp that begins line.
-func lineTime(line string) (time.Time, bool) {
-	tok, _, _ := strings.Cut(line, " ")
-	t, err := time.Parse(time.RFC3339Nano, tok)
-	return t, err == nil
 }
 
 // keepLast keeps the latest lines it is given, at most n of them and at
@@ -155,7 +147,7 @@ func lineEnd(f *os.File, size int64) int64 {
 
 func emitLine(b []byte, prev time.Time, each func(logLine)) time.Time {
 	s := string(b)
-	if t, ok := lineTime(s); ok {
+	if t, ok := logs.LineTime(s); ok {
 		prev = t
 	}
 	each(logLine{t: prev, text: s})

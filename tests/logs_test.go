@@ -564,7 +564,11 @@ args = ["-role", "say"]
 		t.Fatalf("no line from the follow: %s", errb.String())
 	}
 	r.cmd.Process.Kill()
-	<-r.done
+	select {
+	case <-r.done:
+	case <-time.After(waitTimeout):
+		t.Fatal("rs did not die of SIGKILL")
+	}
 	ended := make(chan error, 1)
 	go func() {
 		for sc.Scan() {

@@ -43,7 +43,7 @@ func events(c *cli.Context) error {
 	enc := json.NewEncoder(w)
 	// Asked again after rs closed the connection (update-self): what
 	// happened in between is not sent again, and the note says so.
-	r, err := streamResumed(ctx, client(c), "events (those while rs did not answer are not shown)", func() control.Request { return req }, func(r control.Reply) error {
+	r, err := streamResumed(ctx, client(c), "events (those while rs did not answer are not shown)", req, nil, func(r control.Reply) error {
 		for _, ev := range r.Events {
 			if asJSON {
 				if err := enc.Encode(ev); err != nil {

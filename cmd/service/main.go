@@ -512,20 +512,15 @@ func logs(c *cli.Context) error {
 	// A follow whose connection rs closed (update-self) asks again from a
 	// little before the cut, and prints no line twice.
 	var shown shownLines
-	began, resumed := time.Now(), false
-	next := func() control.Request {
-		if !resumed {
-			resumed = true
-			return req
-		}
+	began := time.Now()
+	again := func(req control.Request) control.Request {
 		shown.again()
-		again := req
 		since := shown.since()
 		if since.IsZero() {
 			since = began
 		}
-		again.Lines, again.SinceUs = nil, max(req.SinceUs, since.UnixMicro())
-		return again
+		req.Lines, req.SinceUs = nil, max(req.SinceUs, since.UnixMicro())
+		return req
 	}
 	each := func(r control.Reply) error {
 		if r.Message != "" {
@@ -542,7 +537,7 @@ func logs(c *cli.Context) error {
 	}
 	var r control.Reply
 	if req.Follow {
-		r, err = streamResumed(ctx, client(c), "logs", next, each)
+		r, err = streamResumed(ctx, client(c), "logs", req, again, each)
 	} else {
 		r, err = client(c).Stream(ctx, req, each)
 	}

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/reincarnation/rs/rs/control"
+	logfile "github.com/reincarnation/rs/rs/logs"
 )
 
 // A stream (logs -f, events) whose connection rs closed without a final
@@ -22,16 +22,16 @@ const resumeWait = 30 * time.Second
 // cut then starts a new resumeWait.
 const resumeServed = time.Second
 
-// streamResumed runs cl.Stream(ctx, req(), each) and, each time rs
-// closes the connection mid-stream, says so on stderr (what names the
-// command) and runs it again with req(), which may start where the last
-// one ended.
-func streamResumed(ctx context.Context, cl control.Client, what string, req func() control.Request, each func(control.Reply) error) (control.Reply, error) {
+// streamResumed runs cl.Stream(ctx, req, each) and, each time rs closes
+// the connection mid-stream, says so on stderr (what names the command)
+// and runs it again with again(req) (nil: req as it is), which may start
+// where the last one ended.
+func streamResumed(ctx context.Context, cl control.Client, what string, req control.Request, again func(control.Request) control.Request, each func(control.Reply) error) (control.Reply, error) {
 	var cutAt time.Time // the first cut with no answer since; zero once one came
 	delay := 5 * time.Millisecond
-	for {
+	for ask := req; ; {
 		answered, began := false, time.Now()
-		r, err := cl.Stream(ctx, req(), func(r control.Reply) error {
+		r, err := cl.Stream(ctx, ask, func(r control.Reply) error {
 			answered = true
 			return each(r)
 		})
@@ -61,6 +61,9 @@ func streamResumed(ctx context.Context, cl control.Client, what string, req func
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 100*time.Millisecond)
+		if again != nil {
+			ask = again(req)
+		}
 	}
 }
 
@@ -94,16 +97,6 @@ const (
 
 func lineKey(l control.LogLine) string { return l.Label + "\x00" + l.Line }
 
-// lineTime reads the stamp a log line begins with.
-func lineTime(line string) (time.Time, bool) {
-	stamp, _, ok := strings.Cut(line, " ")
-	if !ok {
-		return time.Time{}, false
-	}
-	t, err := time.Parse(time.RFC3339Nano, stamp)
-	return t, err == nil
-}
-
 // again starts a follow asked again: its lines up to those printed are
 // skipped.
 func (s *shownLines) again() {
@@ -121,7 +114,7 @@ func (s *shownLines) printed(l control.LogLine) bool {
 		s.skip[key]--
 		return true
 	}
-	t, ok := lineTime(l.Line)
+	t, ok := logfile.LineTime(l.Line)
 	if !ok {
 		return false
 	}

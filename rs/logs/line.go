@@ -2,6 +2,7 @@ package logs
 
 import (
 	"bytes"
+	"strings"
 	"time"
 )
 
@@ -11,6 +12,13 @@ const MaxLine = 64 << 10
 
 // TimeFormat is the timestamp at the start of every line.
 const TimeFormat = "2006-01-02T15:04:05.000000Z"
+
+// LineTime parses the timestamp that begins a line of a log file.
+func LineTime(line string) (time.Time, bool) {
+	tok, _, _ := strings.Cut(line, " ")
+	t, err := time.Parse(time.RFC3339Nano, tok)
+	return t, err == nil
+}
 
 // splitter turns one stream's bytes into log lines. It holds the last
 // line until its newline comes (or flush).

@@ -21,7 +21,7 @@ const storeShards = 64
 func newStore() *store {
 	s := &store{}
 	for i := range s.shards {
-		s.shards[i] = map[string]string{}
+		s.shards[i] = make(map[string]string)
 	}
 	return s
 }
